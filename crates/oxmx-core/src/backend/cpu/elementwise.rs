@@ -1,0 +1,213 @@
+//! The element-wise engine shared by unary, binary, ternary and cast kernels: contiguous fast
+//! paths over slices (which the compiler vectorises), a scalar-broadcast path, and a general
+//! strided path; all split across the thread pool for large arrays.
+
+use crate::dtype::Element;
+use crate::error::Result;
+use crate::graph::Data;
+use crate::shape::Shape;
+use rayon::prelude::*;
+
+/// Below this many elements a kernel runs on one thread.
+pub const PAR_THRESHOLD: usize = 1 << 15;
+/// Elements per parallel task.
+pub const CHUNK: usize = 1 << 14;
+
+/// Merges adjacent dims that are contiguous in every operand, and drops size-1 dims, so that the
+/// strided loop runs over as few, as long rows as possible.
+pub fn collapse(shape: &[usize], strides: &[&[isize]]) -> (Shape, Vec<Vec<isize>>) {
+    let mut out_shape: Shape = Vec::new();
+    let mut out_strides: Vec<Vec<isize>> = vec![Vec::new(); strides.len()];
+    for i in 0..shape.len() {
+        if shape[i] == 1 {
+            continue;
+        }
+        if let Some(&last) = out_shape.last() {
+            let mergeable = strides.iter().enumerate().all(|(k, s)| *out_strides[k].last().unwrap() == s[i] * shape[i] as isize);
+            if mergeable {
+                let n = out_shape.len();
+                out_shape[n - 1] = last * shape[i];
+                for (k, s) in strides.iter().enumerate() {
+                    *out_strides[k].last_mut().unwrap() = s[i];
+                }
+                continue;
+            }
+        }
+        out_shape.push(shape[i]);
+        for (k, s) in strides.iter().enumerate() {
+            out_strides[k].push(s[i]);
+        }
+    }
+    if out_shape.is_empty() {
+        out_shape.push(1);
+        for s in out_strides.iter_mut() {
+            s.push(0);
+        }
+    }
+    (out_shape, out_strides)
+}
+
+/// Runs `body(flat_start, len)` over `0..n` in chunks, in parallel when `n` is large.
+pub fn for_chunks(n: usize, body: impl Fn(usize, usize) + Sync) {
+    if n < PAR_THRESHOLD {
+        body(0, n);
+    } else {
+        (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+            let s = c * CHUNK;
+            body(s, CHUNK.min(n - s));
+        });
+    }
+}
+
+/// Element offsets (one per operand) of row-major index `flat`.
+fn offsets_at<const K: usize>(shape: &[usize], strides: &[Vec<isize>], base: [isize; K], mut flat: usize) -> [isize; K] {
+    let mut off = base;
+    for d in (0..shape.len()).rev() {
+        let i = (flat % shape[d]) as isize;
+        flat /= shape[d];
+        for k in 0..K {
+            off[k] += i * strides[k][d];
+        }
+    }
+    off
+}
+
+/// Visits `len` row-major positions from `start`, calling `row(out_pos, offsets, inner_len,
+/// inner_strides)` once per run along the innermost dim.
+fn strided_rows<const K: usize>(
+    shape: &[usize],
+    strides: &[Vec<isize>],
+    base: [isize; K],
+    start: usize,
+    len: usize,
+    mut row: impl FnMut(usize, [isize; K], usize, [isize; K]),
+) {
+    let nd = shape.len();
+    let inner = shape[nd - 1];
+    let mut inner_strides = [0isize; K];
+    for k in 0..K {
+        inner_strides[k] = strides[k][nd - 1];
+    }
+    let mut pos = start;
+    let end = start + len;
+    while pos < end {
+        let off = offsets_at::<K>(shape, strides, base, pos);
+        let within = pos % inner;
+        let run = (inner - within).min(end - pos);
+        row(pos - start, off, run, inner_strides);
+        pos += run;
+    }
+}
+
+/// Shared-output pointer for chunked parallel writes into disjoint ranges.
+#[derive(Copy, Clone)]
+struct OutPtr<T>(*mut T);
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+
+/// `out[i] = f(a[i])` over a row-major output of `a`'s shape.
+pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) -> Result<Data> {
+    let n = a.size();
+    let shape = a.shape.clone();
+    Data::build::<B>(shape, |out| {
+        let raw = a.raw::<A>();
+        if a.is_row_contiguous() {
+            let src = &raw[a.offset as usize..a.offset as usize + n];
+            if n < PAR_THRESHOLD {
+                out.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+            } else {
+                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x)));
+            }
+            return;
+        }
+        let (cs, cstr) = collapse(&a.shape, &[&a.strides]);
+        let ptr = OutPtr(out.as_mut_ptr());
+        for_chunks(n, |start, len| {
+            let ptr = ptr;
+            strided_rows::<1>(&cs, &cstr, [a.offset], start, len, |o, [off], run, [st]| {
+                let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
+                let mut p = off;
+                for d in dst.iter_mut() {
+                    *d = f(raw[p as usize]);
+                    p += st;
+                }
+            });
+        });
+    })
+}
+
+/// `out[i] = f(a[i], b[i])` for two operands of one shape (any strides).
+pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: impl Fn(A, B) -> C + Sync) -> Result<Data> {
+    let n = a.size();
+    let shape = a.shape.clone();
+    Data::build::<C>(shape, |out| {
+        let (ra, rb) = (a.raw::<A>(), b.raw::<B>());
+        let a_scalar = a.strides.iter().all(|&s| s == 0);
+        let b_scalar = b.strides.iter().all(|&s| s == 0);
+        let (ac, bc) = (a.is_row_contiguous(), b.is_row_contiguous());
+        if (ac || a_scalar) && (bc || b_scalar) && n > 0 {
+            let (oa, ob) = (a.offset as usize, b.offset as usize);
+            let body = |start: usize, o: &mut [C]| {
+                let len = o.len();
+                match (a_scalar, b_scalar) {
+                    (true, true) => o.iter_mut().for_each(|o| *o = f(ra[oa], rb[ob])),
+                    (true, false) => {
+                        let x = ra[oa];
+                        o.iter_mut().zip(&rb[ob + start..ob + start + len]).for_each(|(o, &y)| *o = f(x, y))
+                    }
+                    (false, true) => {
+                        let y = rb[ob];
+                        o.iter_mut().zip(&ra[oa + start..oa + start + len]).for_each(|(o, &x)| *o = f(x, y))
+                    }
+                    (false, false) => o
+                        .iter_mut()
+                        .zip(ra[oa + start..oa + start + len].iter().zip(&rb[ob + start..ob + start + len]))
+                        .for_each(|(o, (&x, &y))| *o = f(x, y)),
+                }
+            };
+            if n < PAR_THRESHOLD {
+                body(0, out);
+            } else {
+                out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| body(c * CHUNK, o));
+            }
+            return;
+        }
+        let (cs, cstr) = collapse(&a.shape, &[&a.strides, &b.strides]);
+        let ptr = OutPtr(out.as_mut_ptr());
+        for_chunks(n, |start, len| {
+            let ptr = ptr;
+            strided_rows::<2>(&cs, &cstr, [a.offset, b.offset], start, len, |o, [pa, pb], run, [sa, sb]| {
+                let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
+                let (mut pa, mut pb) = (pa, pb);
+                for d in dst.iter_mut() {
+                    *d = f(ra[pa as usize], rb[pb as usize]);
+                    pa += sa;
+                    pb += sb;
+                }
+            });
+        });
+    })
+}
+
+/// `out[i] = f(a[i], b[i], c[i])` for three operands of one shape.
+pub fn map_ternary<A: Element, B: Element, C: Element, D: Element>(a: &Data, b: &Data, c: &Data, f: impl Fn(A, B, C) -> D + Sync) -> Result<Data> {
+    let n = a.size();
+    Data::build::<D>(a.shape.clone(), |out| {
+        let (ra, rb, rc) = (a.raw::<A>(), b.raw::<B>(), c.raw::<C>());
+        let (cs, cstr) = collapse(&a.shape, &[&a.strides, &b.strides, &c.strides]);
+        let ptr = OutPtr(out.as_mut_ptr());
+        for_chunks(n, |start, len| {
+            let ptr = ptr;
+            strided_rows::<3>(&cs, &cstr, [a.offset, b.offset, c.offset], start, len, |o, [pa, pb, pc], run, [sa, sb, sc]| {
+                let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
+                let (mut pa, mut pb, mut pc) = (pa, pb, pc);
+                for d in dst.iter_mut() {
+                    *d = f(ra[pa as usize], rb[pb as usize], rc[pc as usize]);
+                    pa += sa;
+                    pb += sb;
+                    pc += sc;
+                }
+            });
+        });
+    })
+}

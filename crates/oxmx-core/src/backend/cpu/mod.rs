@@ -1,0 +1,40 @@
+//! The CPU backend: one file per primitive family, mirroring `primitives/`.
+
+pub mod elementwise;
+pub mod cast;
+pub mod creation;
+pub mod unary;
+pub mod binary;
+pub mod ternary;
+pub mod reduce;
+pub mod shape;
+pub mod index;
+pub mod matmul;
+pub mod conv;
+pub mod sort;
+pub mod random;
+pub mod fft;
+pub mod linalg;
+
+use crate::error::Result;
+use crate::graph::{Data, Spec};
+use crate::primitives::Primitive;
+
+pub fn eval(prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
+    match prim {
+        Primitive::Cast(op) => cast::eval(op, inputs, specs),
+        Primitive::Creation(op) => creation::eval(op, inputs, specs),
+        Primitive::Unary(op) => unary::eval(*op, inputs, specs),
+        Primitive::Binary(op) => binary::eval(*op, inputs, specs),
+        Primitive::Ternary(op) => ternary::eval(op, inputs, specs),
+        Primitive::Reduce(op) => reduce::eval(op, inputs, specs),
+        Primitive::Shape(op) => shape::eval(op, inputs, specs),
+        Primitive::Index(op) => index::eval(op, inputs, specs),
+        Primitive::Matmul(op) => matmul::eval(op, inputs, specs),
+        Primitive::Conv(op) => conv::eval(op, inputs, specs),
+        Primitive::Sort(op) => sort::eval(op, inputs, specs),
+        Primitive::Random(op) => random::eval(op, inputs, specs),
+        Primitive::Fft(op) => fft::eval(op, inputs, specs),
+        Primitive::Linalg(op) => linalg::eval(op, inputs, specs),
+    }
+}

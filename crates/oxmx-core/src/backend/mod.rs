@@ -1,0 +1,17 @@
+//! Backends: the CPU backend (one file per primitive family) and, later, CUDA.
+
+pub mod cpu;
+
+use crate::error::{Error, Result};
+use crate::graph::{Data, Spec};
+use crate::primitives::Primitive;
+use crate::stream::Stream;
+use crate::device::Device;
+
+/// Runs one primitive on the device of `stream`.
+pub fn eval(prim: &Primitive, stream: Stream, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
+    match stream.device {
+        Device::Cpu => cpu::eval(prim, inputs, specs),
+        Device::Gpu(n) => Err(Error::runtime(format!("[{}] no GPU backend is available for gpu {n}", prim.name()))),
+    }
+}

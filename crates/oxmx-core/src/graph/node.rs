@@ -1,0 +1,90 @@
+//! Graph nodes. An `Array` is an `Arc<Node>`; a pending node points to the `Op` that computes it
+//! (shared with its sibling outputs), which holds the inputs. When the op has run, its outputs
+//! become `Ready` and drop the op, so evaluated graphs free themselves. Dropping a long chain
+//! never recurses: `Op::drop` hands its inputs to a per-thread worklist.
+
+use super::data::Data;
+use crate::array::Array;
+use crate::dtype::Dtype;
+use crate::error::Error;
+use crate::primitives::Primitive;
+use crate::shape::Shape;
+
+/// Shape and dtype of an op's output.
+pub type Spec = (Shape, Dtype);
+use crate::stream::Stream;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+pub(crate) struct Node {
+    pub id: u64,
+    pub dtype: Dtype,
+    pub shape: Shape,
+    /// This node's position among its op's outputs.
+    pub index: usize,
+    pub state: Mutex<State>,
+}
+
+pub(crate) enum State {
+    /// Built, not yet submitted for evaluation.
+    Pending(Arc<Op>),
+    /// Submitted to its stream's worker.
+    Scheduled(Arc<Op>),
+    Ready(Data),
+    Failed(Error),
+}
+
+pub(crate) struct Op {
+    pub prim: Primitive,
+    pub inputs: Vec<Array>,
+    pub stream: Stream,
+    /// Shape and dtype of every output (kept here too, so a kernel can run after an output dropped).
+    pub specs: Vec<Spec>,
+    pub outputs: OnceLock<Vec<Weak<Node>>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Node {
+    pub fn new(dtype: Dtype, shape: Shape, index: usize, state: State) -> Node {
+        Node { id: next_id(), dtype, shape, index, state: Mutex::new(state) }
+    }
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+thread_local! {
+    static DROP_LIST: RefCell<Vec<Array>> = const { RefCell::new(Vec::new()) };
+    static DRAINING: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let inputs = std::mem::take(&mut self.inputs);
+        if inputs.is_empty() {
+            return;
+        }
+        let _ = DROP_LIST.try_with(|list| {
+            list.borrow_mut().extend(inputs);
+            if DRAINING.with(|d| d.replace(true)) {
+                // An outer drop on this thread is already draining the list.
+                return;
+            }
+            loop {
+                let next = list.borrow_mut().pop();
+                match next {
+                    // Dropping may run Op::drop again, which only appends to the list.
+                    Some(a) => drop(a),
+                    None => break,
+                }
+            }
+            DRAINING.with(|d| d.set(false));
+        });
+    }
+}

@@ -1,0 +1,239 @@
+//! `eval` / `async_eval`: topologically order the pending graph, hand each stream its ops in
+//! order, and wait for the outputs.
+//!
+//! Each stream has a worker thread. An op whose input is computed on another stream waits for
+//! it inside the worker (the cross-stream event). Submission of one eval is atomic with respect to
+//! other evals (a global lock), so every stream queue follows one global topological order and
+//! cross-stream waits cannot deadlock.
+
+use super::data::Data;
+use super::node::{Node, Op, State};
+use crate::array::Array;
+use crate::backend;
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+/// Signalled whenever any node becomes Ready or Failed.
+struct Completion {
+    lock: Mutex<u64>,
+    cv: Condvar,
+}
+
+fn completion() -> &'static Completion {
+    static C: OnceLock<Completion> = OnceLock::new();
+    C.get_or_init(|| Completion { lock: Mutex::new(0), cv: Condvar::new() })
+}
+
+fn notify_all() {
+    let c = completion();
+    *c.lock.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    c.cv.notify_all();
+}
+
+/// Blocks until `done()` holds; re-checked after every completion.
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let c = completion();
+    let mut g = c.lock.lock().unwrap_or_else(|p| p.into_inner());
+    while !done() {
+        g = c.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+enum Task {
+    Run(Vec<Arc<Op>>),
+    /// Synchronisation marker: the sender is told when everything before it has run.
+    Fence(Sender<()>),
+}
+
+struct Workers {
+    queues: Mutex<HashMap<Stream, Sender<Task>>>,
+}
+
+fn workers() -> &'static Workers {
+    static W: OnceLock<Workers> = OnceLock::new();
+    W.get_or_init(|| Workers { queues: Mutex::new(HashMap::new()) })
+}
+
+fn submit(stream: Stream, task: Task) {
+    let mut q = workers().queues.lock().unwrap_or_else(|p| p.into_inner());
+    let tx = q.entry(stream).or_insert_with(|| {
+        let (tx, rx) = channel::<Task>();
+        std::thread::Builder::new()
+            .name(format!("oxmx-stream-{}", stream.index))
+            .spawn(move || {
+                while let Ok(task) = rx.recv() {
+                    match task {
+                        Task::Run(ops) => {
+                            for op in ops {
+                                run_op(&op);
+                            }
+                        }
+                        Task::Fence(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .expect("spawning a stream worker thread");
+        tx
+    });
+    // The worker never exits while the sender lives, so send cannot fail.
+    let _ = tx.send(task);
+}
+
+/// Serialises submissions so that all stream queues share one topological order.
+fn submit_lock() -> std::sync::MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    L.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Submits the pending graph behind `outputs` to the stream workers.
+pub fn async_eval(outputs: &[&Array]) {
+    let _guard = submit_lock();
+    let order = topological_pending(outputs);
+    if order.is_empty() {
+        return;
+    }
+    // Group by stream keeping order.
+    let mut per_stream: Vec<(Stream, Vec<Arc<Op>>)> = Vec::new();
+    for op in order {
+        match per_stream.iter_mut().find(|(s, _)| *s == op.stream) {
+            Some((_, v)) => v.push(op),
+            None => per_stream.push((op.stream, vec![op])),
+        }
+    }
+    for (s, ops) in per_stream {
+        submit(s, Task::Run(ops));
+    }
+}
+
+/// Evaluates `outputs` and waits for them; returns the first error among them.
+pub fn eval(outputs: &[&Array]) -> Result<()> {
+    async_eval(outputs);
+    wait_until(|| outputs.iter().all(|a| !matches!(*a.0.lock(), State::Pending(_) | State::Scheduled(_))));
+    for a in outputs {
+        if let State::Failed(e) = &*a.0.lock() {
+            return Err(e.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Blocks until every op already submitted to `stream` has run.
+pub fn synchronize(stream: Stream) {
+    let known = workers().queues.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&stream);
+    if !known {
+        return;
+    }
+    let (tx, rx) = channel();
+    submit(stream, Task::Fence(tx));
+    let _ = rx.recv();
+}
+
+/// Post-order of the ops that still need to run, marking them Scheduled. Iterative, so deep
+/// graphs cannot overflow the stack.
+fn topological_pending(outputs: &[&Array]) -> Vec<Arc<Op>> {
+    let mut order = Vec::new();
+    let mut visited: HashSet<*const Op> = HashSet::new();
+    // (op, next input to visit)
+    let mut stack: Vec<(Arc<Op>, usize)> = Vec::new();
+    let pending_op = |node: &Node| -> Option<Arc<Op>> {
+        match &*node.lock() {
+            State::Pending(op) => Some(op.clone()),
+            _ => None,
+        }
+    };
+    for out in outputs {
+        let Some(root) = pending_op(&out.0) else { continue };
+        if !visited.insert(Arc::as_ptr(&root)) {
+            continue;
+        }
+        stack.push((root, 0));
+        while let Some((op, i)) = stack.last_mut() {
+            if *i < op.inputs.len() {
+                let input = op.inputs[*i].clone();
+                *i += 1;
+                if let Some(child) = pending_op(&input.0) {
+                    if visited.insert(Arc::as_ptr(&child)) {
+                        stack.push((child, 0));
+                    }
+                }
+            } else {
+                let (op, _) = stack.pop().unwrap();
+                mark_scheduled(&op);
+                order.push(op);
+            }
+        }
+    }
+    order
+}
+
+fn mark_scheduled(op: &Arc<Op>) {
+    for w in op.outputs.get().into_iter().flatten() {
+        if let Some(node) = w.upgrade() {
+            let mut st = node.lock();
+            if let State::Pending(o) = &*st {
+                let o = o.clone();
+                *st = State::Scheduled(o);
+            }
+        }
+    }
+}
+
+/// Waits (if needed) for an input computed elsewhere and returns its data.
+fn input_data(a: &Array) -> Result<Data> {
+    loop {
+        {
+            let st = a.0.lock();
+            match &*st {
+                State::Ready(d) => return Ok(d.clone()),
+                State::Failed(e) => return Err(e.clone()),
+                State::Pending(_) => {
+                    // Not submitted by anyone: cannot happen for inputs of a scheduled op, but
+                    // evaluate it rather than hang.
+                    drop(st);
+                    async_eval(&[a]);
+                }
+                State::Scheduled(_) => {}
+            }
+        }
+        wait_until(|| !matches!(*a.0.lock(), State::Scheduled(_) | State::Pending(_)));
+    }
+}
+
+fn run_op(op: &Arc<Op>) {
+    let outputs: Vec<Option<Arc<Node>>> = op.outputs.get().map(|v| v.iter().map(|w| w.upgrade()).collect()).unwrap_or_default();
+    if outputs.iter().all(|o| o.is_none()) {
+        return; // Nobody holds any output any more.
+    }
+    let result = (|| -> Result<Vec<Data>> {
+        let inputs = op.inputs.iter().map(input_data).collect::<Result<Vec<_>>>()?;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend::eval(&op.prim, op.stream, &inputs, &op.specs)));
+        match run {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                Err(Error::runtime(format!("[{}] internal error in the kernel: {msg}", op.prim.name())))
+            }
+        }
+    })();
+    match result {
+        Ok(datas) => {
+            for (node, data) in outputs.iter().zip(datas) {
+                if let Some(n) = node {
+                    *n.lock() = State::Ready(data);
+                }
+            }
+        }
+        Err(e) => {
+            for n in outputs.iter().flatten() {
+                *n.lock() = State::Failed(e.clone());
+            }
+        }
+    }
+    notify_all();
+}

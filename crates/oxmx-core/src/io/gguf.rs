@@ -1,0 +1,1 @@
+//! gguf reading and writing.

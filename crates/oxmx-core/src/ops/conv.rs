@@ -1,0 +1,1 @@
+//! conv ops (see primitives/conv.rs).

@@ -1,0 +1,1 @@
+//! `fft` namespace (mx.fft).

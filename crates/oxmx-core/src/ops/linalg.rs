@@ -1,0 +1,1 @@
+//! `linalg` namespace (mx.linalg).

@@ -1,0 +1,1 @@
+//! matmul ops (see primitives/matmul.rs).

@@ -1,0 +1,1 @@
+//! `random` namespace (mx.random).

@@ -1,0 +1,226 @@
+//! Reductions (sum, prod, max, min, all, any, mean, var, std, logsumexp, argmax/argmin,
+//! median), softmax, and scans (cumsum, cumprod, cummax, cummin, logcumsumexp).
+
+use super::args::Axes;
+use crate::array::Array;
+use crate::dtype::Dtype;
+use crate::error::Error;
+use crate::primitives::reduce::{ReduceKind, ScanKind};
+use crate::primitives::{Primitive, ReduceOp};
+use crate::shape::normalize_axis;
+
+/// MLX's accumulation dtype for `sum`/`prod`: small ints widen to 32 bits, bool to int32.
+fn sum_dtype(dt: Dtype) -> Dtype {
+    match dt {
+        Dtype::Bool | Dtype::Int8 | Dtype::Int16 => Dtype::Int32,
+        Dtype::Uint8 | Dtype::Uint16 => Dtype::Uint32,
+        d => d,
+    }
+}
+
+#[track_caller]
+fn reduce(a: &Array, axes: Axes, keepdims: bool, kind: ReduceKind, dtype: Dtype, name: &str) -> Array {
+    Array::build(|| {
+        let ax = axes.resolve(a.ndim(), name)?;
+        let input = a.astype(dtype);
+        let out = if ax.is_empty() {
+            input
+        } else {
+            Array::from_op(Primitive::Reduce(ReduceOp::Reduce { kind, axes: ax.clone(), dtype }), vec![input])
+        };
+        Ok(if keepdims { out } else { squeeze_axes(&out, &ax) })
+    })
+}
+
+fn squeeze_axes(a: &Array, axes: &[usize]) -> Array {
+    if axes.is_empty() {
+        return a.clone();
+    }
+    let shape: Vec<isize> = a.shape().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d as isize).collect();
+    super::reshape(a, &shape)
+}
+
+#[track_caller]
+pub fn sum(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    reduce(a, axes.into(), keepdims, ReduceKind::Sum, sum_dtype(a.dtype()), "sum")
+}
+#[track_caller]
+pub fn prod(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    reduce(a, axes.into(), keepdims, ReduceKind::Prod, sum_dtype(a.dtype()), "prod")
+}
+#[track_caller]
+pub fn max(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    if a.size() == 0 {
+        return Array::error(Error::invalid("[max] Cannot max reduce zero size array.").at(std::panic::Location::caller()));
+    }
+    reduce(a, axes.into(), keepdims, ReduceKind::Max, a.dtype(), "max")
+}
+#[track_caller]
+pub fn min(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    if a.size() == 0 {
+        return Array::error(Error::invalid("[min] Cannot min reduce zero size array.").at(std::panic::Location::caller()));
+    }
+    reduce(a, axes.into(), keepdims, ReduceKind::Min, a.dtype(), "min")
+}
+#[track_caller]
+pub fn all(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    reduce(&a.astype(Dtype::Bool), axes.into(), keepdims, ReduceKind::And, Dtype::Bool, "all")
+}
+#[track_caller]
+pub fn any(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    reduce(&a.astype(Dtype::Bool), axes.into(), keepdims, ReduceKind::Or, Dtype::Bool, "any")
+}
+
+/// The float dtype statistics are computed in (ints → float32).
+fn stat_dtype(dt: Dtype) -> Dtype {
+    if dt.is_inexact() { dt } else { Dtype::Float32 }
+}
+
+#[track_caller]
+pub fn mean(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    let axes = axes.into();
+    Array::build(|| {
+        let ax = axes.resolve(a.ndim(), "mean")?;
+        let n: usize = ax.iter().map(|&i| a.shape()[i]).product();
+        let dt = stat_dtype(a.dtype());
+        let s = sum(&a.astype(dt), Axes::List(ax.iter().map(|&x| x as isize).collect()), keepdims);
+        Ok(super::divide(&s, super::scalar_array(crate::dtype::Scalar::Float(n as f64), dt)))
+    })
+}
+
+/// Variance with `ddof` delta degrees of freedom.
+#[track_caller]
+pub fn var(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Array {
+    let axes = axes.into();
+    Array::build(|| {
+        let ax = axes.resolve(a.ndim(), "var")?;
+        let n: usize = ax.iter().map(|&i| a.shape()[i]).product();
+        let dt = stat_dtype(a.dtype());
+        let x = a.astype(dt);
+        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
+        let mu = mean(&x, axl.clone(), true);
+        let d = super::subtract(&x, &mu);
+        let ss = sum(&super::multiply(&d, &d), axl, keepdims);
+        let denom = n as f64 - ddof as f64;
+        let denom = if denom <= 0.0 { f64::NAN } else { denom };
+        Ok(super::divide(&ss, super::scalar_array(crate::dtype::Scalar::Float(denom), dt)))
+    })
+}
+
+#[track_caller]
+pub fn std(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Array {
+    super::sqrt(&var(a, axes, keepdims, ddof))
+}
+
+/// `log(sum(exp(a)))`, computed stably.
+#[track_caller]
+pub fn logsumexp(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    let axes = axes.into();
+    Array::build(|| {
+        let ax = axes.resolve(a.ndim(), "logsumexp")?;
+        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
+        let x = a.astype(stat_dtype(a.dtype()));
+        if x.size() == 0 {
+            return Ok(log(&sum(&super::exp(&x), axl, keepdims)));
+        }
+        let m = stop_inf(&max(&x, axl.clone(), true));
+        let s = super::log(&sum(&super::exp(&super::subtract(&x, &m)), axl, true));
+        let out = super::add(&s, &m);
+        Ok(if keepdims { out } else { squeeze_axes(&out, &ax) })
+    })
+}
+
+fn log(a: &Array) -> Array {
+    super::log(a)
+}
+
+/// Replaces infinite maxima by 0 so `x - max` stays finite (all -inf rows give -inf).
+fn stop_inf(m: &Array) -> Array {
+    super::where_(&super::isinf(m), 0.0f32, m)
+}
+
+/// Softmax over `axes`; with `precise`, 16-bit inputs are computed in float32.
+#[track_caller]
+pub fn softmax(a: &Array, axes: impl Into<Axes>, precise: bool) -> Array {
+    let axes = axes.into();
+    Array::build(|| {
+        let ax = axes.resolve(a.ndim(), "softmax")?;
+        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
+        let dt = stat_dtype(a.dtype());
+        let compute = if precise && matches!(dt, Dtype::Float16 | Dtype::Bfloat16) { Dtype::Float32 } else { dt };
+        let x = a.astype(compute);
+        let m = max(&x, axl.clone(), true);
+        let e = super::exp(&super::subtract(&x, &m));
+        let s = sum(&e, axl, true);
+        Ok(super::divide(&e, &s).astype(dt))
+    })
+}
+
+#[track_caller]
+fn arg_reduce(a: &Array, axis: Option<isize>, keepdims: bool, is_max: bool) -> Array {
+    let name = if is_max { "argmax" } else { "argmin" };
+    Array::build(|| {
+        if a.size() == 0 {
+            crate::bail!("[{name}] Cannot {name} reduce zero size array.");
+        }
+        let (x, ax) = match axis {
+            None => (super::reshape(a, &[-1]), 0usize),
+            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), name)?),
+        };
+        let op = if is_max { ReduceOp::ArgMax { axis: ax } } else { ReduceOp::ArgMin { axis: ax } };
+        let out = Array::from_op(Primitive::Reduce(op), vec![x]);
+        Ok(match (axis, keepdims) {
+            (_, false) => squeeze_axes(&out, &[ax]),
+            (None, true) => super::reshape(&out, &vec![1isize; a.ndim()]),
+            (Some(_), true) => out,
+        })
+    })
+}
+
+/// Index of the maximum (uint32), along `axis` or over the flattened array.
+#[track_caller]
+pub fn argmax(a: &Array, axis: Option<isize>, keepdims: bool) -> Array {
+    arg_reduce(a, axis, keepdims, true)
+}
+#[track_caller]
+pub fn argmin(a: &Array, axis: Option<isize>, keepdims: bool) -> Array {
+    arg_reduce(a, axis, keepdims, false)
+}
+
+#[track_caller]
+fn scan(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool, kind: ScanKind, name: &str) -> Array {
+    Array::build(|| {
+        let (x, ax) = match axis {
+            None => (super::reshape(a, &[-1]), 0usize),
+            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), name)?),
+        };
+        let dt = match kind {
+            ScanKind::LogAddExp => stat_dtype(x.dtype()),
+            ScanKind::Sum | ScanKind::Prod if x.dtype() == Dtype::Bool => Dtype::Int32,
+            _ if x.dtype() == Dtype::Bool => Dtype::Int32,
+            _ => x.dtype(),
+        };
+        Ok(Array::from_op(Primitive::Reduce(ReduceOp::Scan { kind, axis: ax, reverse, inclusive }), vec![x.astype(dt)]))
+    })
+}
+
+#[track_caller]
+pub fn cumsum(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Array {
+    scan(a, axis, reverse, inclusive, ScanKind::Sum, "cumsum")
+}
+#[track_caller]
+pub fn cumprod(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Array {
+    scan(a, axis, reverse, inclusive, ScanKind::Prod, "cumprod")
+}
+#[track_caller]
+pub fn cummax(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Array {
+    scan(a, axis, reverse, inclusive, ScanKind::Max, "cummax")
+}
+#[track_caller]
+pub fn cummin(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Array {
+    scan(a, axis, reverse, inclusive, ScanKind::Min, "cummin")
+}
+#[track_caller]
+pub fn logcumsumexp(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Array {
+    scan(a, axis, reverse, inclusive, ScanKind::LogAddExp, "logcumsumexp")
+}

@@ -1,0 +1,1 @@
+//! sort ops (see primitives/sort.rs).
