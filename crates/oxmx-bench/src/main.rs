@@ -1,0 +1,122 @@
+//! The oxmx side of the benchmark harness: runs each named workload, prints one JSON line per
+//! workload with the median time and the achieved rate. `scripts/bench.py` runs the same
+//! workloads in NumPy, PyTorch and MLX in the same session and prints the ratio table.
+//!
+//! Usage: `oxmx-bench [filter]`
+
+use oxmx_core::prelude::*;
+use oxmx_core::ops;
+use std::time::Instant;
+
+
+/// Median seconds of `iters` evaluations of `f` after one warm-up.
+fn time(iters: usize, mut f: impl FnMut() -> Array) -> f64 {
+    f().eval().expect("benchmark workload failed");
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let start = Instant::now();
+            f().eval().expect("benchmark workload failed");
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[t.len() / 2]
+}
+
+/// The machine's copy bandwidth (read + write bytes per second) with a plain multithreaded copy.
+fn copy_bandwidth(n: usize) -> f64 {
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let run = |dst: &mut [f32]| {
+        std::thread::scope(|s| {
+            let chunk = n.div_ceil(threads);
+            for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                s.spawn(move || d.copy_from_slice(c));
+            }
+        });
+    };
+    run(&mut dst);
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let st = Instant::now();
+        run(&mut dst);
+        best = best.min(st.elapsed().as_secs_f64());
+    }
+    (2 * n * 4) as f64 / best
+}
+
+fn report(name: &str, secs: f64, bytes: f64, flops: f64) {
+    println!(
+        "{}",
+        serde_json::json!({"impl": "oxmx", "bench": name, "ms": secs * 1e3, "gbps": bytes / secs / 1e9, "gflops": flops / secs / 1e9})
+    );
+}
+
+fn input(shape: &[usize], seed: u64) -> Array {
+    // Deterministic pseudo-random values in [-1, 1) without depending on the random module.
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Array::from_slice(&v, shape)
+}
+
+fn main() {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let want = |name: &str| filter.is_empty() || name.contains(&filter);
+    let n16m = 1 << 24;
+    if want("copy") {
+        let bw = copy_bandwidth(n16m);
+        println!("{}", serde_json::json!({"impl": "machine", "bench": "copy_16M_f32", "gbps": bw / 1e9}));
+    }
+    let x = input(&[n16m], 1);
+    let y = input(&[n16m], 2);
+    x.eval().unwrap();
+    y.eval().unwrap();
+    let elem_bytes = |k: usize| (k * n16m * 4) as f64;
+    if want("add") {
+        report("add_16M_f32", time(10, || &x + &y), elem_bytes(3), n16m as f64);
+    }
+    if want("mul_scalar") {
+        report("mul_scalar_16M_f32", time(10, || &x * 3.0), elem_bytes(2), n16m as f64);
+    }
+    if want("exp") {
+        report("exp_16M_f32", time(5, || ops::exp(&x)), elem_bytes(2), n16m as f64);
+    }
+    if want("tanh") {
+        report("tanh_16M_f32", time(5, || ops::tanh(&x)), elem_bytes(2), n16m as f64);
+    }
+    let m = input(&[4096, 4096], 3);
+    m.eval().unwrap();
+    let mat_bytes = (4096 * 4096 * 4) as f64;
+    if want("sum") {
+        report("sum_4096x4096_axis-1", time(10, || ops::sum(&m, -1isize, false)), mat_bytes, 0.0);
+        report("sum_4096x4096_axis0", time(10, || ops::sum(&m, 0isize, false)), mat_bytes, 0.0);
+    }
+    if want("softmax") {
+        report("softmax_4096x4096", time(5, || ops::softmax(&m, -1isize, false)), 2.0 * mat_bytes, 0.0);
+    }
+    if want("logsumexp") {
+        report("logsumexp_4096x4096", time(5, || ops::logsumexp(&m, -1isize, false)), mat_bytes, 0.0);
+    }
+    if want("var") {
+        report("var_4096x4096", time(5, || ops::var(&m, -1isize, false, 0)), mat_bytes, 0.0);
+    }
+    if want("layernorm") {
+        report(
+            "layernorm_4096x4096",
+            time(5, || {
+                let mu = ops::mean(&m, -1isize, true);
+                let v = ops::var(&m, -1isize, true, 0);
+                (&m - &mu) * ops::rsqrt(&(v + 1e-5))
+            }),
+            2.0 * mat_bytes,
+            0.0,
+        );
+    }
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""The comparative benchmark harness (CPU table).
+
+Runs oxmx's workloads (target/release/oxmx-bench) and the same workloads in NumPy, MLX (CPU build)
+and PyTorch CPU when installed, in one session, and prints a Markdown table of times and ratios.
+Usage: cargo build --release -p oxmx-bench && python3 scripts/bench.py [filter]
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+FILTER = sys.argv[1] if len(sys.argv) > 1 else ""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_time(fn, iters, sync=lambda r: None):
+    sync(fn())
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        sync(fn())
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def workloads(lib, xp, sync):
+    """(name, thunk, iters) for one library; `xp` is its array namespace."""
+    n = 1 << 24
+    rng = __import__("numpy").random.default_rng(0)
+    xs = rng.uniform(-1, 1, n).astype("float32")
+    ys = rng.uniform(-1, 1, n).astype("float32")
+    ms = rng.uniform(-1, 1, (4096, 4096)).astype("float32")
+    x, y, m = lib["asarray"](xs), lib["asarray"](ys), lib["asarray"](ms)
+    sync(x), sync(y), sync(m)
+    L = lib
+    return [
+        ("add_16M_f32", lambda: x + y, 10),
+        ("mul_scalar_16M_f32", lambda: x * 3.0, 10),
+        ("exp_16M_f32", lambda: L["exp"](x), 5),
+        ("tanh_16M_f32", lambda: L["tanh"](x), 5),
+        ("sum_4096x4096_axis-1", lambda: L["sum"](m, -1), 10),
+        ("sum_4096x4096_axis0", lambda: L["sum"](m, 0), 10),
+        ("softmax_4096x4096", lambda: L["softmax"](m), 5),
+        ("logsumexp_4096x4096", lambda: L["logsumexp"](m), 5),
+        ("var_4096x4096", lambda: L["var"](m), 5),
+        ("layernorm_4096x4096", lambda: L["layernorm"](m), 5),
+    ]
+
+
+def numpy_lib():
+    import numpy as np
+
+    def softmax(m):
+        e = np.exp(m - m.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    def logsumexp(m):
+        mx = m.max(-1, keepdims=True)
+        return np.log(np.exp(m - mx).sum(-1)) + mx[..., 0]
+
+    def layernorm(m):
+        mu = m.mean(-1, keepdims=True)
+        return (m - mu) / np.sqrt(m.var(-1, keepdims=True) + 1e-5)
+
+    lib = dict(asarray=np.asarray, exp=np.exp, tanh=np.tanh, sum=lambda a, ax: a.sum(ax), softmax=softmax,
+               logsumexp=logsumexp, var=lambda a: a.var(-1), layernorm=layernorm)
+    return lib, np, lambda r: None
+
+
+def mlx_lib():
+    import mlx.core as mx
+    mx.set_default_device(mx.cpu)
+
+    def layernorm(m):
+        mu = mx.mean(m, -1, keepdims=True)
+        return (m - mu) * mx.rsqrt(mx.var(m, -1, keepdims=True) + 1e-5)
+
+    lib = dict(asarray=mx.array, exp=mx.exp, tanh=mx.tanh, sum=lambda a, ax: mx.sum(a, ax),
+               softmax=lambda a: mx.softmax(a, -1), logsumexp=lambda a: mx.logsumexp(a, -1),
+               var=lambda a: mx.var(a, -1), layernorm=layernorm)
+    return lib, mx, lambda r: mx.eval(r) if r is not None else None
+
+
+def torch_lib():
+    import torch
+    lib = dict(asarray=torch.from_numpy, exp=torch.exp, tanh=torch.tanh, sum=lambda a, ax: a.sum(ax),
+               softmax=lambda a: torch.softmax(a, -1), logsumexp=lambda a: torch.logsumexp(a, -1),
+               var=lambda a: a.var(-1, unbiased=False),
+               layernorm=lambda m: torch.nn.functional.layer_norm(m, m.shape[-1:]))
+    return lib, torch, lambda r: None
+
+
+def main():
+    results = {}
+    exe = os.path.join(ROOT, "target", "release", "oxmx-bench")
+    out = subprocess.run([exe, FILTER], capture_output=True, text=True, check=True).stdout
+    copy_gbps = None
+    for line in out.splitlines():
+        r = json.loads(line)
+        if r["impl"] == "machine":
+            copy_gbps = r["gbps"]
+            continue
+        results.setdefault(r["bench"], {})["oxmx"] = r["ms"]
+        results[r["bench"]]["oxmx_gbps"] = r["gbps"]
+    for name, make in [("numpy", numpy_lib), ("mlx", mlx_lib), ("torch", torch_lib)]:
+        try:
+            lib, xp, sync = make()
+        except ImportError:
+            print(f"note: {name} not installed; skipped", file=sys.stderr)
+            continue
+        for bench, fn, iters in workloads(lib, xp, sync):
+            if FILTER and FILTER not in bench:
+                continue
+            results.setdefault(bench, {})[name] = median_time(fn, iters, sync) * 1e3
+    peers = [p for p in ("numpy", "mlx", "torch") if any(p in r for r in results.values())]
+    if copy_gbps:
+        print(f"machine copy bandwidth (read+write): {copy_gbps:.1f} GB/s\n")
+    print("| workload | oxmx ms | oxmx GB/s | " + " | ".join(f"{p} ms | oxmx speed-up vs {p}" for p in peers) + " |")
+    print("|---|---:|---:|" + "---:|---:|" * len(peers))
+    for bench, r in results.items():
+        if "oxmx" not in r:
+            continue
+        cells = [f"{r['oxmx']:.2f}", f"{r['oxmx_gbps']:.1f}"]
+        for p in peers:
+            if p in r:
+                cells += [f"{r[p]:.2f}", f"{r[p] / r['oxmx']:.2f}x"]
+            else:
+                cells += ["-", "-"]
+        print(f"| {bench} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
