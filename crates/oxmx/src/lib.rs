@@ -15,7 +15,7 @@
 //! let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
 //! let b = ops::exp(&(&a * 0.5));
 //! let s = ops::sum(&b, -1isize, false);
-//! assert_eq!(format!("{s}"), "array([4.367, 11.8708], dtype=float32)");
+//! assert_eq!(format!("{s}"), "array([4.367, 11.8707], dtype=float32)");
 //! let bad = ops::add(&a, &Array::vec(&[1.0f32, 2.0, 3.0]));
 //! assert!(bad.check().is_err());
 //! ```
