@@ -75,6 +75,7 @@ impl Array {
     }
 
     /// Builds a multi-output node (all outputs share the op).
+    #[allow(dead_code)]
     #[track_caller]
     pub(crate) fn from_op_multi(prim: Primitive, inputs: Vec<Array>, n_expected: usize) -> Vec<Array> {
         match Array::try_from_op(prim, inputs, Location::caller()) {

@@ -21,7 +21,8 @@ pub(crate) struct Node {
     pub id: u64,
     pub dtype: Dtype,
     pub shape: Shape,
-    /// This node's position among its op's outputs.
+    /// This node's position among its op's outputs (read by transforms of multi-output ops).
+    #[allow(dead_code)]
     pub index: usize,
     pub state: Mutex<State>,
 }
@@ -29,8 +30,8 @@ pub(crate) struct Node {
 pub(crate) enum State {
     /// Built, not yet submitted for evaluation.
     Pending(Arc<Op>),
-    /// Submitted to its stream's worker.
-    Scheduled(Arc<Op>),
+    /// Submitted to its stream's worker (the node keeps its op alive until it has run).
+    Scheduled(#[allow(dead_code)] Arc<Op>),
     Ready(Data),
     Failed(Error),
 }

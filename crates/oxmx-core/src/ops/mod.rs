@@ -22,8 +22,5 @@ pub use creation::*;
 pub use elementwise::*;
 pub use reduce::*;
 pub use shape::*;
-pub use conv::*;
 pub use index::*;
-pub use matmul::*;
-pub use sort::*;
 pub use shape::SliceSpec;

@@ -61,7 +61,7 @@ pub fn reshape_strides(d: &Data, new_shape: &[usize]) -> Option<Vec<isize>> {
 
 /// Copies `src` into the row-major buffer `out` starting at element `dst_off`, where `out`'s
 /// layout is `dst_strides` (a region of a bigger array).
-fn copy_into<T: Element>(src: &Data, out: &mut [T], dst_strides: &[isize], dst_off: isize) {
+pub(crate) fn copy_into<T: Element>(src: &Data, out: &mut [T], dst_strides: &[isize], dst_off: isize) {
     let raw = src.raw::<T>();
     let (cs, cstr) = collapse(&src.shape, &[&src.strides, dst_strides]);
     #[derive(Copy, Clone)]
