@@ -2,6 +2,7 @@
 //! build a graph node. Invalid input gives an array carrying the error (see `Array::check`).
 
 pub mod args;
+pub mod arrange;
 pub mod conv;
 pub mod fft;
 pub mod index;
@@ -17,6 +18,7 @@ pub mod reduce;
 pub mod shape;
 
 pub use args::{Axes, Operand};
+pub use arrange::*;
 pub use cast::*;
 pub use creation::*;
 pub use elementwise::*;
