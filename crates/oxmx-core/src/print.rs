@@ -9,9 +9,9 @@ pub fn format_array(a: &Array, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Ok(d) => d,
         Err(e) => return write!(f, "array(<error: {e}>)"),
     };
-    let vals: Vec<String> = crate::dispatch!(data.dtype, T => data.row_major::<T>().iter().map(|v| format_value(*v)).collect());
+    let value = |flat: usize| -> String { crate::dispatch!(data.dtype, T => format_value(data.get_as::<T>(flat))) };
     let mut body = String::new();
-    write_nested(&mut body, &data.shape, &vals, 0, &mut 0, 7);
+    write_nested(&mut body, &data.shape, &value, 0, 0, 7);
     write!(f, "array({body}, dtype={})", a.dtype().name())
 }
 
@@ -59,16 +59,25 @@ fn trim_zeros(s: &str) -> &str {
     }
 }
 
-fn write_nested(out: &mut String, shape: &[usize], vals: &[String], depth: usize, pos: &mut usize, indent: usize) {
+/// Dimensions longer than this print their first and last `EDGE_ITEMS` entries around `...`.
+const SUMMARIZE_ABOVE: usize = 6;
+const EDGE_ITEMS: usize = 3;
+
+fn write_nested(out: &mut String, shape: &[usize], value: &dyn Fn(usize) -> String, depth: usize, base: usize, indent: usize) {
     if shape.is_empty() {
-        out.push_str(&vals[*pos]);
-        *pos += 1;
+        out.push_str(&value(base));
         return;
     }
     out.push('[');
     let n = shape[0];
-    for i in 0..n {
-        if i > 0 {
+    let inner: usize = shape[1..].iter().product();
+    let shown: Vec<Option<usize>> = if n > SUMMARIZE_ABOVE {
+        (0..EDGE_ITEMS).map(Some).chain(std::iter::once(None)).chain((n - EDGE_ITEMS..n).map(Some)).collect()
+    } else {
+        (0..n).map(Some).collect()
+    };
+    for (k, item) in shown.iter().enumerate() {
+        if k > 0 {
             if shape.len() > 1 {
                 out.push(',');
                 for _ in 0..(shape.len() - 1) {
@@ -79,7 +88,10 @@ fn write_nested(out: &mut String, shape: &[usize], vals: &[String], depth: usize
                 out.push_str(", ");
             }
         }
-        write_nested(out, &shape[1..], vals, depth + 1, pos, indent);
+        match item {
+            Some(i) => write_nested(out, &shape[1..], value, depth + 1, base + i * inner, indent),
+            None => out.push_str("..."),
+        }
     }
     out.push(']');
 }

@@ -83,3 +83,17 @@ fn printing_matches_mlx() {
     assert_eq!(format!("{}", Array::from_slice(&[1i32, 2, 3, 4], &[2, 2])), "array([[1, 2],\n       [3, 4]], dtype=int32)");
     assert_eq!(format!("{}", Array::scalar(true)), "array(True, dtype=bool)");
 }
+
+#[test]
+fn printing_summarises_long_dims_like_mlx() {
+    // Expected strings printed by mlx 0.32.4 for the same arrays.
+    assert_eq!(format!("{}", arange(0.0, 10.0, 1.0, None)), "array([0, 1, 2, ..., 7, 8, 9], dtype=int32)");
+    assert_eq!(
+        format!("{}", reshape(&arange(0.0, 30.0, 1.0, None), &[10, 3])),
+        "array([[0, 1, 2],\n       [3, 4, 5],\n       [6, 7, 8],\n       ...,\n       [21, 22, 23],\n       [24, 25, 26],\n       [27, 28, 29]], dtype=int32)"
+    );
+    assert_eq!(format!("{}", Array::vec(&[1e-5f32, 1.0])), "array([1e-05, 1], dtype=float32)");
+    assert_eq!(format!("{}", Array::vec(&[123456789.0f32])), "array([1.23457e+08], dtype=float32)");
+    assert_eq!(format!("{}", zeros(&[2, 0], Dtype::Float32)), "array([[],\n       []], dtype=float32)");
+    assert_eq!(format!("{}", Array::scalar(3.5f32)), "array(3.5, dtype=float32)");
+}
