@@ -1,9 +1,168 @@
-//! CPU kernels of the matmul family.
+//! Matmul on the CPU: f32/f64/f16/complex64 through `gemm` (reading strided views in place),
+//! bf16 through f32 blocks, integers with a plain loop.
 
-use crate::error::Result;
+use crate::dtype::{Dtype, Element};
+use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
 use crate::primitives::MatmulOp;
+use crate::shape::size_of;
+use gemm::Parallelism;
+use half::{bf16, f16};
+use num_complex::Complex32;
+use rayon::prelude::*;
 
-pub fn eval(op: &MatmulOp, _inputs: &[Data], _specs: &[Spec]) -> Result<Vec<Data>> {
-    match *op {}
+/// Element offsets of each batch entry of a `[..batch, r, c]` view.
+fn batch_offsets(d: &Data) -> Vec<isize> {
+    let nd = d.ndim();
+    let bshape = &d.shape[..nd - 2];
+    let bstrides = &d.strides[..nd - 2];
+    let mut offs = Vec::with_capacity(size_of(bshape));
+    crate::graph::data::for_each_offset(bshape, bstrides, d.offset, |o| offs.push(o));
+    if bshape.is_empty() {
+        offs = vec![d.offset];
+    }
+    offs
+}
+
+/// Problem geometry shared by the kernels.
+struct Geo {
+    m: usize,
+    n: usize,
+    k: usize,
+    a_rs: isize,
+    a_cs: isize,
+    b_rs: isize,
+    b_cs: isize,
+    a_offs: Vec<isize>,
+    b_offs: Vec<isize>,
+}
+
+fn geometry(a: &Data, b: &Data) -> Geo {
+    let nd = a.ndim();
+    Geo {
+        m: a.shape[nd - 2],
+        k: a.shape[nd - 1],
+        n: b.shape[nd - 1],
+        a_rs: a.strides[nd - 2],
+        a_cs: a.strides[nd - 1],
+        b_rs: b.strides[nd - 2],
+        b_cs: b.strides[nd - 1],
+        a_offs: batch_offsets(a),
+        b_offs: batch_offsets(b),
+    }
+}
+
+/// Pointer wrapper to share a read-only buffer across rayon tasks.
+#[derive(Clone, Copy)]
+struct Ptr<T>(*const T);
+unsafe impl<T> Send for Ptr<T> {}
+unsafe impl<T> Sync for Ptr<T> {}
+
+fn gemm_kernel<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, zero: T, one: T) -> Result<Data> {
+    let g = geometry(a, b);
+    let (m, n, k) = (g.m, g.n, g.k);
+    let pa = Ptr(a.raw::<T>().as_ptr());
+    let pb = Ptr(b.raw::<T>().as_ptr());
+    let batches = g.a_offs.len();
+    let small = m * n * k < 64 * 64 * 64;
+    Data::build::<T>(out_shape, |out| {
+        if m * n == 0 {
+            return;
+        }
+        if k == 0 {
+            out.iter_mut().for_each(|x| *x = zero);
+            return;
+        }
+        let run = |bi: usize, dst: &mut [T], par: Parallelism| {
+            let (pa, pb) = (pa, pb);
+            // SAFETY: offsets and strides describe in-bounds views of the input buffers; `dst`
+            // is an exclusive dense [m, n] block.
+            unsafe {
+                gemm::gemm(
+                    m, n, k,
+                    dst.as_mut_ptr(), 1, n as isize,
+                    false,
+                    pa.0.offset(g.a_offs[bi]), g.a_cs, g.a_rs,
+                    pb.0.offset(g.b_offs[bi]), g.b_cs, g.b_rs,
+                    zero, one,
+                    false, false, false,
+                    par,
+                );
+            }
+        };
+        if batches > 1 && small {
+            out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, Parallelism::None));
+        } else {
+            let threads = rayon::current_num_threads();
+            let par = if small || threads <= 1 { Parallelism::None } else { Parallelism::Rayon(threads) };
+            out.chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, par));
+        }
+    })
+}
+
+/// A dense copy of the inputs when an inner stride is zero or negative (gemm wants real strides).
+fn gemm_ready(d: &Data) -> Result<Data> {
+    let nd = d.ndim();
+    if d.strides[nd - 2] <= 0 || d.strides[nd - 1] <= 0 {
+        if d.shape[nd - 2] > 1 || d.shape[nd - 1] > 1 {
+            return d.to_row_contiguous();
+        }
+    }
+    Ok(d.clone())
+}
+
+/// Integer (and bool) matmul: a plain loop with wrapping accumulation.
+fn int_kernel<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
+    let g = geometry(a, b);
+    let (m, n, k) = (g.m, g.n, g.k);
+    let (ra, rb) = (a.raw::<T>(), b.raw::<T>());
+    Data::build::<T>(out_shape, |out| {
+        if m * n == 0 {
+            return;
+        }
+        out.par_chunks_mut(n).enumerate().for_each(|(row, dst)| {
+            let (bi, i) = (row / m, row % m);
+            let ao = g.a_offs[bi] + i as isize * g.a_rs;
+            for (j, slot) in dst.iter_mut().enumerate() {
+                let bo = g.b_offs[bi] + j as isize * g.b_cs;
+                let mut acc: i128 = 0;
+                for p in 0..k as isize {
+                    let x = ra[(ao + p * g.a_cs) as usize].to_i128();
+                    let y = rb[(bo + p * g.b_rs) as usize].to_i128();
+                    acc = acc.wrapping_add(x.wrapping_mul(y));
+                }
+                *slot = T::from_i128(acc);
+            }
+        });
+    })
+}
+
+/// bfloat16: converts both operands to float32, multiplies, rounds back.
+fn bf16_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
+    let to_f32 = |d: &Data| -> Result<Data> {
+        let v: Vec<f32> = d.row_major::<bf16>().iter().map(|x| x.to_f32()).collect();
+        Data::from_slice(&v, d.shape.clone())
+    };
+    let r = gemm_kernel::<f32>(&to_f32(a)?, &to_f32(b)?, out_shape.clone(), 0.0, 1.0)?;
+    let v: Vec<bf16> = r.row_major::<f32>().iter().map(|&x| bf16::from_f32(x)).collect();
+    Data::from_slice(&v, out_shape)
+}
+
+pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
+    match op {
+        MatmulOp::Matmul => {
+            let out_shape = specs[0].0.clone();
+            let (a, b) = (gemm_ready(&inputs[0])?, gemm_ready(&inputs[1])?);
+            let out = match a.dtype {
+                Dtype::Float32 => gemm_kernel::<f32>(&a, &b, out_shape, 0.0, 1.0),
+                Dtype::Float64 => gemm_kernel::<f64>(&a, &b, out_shape, 0.0, 1.0),
+                Dtype::Float16 => gemm_kernel::<f16>(&a, &b, out_shape, f16::ZERO, f16::ONE),
+                Dtype::Complex64 => gemm_kernel::<Complex32>(&a, &b, out_shape, Complex32::new(0.0, 0.0), Complex32::new(1.0, 0.0)),
+                Dtype::Bfloat16 => bf16_kernel(&a, &b, out_shape),
+                dt if dt.is_integer() => crate::dispatch!(dt, T => int_kernel::<T>(&a, &b, out_shape)),
+                dt => Err(Error::invalid(format!("[matmul] unsupported dtype {dt}"))),
+            }?;
+            Ok(vec![out])
+        }
+    }
 }
