@@ -25,4 +25,6 @@ pub use elementwise::*;
 pub use reduce::*;
 pub use shape::*;
 pub use index::*;
+pub use matmul::*;
+pub use sort::*;
 pub use shape::SliceSpec;
