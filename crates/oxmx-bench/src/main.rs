@@ -4,10 +4,9 @@
 //!
 //! Usage: `oxmx-bench [filter]`
 
-use oxmx_core::prelude::*;
 use oxmx_core::ops;
+use oxmx_core::prelude::*;
 use std::time::Instant;
-
 
 /// Median seconds of `iters` evaluations of `f` after one warm-up.
 fn time(iters: usize, mut f: impl FnMut() -> Array) -> f64 {

@@ -92,8 +92,11 @@ impl Array {
         let specs = prim.output_specs(&in_specs).map_err(|e| e.at(loc))?;
         let stream = crate::stream::default_stream();
         let op = Arc::new(Op { prim, inputs, stream, specs: specs.clone(), outputs: OnceLock::new() });
-        let nodes: Vec<Arc<Node>> =
-            specs.into_iter().enumerate().map(|(i, (shape, dtype))| Arc::new(Node::new(dtype, shape, i, State::Pending(op.clone())))).collect();
+        let nodes: Vec<Arc<Node>> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (shape, dtype))| Arc::new(Node::new(dtype, shape, i, State::Pending(op.clone()))))
+            .collect();
         let _ = op.outputs.set(nodes.iter().map(Arc::downgrade).collect());
         Ok(nodes.into_iter().map(Array).collect())
     }

@@ -78,11 +78,7 @@ impl Error {
     }
     /// Prefixes the message with context, keeping kind and location.
     pub fn context(self, ctx: impl fmt::Display) -> Error {
-        Error(Arc::new(ErrorInner {
-            kind: self.0.kind,
-            message: format!("{ctx}: {}", self.0.message),
-            location: self.0.location,
-        }))
+        Error(Arc::new(ErrorInner { kind: self.0.kind, message: format!("{ctx}: {}", self.0.message), location: self.0.location }))
     }
 }
 

@@ -52,9 +52,9 @@ fn total_system_memory() -> usize {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| {
-                l.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()).map(|kb| kb * 1024)
-            })
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()).map(|kb| kb * 1024))
         })
         .unwrap_or(16 << 30)
 }
@@ -119,7 +119,8 @@ impl Buffer {
                 ));
             }
         }
-        let layout = Layout::from_size_align(capacity, ALIGN).map_err(|_| Error::without_location(ErrorKind::OutOfMemory, format!("[alloc] invalid allocation size {bytes}")))?;
+        let layout = Layout::from_size_align(capacity, ALIGN)
+            .map_err(|_| Error::without_location(ErrorKind::OutOfMemory, format!("[alloc] invalid allocation size {bytes}")))?;
         // SAFETY: layout has non-zero size.
         let mut raw = unsafe { alloc::alloc(layout) };
         if raw.is_null() {
@@ -127,7 +128,8 @@ impl Buffer {
             drop_cache(&mut st, usize::MAX);
             raw = unsafe { alloc::alloc(layout) };
         }
-        let ptr = NonNull::new(raw).ok_or_else(|| Error::without_location(ErrorKind::OutOfMemory, format!("[alloc] the system refused {capacity} bytes")))?;
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| Error::without_location(ErrorKind::OutOfMemory, format!("[alloc] the system refused {capacity} bytes")))?;
         st.active += capacity;
         st.peak = st.peak.max(st.active);
         Ok(Buffer { ptr, len: bytes, storage: Storage::Heap { capacity } })

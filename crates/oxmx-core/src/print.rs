@@ -17,7 +17,13 @@ pub fn format_array(a: &Array, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 
 fn format_value<T: crate::dtype::Element>(v: T) -> String {
     match T::DTYPE {
-        Dtype::Bool => if v.to_f64() != 0.0 { "True".into() } else { "False".into() },
+        Dtype::Bool => {
+            if v.to_f64() != 0.0 {
+                "True".into()
+            } else {
+                "False".into()
+            }
+        }
         d if d.is_integer() => v.to_i128().to_string(),
         Dtype::Complex64 => {
             let z = v.to_c32();

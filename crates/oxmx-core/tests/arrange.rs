@@ -27,7 +27,12 @@ fn arrange_ops_match_numpy() {
             "tile" => tile(&x, &c["reps"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap() as usize).collect::<Vec<_>>()),
             "flip" => flip(&x, &c["axes"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap() as isize).collect::<Vec<_>>()),
             "pad_edge" => {
-                let w: Vec<(usize, usize)> = c["widths"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize)).collect();
+                let w: Vec<(usize, usize)> = c["widths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize))
+                    .collect();
                 pad(&x, &w, PadMode::Edge)
             }
             "diagonal" => diagonal(&x, i("offset").unwrap(), i("axis1").unwrap(), i("axis2").unwrap()),

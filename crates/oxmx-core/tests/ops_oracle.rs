@@ -122,9 +122,45 @@ fn run(op: &str, a: &Value, x: &[Array]) -> Vec<Array> {
     macro_rules! un {
         ($($n:ident),*) => { match op { $(stringify!($n) => return one(ops::$n(&x[0])),)* _ => {} } };
     }
-    un!(sqrt, rsqrt, reciprocal, exp, expm1, log, log1p, log2, log10, sin, cos, tan, arcsin, arccos, arctan, sinh, cosh, tanh,
-        arcsinh, arccosh, arctanh, erf, erfinv, sigmoid, abs, sign, square, floor, ceil, isnan, isinf, isposinf, isneginf,
-        isfinite, negative, bitwise_invert, logical_not);
+    un!(
+        sqrt,
+        rsqrt,
+        reciprocal,
+        exp,
+        expm1,
+        log,
+        log1p,
+        log2,
+        log10,
+        sin,
+        cos,
+        tan,
+        arcsin,
+        arccos,
+        arctan,
+        sinh,
+        cosh,
+        tanh,
+        arcsinh,
+        arccosh,
+        arctanh,
+        erf,
+        erfinv,
+        sigmoid,
+        abs,
+        sign,
+        square,
+        floor,
+        ceil,
+        isnan,
+        isinf,
+        isposinf,
+        isneginf,
+        isfinite,
+        negative,
+        bitwise_invert,
+        logical_not
+    );
     macro_rules! bin {
         ($($n:ident),*) => { match op { $(stringify!($n) => {
             return one(if x.len() == 2 {
@@ -136,9 +172,32 @@ fn run(op: &str, a: &Value, x: &[Array]) -> Vec<Array> {
             });
         })* _ => {} } };
     }
-    bin!(add, subtract, multiply, divide, floor_divide, remainder, power, maximum, minimum, equal, not_equal, less, less_equal,
-        greater, greater_equal, arctan2, logaddexp, logical_and, logical_or, bitwise_and, bitwise_or, bitwise_xor, left_shift,
-        right_shift);
+    bin!(
+        add,
+        subtract,
+        multiply,
+        divide,
+        floor_divide,
+        remainder,
+        power,
+        maximum,
+        minimum,
+        equal,
+        not_equal,
+        less,
+        less_equal,
+        greater,
+        greater_equal,
+        arctan2,
+        logaddexp,
+        logical_and,
+        logical_or,
+        bitwise_and,
+        bitwise_or,
+        bitwise_xor,
+        left_shift,
+        right_shift
+    );
     macro_rules! red {
         ($($n:ident),*) => { match op { $(stringify!($n) => return one(ops::$n(&x[0], axes(&a["axes"]), kd)),)* _ => {} } };
     }
@@ -153,11 +212,7 @@ fn run(op: &str, a: &Value, x: &[Array]) -> Vec<Array> {
     match op {
         "round" => one(ops::round(&x[0], a["decimals"].as_i64().unwrap() as i32)),
         "where" => one(ops::where_(&x[0], &x[1], &x[2])),
-        "clip" => one(ops::clip(
-            &x[0],
-            (!a["min"].is_null()).then(|| scalar(&a["min"])),
-            (!a["max"].is_null()).then(|| scalar(&a["max"])),
-        )),
+        "clip" => one(ops::clip(&x[0], (!a["min"].is_null()).then(|| scalar(&a["min"])), (!a["max"].is_null()).then(|| scalar(&a["max"])))),
         "clip_arr" => one(ops::clip(&x[0], Some((&x[1]).into()), Some((&x[2]).into()))),
         "nan_to_num" => one(ops::nan_to_num(&x[0], num(&a["nan"]), opt_f(&a["posinf"]), opt_f(&a["neginf"]))),
         "isclose" => one(ops::isclose(&x[0], &x[1], num(&a["rtol"]), num(&a["atol"]), a["equal_nan"].as_bool().unwrap())),
@@ -193,8 +248,12 @@ fn run(op: &str, a: &Value, x: &[Array]) -> Vec<Array> {
         "split" => ops::split_equal(&x[0], a["n"].as_u64().unwrap() as usize, isz(&a["axis"])),
         "split_at" => ops::split_at(&x[0], &ilist(&a["indices"]), isz(&a["axis"])),
         "pad" => {
-            let w: Vec<(usize, usize)> =
-                a["widths"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize)).collect();
+            let w: Vec<(usize, usize)> = a["widths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize))
+                .collect();
             one(ops::pad_constant(&x[0], &w, scalar(&a["value"])))
         }
         "tril" => one(ops::tril(&x[0], isz(&a["k"]))),
@@ -209,8 +268,26 @@ fn run(op: &str, a: &Value, x: &[Array]) -> Vec<Array> {
 }
 
 const EXACT_F32: &[&str] = &[
-    "add", "subtract", "multiply", "maximum", "minimum", "abs", "negative", "square", "floor", "ceil", "sign", "where", "clip",
-    "clip_arr", "nan_to_num", "round", "max", "min", "cummax", "cummin",
+    "add",
+    "subtract",
+    "multiply",
+    "maximum",
+    "minimum",
+    "abs",
+    "negative",
+    "square",
+    "floor",
+    "ceil",
+    "sign",
+    "where",
+    "clip",
+    "clip_arr",
+    "nan_to_num",
+    "round",
+    "max",
+    "min",
+    "cummax",
+    "cummin",
 ];
 
 /// (rtol, atol) for comparing `op`'s output of dtype `dt`.
@@ -272,7 +349,10 @@ fn check_case(c: &Value, mode: u8) -> Result<(), String> {
         Ok(())
     }));
     outs.unwrap_or_else(|p| {
-        Err(format!("PANIC: {}", p.downcast_ref::<String>().cloned().or(p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()))
+        Err(format!(
+            "PANIC: {}",
+            p.downcast_ref::<String>().cloned().or(p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        ))
     })
 }
 
@@ -293,8 +373,12 @@ fn run_group(ops_in_group: &[&str]) {
             match check_case(c, m) {
                 Ok(()) => passed += 1,
                 Err(e) => {
-                    let ins: Vec<String> =
-                        c["inputs"].as_array().unwrap().iter().map(|t| format!("{}{:?}", t["dtype"].as_str().unwrap(), shape_of(t))).collect();
+                    let ins: Vec<String> = c["inputs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| format!("{}{:?}", t["dtype"].as_str().unwrap(), shape_of(t)))
+                        .collect();
                     failed.push(format!("case {ci} {op} {} inputs {} view {m}: {e}", c["args"], ins.join(",")));
                 }
             }
@@ -310,18 +394,74 @@ fn run_group(ops_in_group: &[&str]) {
 #[test]
 fn unary_ops() {
     run_group(&[
-        "sqrt", "rsqrt", "reciprocal", "exp", "expm1", "log", "log1p", "log2", "log10", "sin", "cos", "tan", "arcsin", "arccos",
-        "arctan", "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh", "erf", "erfinv", "sigmoid", "abs", "sign", "square",
-        "floor", "ceil", "isnan", "isinf", "isposinf", "isneginf", "isfinite", "negative", "bitwise_invert", "logical_not", "round",
+        "sqrt",
+        "rsqrt",
+        "reciprocal",
+        "exp",
+        "expm1",
+        "log",
+        "log1p",
+        "log2",
+        "log10",
+        "sin",
+        "cos",
+        "tan",
+        "arcsin",
+        "arccos",
+        "arctan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "arcsinh",
+        "arccosh",
+        "arctanh",
+        "erf",
+        "erfinv",
+        "sigmoid",
+        "abs",
+        "sign",
+        "square",
+        "floor",
+        "ceil",
+        "isnan",
+        "isinf",
+        "isposinf",
+        "isneginf",
+        "isfinite",
+        "negative",
+        "bitwise_invert",
+        "logical_not",
+        "round",
     ]);
 }
 
 #[test]
 fn binary_ops() {
     run_group(&[
-        "add", "subtract", "multiply", "divide", "floor_divide", "remainder", "power", "maximum", "minimum", "equal", "not_equal",
-        "less", "less_equal", "greater", "greater_equal", "arctan2", "logaddexp", "logical_and", "logical_or", "bitwise_and",
-        "bitwise_or", "bitwise_xor", "left_shift", "right_shift",
+        "add",
+        "subtract",
+        "multiply",
+        "divide",
+        "floor_divide",
+        "remainder",
+        "power",
+        "maximum",
+        "minimum",
+        "equal",
+        "not_equal",
+        "less",
+        "less_equal",
+        "greater",
+        "greater_equal",
+        "arctan2",
+        "logaddexp",
+        "logical_and",
+        "logical_or",
+        "bitwise_and",
+        "bitwise_or",
+        "bitwise_xor",
+        "left_shift",
+        "right_shift",
     ]);
 }
 
@@ -343,8 +483,27 @@ fn scans() {
 #[test]
 fn shape_and_creation_ops() {
     run_group(&[
-        "reshape", "flatten", "squeeze", "expand_dims", "transpose", "swapaxes", "moveaxis", "broadcast_to", "slice", "concatenate",
-        "stack", "split", "split_at", "pad", "tril", "triu", "eye", "tri", "linspace", "arange", "meshgrid",
+        "reshape",
+        "flatten",
+        "squeeze",
+        "expand_dims",
+        "transpose",
+        "swapaxes",
+        "moveaxis",
+        "broadcast_to",
+        "slice",
+        "concatenate",
+        "stack",
+        "split",
+        "split_at",
+        "pad",
+        "tril",
+        "triu",
+        "eye",
+        "tri",
+        "linspace",
+        "arange",
+        "meshgrid",
     ]);
 }
 

@@ -1,7 +1,7 @@
 //! Sorting, random and matmul families.
 
-use oxmx_core::prelude::*;
 use oxmx_core::ops::*;
+use oxmx_core::prelude::*;
 
 /// A small deterministic generator for test inputs.
 fn lcg(n: usize, seed: u64, modulo: u64) -> Vec<f32> {
@@ -234,7 +234,8 @@ mod rnd {
     fn derived_samplers_match_mlx() {
         let f = fixtures();
         for c in f["randint"].as_array().unwrap() {
-            let r = random::randint(c["low"].as_i64().unwrap(), c["high"].as_i64().unwrap(), &us(&c["shape"]), Dtype::Int32, Some(&key_of(c)));
+            let r =
+                random::randint(c["low"].as_i64().unwrap(), c["high"].as_i64().unwrap(), &us(&c["shape"]), Dtype::Int32, Some(&key_of(c)));
             let want: Vec<i64> = c["values"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
             assert_eq!(r.to_vec::<i64>().unwrap(), want, "randint");
         }
@@ -249,7 +250,13 @@ mod rnd {
             close(&g.to_vec::<f32>().unwrap(), &f32s(&c["values"]), 1e-5, "gumbel");
         }
         for c in f["laplace"].as_array().unwrap() {
-            let l = random::laplace(&us(&c["shape"]), Dtype::Float32, c["loc"].as_f64().unwrap(), c["scale"].as_f64().unwrap(), Some(&key_of(c)));
+            let l = random::laplace(
+                &us(&c["shape"]),
+                Dtype::Float32,
+                c["loc"].as_f64().unwrap(),
+                c["scale"].as_f64().unwrap(),
+                Some(&key_of(c)),
+            );
             close(&l.to_vec::<f32>().unwrap(), &f32s(&c["values"]), 1e-5, "laplace");
         }
         for c in f["truncated_normal"].as_array().unwrap() {

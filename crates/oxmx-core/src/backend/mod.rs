@@ -2,11 +2,11 @@
 
 pub mod cpu;
 
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
 use crate::primitives::Primitive;
 use crate::stream::Stream;
-use crate::device::Device;
 
 /// Runs one primitive on the device of `stream`.
 pub fn eval(prim: &Primitive, stream: Stream, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {

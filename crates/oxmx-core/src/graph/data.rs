@@ -38,10 +38,7 @@ impl Data {
     /// Copies a host slice into a new dense array.
     pub fn from_slice<T: Element>(values: &[T], shape: Shape) -> Result<Data> {
         if values.len() != shape::size_of(&shape) {
-            return Err(Error::invalid(format!(
-                "[array] {} values cannot fill an array of shape {shape:?}",
-                values.len()
-            )));
+            return Err(Error::invalid(format!("[array] {} values cannot fill an array of shape {shape:?}", values.len())));
         }
         Data::build::<T>(shape, |out| out.copy_from_slice(values))
     }
@@ -91,7 +88,8 @@ impl Data {
             return None;
         }
         let n = self.size();
-        let min_off: isize = self.offset + self.shape.iter().zip(&self.strides).map(|(&d, &s)| if s < 0 && d > 0 { s * (d as isize - 1) } else { 0 }).sum::<isize>();
+        let min_off: isize = self.offset
+            + self.shape.iter().zip(&self.strides).map(|(&d, &s)| if s < 0 && d > 0 { s * (d as isize - 1) } else { 0 }).sum::<isize>();
         let raw = self.raw::<T>();
         Some(&raw[min_off as usize..min_off as usize + n])
     }

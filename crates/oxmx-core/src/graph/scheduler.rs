@@ -216,7 +216,8 @@ fn run_op(op: &Arc<Op>) {
         match run {
             Ok(r) => r,
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                let msg =
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
                 Err(Error::runtime(format!("[{}] internal error in the kernel: {msg}", op.prim.name())))
             }
         }

@@ -75,7 +75,8 @@ pub fn roll(a: &Array, shift: isize, axis: Option<isize>) -> Array {
 pub fn flip(a: &Array, axes: &[isize]) -> Array {
     Array::build(|| {
         let ax: Vec<usize> = if axes.is_empty() { (0..a.ndim()).collect() } else { crate::shape::normalize_axes(axes, a.ndim(), "flip")? };
-        let specs: Vec<SliceSpec> = (0..a.ndim()).map(|d| if ax.contains(&d) { SliceSpec::new(None, None, -1) } else { SliceSpec::FULL }).collect();
+        let specs: Vec<SliceSpec> =
+            (0..a.ndim()).map(|d| if ax.contains(&d) { SliceSpec::new(None, None, -1) } else { SliceSpec::FULL }).collect();
         Ok(super::slice(a, &specs))
     })
 }
@@ -105,7 +106,13 @@ pub fn diagonal(a: &Array, offset: isize, axis1: isize, axis2: isize) -> Array {
         let strides = crate::shape::row_major_strides(a.shape());
         let (n1, n2) = (a.shape()[i] as isize, a.shape()[j] as isize);
         let len = if offset >= 0 { n1.min(n2 - offset) } else { (n1 + offset).min(n2) }.max(0) as usize;
-        let start = if len == 0 { 0 } else if offset >= 0 { offset * strides[j] } else { -offset * strides[i] };
+        let start = if len == 0 {
+            0
+        } else if offset >= 0 {
+            offset * strides[j]
+        } else {
+            -offset * strides[i]
+        };
         let mut shape = Vec::new();
         let mut st = Vec::new();
         for d in 0..a.ndim() {

@@ -108,7 +108,9 @@ fn bitwise(op: BinaryOp, a: Operand, b: Operand) -> Array {
             BinaryOp::BitwiseOr => "bitwise_or",
             _ => "bitwise_xor",
         };
-        return Array::error(Error::invalid(format!("[{name}] Bitwise operations only allowed on integer types.")).at(std::panic::Location::caller()));
+        return Array::error(
+            Error::invalid(format!("[{name}] Bitwise operations only allowed on integer types.")).at(std::panic::Location::caller()),
+        );
     }
     binary_arrays(op, x, y)
 }
@@ -238,7 +240,9 @@ same_unary_fns! {
 #[track_caller]
 pub fn negative(a: &Array) -> Array {
     if a.dtype() == Dtype::Bool {
-        return Array::error(Error::invalid("[negative] Not supported for bool, use logical_not instead.").at(std::panic::Location::caller()));
+        return Array::error(
+            Error::invalid("[negative] Not supported for bool, use logical_not instead.").at(std::panic::Location::caller()),
+        );
     }
     unary_raw(UnaryOp::Negative, a.clone())
 }
@@ -246,7 +250,9 @@ pub fn negative(a: &Array) -> Array {
 #[track_caller]
 pub fn bitwise_invert(a: &Array) -> Array {
     if a.dtype().is_inexact() {
-        return Array::error(Error::invalid("[bitwise_invert] Bitwise inverse only allowed on integer types.").at(std::panic::Location::caller()));
+        return Array::error(
+            Error::invalid("[bitwise_invert] Bitwise inverse only allowed on integer types.").at(std::panic::Location::caller()),
+        );
     }
     unary_raw(UnaryOp::BitwiseInvert, a.clone())
 }
@@ -346,4 +352,3 @@ pub fn array_equal(a: &Array, b: &Array, equal_nan: bool) -> Array {
     }
     super::all(&nan_equal(a, b, equal_nan), None, false)
 }
-

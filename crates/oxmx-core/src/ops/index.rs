@@ -270,7 +270,9 @@ fn plan(a: &Array, idx: &[Idx]) -> Result<Plan> {
             }
             Idx::Array(arr) => {
                 if arr.dtype() == Dtype::Bool {
-                    return Err(Error::invalid("[index] boolean mask indexing is not supported (its output shape depends on the data); use where()"));
+                    return Err(Error::invalid(
+                        "[index] boolean mask indexing is not supported (its output shape depends on the data); use where()",
+                    ));
                 }
                 if !arr.dtype().is_integer() {
                     return Err(Error::invalid(format!("[index] index arrays must be integers, got {}", arr.dtype())));
@@ -352,7 +354,11 @@ pub fn index(a: &Array, idx: &[Idx]) -> Array {
         }
         let perm_i: Vec<isize> = perm.iter().map(|&v| v as isize).collect();
         let out = super::transpose(&g, &perm_i);
-        Ok(if new_axes_at.is_empty() { out } else { super::expand_dims(&out, &new_axes_at.iter().map(|&v| v as isize).collect::<Vec<_>>()) })
+        Ok(if new_axes_at.is_empty() {
+            out
+        } else {
+            super::expand_dims(&out, &new_axes_at.iter().map(|&v| v as isize).collect::<Vec<_>>())
+        })
     })
 }
 
@@ -377,7 +383,8 @@ fn index_update(a: &Array, idx: &[Idx], values: &Array, kind: ScatterKind) -> Ar
             return Ok(slice_update(a, &v, &p.specs));
         }
         // General path: index the flat positions, then scatter into the flattened array.
-        let positions = super::reshape(&super::arange_n(a.size(), Some(Dtype::Int64)), &a.shape().iter().map(|&d| d as isize).collect::<Vec<_>>());
+        let positions =
+            super::reshape(&super::arange_n(a.size(), Some(Dtype::Int64)), &a.shape().iter().map(|&d| d as isize).collect::<Vec<_>>());
         let sel = index(&positions, idx);
         let v = super::broadcast_to(&values.astype(a.dtype()), sel.shape());
         let flat_idx = super::reshape(&sel, &[-1]);

@@ -100,7 +100,13 @@ pub fn tensordot(a: &Array, b: &Array, axes_a: &[isize], axes_b: &[isize]) -> Ar
         let cb: Vec<usize> = axes_b.iter().map(|&x| normalize_axis(x, b.ndim(), "tensordot")).collect::<Result<_>>()?;
         for (&i, &j) in ca.iter().zip(&cb) {
             if a.shape()[i] != b.shape()[j] {
-                crate::bail!("[tensordot] contracted dimensions must match, got {} and {} for shapes {:?} and {:?}.", a.shape()[i], b.shape()[j], a.shape(), b.shape());
+                crate::bail!(
+                    "[tensordot] contracted dimensions must match, got {} and {} for shapes {:?} and {:?}.",
+                    a.shape()[i],
+                    b.shape()[j],
+                    a.shape(),
+                    b.shape()
+                );
             }
         }
         let fa: Vec<usize> = (0..a.ndim()).filter(|i| !ca.contains(i)).collect();

@@ -3,28 +3,28 @@
 
 pub mod args;
 pub mod arrange;
+pub mod cast;
 pub mod conv;
+pub mod creation;
+pub mod elementwise;
 pub mod fft;
 pub mod index;
 pub mod linalg;
 pub mod matmul;
-pub mod random;
-pub mod sort;
-pub mod cast;
-pub mod creation;
-pub mod elementwise;
 pub mod operators;
+pub mod random;
 pub mod reduce;
 pub mod shape;
+pub mod sort;
 
 pub use args::{Axes, Operand};
 pub use arrange::*;
 pub use cast::*;
 pub use creation::*;
 pub use elementwise::*;
-pub use reduce::*;
-pub use shape::*;
 pub use index::*;
 pub use matmul::*;
-pub use sort::*;
+pub use reduce::*;
 pub use shape::SliceSpec;
+pub use shape::*;
+pub use sort::*;

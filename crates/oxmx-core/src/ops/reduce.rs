@@ -73,7 +73,11 @@ pub fn any(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
 
 /// The float dtype statistics are computed in (ints → float32).
 fn stat_dtype(dt: Dtype) -> Dtype {
-    if dt.is_inexact() { dt } else { Dtype::Float32 }
+    if dt.is_inexact() {
+        dt
+    } else {
+        Dtype::Float32
+    }
 }
 
 #[track_caller]

@@ -260,13 +260,20 @@ pub fn as_strided(a: &Array, shape: &[usize], strides: &[isize], offset: usize) 
             let (mut lo, mut hi) = (offset as isize, offset as isize);
             for (&d, &s) in shape.iter().zip(strides) {
                 let span = (d as isize - 1) * s;
-                if span < 0 { lo += span } else { hi += span }
+                if span < 0 {
+                    lo += span
+                } else {
+                    hi += span
+                }
             }
             if lo < 0 || hi >= a.size() as isize {
                 crate::bail!("[as_strided] The view reads elements {lo}..={hi} of an array of size {}.", a.size());
             }
         }
-        Ok(Array::from_op(Primitive::Shape(ShapeOp::AsStrided { shape: shape.to_vec(), strides: strides.to_vec(), offset }), vec![a.clone()]))
+        Ok(Array::from_op(
+            Primitive::Shape(ShapeOp::AsStrided { shape: shape.to_vec(), strides: strides.to_vec(), offset }),
+            vec![a.clone()],
+        ))
     })
 }
 
@@ -350,7 +357,11 @@ pub fn pad_constant(a: &Array, widths: &[(usize, usize)], value: impl Into<super
 /// Views with at least 1, 2 or 3 dimensions.
 #[track_caller]
 pub fn atleast_1d(a: &Array) -> Array {
-    if a.ndim() >= 1 { a.clone() } else { reshape(a, &[1]) }
+    if a.ndim() >= 1 {
+        a.clone()
+    } else {
+        reshape(a, &[1])
+    }
 }
 #[track_caller]
 pub fn atleast_2d(a: &Array) -> Array {

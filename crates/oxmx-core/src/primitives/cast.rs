@@ -30,7 +30,9 @@ impl CastOp {
                 let (fs, ts) = (from.size(), to.size());
                 if fs != ts {
                     let Some(last) = shape.last_mut() else {
-                        crate::bail!("[view] Changing the type of a scalar is only allowed for types with the same size (from {from} to {to}).");
+                        crate::bail!(
+                            "[view] Changing the type of a scalar is only allowed for types with the same size (from {from} to {to})."
+                        );
                     };
                     if fs > ts {
                         *last *= fs / ts;

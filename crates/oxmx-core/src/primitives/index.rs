@@ -67,7 +67,9 @@ impl IndexOp {
                 let mut expect = idx.first().map(|i| i.0.clone()).unwrap_or_default();
                 expect.extend(xs.iter().enumerate().map(|(d, &n)| if axes.contains(&d) { 1 } else { n }));
                 if *us != expect || *ud != xd {
-                    crate::bail!("[scatter] updates of shape {us:?} and dtype {ud} do not match the expected shape {expect:?} and dtype {xd}");
+                    crate::bail!(
+                        "[scatter] updates of shape {us:?} and dtype {ud} do not match the expected shape {expect:?} and dtype {xd}"
+                    );
                 }
                 Ok(vec![(xs, xd)])
             }

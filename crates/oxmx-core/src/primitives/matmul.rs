@@ -20,7 +20,9 @@ impl MatmulOp {
         super::expect_inputs(&self.name(), inputs, 2)?;
         let ((sa, da), (sb, db)) = (&inputs[0], &inputs[1]);
         if sa.len() < 2 || sa.len() != sb.len() || da != db {
-            return Err(Error::invalid(format!("[matmul] expected two arrays of equal rank >= 2 and dtype, got {sa:?} {da} and {sb:?} {db}")));
+            return Err(Error::invalid(format!(
+                "[matmul] expected two arrays of equal rank >= 2 and dtype, got {sa:?} {da} and {sb:?} {db}"
+            )));
         }
         let nd = sa.len();
         if sa[..nd - 2] != sb[..nd - 2] || sa[nd - 1] != sb[nd - 2] {

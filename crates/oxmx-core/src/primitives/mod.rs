@@ -3,20 +3,20 @@
 //! backends and transforms `match` on families exhaustively, so a new primitive is a compile
 //! error everywhere it is still missing.
 
-pub mod cast;
-pub mod creation;
 pub mod binary;
-pub mod ternary;
-pub mod unary;
+pub mod cast;
+pub mod conv;
+pub mod creation;
+pub mod fft;
+pub mod index;
+pub mod linalg;
+pub mod matmul;
+pub mod random;
 pub mod reduce;
 pub mod shape;
-pub mod index;
-pub mod matmul;
-pub mod conv;
 pub mod sort;
-pub mod random;
-pub mod fft;
-pub mod linalg;
+pub mod ternary;
+pub mod unary;
 
 pub use binary::BinaryOp;
 pub use cast::CastOp;

@@ -29,11 +29,24 @@ pub enum ScanKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReduceOp {
     /// Reduce `axes` (sorted, unique) keeping them as size-1 dims; output dtype as given.
-    Reduce { kind: ReduceKind, axes: Vec<usize>, dtype: Dtype },
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<usize>,
+        dtype: Dtype,
+    },
     /// Index of the max/min along `axis` (kept as size 1), uint32.
-    ArgMax { axis: usize },
-    ArgMin { axis: usize },
-    Scan { kind: ScanKind, axis: usize, reverse: bool, inclusive: bool },
+    ArgMax {
+        axis: usize,
+    },
+    ArgMin {
+        axis: usize,
+    },
+    Scan {
+        kind: ScanKind,
+        axis: usize,
+        reverse: bool,
+        inclusive: bool,
+    },
 }
 
 impl ReduceOp {

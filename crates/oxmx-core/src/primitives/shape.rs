@@ -13,14 +13,27 @@ pub enum ShapeOp {
     Transpose(Vec<usize>),
     /// Strided slice: per axis, `start` (resolved, in range), `step` (non-zero) and the
     /// resulting length.
-    Slice { start: Vec<usize>, step: Vec<isize>, len: Vec<usize> },
+    Slice {
+        start: Vec<usize>,
+        step: Vec<isize>,
+        len: Vec<usize>,
+    },
     /// A raw strided view (element strides, element offset) of the row-contiguous input.
-    AsStrided { shape: Shape, strides: Vec<isize>, offset: usize },
+    AsStrided {
+        shape: Shape,
+        strides: Vec<isize>,
+        offset: usize,
+    },
     /// A dense row-major copy.
     Copy,
-    Concatenate { axis: usize },
+    Concatenate {
+        axis: usize,
+    },
     /// Constant padding: inputs are (x, 0-d value of x's dtype).
-    Pad { low: Vec<usize>, high: Vec<usize> },
+    Pad {
+        low: Vec<usize>,
+        high: Vec<usize>,
+    },
 }
 
 impl ShapeOp {
@@ -53,8 +66,7 @@ impl ShapeOp {
                 Ok(vec![(s.clone(), dt)])
             }
             ShapeOp::Broadcast(s) => {
-                let ok = s.len() >= shape.len()
-                    && shape.iter().rev().zip(s.iter().rev()).all(|(&a, &b)| a == b || a == 1);
+                let ok = s.len() >= shape.len() && shape.iter().rev().zip(s.iter().rev()).all(|(&a, &b)| a == b || a == 1);
                 if !ok {
                     crate::bail!("[broadcast_to] Cannot broadcast array of shape {shape:?} to shape {s:?}.");
                 }
@@ -81,7 +93,10 @@ impl ShapeOp {
                 };
                 let mut out = first.clone();
                 if *axis >= out.len() {
-                    return Err(crate::error::Error::index(format!("[concatenate] Invalid axis {axis} for arrays with {} dimensions.", out.len())));
+                    return Err(crate::error::Error::index(format!(
+                        "[concatenate] Invalid axis {axis} for arrays with {} dimensions.",
+                        out.len()
+                    )));
                 }
                 out[*axis] = 0;
                 for (s, d) in inputs {

@@ -68,7 +68,11 @@ impl UnaryOp {
         let out = if self.is_predicate() {
             Dtype::Bool
         } else if matches!(self, UnaryOp::Real | UnaryOp::Imag | UnaryOp::Abs) {
-            if dt == Dtype::Complex64 { Dtype::Float32 } else { dt }
+            if dt == Dtype::Complex64 {
+                Dtype::Float32
+            } else {
+                dt
+            }
         } else {
             dt
         };

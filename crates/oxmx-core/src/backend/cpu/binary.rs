@@ -133,7 +133,11 @@ macro_rules! int_binary {
                     0
                 } else {
                     let q = x.wrapping_div(y);
-                    if $signed && (x % y != 0) && ((x < (0 as $T)) != (y < (0 as $T))) { q.wrapping_sub(1) } else { q }
+                    if $signed && (x % y != 0) && ((x < (0 as $T)) != (y < (0 as $T))) {
+                        q.wrapping_sub(1)
+                    } else {
+                        q
+                    }
                 }
             }),
             Remainder => f!(|x, y| {
@@ -141,17 +145,33 @@ macro_rules! int_binary {
                     0
                 } else {
                     let r = x.wrapping_rem(y);
-                    if $signed && r != 0 && ((r < (0 as $T)) != (y < (0 as $T))) { r.wrapping_add(y) } else { r }
+                    if $signed && r != 0 && ((r < (0 as $T)) != (y < (0 as $T))) {
+                        r.wrapping_add(y)
+                    } else {
+                        r
+                    }
                 }
             }),
             Power => f!(|x, y| {
                 if $signed && y < (0 as $T) {
                     // Integer power with a negative exponent: only ±1 survive truncation.
-                    if x == (1 as $T) { 1 } else if $signed && x.wrapping_add(1 as $T) == 0 { if y % 2 == 0 { 1 } else { x } } else { 0 }
+                    if x == (1 as $T) {
+                        1
+                    } else if $signed && x.wrapping_add(1 as $T) == 0 {
+                        if y % 2 == 0 {
+                            1
+                        } else {
+                            x
+                        }
+                    } else {
+                        0
+                    }
                 } else {
                     let (mut base, mut e, mut acc) = (x, y as u64, 1 as $T);
                     while e > 0 {
-                        if e & 1 == 1 { acc = acc.wrapping_mul(base); }
+                        if e & 1 == 1 {
+                            acc = acc.wrapping_mul(base);
+                        }
                         base = base.wrapping_mul(base);
                         e >>= 1;
                     }
@@ -174,7 +194,11 @@ macro_rules! int_binary {
             LeftShift => f!(|x, y| if (y as i128) < 0 || (y as i128) >= BITS as i128 { 0 } else { x.wrapping_shl(y as u32) }),
             RightShift => f!(|x, y| {
                 if (y as i128) < 0 || (y as i128) >= BITS as i128 {
-                    if $signed && x < (0 as $T) { (0 as $T).wrapping_sub(1) } else { 0 }
+                    if $signed && x < (0 as $T) {
+                        (0 as $T).wrapping_sub(1)
+                    } else {
+                        0
+                    }
                 } else {
                     x.wrapping_shr(y as u32)
                 }

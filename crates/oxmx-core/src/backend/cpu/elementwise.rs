@@ -190,7 +190,12 @@ pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: imp
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` for three operands of one shape.
-pub fn map_ternary<A: Element, B: Element, C: Element, D: Element>(a: &Data, b: &Data, c: &Data, f: impl Fn(A, B, C) -> D + Sync) -> Result<Data> {
+pub fn map_ternary<A: Element, B: Element, C: Element, D: Element>(
+    a: &Data,
+    b: &Data,
+    c: &Data,
+    f: impl Fn(A, B, C) -> D + Sync,
+) -> Result<Data> {
     let n = a.size();
     Data::build::<D>(a.shape.clone(), |out| {
         let (ra, rb, rc) = (a.raw::<A>(), b.raw::<B>(), c.raw::<C>());

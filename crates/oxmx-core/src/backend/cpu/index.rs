@@ -88,7 +88,15 @@ fn scatter<T: Element>(x: &Data, idx: &[Data], upd: &Data, axes: &[usize], combi
     })
 }
 
-fn scatter_typed<T: Element + PartialOrd>(kind: ScatterKind, x: &Data, idx: &[Data], upd: &Data, axes: &[usize], add: fn(T, T) -> T, mul: fn(T, T) -> T) -> Result<Data> {
+fn scatter_typed<T: Element + PartialOrd>(
+    kind: ScatterKind,
+    x: &Data,
+    idx: &[Data],
+    upd: &Data,
+    axes: &[usize],
+    add: fn(T, T) -> T,
+    mul: fn(T, T) -> T,
+) -> Result<Data> {
     match kind {
         ScatterKind::Set => scatter::<T>(x, idx, upd, axes, |_, u| u),
         ScatterKind::Add => scatter::<T>(x, idx, upd, axes, add),
@@ -145,7 +153,9 @@ pub fn eval(op: &IndexOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> 
                     ScatterKind::Prod => scatter::<Complex32>(x, idx, upd, axes, |a, u| a * u)?,
                     _ => return Err(Error::invalid("[scatter] max/min are not defined for complex64")),
                 },
-                dt => crate::dispatch!(real: dt, T => scatter_typed::<T>(*kind, x, idx, upd, axes, <T as ScatterNum>::add, <T as ScatterNum>::mul)?, else unreachable!()),
+                dt => {
+                    crate::dispatch!(real: dt, T => scatter_typed::<T>(*kind, x, idx, upd, axes, <T as ScatterNum>::add, <T as ScatterNum>::mul)?, else unreachable!())
+                }
             }
         }
         IndexOp::SliceUpdate { start, step, .. } => crate::dispatch!(x.dtype, T => {

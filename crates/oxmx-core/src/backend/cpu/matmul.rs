@@ -79,13 +79,24 @@ fn gemm_kernel<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, zero: T, o
             // is an exclusive dense [m, n] block.
             unsafe {
                 gemm::gemm(
-                    m, n, k,
-                    dst.as_mut_ptr(), 1, n as isize,
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
                     false,
-                    pa.0.offset(g.a_offs[bi]), g.a_cs, g.a_rs,
-                    pb.0.offset(g.b_offs[bi]), g.b_cs, g.b_rs,
-                    zero, one,
-                    false, false, false,
+                    pa.0.offset(g.a_offs[bi]),
+                    g.a_cs,
+                    g.a_rs,
+                    pb.0.offset(g.b_offs[bi]),
+                    g.b_cs,
+                    g.b_rs,
+                    zero,
+                    one,
+                    false,
+                    false,
+                    false,
                     par,
                 );
             }

@@ -1,20 +1,20 @@
 //! The CPU backend: one file per primitive family, mirroring `primitives/`.
 
-pub mod elementwise;
-pub mod cast;
-pub mod creation;
-pub mod unary;
 pub mod binary;
-pub mod ternary;
+pub mod cast;
+pub mod conv;
+pub mod creation;
+pub mod elementwise;
+pub mod fft;
+pub mod index;
+pub mod linalg;
+pub mod matmul;
+pub mod random;
 pub mod reduce;
 pub mod shape;
-pub mod index;
-pub mod matmul;
-pub mod conv;
 pub mod sort;
-pub mod random;
-pub mod fft;
-pub mod linalg;
+pub mod ternary;
+pub mod unary;
 
 use crate::error::Result;
 use crate::graph::{Data, Spec};

@@ -34,7 +34,13 @@ impl<A: Copy + Sync, F: Fn(A, A) -> A + Sync> Combine<A> for Fold<A, F> {
 }
 
 /// Reduces each contiguous row of `len` elements: `out[r] = fold(x[r*len..][..len])`.
-fn reduce_rows<T: Copy + Sync, A: Copy + Send + Sync>(x: &[T], len: usize, out: &mut [A], conv: impl Fn(T) -> A + Sync, c: &impl Combine<A>) {
+fn reduce_rows<T: Copy + Sync, A: Copy + Send + Sync>(
+    x: &[T],
+    len: usize,
+    out: &mut [A],
+    conv: impl Fn(T) -> A + Sync,
+    c: &impl Combine<A>,
+) {
     const LANES: usize = 16;
     let row = |r: &[T]| -> A {
         // Independent lanes let the compiler vectorise and keep sums accurate (pairwise-like).
@@ -83,7 +89,15 @@ fn reduce_rows<T: Copy + Sync, A: Copy + Send + Sync>(x: &[T], len: usize, out: 
 }
 
 /// `[outer, red, inner]` with the middle axis reduced: accumulate whole rows of `inner`.
-fn reduce_middle<T: Copy + Sync, A: Copy + Send + Sync>(x: &[T], outer: usize, red: usize, inner: usize, out: &mut [A], conv: impl Fn(T) -> A + Sync, c: &impl Combine<A>) {
+fn reduce_middle<T: Copy + Sync, A: Copy + Send + Sync>(
+    x: &[T],
+    outer: usize,
+    red: usize,
+    inner: usize,
+    out: &mut [A],
+    conv: impl Fn(T) -> A + Sync,
+    c: &impl Combine<A>,
+) {
     let work = |o: usize, j0: usize, acc: &mut [A]| {
         acc.iter_mut().for_each(|a| *a = c.identity());
         for r in 0..red {
@@ -121,7 +135,12 @@ fn runs(shape: &[usize], axes: &[usize]) -> Vec<(bool, usize)> {
     out
 }
 
-fn reduce_with<T: Element, A: Copy + Send + Sync>(x: &Data, axes: &[usize], conv: impl Fn(T) -> A + Sync + Copy, c: &impl Combine<A>) -> Result<Vec<A>> {
+fn reduce_with<T: Element, A: Copy + Send + Sync>(
+    x: &Data,
+    axes: &[usize],
+    conv: impl Fn(T) -> A + Sync + Copy,
+    c: &impl Combine<A>,
+) -> Result<Vec<A>> {
     let out_size: usize = x.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).product();
     let mut out = vec![c.identity(); out_size];
     if x.size() == 0 {
@@ -168,10 +187,24 @@ where
             let v: Vec<$A> = match kind {
                 ReduceKind::Sum => reduce_with::<T, $A>(x, axes, conv, &Fold(0.0, |a, b| a + b))?,
                 ReduceKind::Prod => reduce_with::<T, $A>(x, axes, conv, &Fold(1.0, |a, b| a * b))?,
-                ReduceKind::Max => reduce_with::<T, $A>(x, axes, conv, &Fold(<$A>::NEG_INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.max(b) }))?,
-                ReduceKind::Min => reduce_with::<T, $A>(x, axes, conv, &Fold(<$A>::INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.min(b) }))?,
-                ReduceKind::And => reduce_with::<T, $A>(x, axes, conv, &Fold(1.0, |a: $A, b: $A| if a != 0.0 && b != 0.0 { 1.0 } else { 0.0 }))?,
-                ReduceKind::Or => reduce_with::<T, $A>(x, axes, conv, &Fold(0.0, |a: $A, b: $A| if a != 0.0 || b != 0.0 { 1.0 } else { 0.0 }))?,
+                ReduceKind::Max => reduce_with::<T, $A>(
+                    x,
+                    axes,
+                    conv,
+                    &Fold(<$A>::NEG_INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.max(b) }),
+                )?,
+                ReduceKind::Min => reduce_with::<T, $A>(
+                    x,
+                    axes,
+                    conv,
+                    &Fold(<$A>::INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.min(b) }),
+                )?,
+                ReduceKind::And => {
+                    reduce_with::<T, $A>(x, axes, conv, &Fold(1.0, |a: $A, b: $A| if a != 0.0 && b != 0.0 { 1.0 } else { 0.0 }))?
+                }
+                ReduceKind::Or => {
+                    reduce_with::<T, $A>(x, axes, conv, &Fold(0.0, |a: $A, b: $A| if a != 0.0 || b != 0.0 { 1.0 } else { 0.0 }))?
+                }
             };
             finish::<U>(shape, v.into_iter().map(|a| U::from_f64(a as f64)).collect())
         }};
@@ -227,10 +260,24 @@ fn reduce_complex(kind: ReduceKind, x: &Data, axes: &[usize], shape: Vec<usize>,
     let v: Vec<C> = match kind {
         ReduceKind::Sum => reduce_with::<C, C>(x, axes, conv, &Fold(C::new(0.0, 0.0), |a, b| a + b))?,
         ReduceKind::Prod => reduce_with::<C, C>(x, axes, conv, &Fold(C::new(1.0, 0.0), |a, b| a * b))?,
-        ReduceKind::Max => reduce_with::<C, C>(x, axes, conv, &Fold(C::new(f32::NEG_INFINITY, 0.0), move |a, b| if key(a) >= key(b) { a } else { b }))?,
-        ReduceKind::Min => reduce_with::<C, C>(x, axes, conv, &Fold(C::new(f32::INFINITY, 0.0), move |a, b| if key(a) <= key(b) { a } else { b }))?,
-        ReduceKind::And => reduce_with::<C, C>(x, axes, conv, &Fold(C::new(1.0, 0.0), |a: C, b: C| C::new((a != C::new(0.0, 0.0) && b != C::new(0.0, 0.0)) as u8 as f32, 0.0)))?,
-        ReduceKind::Or => reduce_with::<C, C>(x, axes, conv, &Fold(C::new(0.0, 0.0), |a: C, b: C| C::new((a != C::new(0.0, 0.0) || b != C::new(0.0, 0.0)) as u8 as f32, 0.0)))?,
+        ReduceKind::Max => {
+            reduce_with::<C, C>(x, axes, conv, &Fold(C::new(f32::NEG_INFINITY, 0.0), move |a, b| if key(a) >= key(b) { a } else { b }))?
+        }
+        ReduceKind::Min => {
+            reduce_with::<C, C>(x, axes, conv, &Fold(C::new(f32::INFINITY, 0.0), move |a, b| if key(a) <= key(b) { a } else { b }))?
+        }
+        ReduceKind::And => reduce_with::<C, C>(
+            x,
+            axes,
+            conv,
+            &Fold(C::new(1.0, 0.0), |a: C, b: C| C::new((a != C::new(0.0, 0.0) && b != C::new(0.0, 0.0)) as u8 as f32, 0.0)),
+        )?,
+        ReduceKind::Or => reduce_with::<C, C>(
+            x,
+            axes,
+            conv,
+            &Fold(C::new(0.0, 0.0), |a: C, b: C| C::new((a != C::new(0.0, 0.0) || b != C::new(0.0, 0.0)) as u8 as f32, 0.0)),
+        )?,
     };
     let _ = out;
     finish::<C>(shape, v)
@@ -317,11 +364,19 @@ fn scan(x: &Data, kind: ScanKind, axis: usize, reverse: bool, inclusive: bool) -
             match kind {
                 ScanKind::Sum => go!($T, $A, $to, $from, 0.0, |a: $A, b: $A| a + b),
                 ScanKind::Prod => go!($T, $A, $to, $from, 1.0, |a: $A, b: $A| a * b),
-                ScanKind::Max => go!($T, $A, $to, $from, <$A>::NEG_INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.max(b) }),
-                ScanKind::Min => go!($T, $A, $to, $from, <$A>::INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.min(b) }),
+                ScanKind::Max => {
+                    go!($T, $A, $to, $from, <$A>::NEG_INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.max(b) })
+                }
+                ScanKind::Min => {
+                    go!($T, $A, $to, $from, <$A>::INFINITY, |a: $A, b: $A| if a.is_nan() || b.is_nan() { <$A>::NAN } else { a.min(b) })
+                }
                 ScanKind::LogAddExp => go!($T, $A, $to, $from, <$A>::NEG_INFINITY, |a: $A, b: $A| {
                     let m = a.max(b);
-                    if m == <$A>::NEG_INFINITY { m } else { m + (-(a - b).abs()).exp().ln_1p() }
+                    if m == <$A>::NEG_INFINITY {
+                        m
+                    } else {
+                        m + (-(a - b).abs()).exp().ln_1p()
+                    }
                 }),
             }
         };

@@ -39,30 +39,102 @@ pub trait FloatMath: Copy {
 macro_rules! float_math {
     ($t:ty, $erf:path, $erfinv:path) => {
         impl FloatMath for $t {
-            #[inline(always)] fn exp(self) -> Self { <$t>::exp(self) }
-            #[inline(always)] fn exp_m1(self) -> Self { <$t>::exp_m1(self) }
-            #[inline(always)] fn ln(self) -> Self { <$t>::ln(self) }
-            #[inline(always)] fn ln_1p(self) -> Self { <$t>::ln_1p(self) }
-            #[inline(always)] fn log2(self) -> Self { <$t>::log2(self) }
-            #[inline(always)] fn log10(self) -> Self { <$t>::log10(self) }
-            #[inline(always)] fn sqrt(self) -> Self { <$t>::sqrt(self) }
-            #[inline(always)] fn sin(self) -> Self { <$t>::sin(self) }
-            #[inline(always)] fn cos(self) -> Self { <$t>::cos(self) }
-            #[inline(always)] fn tan(self) -> Self { <$t>::tan(self) }
-            #[inline(always)] fn asin(self) -> Self { <$t>::asin(self) }
-            #[inline(always)] fn acos(self) -> Self { <$t>::acos(self) }
-            #[inline(always)] fn atan(self) -> Self { <$t>::atan(self) }
-            #[inline(always)] fn sinh(self) -> Self { <$t>::sinh(self) }
-            #[inline(always)] fn cosh(self) -> Self { <$t>::cosh(self) }
-            #[inline(always)] fn tanh(self) -> Self { <$t>::tanh(self) }
-            #[inline(always)] fn asinh(self) -> Self { <$t>::asinh(self) }
-            #[inline(always)] fn acosh(self) -> Self { <$t>::acosh(self) }
-            #[inline(always)] fn atanh(self) -> Self { <$t>::atanh(self) }
-            #[inline(always)] fn erf(self) -> Self { $erf(self) }
-            #[inline(always)] fn erfinv(self) -> Self { $erfinv(self) }
-            #[inline(always)] fn floor(self) -> Self { <$t>::floor(self) }
-            #[inline(always)] fn ceil(self) -> Self { <$t>::ceil(self) }
-            #[inline(always)] fn round_even(self) -> Self { <$t>::round_ties_even(self) }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn exp_m1(self) -> Self {
+                <$t>::exp_m1(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline(always)]
+            fn log2(self) -> Self {
+                <$t>::log2(self)
+            }
+            #[inline(always)]
+            fn log10(self) -> Self {
+                <$t>::log10(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            #[inline(always)]
+            fn cos(self) -> Self {
+                <$t>::cos(self)
+            }
+            #[inline(always)]
+            fn tan(self) -> Self {
+                <$t>::tan(self)
+            }
+            #[inline(always)]
+            fn asin(self) -> Self {
+                <$t>::asin(self)
+            }
+            #[inline(always)]
+            fn acos(self) -> Self {
+                <$t>::acos(self)
+            }
+            #[inline(always)]
+            fn atan(self) -> Self {
+                <$t>::atan(self)
+            }
+            #[inline(always)]
+            fn sinh(self) -> Self {
+                <$t>::sinh(self)
+            }
+            #[inline(always)]
+            fn cosh(self) -> Self {
+                <$t>::cosh(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline(always)]
+            fn asinh(self) -> Self {
+                <$t>::asinh(self)
+            }
+            #[inline(always)]
+            fn acosh(self) -> Self {
+                <$t>::acosh(self)
+            }
+            #[inline(always)]
+            fn atanh(self) -> Self {
+                <$t>::atanh(self)
+            }
+            #[inline(always)]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline(always)]
+            fn erfinv(self) -> Self {
+                $erfinv(self)
+            }
+            #[inline(always)]
+            fn floor(self) -> Self {
+                <$t>::floor(self)
+            }
+            #[inline(always)]
+            fn ceil(self) -> Self {
+                <$t>::ceil(self)
+            }
+            #[inline(always)]
+            fn round_even(self) -> Self {
+                <$t>::round_ties_even(self)
+            }
         }
     };
 }
@@ -253,7 +325,11 @@ fn complex_kernel(op: UnaryOp, a: &Data) -> Result<Data> {
             Sigmoid => Complex32::new(1.0, 0.0) / (Complex32::new(1.0, 0.0) + (-z).exp()),
             Sign => {
                 let n = z.norm();
-                if n == 0.0 { z } else { z / n }
+                if n == 0.0 {
+                    z
+                } else {
+                    z / n
+                }
             }
             Floor => Complex32::new(z.re.floor(), z.im.floor()),
             Ceil => Complex32::new(z.re.ceil(), z.im.ceil()),
