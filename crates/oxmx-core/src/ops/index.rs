@@ -156,17 +156,7 @@ pub fn scatter_min(a: &Array, indices: &[Array], updates: &Array, axes: &[isize]
 #[track_caller]
 pub fn slice_update(a: &Array, update: &Array, specs: &[SliceSpec]) -> Array {
     Array::build(|| {
-        if specs.len() > a.ndim() {
-            return Err(Error::index(format!("[slice_update] Too many indices ({}) for array with {} dimensions.", specs.len(), a.ndim())));
-        }
-        let (mut start, mut step, mut len) = (vec![], vec![], vec![]);
-        for (i, &n) in a.shape().iter().enumerate() {
-            let s = specs.get(i).copied().unwrap_or(SliceSpec::FULL);
-            let (st, l) = s.resolve(n)?;
-            start.push(st);
-            step.push(s.step);
-            len.push(l);
-        }
+        let (start, step, len) = super::shape::resolve_slices(a.shape(), specs, "slice_update")?;
         let u = super::broadcast_to(&update.astype(a.dtype()), &len);
         Ok(Array::from_op(Primitive::Index(IndexOp::SliceUpdate { start, step, len }), vec![a.clone(), u]))
     })

@@ -213,21 +213,27 @@ impl SliceSpec {
     }
 }
 
+/// Per-axis (start, step, length) of `specs` over `shape` (missing trailing axes taken whole).
+pub(crate) fn resolve_slices(shape: &[usize], specs: &[SliceSpec], op: &str) -> Result<(Vec<usize>, Vec<isize>, Vec<usize>)> {
+    if specs.len() > shape.len() {
+        return Err(Error::index(format!("[{op}] Too many indices ({}) for array with {} dimensions.", specs.len(), shape.len())));
+    }
+    let (mut start, mut step, mut len) = (vec![], vec![], vec![]);
+    for (i, &n) in shape.iter().enumerate() {
+        let s = specs.get(i).copied().unwrap_or(SliceSpec::FULL);
+        let (st, l) = s.resolve(n)?;
+        start.push(st);
+        step.push(s.step);
+        len.push(l);
+    }
+    Ok((start, step, len))
+}
+
 /// Slices every axis with `specs` (missing trailing axes are taken whole).
 #[track_caller]
 pub fn slice(a: &Array, specs: &[SliceSpec]) -> Array {
     Array::build(|| {
-        if specs.len() > a.ndim() {
-            return Err(Error::index(format!("[slice] Too many indices ({}) for array with {} dimensions.", specs.len(), a.ndim())));
-        }
-        let (mut start, mut step, mut len) = (vec![], vec![], vec![]);
-        for (i, &n) in a.shape().iter().enumerate() {
-            let s = specs.get(i).copied().unwrap_or(SliceSpec::FULL);
-            let (st, l) = s.resolve(n)?;
-            start.push(st);
-            step.push(s.step);
-            len.push(l);
-        }
+        let (start, step, len) = resolve_slices(a.shape(), specs, "slice")?;
         if len == a.shape() && step.iter().all(|&s| s == 1) {
             return Ok(a.clone());
         }
