@@ -51,6 +51,16 @@ impl<const N: usize> From<[isize; N]> for Axes {
     }
 }
 
+/// MLX's `axis=None` convention: `None` works on the flattened array (axis 0), `Some(ax)` on
+/// `a` along the resolved axis.
+#[track_caller]
+pub(crate) fn axis_or_flat(a: &Array, axis: Option<isize>, op: &str) -> crate::error::Result<(Array, usize)> {
+    match axis {
+        None => Ok((super::reshape(a, &[-1]), 0)),
+        Some(ax) => Ok((a.clone(), crate::shape::normalize_axis(ax, a.ndim(), op)?)),
+    }
+}
+
 /// An array or a Rust scalar. Scalars are typed "weakly", as Python scalars are in MLX.
 #[derive(Clone, Debug)]
 pub enum Operand {

@@ -16,10 +16,7 @@ fn ishape(s: &[usize]) -> Vec<isize> {
 #[track_caller]
 pub fn repeat(a: &Array, repeats: usize, axis: Option<isize>) -> Array {
     Array::build(|| {
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), "repeat")?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, "repeat")?;
         let e = super::expand_dims(&x, &[ax as isize + 1]);
         let mut shape = e.shape().to_vec();
         shape[ax + 1] = repeats;
@@ -52,10 +49,7 @@ pub fn tile(a: &Array, reps: &[usize]) -> Array {
 #[track_caller]
 pub fn roll(a: &Array, shift: isize, axis: Option<isize>) -> Array {
     Array::build(|| {
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), "roll")?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, "roll")?;
         let n = x.shape().get(ax).copied().unwrap_or(0) as isize;
         if n == 0 {
             return Ok(a.clone());

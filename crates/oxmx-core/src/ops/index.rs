@@ -8,7 +8,6 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::primitives::index::ScatterKind;
 use crate::primitives::{IndexOp, Primitive};
-use crate::shape::normalize_axis;
 
 /// MLX's `gather`: `indices[k]` index `axes[k]`; output shape `broadcast(indices) + slice_sizes`.
 #[track_caller]
@@ -29,10 +28,7 @@ pub fn gather(a: &Array, indices: &[Array], axes: &[isize], slice_sizes: &[usize
 #[track_caller]
 pub fn take(a: &Array, indices: &Array, axis: Option<isize>) -> Array {
     Array::build(|| {
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), "take")?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, "take")?;
         if !indices.dtype().is_integer() {
             crate::bail!("[take] indices must be integers, got {}", indices.dtype());
         }
@@ -88,10 +84,7 @@ fn along_axis_indices(a: &Array, indices: &Array, ax: usize) -> Result<(Vec<Arra
 #[track_caller]
 pub fn take_along_axis(a: &Array, indices: &Array, axis: Option<isize>) -> Array {
     Array::build(|| {
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), "take_along_axis")?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, "take_along_axis")?;
         let idx = if axis.is_none() { super::reshape(indices, &[-1]) } else { indices.clone() };
         let (arrays, axes) = along_axis_indices(&x, &idx, ax)?;
         let shape = arrays[0].shape().to_vec();
@@ -104,10 +97,7 @@ pub fn take_along_axis(a: &Array, indices: &Array, axis: Option<isize>) -> Array
 #[track_caller]
 pub fn put_along_axis(a: &Array, indices: &Array, values: &Array, axis: Option<isize>) -> Array {
     Array::build(|| {
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), "put_along_axis")?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, "put_along_axis")?;
         let idx = if axis.is_none() { super::reshape(indices, &[-1]) } else { indices.clone() };
         let (arrays, axes) = along_axis_indices(&x, &idx, ax)?;
         let shape = arrays[0].shape().to_vec();

@@ -7,7 +7,6 @@ use crate::dtype::Dtype;
 use crate::error::Error;
 use crate::primitives::reduce::{ReduceKind, ScanKind};
 use crate::primitives::{Primitive, ReduceOp};
-use crate::shape::normalize_axis;
 
 /// MLX's accumulation dtype for `sum`/`prod`: small ints widen to 32 bits, bool to int32.
 fn sum_dtype(dt: Dtype) -> Dtype {
@@ -167,10 +166,7 @@ fn arg_reduce(a: &Array, axis: Option<isize>, keepdims: bool, is_max: bool) -> A
         if a.size() == 0 {
             crate::bail!("[{name}] Cannot {name} reduce zero size array.");
         }
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0usize),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), name)?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, name)?;
         let op = if is_max { ReduceOp::ArgMax { axis: ax } } else { ReduceOp::ArgMin { axis: ax } };
         let out = Array::from_op(Primitive::Reduce(op), vec![x]);
         Ok(match (axis, keepdims) {
@@ -194,10 +190,7 @@ pub fn argmin(a: &Array, axis: Option<isize>, keepdims: bool) -> Array {
 #[track_caller]
 fn scan(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool, kind: ScanKind, name: &str) -> Array {
     Array::build(|| {
-        let (x, ax) = match axis {
-            None => (super::reshape(a, &[-1]), 0usize),
-            Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), name)?),
-        };
+        let (x, ax) = super::args::axis_or_flat(a, axis, name)?;
         let dt = match kind {
             ScanKind::LogAddExp => stat_dtype(x.dtype()),
             ScanKind::Sum | ScanKind::Prod if x.dtype() == Dtype::Bool => Dtype::Int32,
