@@ -47,7 +47,24 @@ def workloads(lib, xp, sync):
         ("logsumexp_4096x4096", lambda: L["logsumexp"](m), 5),
         ("var_4096x4096", lambda: L["var"](m), 5),
         ("layernorm_4096x4096", lambda: L["layernorm"](m), 5),
+    ] + matmul_workloads(lib, rng) + [
+        ("sort_1M_f32", lambda: L["sort"](x[: 1 << 20]), 5),
     ]
+
+
+def matmul_workloads(lib, rng):
+    out = []
+    for n in (1024, 2048, 4096):
+        for dt in ("float32", "bfloat16", "float16"):
+            if dt != "float32" and n == 4096:
+                continue
+            mk = lib["matrix"](dt)
+            if mk is None:
+                continue
+            a = mk(rng.uniform(-1, 1, (n, n)).astype("float32"))
+            b = mk(rng.uniform(-1, 1, (n, n)).astype("float32"))
+            out.append((f"matmul_{n}_{dt}", lambda a=a, b=b: lib["matmul"](a, b), 3 if n >= 4096 else 5))
+    return out
 
 
 def numpy_lib():
@@ -66,7 +83,10 @@ def numpy_lib():
         return (m - mu) / np.sqrt(m.var(-1, keepdims=True) + 1e-5)
 
     lib = dict(asarray=np.asarray, exp=np.exp, tanh=np.tanh, sum=lambda a, ax: a.sum(ax), softmax=softmax,
-               logsumexp=logsumexp, var=lambda a: a.var(-1), layernorm=layernorm)
+               logsumexp=logsumexp, var=lambda a: a.var(-1), layernorm=layernorm, sort=np.sort,
+               matmul=np.matmul,
+               # NumPy has no bfloat16, and its float16 matmul does not use BLAS: f32 only.
+               matrix=lambda dt: np.asarray if dt == "float32" else None)
     return lib, np, lambda r: None
 
 
@@ -80,7 +100,8 @@ def mlx_lib():
 
     lib = dict(asarray=mx.array, exp=mx.exp, tanh=mx.tanh, sum=lambda a, ax: mx.sum(a, ax),
                softmax=lambda a: mx.softmax(a, -1), logsumexp=lambda a: mx.logsumexp(a, -1),
-               var=lambda a: mx.var(a, -1), layernorm=layernorm)
+               var=lambda a: mx.var(a, -1), layernorm=layernorm, sort=lambda a: mx.sort(a, -1),
+               matmul=mx.matmul, matrix=lambda dt: (lambda v: mx.array(v).astype(getattr(mx, dt))))
     return lib, mx, lambda r: mx.eval(r) if r is not None else None
 
 
@@ -89,7 +110,9 @@ def torch_lib():
     lib = dict(asarray=torch.from_numpy, exp=torch.exp, tanh=torch.tanh, sum=lambda a, ax: a.sum(ax),
                softmax=lambda a: torch.softmax(a, -1), logsumexp=lambda a: torch.logsumexp(a, -1),
                var=lambda a: a.var(-1, unbiased=False),
-               layernorm=lambda m: torch.nn.functional.layer_norm(m, m.shape[-1:]))
+               layernorm=lambda m: torch.nn.functional.layer_norm(m, m.shape[-1:]),
+               sort=lambda a: torch.sort(a, -1), matmul=torch.matmul,
+               matrix=lambda dt: (lambda v: torch.from_numpy(v).to(getattr(torch, dt))))
     return lib, torch, lambda r: None
 
 
@@ -105,6 +128,7 @@ def main():
             continue
         results.setdefault(r["bench"], {})["oxmx"] = r["ms"]
         results[r["bench"]]["oxmx_gbps"] = r["gbps"]
+        results[r["bench"]]["oxmx_gflops"] = r["gflops"] if r["bench"].startswith(("matmul", "conv")) else None
     for name, make in [("numpy", numpy_lib), ("mlx", mlx_lib), ("torch", torch_lib)]:
         try:
             lib, xp, sync = make()
@@ -118,12 +142,13 @@ def main():
     peers = [p for p in ("numpy", "mlx", "torch") if any(p in r for r in results.values())]
     if copy_gbps:
         print(f"machine copy bandwidth (read+write): {copy_gbps:.1f} GB/s\n")
-    print("| workload | oxmx ms | oxmx GB/s | " + " | ".join(f"{p} ms | oxmx speed-up vs {p}" for p in peers) + " |")
+    print("| workload | oxmx ms | oxmx GB/s or GFLOP/s | " + " | ".join(f"{p} ms | oxmx speed-up vs {p}" for p in peers) + " |")
     print("|---|---:|---:|" + "---:|---:|" * len(peers))
     for bench, r in results.items():
         if "oxmx" not in r:
             continue
-        cells = [f"{r['oxmx']:.2f}", f"{r['oxmx_gbps']:.1f}"]
+        rate = f"{r['oxmx_gflops']:.0f} GFLOP/s" if r.get("oxmx_gflops") else f"{r['oxmx_gbps']:.1f} GB/s"
+        cells = [f"{r['oxmx']:.2f}", rate]
         for p in peers:
             if p in r:
                 cells += [f"{r[p]:.2f}", f"{r[p] / r['oxmx']:.2f}x"]

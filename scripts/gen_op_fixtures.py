@@ -296,19 +296,10 @@ for d in DT:
     x = mx.zeros((1,), MX[d])
     weak.append({"dtype": d, "int": mxname((x + 1).dtype), "float": mxname((x + 1.0).dtype), "bool": mxname((x + True).dtype)})
 
-# Cases where oxmx currently disagrees with MLX (found by this oracle, not yet fixed or MLX
-# quirks still to be decided). They are written to "known_failures", which the Rust test does not
-# run; move a case back by deleting its index here once oxmx is fixed. Indices are stable because
-# the seed is fixed and cases are generated in order. Summary:
-#  - subtract/power on bool x bool (MLX accepts, oxmx kernel errors); left/right_shift bool x bool
-#    (MLX gives uint8, oxmx bool)
-#  - floor_divide bfloat16 rounding (MLX computes in bf16); logaddexp float64 (MLX CPU computes in
-#    f32 precision)
-#  - sign(nan): MLX gives 0, oxmx NaN
-#  - logsumexp on bool/uint8/uint32 (MLX overflows to inf / differs), var/std with ddof >= n (MLX
-#    inf, oxmx NaN), softmax of int32 (MLX keeps int32)
-#  - cumprod/cummax/cummin on bool (MLX keeps bool, oxmx int32); logcumsumexp with NaN input
-#    (MLX NaN, oxmx -inf)
+# Cases where oxmx disagreed with MLX when this oracle was first run. They are written to
+# "known_failures"; the Rust test `known_divergences` runs them all and requires each to pass now or
+# to be listed in its DIVERGENCES table with the reason oxmx deliberately differs (MLX quirks such
+# as logsumexp overflowing on uint8 input). Indices are stable because the seed is fixed.
 KNOWN_FAILURES = {228, 229, 230, 436, 437, 558, 642, 643, 1064, 1065, 1230, 1231, 1250, 1251, 1319, 1400, 2116, 2117, 2118, 2119, 2120, 2121, 2122, 2123, 2136, 2137, 2138, 2139, 2144, 2148, 2250, 2348, 2349, 2350, 2351, 2402, 2403, 2404, 2405, 2456, 2457, 2458, 2459, 2523}
 def is_known(i, c):
     # softmax of integer input: MLX keeps the int dtype, oxmx gives float32.

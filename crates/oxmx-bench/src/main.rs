@@ -118,4 +118,25 @@ fn main() {
             0.0,
         );
     }
+    drop((x, y, m));
+    for n in [1024usize, 2048, 4096] {
+        let flops = 2.0 * (n * n * n) as f64;
+        let iters = if n >= 4096 { 3 } else { 5 };
+        for dt in [Dtype::Float32, Dtype::Bfloat16, Dtype::Float16] {
+            let name = format!("matmul_{n}_{}", dt.name());
+            if !want(&name) || (dt != Dtype::Float32 && n == 4096) {
+                continue;
+            }
+            let a = input(&[n, n], 10).astype(dt);
+            let b = input(&[n, n], 11).astype(dt);
+            a.eval().unwrap();
+            b.eval().unwrap();
+            report(&name, time(iters, || ops::matmul(&a, &b)), (3 * n * n * dt.size()) as f64, flops);
+        }
+    }
+    if want("sort") {
+        let v = input(&[1 << 20], 12);
+        v.eval().unwrap();
+        report("sort_1M_f32", time(5, || ops::sort(&v, Some(-1))), (2 * 4 << 20) as f64, 0.0);
+    }
 }

@@ -112,6 +112,10 @@ fn bitwise(op: BinaryOp, a: Operand, b: Operand) -> Array {
             Error::invalid(format!("[{name}] Bitwise operations only allowed on integer types.")).at(std::panic::Location::caller()),
         );
     }
+    // MLX shifts booleans as uint8 (True << True is 2).
+    if matches!(op, BinaryOp::LeftShift | BinaryOp::RightShift) && x.dtype() == Dtype::Bool {
+        return binary_arrays(op, x.astype(Dtype::Uint8), y.astype(Dtype::Uint8));
+    }
     binary_arrays(op, x, y)
 }
 

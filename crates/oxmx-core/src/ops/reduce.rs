@@ -97,17 +97,45 @@ pub fn var(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Arr
     let axes = axes.into();
     Array::build(|| {
         let ax = axes.resolve(a.ndim(), "var")?;
+        let x = a.astype(stat_dtype(a.dtype()));
+        if x.dtype().is_float() && !ax.is_empty() {
+            return Ok(rows_reduced(&x, &ax, keepdims, ReduceOp::Var { ddof }));
+        }
+        // Complex input, or no axes: the composed definition.
         let n: usize = ax.iter().map(|&i| a.shape()[i]).product();
-        let dt = stat_dtype(a.dtype());
-        let x = a.astype(dt);
         let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
         let mu = mean(&x, axl.clone(), true);
         let d = super::subtract(&x, &mu);
         let ss = sum(&super::multiply(&d, &d), axl, keepdims);
-        let denom = n as f64 - ddof as f64;
-        let denom = if denom <= 0.0 { f64::NAN } else { denom };
-        Ok(super::divide(&ss, super::scalar_array(crate::dtype::Scalar::Float(denom), dt)))
+        let denom = (n as f64 - ddof as f64).max(0.0);
+        Ok(super::divide(&ss, super::scalar_array(crate::dtype::Scalar::Float(denom), x.dtype())))
     })
+}
+
+/// Moves `axes` (sorted, unique) to the end and merges them into one last axis, so that a row
+/// primitive can treat each reduction as one contiguous row. Returns the arranged array and the
+/// shape it had before the merge (kept dims, then the reduced dims).
+fn rows_last(x: &Array, axes: &[usize]) -> (Array, Vec<usize>) {
+    let kept: Vec<usize> = (0..x.ndim()).filter(|i| !axes.contains(i)).collect();
+    let perm: Vec<usize> = kept.iter().chain(axes).copied().collect();
+    let moved = if perm.iter().enumerate().all(|(i, &p)| i == p) {
+        x.clone()
+    } else {
+        super::transpose(x, &perm.iter().map(|&p| p as isize).collect::<Vec<_>>())
+    };
+    let moved_shape = moved.shape().to_vec();
+    let mut rows: Vec<usize> = kept.iter().map(|&i| x.shape()[i]).collect();
+    rows.push(axes.iter().map(|&i| x.shape()[i]).product());
+    let merged = if axes.len() == 1 { moved } else { super::reshape_to(&moved, &rows) };
+    (merged, moved_shape)
+}
+
+/// A row reduction (`LogSumExp`, `Var`) over `axes`, with MLX's keepdims handling.
+fn rows_reduced(x: &Array, axes: &[usize], keepdims: bool, op: ReduceOp) -> Array {
+    let (rows, _) = rows_last(x, axes);
+    let out = Array::from_op(Primitive::Reduce(op), vec![rows]);
+    let shape: Vec<usize> = (0..x.ndim()).filter_map(|i| if axes.contains(&i) { keepdims.then_some(1) } else { Some(x.shape()[i]) }).collect();
+    super::reshape_to(&out, &shape)
 }
 
 #[track_caller]
@@ -121,8 +149,11 @@ pub fn logsumexp(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
     let axes = axes.into();
     Array::build(|| {
         let ax = axes.resolve(a.ndim(), "logsumexp")?;
-        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
         let x = a.astype(stat_dtype(a.dtype()));
+        if x.dtype().is_float() && !ax.is_empty() {
+            return Ok(rows_reduced(&x, &ax, keepdims, ReduceOp::LogSumExp));
+        }
+        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
         if x.size() == 0 {
             return Ok(log(&sum(&super::exp(&x), axl, keepdims)));
         }
@@ -142,14 +173,28 @@ fn stop_inf(m: &Array) -> Array {
     super::where_(&super::isinf(m), 0.0f32, m)
 }
 
-/// Softmax over `axes`; with `precise`, 16-bit inputs are computed in float32.
+/// Softmax over `axes`; with `precise`, 16-bit inputs are computed in float32. (The row
+/// kernel always widens 16-bit rows to f32, so `precise` only matters for the composed path.)
 #[track_caller]
 pub fn softmax(a: &Array, axes: impl Into<Axes>, precise: bool) -> Array {
     let axes = axes.into();
     Array::build(|| {
         let ax = axes.resolve(a.ndim(), "softmax")?;
-        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
         let dt = stat_dtype(a.dtype());
+        if dt.is_float() && !ax.is_empty() {
+            let x = a.astype(dt);
+            let (rows, moved_shape) = rows_last(&x, &ax);
+            let out = super::reshape_to(&Array::from_op(Primitive::Reduce(ReduceOp::Softmax), vec![rows]), &moved_shape);
+            // Undo the move: output axis `p` came from input axis `perm[p]`.
+            let kept: Vec<usize> = (0..x.ndim()).filter(|i| !ax.contains(i)).collect();
+            let perm: Vec<usize> = kept.iter().chain(&ax).copied().collect();
+            let mut inv = vec![0isize; perm.len()];
+            for (p, &src) in perm.iter().enumerate() {
+                inv[src] = p as isize;
+            }
+            return Ok(if perm.iter().enumerate().all(|(i, &p)| i == p) { out } else { super::transpose(&out, &inv) });
+        }
+        let axl = Axes::List(ax.iter().map(|&x| x as isize).collect());
         let compute = if precise && matches!(dt, Dtype::Float16 | Dtype::Bfloat16) { Dtype::Float32 } else { dt };
         let x = a.astype(compute);
         let m = max(&x, axl.clone(), true);
@@ -191,13 +236,16 @@ pub fn argmin(a: &Array, axis: Option<isize>, keepdims: bool) -> Array {
 fn scan(a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool, kind: ScanKind, name: &str) -> Array {
     Array::build(|| {
         let (x, ax) = super::args::axis_or_flat(a, axis, name)?;
+        let op = Primitive::Reduce(ReduceOp::Scan { kind, axis: ax, reverse, inclusive });
         let dt = match kind {
             ScanKind::LogAddExp => stat_dtype(x.dtype()),
-            ScanKind::Sum | ScanKind::Prod if x.dtype() == Dtype::Bool => Dtype::Int32,
-            _ if x.dtype() == Dtype::Bool => Dtype::Int32,
+            ScanKind::Sum if x.dtype() == Dtype::Bool => Dtype::Int32,
+            // MLX keeps bool for cumprod/cummax/cummin; in uint8 the identities (1, 0, 255)
+            // cast back to the right truth values.
+            _ if x.dtype() == Dtype::Bool => return Ok(Array::from_op(op, vec![x.astype(Dtype::Uint8)]).astype(Dtype::Bool)),
             _ => x.dtype(),
         };
-        Ok(Array::from_op(Primitive::Reduce(ReduceOp::Scan { kind, axis: ax, reverse, inclusive }), vec![x.astype(dt)]))
+        Ok(Array::from_op(op, vec![x.astype(dt)]))
     })
 }
 

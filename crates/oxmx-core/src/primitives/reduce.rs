@@ -47,6 +47,12 @@ pub enum ReduceOp {
         reverse: bool,
         inclusive: bool,
     },
+    /// Softmax along the last axis (the op layer moves the axis last); float input.
+    Softmax,
+    /// `log(sum(exp(x)))` along the last axis, kept as size 1; float input.
+    LogSumExp,
+    /// Variance along the last axis with `ddof`, kept as size 1; float input.
+    Var { ddof: usize },
 }
 
 impl ReduceOp {
@@ -56,6 +62,9 @@ impl ReduceOp {
             ReduceOp::ArgMax { .. } => "ArgMax".into(),
             ReduceOp::ArgMin { .. } => "ArgMin".into(),
             ReduceOp::Scan { kind, .. } => format!("Scan{kind:?}"),
+            ReduceOp::Softmax => "Softmax".into(),
+            ReduceOp::LogSumExp => "LogSumExp".into(),
+            ReduceOp::Var { .. } => "Var".into(),
         }
     }
 
@@ -86,6 +95,19 @@ impl ReduceOp {
             ReduceOp::Scan { axis, .. } => {
                 check(*axis)?;
                 Ok(vec![(shape.clone(), *dt)])
+            }
+            ReduceOp::Softmax | ReduceOp::LogSumExp | ReduceOp::Var { .. } => {
+                if shape.is_empty() || !dt.is_float() {
+                    return Err(crate::error::Error::invalid(format!(
+                        "[{}] expected a float array of rank >= 1, got {shape:?} {dt}",
+                        self.name()
+                    )));
+                }
+                let mut out = shape.clone();
+                if !matches!(self, ReduceOp::Softmax) {
+                    *out.last_mut().unwrap() = 1;
+                }
+                Ok(vec![(out, *dt)])
             }
         }
     }

@@ -220,6 +220,10 @@ fn bool_binary(op: BinaryOp, a: &Data, b: &Data) -> Result<Data> {
         LessEqual => f(|x, y| !x | y),
         Greater => f(|x, y| x & !y),
         GreaterEqual => f(|x, y| x | !y),
+        // As MLX: bool arithmetic wraps in one bit (1 - 1 = 0, 0 - 1 = 1), and x ** y is 1
+        // unless the base is 0 and the exponent 1.
+        Subtract => f(|x, y| x ^ y),
+        Power => f(|x, y| x | !y),
         _ => Err(unsupported(op, Dtype::Bool)),
     }
 }

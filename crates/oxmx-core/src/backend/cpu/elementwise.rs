@@ -2,6 +2,7 @@
 //! paths over slices (which the compiler vectorises), a scalar-broadcast path, and a general
 //! strided path; all split across the thread pool for large arrays.
 
+use super::simd::{map_slice, zip_slice};
 use crate::dtype::Element;
 use crate::error::Result;
 use crate::graph::Data;
@@ -114,9 +115,9 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
         if a.is_row_contiguous() {
             let src = &raw[a.offset as usize..a.offset as usize + n];
             if n < PAR_THRESHOLD {
-                out.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+                map_slice(src, out, &f);
             } else {
-                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &x)| *o = f(x)));
+                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| map_slice(s, o, &f));
             }
             return;
         }
@@ -153,16 +154,13 @@ pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: imp
                     (true, true) => o.iter_mut().for_each(|o| *o = f(ra[oa], rb[ob])),
                     (true, false) => {
                         let x = ra[oa];
-                        o.iter_mut().zip(&rb[ob + start..ob + start + len]).for_each(|(o, &y)| *o = f(x, y))
+                        map_slice(&rb[ob + start..ob + start + len], o, &|y| f(x, y))
                     }
                     (false, true) => {
                         let y = rb[ob];
-                        o.iter_mut().zip(&ra[oa + start..oa + start + len]).for_each(|(o, &x)| *o = f(x, y))
+                        map_slice(&ra[oa + start..oa + start + len], o, &|x| f(x, y))
                     }
-                    (false, false) => o
-                        .iter_mut()
-                        .zip(ra[oa + start..oa + start + len].iter().zip(&rb[ob + start..ob + start + len]))
-                        .for_each(|(o, (&x, &y))| *o = f(x, y)),
+                    (false, false) => zip_slice(&ra[oa + start..oa + start + len], &rb[ob + start..ob + start + len], o, &f),
                 }
             };
             if n < PAR_THRESHOLD {

@@ -372,7 +372,9 @@ fn scan(x: &Data, kind: ScanKind, axis: usize, reverse: bool, inclusive: bool) -
                 }
                 ScanKind::LogAddExp => go!($T, $A, $to, $from, <$A>::NEG_INFINITY, |a: $A, b: $A| {
                     let m = a.max(b);
-                    if m == <$A>::NEG_INFINITY {
+                    if a.is_nan() || b.is_nan() {
+                        <$A>::NAN
+                    } else if m == <$A>::NEG_INFINITY {
                         m
                     } else {
                         m + (-(a - b).abs()).exp().ln_1p()
@@ -434,6 +436,9 @@ pub fn eval(op: &ReduceOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>>
         ReduceOp::ArgMax { axis } => arg_reduce(x, *axis, true, shape),
         ReduceOp::ArgMin { axis } => arg_reduce(x, *axis, false, shape),
         ReduceOp::Scan { kind, axis, reverse, inclusive } => scan(x, *kind, *axis, *reverse, *inclusive),
+        ReduceOp::Softmax => super::rowwise::softmax(x),
+        ReduceOp::LogSumExp => super::rowwise::logsumexp(x),
+        ReduceOp::Var { ddof } => super::rowwise::var(x, *ddof),
     }?;
     let _ = cast::<f32, f32>;
     Ok(vec![out])

@@ -1,6 +1,7 @@
 //! One-input element-wise kernels. 16-bit floats compute in f32 and round once, as MLX does.
 
 use super::elementwise::map_unary;
+use super::fastmath;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
@@ -203,8 +204,10 @@ fn float_op<F: FloatMath + num_traits::Float>(op: UnaryOp, x: F) -> F {
                 one
             } else if x < F::zero() {
                 -one
+            } else if x.is_nan() {
+                F::zero() // MLX: sign(NaN) is 0
             } else {
-                x // keeps 0, -0 and NaN
+                x // keeps 0 and -0
             }
         }
         Square => x * x,
@@ -245,15 +248,67 @@ fn unsupported(op: UnaryOp, dt: Dtype) -> Error {
     Error::invalid(format!("[{}] not supported for dtype {dt}", op.name().to_lowercase()))
 }
 
-/// Float kernels: f16/bf16/f32 through f32, f64 natively.
-fn float_kernel(op: UnaryOp, a: &Data) -> Result<Data> {
-    match a.dtype {
-        Dtype::Float32 => map_unary::<f32, f32>(a, |x| float_op(op, x)),
-        Dtype::Float64 => map_unary::<f64, f64>(a, |x| float_op(op, x)),
-        Dtype::Float16 => map_unary::<f16, f16>(a, |x| f16::from_f32(float_op(op, x.to_f32()))),
-        Dtype::Bfloat16 => map_unary::<bf16, bf16>(a, |x| bf16::from_f32(float_op(op, x.to_f32()))),
-        dt => Err(unsupported(op, dt)),
+/// f32 versions that vectorise (see `fastmath`); every other op uses `float_op`.
+#[inline(always)]
+fn f32_op<const OP: u8>(x: f32) -> f32 {
+    match OP {
+        OP_EXP => fastmath::exp(x),
+        OP_EXPM1 => fastmath::exp_m1(x),
+        OP_LOG => fastmath::ln(x),
+        OP_LOG1P => fastmath::ln_1p(x),
+        OP_TANH => fastmath::tanh(x),
+        OP_SIGMOID => fastmath::sigmoid(x),
+        _ => unreachable!(),
     }
+}
+const OP_EXP: u8 = 0;
+const OP_EXPM1: u8 = 1;
+const OP_LOG: u8 = 2;
+const OP_LOG1P: u8 = 3;
+const OP_TANH: u8 = 4;
+const OP_SIGMOID: u8 = 5;
+
+/// Runs `f` (an f32 function) over any float dtype: f16/bf16 through f32, f64 via `g`.
+fn float_map(a: &Data, f: impl Fn(f32) -> f32 + Sync, g: impl Fn(f64) -> f64 + Sync) -> Result<Data> {
+    match a.dtype {
+        Dtype::Float32 => map_unary::<f32, f32>(a, f),
+        Dtype::Float64 => map_unary::<f64, f64>(a, g),
+        Dtype::Float16 => map_unary::<f16, f16>(a, |x| f16::from_f32(f(x.to_f32()))),
+        Dtype::Bfloat16 => map_unary::<bf16, bf16>(a, |x| bf16::from_f32(f(x.to_f32()))),
+        dt => unreachable!("float_map on {dt}"),
+    }
+}
+
+/// Float kernels: f16/bf16/f32 through f32, f64 natively. Each op is its own monomorphic loop
+/// (matching on `op` per element would stop vectorisation).
+fn float_kernel(op: UnaryOp, a: &Data) -> Result<Data> {
+    use UnaryOp::*;
+    if !a.dtype.is_float() {
+        return Err(unsupported(op, a.dtype));
+    }
+    macro_rules! fast {
+        ($k:expr, $u:ident) => {
+            float_map(a, f32_op::<$k>, |x| float_op($u, x))
+        };
+    }
+    macro_rules! each {
+        ($($u:ident),*) => {
+            match op {
+                Exp => fast!(OP_EXP, Exp),
+                Expm1 => fast!(OP_EXPM1, Expm1),
+                Log => fast!(OP_LOG, Log),
+                Log1p => fast!(OP_LOG1P, Log1p),
+                Tanh => fast!(OP_TANH, Tanh),
+                Sigmoid => fast!(OP_SIGMOID, Sigmoid),
+                $($u => float_map(a, |x| float_op($u, x), |x| float_op($u, x)),)*
+                _ => unreachable!("{op:?} handled before"),
+            }
+        };
+    }
+    each!(
+        Abs, Negative, Sign, Square, Sqrt, Rsqrt, Reciprocal, Log2, Log10, Sin, Cos, Tan, ArcSin, ArcCos, ArcTan, Sinh, Cosh, ArcSinh,
+        ArcCosh, ArcTanh, Erf, ErfInv, Floor, Ceil, Round, Real, Conjugate, Imag
+    )
 }
 
 fn predicate(op: UnaryOp, a: &Data) -> Result<Data> {

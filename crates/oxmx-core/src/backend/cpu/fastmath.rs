@@ -1,0 +1,243 @@
+//! Branch-free f32 transcendentals that vectorise.
+//!
+//! libm's scalar `expf`/`logf`/`tanhf` are accurate but contain branches and table lookups the
+//! compiler cannot turn into SIMD, which made `exp` 5x and `tanh` 20x slower than NumPy. These
+//! versions use only arithmetic, bit casts and selects, so inside `simd::map_slice` they compile
+//! to 16-lane AVX-512 code. Each reduces the argument exactly (Cody–Waite split of ln 2) and
+//! evaluates a short Taylor/atanh series; errors stay within ~2 ulp over the whole range, and
+//! the special values (±inf, NaN, ±0, overflow, underflow to subnormals) follow IEEE/libm.
+//! The tests at the bottom compare against f64 libm over dense sweeps.
+
+const LN2_HI: f32 = 0.693_145_75; // ln 2 rounded so that n * LN2_HI is exact for |n| <= 2^9
+const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+/// Rounds to the nearest integer (ties away are fine here) without a libm call.
+#[inline(always)]
+fn round_fast(x: f32) -> f32 {
+    // Adding and subtracting 1.5 * 2^23 rounds any |x| < 2^22 to an integer in the FPU.
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+/// 2^n for integral n in [-126, 127] as a bit pattern.
+#[inline(always)]
+fn pow2i(n: i32) -> f32 {
+    f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// exp(r) - 1 for |r| <= ln(2)/2: Taylor series to r^8 (truncation error < 2e-9 relative).
+#[inline(always)]
+fn expm1_reduced(r: f32) -> f32 {
+    let mut p = 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    (p * r) * r + r
+}
+
+/// Splits x = n ln2 + r with integral n and |r| <= ln(2)/2 (x already clamped to a safe range).
+#[inline(always)]
+fn reduce_ln2(x: f32) -> (f32, f32) {
+    let n = round_fast(x * LOG2E);
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    (n, r)
+}
+
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    // Beyond these limits the result is inf / 0; clamping keeps the integer part representable.
+    let xc = x.clamp(-104.0, 89.0);
+    let (n, r) = reduce_ln2(xc);
+    let p = expm1_reduced(r) + 1.0;
+    // Scale by 2^n in two halves so that results in the subnormal range and up to 2^128 work.
+    let ni = n as i32;
+    let n1 = ni >> 1;
+    let y = p * pow2i(n1) * pow2i(ni - n1);
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+pub fn exp_m1(x: f32) -> f32 {
+    let xc = x.clamp(-30.0, 89.0);
+    let (n, r) = reduce_ln2(xc);
+    let pm = expm1_reduced(r);
+    let ni = n as i32;
+    // 2^n * (pm + 1) - 1 = 2^n * pm + (2^n - 1); n is 0 for small x, so no cancellation there.
+    let n1 = ni >> 1;
+    let (s1, s2) = (pow2i(n1), pow2i(ni - n1));
+    let s = s1 * s2;
+    // Near overflow 2^n itself is inf, but there the -1 no longer matters.
+    let y = if ni > 64 { (pm + 1.0) * s1 * s2 } else { pm * s + (s - 1.0) };
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+/// Natural log. Subnormals are scaled up first; negatives give NaN, ±0 gives -inf.
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    let tiny = x < f32::MIN_POSITIVE;
+    let xs = if tiny { x * 8_388_608.0 } else { x }; // * 2^23
+    let bits = xs.to_bits() as i32;
+    // Mantissa in [sqrt(1/2), sqrt(2)): subtract the bits of sqrt(1/2) before splitting.
+    const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
+    let t = bits.wrapping_sub(SQRT_HALF_BITS);
+    let e = (t >> 23) - if tiny { 23 } else { 0 };
+    let m = f32::from_bits(((t & 0x007f_ffff) + SQRT_HALF_BITS) as u32);
+    // ln(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.1716.
+    let f = m - 1.0;
+    let s = f / (m + 1.0);
+    let s2 = s * s;
+    let mut q = 1.0 / 13.0;
+    q = q * s2 + 1.0 / 11.0;
+    q = q * s2 + 1.0 / 9.0;
+    q = q * s2 + 1.0 / 7.0;
+    q = q * s2 + 1.0 / 5.0;
+    q = q * s2 + 1.0 / 3.0;
+    // ln(1 + f) = 2s + 2 s^3 q; since 2s = f - hfsq + s hfsq (hfsq = f^2 / 2), this is
+    // f - (hfsq - s (hfsq + 2 s^2 q)), which keeps the large terms exact.
+    let hfsq = 0.5 * f * f;
+    let lnm = f - (hfsq - s * (hfsq + 2.0 * s2 * q));
+    let ef = e as f32;
+    let y = ef * LN2_HI + (lnm + ef * LN2_LO);
+    if x.is_nan() || x == f32::INFINITY {
+        x
+    } else if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if x < 0.0 {
+        f32::NAN
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+pub fn ln_1p(x: f32) -> f32 {
+    // u = 1 + x rounds; the correction ((u - 1) - x) / u restores the lost low bits of x.
+    let u = 1.0 + x;
+    let y = ln(u) - ((u - 1.0) - x) / u;
+    if u == 1.0 || x.is_nan() || x == f32::INFINITY {
+        x
+    } else if x == -1.0 {
+        f32::NEG_INFINITY
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    // tanh|x| = e / (e + 2) with e = expm1(2|x|); tanh(9) rounds to 1 in f32.
+    let a = x.abs().min(9.0);
+    let e = exp_m1(2.0 * a);
+    let t = e / (e + 2.0);
+    let y = f32::from_bits(t.to_bits() | (x.to_bits() & 0x8000_0000));
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    // With e = exp(-|x|) <= 1 nothing overflows: 1/(1+e) for x >= 0, e/(1+e) for x < 0
+    // (which keeps the subnormal results far in the negative tail).
+    let e = exp(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x < 0.0 {
+        e * r
+    } else {
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f64) -> f64 {
+        if a.is_nan() && b.is_nan() {
+            return 0.0;
+        }
+        if a as f64 == b {
+            return 0.0;
+        }
+        let bf = b as f32;
+        if bf.is_infinite() || a.is_infinite() {
+            return if a == bf { 0.0 } else { f64::INFINITY };
+        }
+        let ulp = (f32::from_bits(bf.abs().to_bits() + 1) - bf.abs()).max(f32::from_bits(1)) as f64;
+        (a as f64 - b).abs() / ulp
+    }
+
+    /// Checks `n` points spread evenly over [lo, hi], or over the bit patterns of [lo, hi] when
+    /// both are positive (so a sweep over 1e-30..1e30 visits every binade).
+    fn sweep(name: &str, f: fn(f32) -> f32, r: fn(f64) -> f64, lo: f32, hi: f32, max_ulps: f64) {
+        let n = 200_000;
+        let mut worst = (0.0, 0.0f32);
+        for i in 0..=n {
+            let t = i as f64 / n as f64;
+            let x = if lo > 0.0 {
+                f32::from_bits((lo.to_bits() as f64 + (hi.to_bits() - lo.to_bits()) as f64 * t) as u32)
+            } else {
+                lo + (hi - lo) * t as f32
+            };
+            let u = ulps(f(x), r(x as f64));
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+        assert!(worst.0 <= max_ulps, "{name}: {} ulps at x = {:e} (got {:e}, want {:e})", worst.0, worst.1, f(worst.1), r(worst.1 as f64));
+    }
+
+    #[test]
+    fn accuracy_against_f64_libm() {
+        sweep("exp", exp, f64::exp, -110.0, 90.0, 2.0);
+        sweep("exp small", exp, f64::exp, -1.0, 1.0, 2.0);
+        sweep("expm1", exp_m1, f64::exp_m1, -40.0, 90.0, 2.0);
+        sweep("expm1 small", exp_m1, f64::exp_m1, -1e-3, 1e-3, 2.0);
+        sweep("ln", ln, f64::ln, 1e-30, 1e30, 2.0);
+        sweep("ln near 1", ln, f64::ln, 0.5, 2.0, 2.0);
+        sweep("ln subnormal", ln, f64::ln, 1e-45, 1e-38, 2.0);
+        sweep("ln_1p", ln_1p, f64::ln_1p, -0.999, 10.0, 2.0);
+        sweep("ln_1p small", ln_1p, f64::ln_1p, -1e-4, 1e-4, 2.0);
+        sweep("tanh", tanh, f64::tanh, -20.0, 20.0, 3.0);
+        sweep("tanh small", tanh, f64::tanh, -1e-3, 1e-3, 3.0);
+        sweep("sigmoid", sigmoid, |x| 1.0 / (1.0 + (-x).exp()), -100.0, 100.0, 3.0);
+    }
+
+    #[test]
+    fn special_values() {
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+        assert_eq!(ln(0.0), f32::NEG_INFINITY);
+        assert_eq!(ln(-0.0), f32::NEG_INFINITY);
+        assert!(ln(-1.0).is_nan());
+        assert_eq!(ln(f32::INFINITY), f32::INFINITY);
+        assert_eq!(ln(1.0), 0.0);
+        assert_eq!(ln_1p(-1.0), f32::NEG_INFINITY);
+        assert_eq!(ln_1p(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_m1(f32::NEG_INFINITY), -1.0);
+        assert_eq!(exp_m1(f32::INFINITY), f32::INFINITY);
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert!(tanh(f32::NAN).is_nan());
+        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(sigmoid(f32::INFINITY), 1.0);
+    }
+}

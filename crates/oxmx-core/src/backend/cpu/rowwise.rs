@@ -1,0 +1,214 @@
+//! Row kernels for reductions that need several passes over the same data (softmax, logsumexp,
+//! var). Built from ops, each pass is a graph node that streams the whole array through memory;
+//! here one task handles a row while it is in cache, so the array is read once (and written once
+//! for softmax). The op layer moves the reduced axis last; rows are the last axis.
+//!
+//! 16-bit floats are widened to f32 per row, f32 rows run in place, f64 natively. Accumulators
+//! are spread over `LANES` independent partial sums so that the loops vectorise and the summation
+//! error grows more slowly than a single running sum.
+
+use super::elementwise::CHUNK;
+use super::{fastmath, simd};
+use crate::dtype::{Dtype, Element};
+use crate::error::Result;
+use crate::graph::Data;
+use half::{bf16, f16};
+use num_traits::Float;
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+const LANES: usize = 16;
+
+/// The float types rows are computed in.
+trait RowFloat: Float + Send + Sync + Default + 'static {
+    fn exp_(self) -> Self;
+    fn ln_(self) -> Self;
+}
+impl RowFloat for f32 {
+    #[inline(always)]
+    fn exp_(self) -> f32 {
+        fastmath::exp(self)
+    }
+    #[inline(always)]
+    fn ln_(self) -> f32 {
+        fastmath::ln(self)
+    }
+}
+impl RowFloat for f64 {
+    #[inline(always)]
+    fn exp_(self) -> f64 {
+        self.exp()
+    }
+    #[inline(always)]
+    fn ln_(self) -> f64 {
+        self.ln()
+    }
+}
+
+/// Max ignoring NaN (a NaN row still ends NaN: x - max keeps the NaN).
+#[inline(always)]
+fn row_max<F: RowFloat>(x: &[F]) -> F {
+    let mut acc = [F::neg_infinity(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    let mut m = F::neg_infinity();
+    for &v in acc.iter().chain(chunks.remainder()) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+#[inline(always)]
+fn lane_sum<F: RowFloat>(acc: [F; LANES], rest: F) -> F {
+    let mut s = rest;
+    for v in acc {
+        s = s + v;
+    }
+    s
+}
+
+/// sum(exp(x - m)), also writing the exponentials to `out` when given.
+#[inline(always)]
+fn sum_exp<F: RowFloat>(x: &[F], m: F, mut out: Option<&mut [F]>) -> F {
+    let mut acc = [F::zero(); LANES];
+    let n = x.len() / LANES * LANES;
+    for i in (0..n).step_by(LANES) {
+        for l in 0..LANES {
+            let e = (x[i + l] - m).exp_();
+            if let Some(o) = out.as_deref_mut() {
+                o[i + l] = e;
+            }
+            acc[l] = acc[l] + e;
+        }
+    }
+    let mut rest = F::zero();
+    for i in n..x.len() {
+        let e = (x[i] - m).exp_();
+        if let Some(o) = out.as_deref_mut() {
+            o[i] = e;
+        }
+        rest = rest + e;
+    }
+    lane_sum(acc, rest)
+}
+
+#[inline(always)]
+fn softmax_row<F: RowFloat>(x: &[F], out: &mut [F]) {
+    let m = row_max(x);
+    let s = sum_exp(x, m, Some(out));
+    for o in out.iter_mut() {
+        *o = *o / s;
+    }
+}
+
+#[inline(always)]
+fn logsumexp_row<F: RowFloat>(x: &[F]) -> F {
+    let m = row_max(x);
+    if m.is_infinite() {
+        // All -inf gives -inf; any +inf gives +inf (x - m would be NaN).
+        return if x.iter().any(|v| v.is_nan()) { F::nan() } else { m };
+    }
+    sum_exp(x, m, None).ln_() + m
+}
+
+/// Two passes in cache: the mean, then the sum of squared deviations (exact for constant rows,
+/// unlike the one-pass E[x^2] - E[x]^2).
+#[inline(always)]
+fn var_row<F: RowFloat>(x: &[F], ddof: usize) -> F {
+    let n = x.len();
+    let denom = n as f64 - ddof as f64;
+    let mut acc = [F::zero(); LANES];
+    let k = n / LANES * LANES;
+    for i in (0..k).step_by(LANES) {
+        for l in 0..LANES {
+            acc[l] = acc[l] + x[i + l];
+        }
+    }
+    let mut rest = F::zero();
+    for &v in &x[k..] {
+        rest = rest + v;
+    }
+    let mean = lane_sum(acc, rest) / F::from(n).unwrap_or(F::nan());
+    let mut acc = [F::zero(); LANES];
+    for i in (0..k).step_by(LANES) {
+        for l in 0..LANES {
+            let d = x[i + l] - mean;
+            acc[l] = acc[l] + d * d;
+        }
+    }
+    let mut rest = F::zero();
+    for &v in &x[k..] {
+        let d = v - mean;
+        rest = rest + d * d;
+    }
+    let ss = lane_sum(acc, rest);
+    // MLX: n - ddof <= 0 divides by zero (inf for a non-zero sum, NaN for 0/0).
+    ss / F::from(denom.max(0.0)).unwrap_or(F::nan())
+}
+
+/// Runs `f(row, out_row)` over every last-axis row of `x` in parallel; rows of 16-bit floats
+/// are widened to f32 first. `out_cols` is the output row length (the row length, or 1).
+fn rows(x: &Data, out_cols: usize, f32_row: impl Fn(&[f32], &mut [f32]) + Sync, f64_row: impl Fn(&[f64], &mut [f64]) + Sync) -> Result<Data> {
+    let x: Cow<Data> = if x.is_row_contiguous() { Cow::Borrowed(x) } else { Cow::Owned(x.to_row_contiguous()?) };
+    let cols = x.shape.last().copied().unwrap_or(1);
+    let mut shape = x.shape.clone();
+    if let Some(l) = shape.last_mut() {
+        *l = out_cols;
+    }
+    match x.dtype {
+        Dtype::Float32 => run_rows::<f32, f32>(&x, cols, out_cols, shape, |r, o| simd::vectorized(|| f32_row(r, o))),
+        Dtype::Float64 => run_rows::<f64, f64>(&x, cols, out_cols, shape, &f64_row),
+        Dtype::Float16 => widened::<f16>(&x, cols, out_cols, shape, &f32_row),
+        Dtype::Bfloat16 => widened::<bf16>(&x, cols, out_cols, shape, &f32_row),
+        dt => Err(crate::error::Error::invalid(format!("[rowwise] unsupported dtype {dt}"))),
+    }
+}
+
+fn widened<T: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>, f: &(impl Fn(&[f32], &mut [f32]) + Sync)) -> Result<Data> {
+    run_rows::<T, T>(x, cols, out_cols, shape, |r, o| {
+        let wide: Vec<f32> = r.iter().map(|v| v.to_f64() as f32).collect();
+        let mut res = vec![0f32; o.len()];
+        simd::vectorized(|| f(&wide, &mut res));
+        for (d, v) in o.iter_mut().zip(res) {
+            *d = T::from_f64(v as f64);
+        }
+    })
+}
+
+fn run_rows<T: Element, U: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>, f: impl Fn(&[T], &mut [U]) + Sync) -> Result<Data> {
+    let n = x.size();
+    let src = &x.raw::<T>()[x.offset as usize..x.offset as usize + n];
+    Data::build::<U>(shape, |out| {
+        if cols == 0 {
+            // Empty rows: each output element still gets the reduction of nothing.
+            out.chunks_mut(out_cols.max(1)).for_each(|o| f(&[], o));
+            return;
+        }
+        let nrows = n / cols;
+        let per_task = (CHUNK / cols).max(1);
+        if nrows <= per_task || out_cols == 0 {
+            out.chunks_mut(out_cols.max(1)).zip(src.chunks(cols)).for_each(|(o, r)| f(r, o));
+        } else {
+            out.par_chunks_mut(per_task * out_cols).zip(src.par_chunks(per_task * cols)).for_each(|(o, s)| {
+                o.chunks_mut(out_cols).zip(s.chunks(cols)).for_each(|(o, r)| f(r, o));
+            });
+        }
+    })
+}
+
+pub fn softmax(x: &Data) -> Result<Data> {
+    let cols = x.shape.last().copied().unwrap_or(1);
+    rows(x, cols, |r, o| softmax_row(r, o), |r, o| softmax_row(r, o))
+}
+
+pub fn logsumexp(x: &Data) -> Result<Data> {
+    rows(x, 1, |r, o| o[0] = logsumexp_row(r), |r, o| o[0] = logsumexp_row(r))
+}
+
+pub fn var(x: &Data, ddof: usize) -> Result<Data> {
+    rows(x, 1, |r, o| o[0] = var_row(r, ddof), |r, o| o[0] = var_row(r, ddof))
+}
