@@ -70,6 +70,19 @@ for seed in [0, 5]:
                                "samples3_axis0": u32(mx.random.categorical(mx.array(logits.T), axis=0, num_samples=3,
                                                                           key=mx.random.key(seed)))})
 
+# Array-valued distribution parameters that broadcast to the sample shape.
+k = mx.random.key(21)
+lo = np.array([0.0, -1.0, 10.0], dtype=np.float32)
+hi = np.array([[1.0], [5.0]], dtype=np.float32)
+out["array_params"] = {
+    "seed": 21, "shape": [2, 3], "low": [float(x) for x in lo], "high": [float(x) for x in hi.ravel()],
+    "uniform": f32bits(mx.random.uniform(mx.array(lo), mx.array(hi), (2, 3), key=k)),
+    "normal": f32bits(mx.random.normal((2, 3), loc=mx.array(lo), scale=mx.array(hi), key=k)),
+    "randint": [int(x) for x in np.array(mx.random.randint(mx.array(lo.astype(np.int32)), mx.array(hi.astype(np.int32) + 20), (2, 3), key=k)).ravel()],
+    "bernoulli": [int(x) for x in np.array(mx.random.bernoulli(mx.array(np.array([0.1, 0.5, 0.9], dtype=np.float32)), (2, 3), key=k)).ravel()],
+    "truncated_normal": [float(x) for x in np.array(mx.random.truncated_normal(mx.array(lo - 1), mx.array(hi), (2, 3), key=k)).ravel()],
+}
+
 mx.random.seed(3)
 out["seed"].append({"seed": 3, "shape": [3], "draws": [f32bits(mx.random.uniform(shape=(3,))) for _ in range(3)]})
 

@@ -277,12 +277,38 @@ mod rnd {
             let s3 = random::categorical(&logits, -1, Some(3), Some(&key_of(c)));
             assert_eq!(s3.shape(), &[3, 3]);
             assert_eq!(s3.to_vec::<u32>().unwrap(), u32s(&c["samples3"]), "categorical num_samples");
-            // Known gap: categorical with num_samples along a non-last axis does not yet match
-            // MLX's noise layout (fixture "samples3_axis0"); only the shape is checked.
             let lt = oxmx_core::ops::transpose(&logits, &[]);
             let s30 = random::categorical(&lt, 0, Some(3), Some(&key_of(c)));
             assert_eq!(s30.shape(), &[3, 3]);
+            assert_eq!(s30.to_vec::<u32>().unwrap(), u32s(&c["samples3_axis0"]), "categorical num_samples, axis 0");
         }
+    }
+
+    #[test]
+    fn array_valued_parameters_match_mlx() {
+        let c = &fixtures()["array_params"];
+        let k = random::key(c["seed"].as_u64().unwrap());
+        let shape = us(&c["shape"]);
+        let lo = Array::vec(&f32s(&c["low"]));
+        let hi = Array::from_slice(&f32s(&c["high"]), &[2, 1]);
+        assert_eq!(bits_of(&random::uniform(&lo, &hi, &shape, Dtype::Float32, Some(&k))), u32s(&c["uniform"]), "uniform");
+        // normal: within 2 ulp (erfinv differs from MLX's in the last bit for some inputs).
+        for (g, w) in bits_of(&random::normal(&shape, Dtype::Float32, &lo, &hi, Some(&k))).iter().zip(u32s(&c["normal"])) {
+            assert!((*g as i64 - w as i64).abs() <= 2, "normal: bits {g} vs {w}");
+        }
+        let r = random::randint(lo.astype(Dtype::Int32), &(hi.astype(Dtype::Int32) + 20), &shape, Dtype::Int32, Some(&k));
+        let want: Vec<i32> = c["randint"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
+        assert_eq!(r.to_vec::<i32>().unwrap(), want, "randint");
+        let p = Array::vec(&[0.1f32, 0.5, 0.9]);
+        let b = random::bernoulli(&p, &shape, Some(&k)).astype(Dtype::Int32).to_vec::<i32>().unwrap();
+        let want: Vec<i32> = c["bernoulli"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
+        assert_eq!(b, want, "bernoulli");
+        let t = random::truncated_normal(&(&lo - 1.0), &hi, &shape, Dtype::Float32, Some(&k)).to_vec::<f32>().unwrap();
+        for (g, w) in t.iter().zip(f32s(&c["truncated_normal"])) {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "truncated_normal: {g} vs {w}");
+        }
+        // Parameters must broadcast to the sample shape.
+        assert!(random::uniform(&Array::vec(&[0.0f32; 4]), 1.0, &shape, Dtype::Float32, Some(&k)).check().is_err());
     }
 
     #[test]
@@ -412,6 +438,27 @@ mod mm {
         let c = matmul(&Array::from_slice(&av, &[64, 4, 3]), &Array::from_slice(&bv, &[3, 2]));
         let want = naive(&f64s(&av), &f64s(&bv), &(0..64).collect::<Vec<_>>(), &[0; 64], 4, 3, 2);
         close(&c.to_vec::<f64>().unwrap(), &want, 1e-5);
+    }
+
+    /// bf16 products large enough for the AMX path (when the CPU has it) against f32 products of
+    /// the same bf16 values, rounded to bf16: at most one bf16 rounding step apart.
+    #[test]
+    fn bf16_matmul_large_matches_f32_reference() {
+        for (batch, m, k, n, transpose_b) in [(1, 130, 200, 150, false), (2, 129, 257, 131, true), (1, 256, 64, 256, false)] {
+            let a = Array::from_slice(&lcg(batch * m * k, 1, 17), &[batch, m, k]).astype(Dtype::Bfloat16) * 0.25;
+            let b = if transpose_b {
+                swapaxes(&Array::from_slice(&lcg(batch * k * n, 2, 17), &[batch, n, k]), -1, -2).astype(Dtype::Bfloat16) * 0.25
+            } else {
+                Array::from_slice(&lcg(batch * k * n, 2, 17), &[batch, k, n]).astype(Dtype::Bfloat16) * 0.25
+            };
+            let got = matmul(&a, &b);
+            assert_eq!(got.dtype(), Dtype::Bfloat16);
+            let want = matmul(&a.astype(Dtype::Float32), &b.astype(Dtype::Float32)).to_vec::<f32>().unwrap();
+            let got = got.astype(Dtype::Float32).to_vec::<f32>().unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= w.abs() / 128.0 + 1e-3, "[{batch},{m},{k}]x[{k},{n}] element {i}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]

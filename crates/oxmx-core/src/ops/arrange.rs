@@ -152,11 +152,15 @@ pub fn trace(a: &Array, offset: isize, axis1: isize, axis2: isize, dtype: Option
     super::sum(&d, -1isize, false)
 }
 
-/// Pad modes as MLX: `Constant` fills with a value, `Edge` repeats the border values.
+/// Pad modes as MLX: `Constant` fills with a value, `Edge` repeats the border values,
+/// `Reflect` mirrors without repeating the border (`[2, 1 | 0, 1, 2]`), `Symmetric` mirrors
+/// including it (`[1, 0 | 0, 1, 2]`); mirrored widths may exceed the axis (they wrap around).
 #[derive(Clone, Debug)]
 pub enum PadMode {
     Constant(Operand),
     Edge,
+    Reflect,
+    Symmetric,
 }
 
 /// Pads each axis by `(low, high)`.
@@ -165,7 +169,46 @@ pub fn pad(a: &Array, widths: &[(usize, usize)], mode: PadMode) -> Array {
     match mode {
         PadMode::Constant(v) => super::pad_constant(a, widths, v),
         PadMode::Edge => Array::build(|| pad_edge(a, widths)),
+        PadMode::Reflect => Array::build(|| pad_mirror(a, widths, false)),
+        PadMode::Symmetric => Array::build(|| pad_mirror(a, widths, true)),
     }
+}
+
+/// Reflect/symmetric padding: one gather per padded axis with indices computed here.
+fn pad_mirror(a: &Array, widths: &[(usize, usize)], symmetric: bool) -> Result<Array> {
+    if widths.len() != a.ndim() {
+        crate::bail!("[pad] Invalid number of padding sizes passed to pad with axes of size {}", widths.len());
+    }
+    let mut x = a.clone();
+    for (ax, &(lo, hi)) in widths.iter().enumerate() {
+        if lo == 0 && hi == 0 {
+            continue;
+        }
+        let n = x.shape()[ax] as i64;
+        if n == 0 {
+            crate::bail!("[pad] Cannot pad axis {ax} of size 0 in mode {}", if symmetric { "symmetric" } else { "reflect" });
+        }
+        let source = |j: i64| -> u32 {
+            let (period, m) = if symmetric {
+                (2 * n, j.rem_euclid(2 * n))
+            } else if n == 1 {
+                (1, 0)
+            } else {
+                (2 * n - 2, j.rem_euclid(2 * n - 2))
+            };
+            let k = if m < n {
+                m
+            } else if symmetric {
+                period - 1 - m
+            } else {
+                period - m
+            };
+            k as u32
+        };
+        let idx: Vec<u32> = (-(lo as i64)..n + hi as i64).map(source).collect();
+        x = super::take(&x, &Array::vec(&idx), Some(ax as isize));
+    }
+    Ok(x)
 }
 
 fn pad_edge(a: &Array, widths: &[(usize, usize)]) -> Result<Array> {

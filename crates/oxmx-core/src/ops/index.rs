@@ -152,6 +152,85 @@ pub fn slice_update(a: &Array, update: &Array, specs: &[SliceSpec]) -> Array {
     })
 }
 
+/// The slice of shape `slice_size` (a full shape) starting at `start_indices` (one integer per
+/// entry of `axes`; other axes start at 0), with starts that are only known at run time.
+/// Unlike MLX, which reads out of bounds, starts are clamped so the slice fits (as JAX does).
+#[track_caller]
+pub fn slice_dynamic(a: &Array, start_indices: &Array, axes: &[isize], slice_size: &[usize]) -> Array {
+    Array::build(|| {
+        let axes = dynamic_axes(a, start_indices, axes, "slice")?;
+        if slice_size.len() != a.ndim() || slice_size.iter().zip(a.shape()).any(|(s, d)| s > d) {
+            crate::bail!("[slice] Invalid slice size {slice_size:?} for array of shape {:?}.", a.shape());
+        }
+        let mut x = a.clone();
+        for ax in 0..a.ndim() {
+            let size = slice_size[ax];
+            let start = match axes.iter().position(|&q| q == ax) {
+                Some(i) => dynamic_start(start_indices, i, a.shape()[ax] - size),
+                None if size == a.shape()[ax] => continue,
+                None => Array::scalar(0i64),
+            };
+            let idx = super::add(&start, &super::arange_n(size, Some(Dtype::Int64)));
+            x = super::take(&x, &idx, Some(ax as isize));
+        }
+        Ok(x)
+    })
+}
+
+/// `a` with the region of `update`'s shape starting at `start_indices` (along `axes`; other axes
+/// start at 0) replaced by `update`; starts are clamped so the region fits.
+#[track_caller]
+pub fn slice_update_dynamic(a: &Array, update: &Array, start_indices: &Array, axes: &[isize]) -> Array {
+    Array::build(|| {
+        let axes = dynamic_axes(a, start_indices, axes, "slice_update")?;
+        if update.ndim() > a.ndim() {
+            crate::bail!("[slice_update] Update with shape {:?} has more dimensions than the array {:?}.", update.shape(), a.shape());
+        }
+        let mut ushape = vec![1usize; a.ndim() - update.ndim()];
+        ushape.extend_from_slice(update.shape());
+        if ushape.iter().zip(a.shape()).any(|(u, d)| u > d) {
+            crate::bail!("[slice_update] Update with shape {:?} does not fit in array of shape {:?}.", update.shape(), a.shape());
+        }
+        // Every position of `a` gathers the update element it would receive (clamped), and a mask
+        // selects the positions inside the region.
+        let mut gathered = super::reshape_to(&update.astype(a.dtype()), &ushape);
+        let mut inside = Array::scalar(true);
+        for ax in 0..a.ndim() {
+            let (d, u) = (a.shape()[ax], ushape[ax]);
+            let start = match axes.iter().position(|&q| q == ax) {
+                Some(i) => dynamic_start(start_indices, i, d - u),
+                None => Array::scalar(0i64),
+            };
+            let rel = super::subtract(&super::arange_n(d, Some(Dtype::Int64)), &start);
+            let within = super::logical_and(&super::greater_equal(&rel, 0i64), &super::less(&rel, u as i64));
+            let mut shape = vec![1usize; a.ndim()];
+            shape[ax] = d;
+            inside = super::logical_and(&inside, &super::reshape_to(&within, &shape));
+            let src =
+                if u == 1 { super::zeros(&[d], Dtype::Int64) } else { super::clip(&rel, Some(0i64.into()), Some((u as i64 - 1).into())) };
+            gathered = super::take(&gathered, &src, Some(ax as isize));
+        }
+        Ok(super::where_(&inside, &gathered, a))
+    })
+}
+
+/// Normalises `axes` for a dynamic slice and checks the start indices against them.
+fn dynamic_axes(a: &Array, start: &Array, axes: &[isize], name: &str) -> Result<Vec<usize>> {
+    if !start.dtype().is_integer() {
+        crate::bail!("[{name}] Start indices must be integers, got {}.", start.dtype());
+    }
+    if start.size() != axes.len() {
+        crate::bail!("[{name}] Got {} start indices for {} axes.", start.size(), axes.len());
+    }
+    axes.iter().map(|&x| crate::shape::normalize_axis(x, a.ndim(), name)).collect()
+}
+
+/// Start `i` of `start` clamped to `[0, max]`, as an int64 scalar array.
+fn dynamic_start(start: &Array, i: usize, max: usize) -> Array {
+    let s = super::reshape_to(&super::take(&super::reshape_to(start, &[start.size()]), &Array::scalar(i as u32), Some(0)), &[]);
+    super::clip(&s.astype(Dtype::Int64), Some(0i64.into()), Some((max as i64).into()))
+}
+
 /// One entry of a NumPy-style index expression.
 #[derive(Clone, Debug)]
 pub enum Idx {

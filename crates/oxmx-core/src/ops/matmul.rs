@@ -1,6 +1,7 @@
 //! Matrix products (see primitives/matmul.rs): `matmul` with NumPy's batch broadcasting and
 //! 1-d promotion, and `addmm`, `inner`, `outer`, `tensordot`, `kron` built on it.
 
+use super::shape::SliceSpec;
 use crate::array::Array;
 use crate::dtype::{promote_types, Dtype, Scalar};
 use crate::error::Result;
@@ -143,5 +144,107 @@ pub fn kron(a: &Array, b: &Array) -> Array {
         let p = super::multiply(&super::reshape_to(a, &ia), &super::reshape_to(b, &ib));
         let out: Vec<usize> = sa.iter().zip(&sb).map(|(x, y)| x * y).collect();
         Ok(super::reshape_to(&p, &out))
+    })
+}
+
+/// `matmul` of matrices gathered from the batch dims of `a` and `b`: `lhs_indices` and
+/// `rhs_indices` hold flat indices into those batch dims (default: every matrix in order) and
+/// broadcast together; the result has their broadcast shape followed by `[M, N]`. This is the
+/// mixture-of-experts product. `sorted_indices` is a hint MLX accepts; the result is the same.
+#[track_caller]
+pub fn gather_mm(a: &Array, b: &Array, lhs_indices: Option<&Array>, rhs_indices: Option<&Array>, sorted_indices: bool) -> Array {
+    let _ = sorted_indices;
+    Array::build(|| {
+        if a.ndim() < 2 || b.ndim() < 2 {
+            crate::bail!("[gather_mm] Expected inputs of rank >= 2, got {:?} and {:?}.", a.shape(), b.shape());
+        }
+        if lhs_indices.is_none() && rhs_indices.is_none() {
+            return Ok(matmul(a, b));
+        }
+        let dt = promote_types(a.dtype(), b.dtype());
+        let flat = |x: &Array| -> (Array, Vec<usize>) {
+            let nd = x.ndim();
+            let batch = x.shape()[..nd - 2].to_vec();
+            let n: usize = batch.iter().product();
+            (super::reshape_to(&x.astype(dt), &[n, x.shape()[nd - 2], x.shape()[nd - 1]]), batch)
+        };
+        let (ka, kb) = (a.shape()[a.ndim() - 1], b.shape()[b.ndim() - 2]);
+        if ka != kb {
+            crate::bail!("[gather_mm] Last dimension of first input with shape {:?} must match second to last dimension of second input with shape {:?}.", a.shape(), b.shape());
+        }
+        let ((fa, ba), (fb, bb)) = (flat(a), flat(b));
+        let indices = |given: Option<&Array>, batch: &[usize], name: &str| -> Result<Array> {
+            match given {
+                Some(i) if !i.dtype().is_integer() => {
+                    crate::bail!("[gather_mm] {name} must be integers, got {}.", i.dtype())
+                }
+                Some(i) => Ok(i.clone()),
+                None => Ok(super::reshape_to(&super::arange_n(batch.iter().product(), Some(Dtype::Uint32)), batch)),
+            }
+        };
+        let (li, ri) = (indices(lhs_indices, &ba, "lhs_indices")?, indices(rhs_indices, &bb, "rhs_indices")?);
+        let shape = broadcast_shapes(li.shape(), ri.shape())?;
+        let n: usize = shape.iter().product();
+        let take = |m: &Array, i: &Array| super::take(m, &super::reshape_to(&super::broadcast_to(i, &shape), &[n]), Some(0));
+        let out = matmul(&take(&fa, &li), &take(&fb, &ri));
+        let mut out_shape = shape.clone();
+        out_shape.extend_from_slice(&[a.shape()[a.ndim() - 2], b.shape()[b.ndim() - 1]]);
+        Ok(super::reshape_to(&out, &out_shape))
+    })
+}
+
+/// `matmul` with `block_size`-square blocks of the operands and the output scaled by masks
+/// (bool masks zero blocks out; float masks multiply them). Masks have shape
+/// `[..., ceil(rows / block_size), ceil(cols / block_size)]`; block_size is 32 or 64.
+#[track_caller]
+pub fn block_masked_mm(
+    a: &Array,
+    b: &Array,
+    block_size: usize,
+    mask_out: Option<&Array>,
+    mask_lhs: Option<&Array>,
+    mask_rhs: Option<&Array>,
+) -> Array {
+    Array::build(|| {
+        if block_size != 32 && block_size != 64 {
+            crate::bail!("[block_masked_mm] Only block_sizes 32, 64 are supported. Got block size {block_size}.");
+        }
+        if a.ndim() < 2 || b.ndim() < 2 {
+            crate::bail!("[block_masked_mm] Expected inputs of rank >= 2, got {:?} and {:?}.", a.shape(), b.shape());
+        }
+        let dt = promote_types(a.dtype(), b.dtype());
+        // Expands a block mask to `rows x cols` elements: each entry becomes a bs x bs block.
+        let expand = |m: &Array, rows: usize, cols: usize, name: &str| -> Result<Array> {
+            let (r, c) = (rows.div_ceil(block_size), cols.div_ceil(block_size));
+            let nd = m.ndim();
+            if nd < 2 || m.shape()[nd - 2..] != [r, c] {
+                crate::bail!("[block_masked_mm] {name} must have shape [..., {r}, {c}] for block size {block_size}, got {:?}.", m.shape());
+            }
+            let lead = &m.shape()[..nd - 2];
+            let with = |extra: &[usize]| -> Vec<usize> { lead.iter().chain(extra).copied().collect() };
+            let x = super::reshape_to(&m.astype(dt), &with(&[r, 1, c, 1]));
+            let x = super::reshape_to(
+                &super::broadcast_to(&x, &with(&[r, block_size, c, block_size])),
+                &with(&[r * block_size, c * block_size]),
+            );
+            let mut spec = vec![SliceSpec::FULL; nd - 2];
+            spec.push(SliceSpec::new(Some(0), Some(rows as isize), 1));
+            spec.push(SliceSpec::new(Some(0), Some(cols as isize), 1));
+            Ok(super::slice(&x, &spec))
+        };
+        let (m, k, n) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1], b.shape()[b.ndim() - 1]);
+        let mut x = a.astype(dt);
+        let mut y = b.astype(dt);
+        if let Some(ml) = mask_lhs {
+            x = super::multiply(&x, &expand(ml, m, k, "mask_lhs")?);
+        }
+        if let Some(mr) = mask_rhs {
+            y = super::multiply(&y, &expand(mr, k, n, "mask_rhs")?);
+        }
+        let mut out = matmul(&x, &y);
+        if let Some(mo) = mask_out {
+            out = super::multiply(&out, &expand(mo, m, n, "mask_out")?);
+        }
+        Ok(out)
     })
 }

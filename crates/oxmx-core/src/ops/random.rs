@@ -5,11 +5,13 @@
 //! the first half becomes the new global key and the second is used.
 //! Samplers compute in float32 and cast to the requested float dtype, as MLX does.
 
+use super::args::Operand;
 use crate::array::Array;
 use crate::backend::cpu::random::fill_bits;
 use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::primitives::{Primitive, RandomOp};
+use crate::shape::broadcast_shapes;
 use std::sync::Mutex;
 
 static GLOBAL_KEY: Mutex<Option<[u32; 2]>> = Mutex::new(None);
@@ -82,73 +84,91 @@ fn check_float(dtype: Dtype, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// float32 uniform samples in `[low, high)`: `bits / u32::MAX * (high - low) + low`, clipped
-/// below `high`.
-fn uniform_f32(low: f32, high: f32, shape: &[usize], key: Option<&Array>) -> Array {
-    let b = bits(shape, key).astype(Dtype::Float32);
-    let u = super::divide(&b, Array::scalar(u32::MAX as f32));
-    let v = super::add(&super::multiply(&u, Array::scalar(high - low)), Array::scalar(low));
-    super::minimum(&v, Array::scalar(nextafter_f32(high, low)))
+/// A distribution parameter as a float32 array that broadcasts to `shape`.
+fn param(x: impl Into<Operand>, shape: &[usize], name: &str, what: &str) -> Result<Array> {
+    let a = super::to_array(x, None).astype(Dtype::Float32);
+    let b = broadcast_shapes(a.shape(), shape)?;
+    if b != shape {
+        crate::bail!("[{name}] Cannot generate random values of shape {shape:?} from {what} of shape {:?}.", a.shape());
+    }
+    Ok(a)
 }
 
-/// Uniform samples in `[low, high)`.
+/// float32 uniform samples in `[low, high)`: `u * (high - low) + low` with `u = bits / u32::MAX`
+/// clipped below 1 (as MLX; so `low > high` gives samples in `(high, low]`).
+fn uniform_f32(low: &Array, high: &Array, shape: &[usize], key: Option<&Array>) -> Array {
+    let b = bits(shape, key).astype(Dtype::Float32);
+    let u = super::minimum(&super::divide(&b, Array::scalar(u32::MAX as f32)), Array::scalar(nextafter_f32(1.0, 0.0)));
+    super::add(&super::multiply(&u, &super::subtract(high, low)), low)
+}
+
+fn uniform_scalar(low: f32, high: f32, shape: &[usize], key: Option<&Array>) -> Array {
+    uniform_f32(&Array::scalar(low), &Array::scalar(high), shape, key)
+}
+
+/// Uniform samples in `[low, high)`; `low` and `high` are scalars or arrays that broadcast to
+/// `shape`.
 #[track_caller]
-pub fn uniform(low: f64, high: f64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+pub fn uniform(low: impl Into<Operand>, high: impl Into<Operand>, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+    let (low, high) = (low.into(), high.into());
     Array::build(|| {
         check_float(dtype, "uniform")?;
-        Ok(uniform_f32(low as f32, high as f32, shape, key).astype(dtype))
+        let (lo, hi) = (param(low, shape, "uniform", "low")?, param(high, shape, "uniform", "high")?);
+        Ok(uniform_f32(&lo, &hi, shape, key).astype(dtype))
     })
 }
 
-/// Standard normal samples scaled by `scale` and shifted by `loc`:
-/// `sqrt(2) * erfinv(uniform(nextafter(-1, 0), 1))`.
+/// Standard normal samples scaled by `scale` and shifted by `loc` (scalars or arrays that
+/// broadcast to `shape`): `sqrt(2) * erfinv(uniform(nextafter(-1, 0), 1))`.
 #[track_caller]
-pub fn normal(shape: &[usize], dtype: Dtype, loc: f64, scale: f64, key: Option<&Array>) -> Array {
+pub fn normal(shape: &[usize], dtype: Dtype, loc: impl Into<Operand>, scale: impl Into<Operand>, key: Option<&Array>) -> Array {
+    let (loc, scale) = (loc.into(), scale.into());
     Array::build(|| {
         check_float(dtype, "normal")?;
-        let u = uniform_f32(nextafter_f32(-1.0, 0.0), 1.0, shape, key);
-        let mut n = super::multiply(&super::erfinv(&u), Array::scalar(std::f32::consts::SQRT_2));
-        if scale != 1.0 {
-            n = super::multiply(&n, Array::scalar(scale as f32));
-        }
-        if loc != 0.0 {
-            n = super::add(&n, Array::scalar(loc as f32));
-        }
-        Ok(n.astype(dtype))
+        let (loc, scale) = (param(loc, shape, "normal", "loc")?, param(scale, shape, "normal", "scale")?);
+        let u = uniform_scalar(nextafter_f32(-1.0, 0.0), 1.0, shape, key);
+        let n = super::multiply(&super::erfinv(&u), Array::scalar(std::f32::consts::SQRT_2));
+        Ok(super::add(&super::multiply(&n, &scale), &loc).astype(dtype))
     })
 }
 
-/// Random integers in `[low, high)`.
+/// Random integers in `[low, high)`; bounds are scalars or arrays that broadcast to `shape`.
 #[track_caller]
-pub fn randint(low: i64, high: i64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+pub fn randint(low: impl Into<Operand>, high: impl Into<Operand>, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+    let (low, high) = (low.into(), high.into());
     Array::build(|| {
         if !dtype.is_integer() {
             crate::bail!("[randint] randint only accepts integer dtypes, got {dtype}.");
         }
-        let u = uniform_f32(low as f32, high as f32, shape, key);
-        Ok(super::floor(&u).astype(dtype))
+        let (lo, hi) = (param(low, shape, "randint", "low")?, param(high, shape, "randint", "high")?);
+        Ok(super::floor(&uniform_f32(&lo, &hi, shape, key)).astype(dtype))
     })
 }
 
-/// Booleans that are true with probability `p`.
+/// Booleans that are true with probability `p` (a scalar or an array that broadcasts to
+/// `shape`).
 #[track_caller]
-pub fn bernoulli(p: f64, shape: &[usize], key: Option<&Array>) -> Array {
-    Array::build(|| Ok(super::less(&uniform_f32(0.0, 1.0, shape, key), Array::scalar(p as f32))))
+pub fn bernoulli(p: impl Into<Operand>, shape: &[usize], key: Option<&Array>) -> Array {
+    let p = p.into();
+    Array::build(|| {
+        let p = param(p, shape, "bernoulli", "p")?;
+        Ok(super::less(&uniform_scalar(0.0, 1.0, shape, key), &p))
+    })
 }
 
-/// Normal samples truncated to `[lower, upper]`.
+/// Normal samples truncated to `[lower, upper]` (scalars or arrays that broadcast to `shape`).
 #[track_caller]
-pub fn truncated_normal(lower: f64, upper: f64, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+pub fn truncated_normal(lower: impl Into<Operand>, upper: impl Into<Operand>, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+    let (lower, upper) = (lower.into(), upper.into());
     Array::build(|| {
         check_float(dtype, "truncated_normal")?;
-        let s2 = std::f32::consts::SQRT_2;
-        let (lo, hi) = (lower as f32, upper as f32);
-        let el = libm::erff(lo / s2);
-        let eh = libm::erff(hi / s2);
-        let u = uniform_f32(el, eh, shape, key);
-        let n = super::multiply(&super::erfinv(&u), Array::scalar(s2));
-        let c = super::clip(&n, Some(lo.into()), Some(hi.into()));
-        Ok(c.astype(dtype))
+        let s2 = Array::scalar(std::f32::consts::SQRT_2);
+        let (lo, hi) = (param(lower, shape, "truncated_normal", "lower")?, param(upper, shape, "truncated_normal", "upper")?);
+        let el = super::erf(&super::divide(&lo, &s2));
+        let eh = super::erf(&super::divide(&hi, &s2));
+        let u = uniform_f32(&el, &eh, shape, key);
+        let n = super::multiply(&super::erfinv(&u), &s2);
+        Ok(super::clip(&n, Some((&lo).into()), Some((&hi).into())).astype(dtype))
     })
 }
 
@@ -157,7 +177,7 @@ pub fn truncated_normal(lower: f64, upper: f64, shape: &[usize], dtype: Dtype, k
 pub fn gumbel(shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
     Array::build(|| {
         check_float(dtype, "gumbel")?;
-        let u = uniform_f32(0.0, 1.0, shape, key);
+        let u = uniform_scalar(0.0, 1.0, shape, key);
         Ok(super::negative(&super::log(&super::negative(&super::log(&u)))).astype(dtype))
     })
 }
@@ -167,7 +187,7 @@ pub fn gumbel(shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
 pub fn laplace(shape: &[usize], dtype: Dtype, loc: f64, scale: f64, key: Option<&Array>) -> Array {
     Array::build(|| {
         check_float(dtype, "laplace")?;
-        let u = uniform_f32(nextafter_f32(-1.0, 0.0), 1.0, shape, key);
+        let u = uniform_scalar(nextafter_f32(-1.0, 0.0), 1.0, shape, key);
         let mut s = super::multiply(&super::sign(&u), &super::log1p(&super::negative(&super::abs(&u))));
         if scale != 1.0 {
             s = super::multiply(&s, Array::scalar(scale as f32));
@@ -192,13 +212,13 @@ pub fn categorical(logits: &Array, axis: isize, num_samples: Option<usize>, key:
                 Ok(super::argmax(&super::add(logits, &g), Some(ax as isize), false))
             }
             Some(ns) => {
-                // As MLX: `axis` moved last, noise of shape `[..batch, n, num_samples]`.
-                let l = super::expand_dims(&super::moveaxis(logits, ax as isize, -1), &[-1]);
-                let mut shape = l.shape().to_vec();
-                let nd = shape.len();
-                shape[nd - 1] = ns;
+                // As MLX: noise of shape `logits.shape + [num_samples]` (so that a key gives the
+                // same samples as MLX), the logits broadcast along the new last axis.
+                let l = super::expand_dims(logits, &[-1]);
+                let mut shape = logits.shape().to_vec();
+                shape.push(ns);
                 let g = gumbel(&shape, Dtype::Float32, key);
-                Ok(super::argmax(&super::add(&l, &g), Some(-2), false))
+                Ok(super::argmax(&super::add(&l, &g), Some(ax as isize), false))
             }
         }
     })

@@ -134,13 +134,43 @@ fn rows_last(x: &Array, axes: &[usize]) -> (Array, Vec<usize>) {
 fn rows_reduced(x: &Array, axes: &[usize], keepdims: bool, op: ReduceOp) -> Array {
     let (rows, _) = rows_last(x, axes);
     let out = Array::from_op(Primitive::Reduce(op), vec![rows]);
-    let shape: Vec<usize> = (0..x.ndim()).filter_map(|i| if axes.contains(&i) { keepdims.then_some(1) } else { Some(x.shape()[i]) }).collect();
-    super::reshape_to(&out, &shape)
+    super::reshape_to(&out, &reduced_shape(x.shape(), axes, keepdims))
+}
+
+/// `shape` with `axes` removed, or kept as size 1 with `keepdims`.
+fn reduced_shape(shape: &[usize], axes: &[usize], keepdims: bool) -> Vec<usize> {
+    (0..shape.len()).filter_map(|i| if axes.contains(&i) { keepdims.then_some(1) } else { Some(shape[i]) }).collect()
 }
 
 #[track_caller]
 pub fn std(a: &Array, axes: impl Into<Axes>, keepdims: bool, ddof: usize) -> Array {
     super::sqrt(&var(a, axes, keepdims, ddof))
+}
+
+/// The median over `axes` (the mean of the two middle values for even counts; NaN if the
+/// reduced values contain NaN), as MLX.
+#[track_caller]
+pub fn median(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    let axes = axes.into();
+    Array::build(|| {
+        let ax = axes.resolve(a.ndim(), "median")?;
+        let x = a.astype(stat_dtype(a.dtype()));
+        if ax.is_empty() {
+            return Ok(x);
+        }
+        let (rows, _) = rows_last(&x, &ax);
+        let n = *rows.shape().last().unwrap();
+        if n == 0 {
+            crate::bail!("[median] Cannot compute the median of an empty reduction, shape {:?} over axes {ax:?}.", a.shape());
+        }
+        let s = super::sort(&rows, Some(-1));
+        let at = |k: usize| super::take(&s, &Array::from_slice(&[k as u32], &[1]), Some(-1));
+        let (lo, hi) = (at((n - 1) / 2), at(n / 2));
+        let mid = super::multiply(&super::add(&lo, &hi), 0.5);
+        // Sorting puts NaN last, so the last value says whether the row has one.
+        let out = super::where_(&super::isnan(&at(n - 1)), f64::NAN, &mid);
+        Ok(super::reshape_to(&out, &reduced_shape(x.shape(), &ax, keepdims)))
+    })
 }
 
 /// `log(sum(exp(a)))`, computed stably.

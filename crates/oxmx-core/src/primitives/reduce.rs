@@ -52,7 +52,9 @@ pub enum ReduceOp {
     /// `log(sum(exp(x)))` along the last axis, kept as size 1; float input.
     LogSumExp,
     /// Variance along the last axis with `ddof`, kept as size 1; float input.
-    Var { ddof: usize },
+    Var {
+        ddof: usize,
+    },
 }
 
 impl ReduceOp {

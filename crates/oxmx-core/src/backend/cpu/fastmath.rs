@@ -23,7 +23,7 @@ fn round_fast(x: f32) -> f32 {
 /// 2^n for integral n in [-126, 127] as a bit pattern.
 #[inline(always)]
 fn pow2i(n: i32) -> f32 {
-    f32::from_bits(((n + 127) as u32) << 23)
+    f32::from_bits((n.wrapping_add(127) as u32) << 23)
 }
 
 /// exp(r) - 1 for |r| <= ln(2)/2: Taylor series to r^8 (truncation error < 2e-9 relative).
@@ -50,11 +50,15 @@ fn reduce_ln2(x: f32) -> (f32, f32) {
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // Beyond these limits the result is inf / 0; clamping keeps the integer part representable.
-    let xc = x.clamp(-104.0, 89.0);
+    // NaN is replaced here (and restored at the end) so the integer conversion below is defined.
+    let xc = if x.is_nan() { 0.0 } else { x.clamp(-104.0, 89.0) };
     let (n, r) = reduce_ln2(xc);
     let p = expm1_reduced(r) + 1.0;
     // Scale by 2^n in two halves so that results in the subnormal range and up to 2^128 work.
-    let ni = n as i32;
+    // n is integral and within +-150 after clamping: the unchecked conversion is exact, and
+    // unlike the saturating `as` it vectorises.
+    // SAFETY: n is finite and in i32 range.
+    let ni: i32 = unsafe { n.to_int_unchecked() };
     let n1 = ni >> 1;
     let y = p * pow2i(n1) * pow2i(ni - n1);
     if x.is_nan() {
@@ -66,10 +70,11 @@ pub fn exp(x: f32) -> f32 {
 
 #[inline(always)]
 pub fn exp_m1(x: f32) -> f32 {
-    let xc = x.clamp(-30.0, 89.0);
+    let xc = if x.is_nan() { 0.0 } else { x.clamp(-30.0, 89.0) };
     let (n, r) = reduce_ln2(xc);
     let pm = expm1_reduced(r);
-    let ni = n as i32;
+    // SAFETY: as in `exp`.
+    let ni: i32 = unsafe { n.to_int_unchecked() };
     // 2^n * (pm + 1) - 1 = 2^n * pm + (2^n - 1); n is 0 for small x, so no cancellation there.
     let n1 = ni >> 1;
     let (s1, s2) = (pow2i(n1), pow2i(ni - n1));

@@ -148,8 +148,24 @@ fn int_kernel<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<D
     })
 }
 
-/// bfloat16: converts both operands to float32, multiplies, rounds back.
+/// bfloat16: AMX tiles when the CPU has them and the product is big enough to pay for packing;
+/// otherwise both operands are converted to float32, multiplied and rounded back.
 fn bf16_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let g = geometry(a, b);
+        if g.m * g.n * g.k >= 128 * 128 * 128 && super::amx::amx_available() {
+            let (ra, rb) = (a.row_major::<bf16>(), b.row_major::<bf16>());
+            let (sa, sb, sc) = (g.m * g.k, g.k * g.n, g.m * g.n);
+            let mut acc = vec![0f32; sc];
+            return Data::build::<bf16>(out_shape, |out| {
+                for (bi, dst) in out.chunks_mut(sc.max(1)).enumerate() {
+                    super::amx::matmul_bf16(&ra[bi * sa..(bi + 1) * sa], &rb[bi * sb..(bi + 1) * sb], g.m, g.k, g.n, &mut acc);
+                    super::simd::map_slice(&acc, dst, &bf16::from_f32);
+                }
+            });
+        }
+    }
     let to_f32 = |d: &Data| -> Result<Data> {
         let v: Vec<f32> = d.row_major::<bf16>().iter().map(|x| x.to_f32()).collect();
         Data::from_slice(&v, d.shape.clone())

@@ -1,5 +1,7 @@
 //! The CPU backend: one file per primitive family, mirroring `primitives/`.
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod amx;
 pub mod binary;
 pub mod cast;
 pub mod conv;
@@ -10,6 +12,7 @@ pub mod fft;
 pub mod index;
 pub mod linalg;
 pub mod matmul;
+pub mod radix;
 pub mod random;
 pub mod reduce;
 pub mod rowwise;

@@ -152,7 +152,12 @@ fn var_row<F: RowFloat>(x: &[F], ddof: usize) -> F {
 
 /// Runs `f(row, out_row)` over every last-axis row of `x` in parallel; rows of 16-bit floats
 /// are widened to f32 first. `out_cols` is the output row length (the row length, or 1).
-fn rows(x: &Data, out_cols: usize, f32_row: impl Fn(&[f32], &mut [f32]) + Sync, f64_row: impl Fn(&[f64], &mut [f64]) + Sync) -> Result<Data> {
+fn rows(
+    x: &Data,
+    out_cols: usize,
+    f32_row: impl Fn(&[f32], &mut [f32]) + Sync,
+    f64_row: impl Fn(&[f64], &mut [f64]) + Sync,
+) -> Result<Data> {
     let x: Cow<Data> = if x.is_row_contiguous() { Cow::Borrowed(x) } else { Cow::Owned(x.to_row_contiguous()?) };
     let cols = x.shape.last().copied().unwrap_or(1);
     let mut shape = x.shape.clone();
@@ -168,7 +173,13 @@ fn rows(x: &Data, out_cols: usize, f32_row: impl Fn(&[f32], &mut [f32]) + Sync, 
     }
 }
 
-fn widened<T: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>, f: &(impl Fn(&[f32], &mut [f32]) + Sync)) -> Result<Data> {
+fn widened<T: Element>(
+    x: &Data,
+    cols: usize,
+    out_cols: usize,
+    shape: Vec<usize>,
+    f: &(impl Fn(&[f32], &mut [f32]) + Sync),
+) -> Result<Data> {
     run_rows::<T, T>(x, cols, out_cols, shape, |r, o| {
         let wide: Vec<f32> = r.iter().map(|v| v.to_f64() as f32).collect();
         let mut res = vec![0f32; o.len()];
@@ -179,7 +190,13 @@ fn widened<T: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>
     })
 }
 
-fn run_rows<T: Element, U: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>, f: impl Fn(&[T], &mut [U]) + Sync) -> Result<Data> {
+fn run_rows<T: Element, U: Element>(
+    x: &Data,
+    cols: usize,
+    out_cols: usize,
+    shape: Vec<usize>,
+    f: impl Fn(&[T], &mut [U]) + Sync,
+) -> Result<Data> {
     let n = x.size();
     let src = &x.raw::<T>()[x.offset as usize..x.offset as usize + n];
     Data::build::<U>(shape, |out| {

@@ -16,7 +16,15 @@ use std::cmp::Ordering;
 /// A total order for sorting: NaNs after every number (complex: lexicographic on (re, im)).
 pub trait SortKey: Element {
     fn cmp_key(&self, other: &Self) -> Ordering;
+    /// Sorts every row of `n` values with a radix sort when the type has an order-preserving
+    /// integer key (see `radix`); `None` when it has not.
+    fn radix_sort_rows(_v: &mut [Self], _n: usize) -> Option<Result<()>> {
+        None
+    }
 }
+
+/// Rows at least this long are radix sorted (below it a comparison sort is as fast).
+const RADIX_MIN: usize = 2048;
 
 macro_rules! ord_key {
     ($($t:ty),*) => {$(
@@ -26,7 +34,24 @@ macro_rules! ord_key {
         }
     )*};
 }
-ord_key!(bool, u8, u16, u32, u64, i8, i16, i32, i64);
+ord_key!(bool, u8, u16, u64, i8, i16, i64);
+
+macro_rules! radix_key {
+    ($($t:ty => $to:expr, $from:expr, $cmp:expr);* $(;)?) => {$(
+        impl SortKey for $t {
+            #[inline(always)]
+            fn cmp_key(&self, other: &Self) -> Ordering { $cmp(*self, *other) }
+            fn radix_sort_rows(v: &mut [Self], n: usize) -> Option<Result<()>> {
+                Some(super::radix::sort_rows_u32(v, n, $to, $from))
+            }
+        }
+    )*};
+}
+radix_key!(
+    u32 => |x: u32| x, |k: u32| k, |a: u32, b: u32| a.cmp(&b);
+    i32 => |x: i32| (x as u32) ^ 0x8000_0000, |k: u32| (k ^ 0x8000_0000) as i32, |a: i32, b: i32| a.cmp(&b);
+    f32 => super::radix::f32_key, super::radix::f32_from_key, |a: f32, b: f32| float_cmp(a, b, a.is_nan(), b.is_nan());
+);
 
 #[inline(always)]
 fn float_cmp<F: PartialOrd + Copy>(a: F, b: F, a_nan: bool, b_nan: bool) -> Ordering {
@@ -46,7 +71,7 @@ macro_rules! float_key {
         }
     )*};
 }
-float_key!(f32, f64, f16, bf16);
+float_key!(f64, f16, bf16);
 
 impl SortKey for Complex32 {
     fn cmp_key(&self, other: &Self) -> Ordering {
@@ -111,6 +136,12 @@ fn run<T: SortKey>(op: &SortOp, x: &Data) -> Result<Data> {
     let cmp = |a: &T, b: &T| a.cmp_key(b);
     match *op {
         SortOp::Sort { .. } => {
+            if n >= RADIX_MIN {
+                if let Some(done) = T::radix_sort_rows(&mut v, n) {
+                    done?;
+                    return restore(v, &x.shape, &perm);
+                }
+            }
             for_rows(&mut v, n, |r| r.sort_unstable_by(cmp));
             restore(v, &x.shape, &perm)
         }
