@@ -168,7 +168,8 @@ pub fn truncated_normal(lower: impl Into<Operand>, upper: impl Into<Operand>, sh
         let eh = super::erf(&super::divide(&hi, &s2));
         let u = uniform_f32(&el, &eh, shape, key);
         let n = super::multiply(&super::erfinv(&u), &s2);
-        Ok(super::clip(&n, Some((&lo).into()), Some((&hi).into())).astype(dtype))
+        // Clamped to `upper` first, then `lower` (as MLX: an empty interval gives `lower`).
+        Ok(super::maximum(&super::minimum(&n, &hi), &lo).astype(dtype))
     })
 }
 
