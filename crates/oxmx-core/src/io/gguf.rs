@@ -7,7 +7,7 @@
 //! their raw blocks: a `uint8` array of shape `[rows, bytes_per_row]`, with the ggml type in
 //! [`GgufTensorInfo::ggml_type`].
 
-use super::{array_from_map, array_le_bytes, io_err, map_file};
+use super::{array_from_le_bytes, array_from_map, array_le_bytes, io_err, map_file};
 use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -17,6 +17,9 @@ use std::sync::Arc;
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ARRAY_DEPTH: usize = 16;
+/// Counts read from the file only pre-size vectors up to this: an entry is larger in memory
+/// than its smallest encoding, so trusting a lying count could allocate many times the file.
+const PREALLOC_MAX: u64 = 4096;
 
 /// The type tag of a metadata value.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -283,13 +286,14 @@ impl<'a> Reader<'a> {
                     return Err(io_err(self.path, format!("metadata '{key}': arrays nested too deeply")));
                 }
                 let et = self.u32(key)?;
-                let et = GgufType::from_u32(et).ok_or_else(|| io_err(self.path, format!("metadata '{key}': unknown array element type {et}")))?;
+                let et = GgufType::from_u32(et)
+                    .ok_or_else(|| io_err(self.path, format!("metadata '{key}': unknown array element type {et}")))?;
                 let n = self.u64(key)?;
                 // Every element takes at least one byte: cap the allocation by what is left.
                 if n > self.remaining() {
                     return Err(io_err(self.path, format!("metadata '{key}': array of {n} elements exceeds the file size")));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = Vec::with_capacity(n.min(PREALLOC_MAX) as usize);
                 for _ in 0..n {
                     v.push(self.value(et, key, depth + 1)?);
                 }
@@ -304,71 +308,16 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         let map = map_file(path)?;
-        let mut r = Reader { path, b: &map, pos: 0 };
-        if map.len() < 4 || &map[..4] != MAGIC {
-            return Err(io_err(path, "not a GGUF file (bad magic)"));
-        }
-        r.pos = 4;
-        let version = r.u32("version")?;
-        if version != 2 && version != 3 {
-            return Err(io_err(path, format!("unsupported GGUF version {version} (2 and 3 are supported)")));
-        }
-        let n_tensors = r.u64("tensor count")?;
-        let n_kv = r.u64("metadata count")?;
-        if n_kv > r.remaining() || n_tensors > r.remaining() {
-            return Err(io_err(path, format!("truncated GGUF header: {n_kv} metadata entries and {n_tensors} tensors cannot fit the file")));
-        }
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        for _ in 0..n_kv {
-            let key = r.string("metadata key")?;
-            let t = r.u32(&key)?;
-            let ty = GgufType::from_u32(t).ok_or_else(|| io_err(path, format!("metadata '{key}': unknown value type {t}")))?;
-            let v = r.value(ty, &key, 0)?;
-            metadata.push((key, v));
-        }
-        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-            Some((_, v)) => {
-                let a = v.as_u64().filter(|a| *a > 0 && a.is_power_of_two()).ok_or_else(|| io_err(path, format!("invalid general.alignment {v:?}")))?;
-                a
-            }
-            None => DEFAULT_ALIGNMENT,
-        };
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
-        for _ in 0..n_tensors {
-            let name = r.string("tensor name")?;
-            let nd = r.u32(&name)?;
-            if nd > 8 {
-                return Err(io_err(path, format!("tensor '{name}': {nd} dimensions (at most 8)")));
-            }
-            let mut dims = Vec::with_capacity(nd as usize);
-            for _ in 0..nd {
-                dims.push(r.u64(&name)?);
-            }
-            let ggml_type = r.u32(&name)?;
-            let offset = r.u64(&name)?;
-            let (blk, bsz) = ggml_block_size(ggml_type).ok_or_else(|| io_err(path, format!("tensor '{name}': unknown ggml type {ggml_type}")))?;
-            let ne0 = dims.first().copied().unwrap_or(1);
-            if ne0 % blk != 0 {
-                return Err(io_err(path, format!("tensor '{name}': first dimension {ne0} is not a multiple of the block size {blk}")));
-            }
-            let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-            let nbytes = numel.and_then(|n| (n / blk).checked_mul(bsz)).filter(|&b| b <= isize::MAX as u64);
-            let nbytes = nbytes.ok_or_else(|| io_err(path, format!("tensor '{name}': shape {dims:?} is too large")))?;
-            if offset % alignment != 0 {
-                return Err(io_err(path, format!("tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}")));
-            }
-            tensors.push(GgufTensorInfo { name, dims, ggml_type, offset, nbytes });
-        }
-        let data_offset = (r.pos as u64).div_ceil(alignment).checked_mul(alignment).ok_or_else(|| io_err(path, "bad alignment"))?;
-        let file_len = map.len() as u64;
-        for t in &tensors {
-            let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.nbytes));
-            if end.is_none_or(|e| e > file_len) {
-                return Err(io_err(path, format!("tensor '{}': data at offset {} ({} bytes) is beyond the file size {file_len} (truncated file?)", t.name, t.offset, t.nbytes)));
-            }
-        }
-        drop(r);
-        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, alignment, data_offset, map })
+        let h = parse_header(path, &map)?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            version: h.version,
+            metadata: h.metadata,
+            tensors: h.tensors,
+            alignment: h.alignment,
+            data_offset: h.data_offset,
+            map,
+        })
     }
 
     /// A metadata value by key.
@@ -377,25 +326,137 @@ impl GgufFile {
     }
 
     /// The data of one tensor: plain types as arrays in NumPy axis order, quantized types as raw
-    /// blocks (`uint8`, shape `[rows, bytes_per_row]`).
+    /// blocks (`uint8`, shape: the NumPy shape with the last axis replaced by its bytes per row).
     pub fn tensor(&self, info: &GgufTensorInfo) -> Result<Array> {
-        let start = (self.data_offset + info.offset) as usize;
-        let len = info.nbytes as usize;
-        match ggml_plain_dtype(info.ggml_type) {
-            Some(dt) => array_from_map(&self.path, &self.map, start, len, dt, info.shape()),
-            None => {
-                let (blk, bsz) = ggml_block_size(info.ggml_type).unwrap_or((1, 1));
-                let row = (info.dims.first().copied().unwrap_or(1) / blk * bsz) as usize;
-                let rows = if row == 0 { info.dims.iter().skip(1).product::<u64>() as usize } else { len / row };
-                array_from_map(&self.path, &self.map, start, len, Dtype::Uint8, vec![rows, row])
-            }
-        }
+        let (start, len, dtype, shape) = tensor_layout(&self.path, self.data_offset, info)?;
+        array_from_map(&self.path, &self.map, start, len, dtype, shape).map_err(|e| e.context(format!("tensor '{}'", info.name)))
     }
 
     /// Every tensor, in file order.
     pub fn tensors(&self) -> Result<Vec<(String, Array)>> {
         self.tensors.iter().map(|t| Ok((t.name.clone(), self.tensor(t)?))).collect()
     }
+}
+
+struct Header {
+    version: u32,
+    metadata: GgufMetadata,
+    tensors: Vec<GgufTensorInfo>,
+    alignment: u64,
+    data_offset: u64,
+}
+
+/// Parses and validates everything before the data section; every tensor's data range is
+/// checked against the file length.
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    let mut r = Reader { path, b: bytes, pos: 0 };
+    if bytes.len() < 4 || &bytes[..4] != MAGIC {
+        return Err(io_err(path, "not a GGUF file (bad magic)"));
+    }
+    r.pos = 4;
+    let version = r.u32("version")?;
+    if version != 2 && version != 3 {
+        return Err(io_err(path, format!("unsupported GGUF version {version} (2 and 3 are supported)")));
+    }
+    let n_tensors = r.u64("tensor count")?;
+    let n_kv = r.u64("metadata count")?;
+    // Each entry takes more than one byte, so counts above the bytes left are lies.
+    if n_kv > r.remaining() || n_tensors > r.remaining() {
+        return Err(io_err(path, format!("truncated GGUF header: {n_kv} metadata entries and {n_tensors} tensors cannot fit the file")));
+    }
+    let mut metadata = Vec::with_capacity(n_kv.min(PREALLOC_MAX) as usize);
+    for _ in 0..n_kv {
+        let key = r.string("metadata key")?;
+        let t = r.u32(&key)?;
+        let ty = GgufType::from_u32(t).ok_or_else(|| io_err(path, format!("metadata '{key}': unknown value type {t}")))?;
+        let v = r.value(ty, &key, 0)?;
+        metadata.push((key, v));
+    }
+    let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+        Some((_, v)) => v
+            .as_u64()
+            .filter(|a| *a > 0 && a.is_power_of_two() && *a <= u32::MAX as u64)
+            .ok_or_else(|| io_err(path, format!("metadata 'general.alignment': invalid value {v:?} (a power of two is required)")))?,
+        None => DEFAULT_ALIGNMENT,
+    };
+    let mut tensors = Vec::with_capacity(n_tensors.min(PREALLOC_MAX) as usize);
+    for _ in 0..n_tensors {
+        let name = r.string("tensor name")?;
+        let nd = r.u32(&name)?;
+        if nd > 8 {
+            return Err(io_err(path, format!("tensor '{name}': {nd} dimensions (at most 8)")));
+        }
+        let mut dims = Vec::with_capacity(nd as usize);
+        for _ in 0..nd {
+            dims.push(r.u64(&name)?);
+        }
+        let ggml_type = r.u32(&name)?;
+        let offset = r.u64(&name)?;
+        let (blk, bsz) =
+            ggml_block_size(ggml_type).ok_or_else(|| io_err(path, format!("tensor '{name}': unknown ggml type {ggml_type}")))?;
+        let ne0 = dims.first().copied().unwrap_or(1);
+        if ne0 % blk != 0 {
+            return Err(io_err(path, format!("tensor '{name}': first dimension {ne0} is not a multiple of the block size {blk}")));
+        }
+        let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n <= isize::MAX as u64);
+        let nbytes = numel.and_then(|n| (n / blk).checked_mul(bsz)).filter(|&b| b <= isize::MAX as u64);
+        let nbytes = nbytes.ok_or_else(|| io_err(path, format!("tensor '{name}': dims {dims:?} are too large")))?;
+        if offset % alignment != 0 {
+            return Err(io_err(path, format!("tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}")));
+        }
+        tensors.push(GgufTensorInfo { name, dims, ggml_type, offset, nbytes });
+    }
+    let data_offset = (r.pos as u64).div_ceil(alignment).checked_mul(alignment).ok_or_else(|| io_err(path, "bad alignment"))?;
+    let file_len = bytes.len() as u64;
+    for t in &tensors {
+        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.nbytes));
+        if end.is_none_or(|e| e > file_len) {
+            return Err(io_err(
+                path,
+                format!(
+                    "tensor '{}': data at offset {} ({} bytes) is beyond the file size {file_len} (truncated file?)",
+                    t.name, t.offset, t.nbytes
+                ),
+            ));
+        }
+    }
+    Ok(Header { version, metadata, tensors, alignment, data_offset })
+}
+
+/// Where a tensor's bytes are and how they load: (absolute start, length, dtype, shape).
+fn tensor_layout(path: &Path, data_offset: u64, info: &GgufTensorInfo) -> Result<(usize, usize, Dtype, Vec<usize>)> {
+    let bad = |m: &str| io_err(path, format!("tensor '{}': {m}", info.name));
+    let start = data_offset.checked_add(info.offset).and_then(|s| usize::try_from(s).ok()).ok_or_else(|| bad("data offset overflows"))?;
+    let len = usize::try_from(info.nbytes).map_err(|_| bad("too large"))?;
+    let dims: Vec<usize> =
+        info.dims.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(|_| bad("dims too large"))?;
+    if let Some(dt) = ggml_plain_dtype(info.ggml_type) {
+        return Ok((start, len, dt, dims.into_iter().rev().collect()));
+    }
+    // Quantized: keep the outer axes, the innermost (ggml ne[0]) becomes its bytes per row so a
+    // later dequantization layer can decode each row's blocks.
+    let (blk, bsz) = ggml_block_size(info.ggml_type).ok_or_else(|| bad(&format!("unknown ggml type {}", info.ggml_type)))?;
+    let ne0 = dims.first().copied().unwrap_or(1) as u64;
+    let row = usize::try_from((ne0 / blk).checked_mul(bsz).ok_or_else(|| bad("row too large"))?).map_err(|_| bad("row too large"))?;
+    let mut shape: Vec<usize> = dims.iter().skip(1).rev().copied().collect();
+    shape.push(row);
+    Ok((start, len, Dtype::Uint8, shape))
+}
+
+/// Parses GGUF bytes (copies the tensor data): tensors in file order and the metadata.
+pub fn load_gguf_bytes(bytes: &[u8]) -> Result<(Vec<(String, Array)>, GgufMetadata)> {
+    let path = Path::new("<gguf bytes>");
+    let h = parse_header(path, bytes)?;
+    let mut out = Vec::with_capacity(h.tensors.len());
+    for t in &h.tensors {
+        let (start, len, dtype, shape) = tensor_layout(path, h.data_offset, t)?;
+        let data = start
+            .checked_add(len)
+            .and_then(|e| bytes.get(start..e))
+            .ok_or_else(|| io_err(path, format!("tensor '{}': data out of range", t.name)))?;
+        out.push((t.name.clone(), array_from_le_bytes(path, data, dtype, shape).map_err(|e| e.context(format!("tensor '{}'", t.name)))?));
+    }
+    Ok((out, h.metadata))
 }
 
 /// Loads every tensor of a GGUF file and its metadata.
@@ -440,7 +501,7 @@ fn put_value(out: &mut Vec<u8>, v: &GgufValue) -> Result<()> {
 
 /// Writes a GGUF version 3 file. Tensors must be float32/float16/bfloat16/float64 or
 /// int8/int16/int32/int64. `general.alignment` in `metadata` sets the alignment (default 32).
-pub fn save_gguf(path: impl AsRef<Path>, metadata: &[(String, GgufValue)], tensors: &[(impl AsRef<str>, Array)]) -> Result<()> {
+pub fn save_gguf(path: impl AsRef<Path>, tensors: &[(impl AsRef<str>, Array)], metadata: &[(String, GgufValue)]) -> Result<()> {
     let path = path.as_ref();
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         Some((_, v)) => v

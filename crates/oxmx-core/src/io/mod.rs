@@ -4,14 +4,18 @@
 //! [`ErrorKind::Io`](crate::ErrorKind::Io) error naming the file and the problem on malformed
 //! input; none of them panics on corrupt data.
 
+pub mod api;
 pub mod gguf;
 pub mod npy;
 pub mod npz;
 pub mod safetensors;
 
-pub use gguf::{load_gguf, save_gguf, GgufFile, GgufMetadata, GgufTensorInfo, GgufType, GgufValue};
+pub use api::{load, load_with_metadata, save, save_gguf_file, save_safetensors_file, savez, savez_compressed, Loaded, Metadata};
+pub use gguf::{
+    ggml_block_size, ggml_plain_dtype, load_gguf, load_gguf_bytes, save_gguf, GgufFile, GgufMetadata, GgufTensorInfo, GgufType, GgufValue,
+};
 pub use npy::{load_npy, load_npy_bytes, save_npy, save_npy_bytes};
-pub use npz::{load_npz, save_npz};
+pub use npz::{load_npz, load_npz_bytes, save_npz};
 pub use safetensors::{load_safetensors, load_safetensors_bytes, save_safetensors, save_safetensors_bytes};
 
 use crate::array::Array;
@@ -37,6 +41,11 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 /// count would not fit an `isize` stride).
 pub(crate) fn checked_nbytes(shape: &[usize], dtype: Dtype) -> Option<usize> {
     let n = checked_numel(shape)?;
+    // An empty array may still have huge other dims; their strides must not overflow either.
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    if nonzero > isize::MAX as usize {
+        return None;
+    }
     let b = n.checked_mul(dtype.size())?;
     if b > isize::MAX as usize {
         return None;
@@ -49,7 +58,7 @@ pub(crate) fn dtype_align(dtype: Dtype) -> usize {
 }
 
 /// The row-major little-endian bytes of an array (evaluates it).
-pub(crate) fn array_le_bytes(a: &Array) -> Result<Vec<u8>> {
+pub fn array_le_bytes(a: &Array) -> Result<Vec<u8>> {
     let d = a.data()?.to_row_contiguous()?;
     let isz = d.dtype.size();
     let n = d.size();
@@ -79,10 +88,7 @@ pub(crate) fn swap_elements(bytes: &mut [u8], dtype: Dtype) {
 pub(crate) fn array_from_le_bytes(path: &Path, bytes: &[u8], dtype: Dtype, shape: Vec<usize>) -> Result<Array> {
     let nbytes = checked_nbytes(&shape, dtype).ok_or_else(|| io_err(path, format!("shape {shape:?} is too large")))?;
     if bytes.len() != nbytes {
-        return Err(io_err(
-            path,
-            format!("shape {shape:?} of {dtype} needs {nbytes} bytes of data, found {}", bytes.len()),
-        ));
+        return Err(io_err(path, format!("shape {shape:?} of {dtype} needs {nbytes} bytes of data, found {}", bytes.len())));
     }
     let mut buf = Buffer::alloc(nbytes)?;
     buf.bytes_mut().copy_from_slice(bytes);

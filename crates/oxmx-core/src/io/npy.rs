@@ -9,7 +9,8 @@ use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
-/// NumPy's `descr` string of a dtype (little-endian); bfloat16 has none.
+/// NumPy's `descr` string of a dtype (little-endian). NumPy has no bfloat16: like MLX we write it
+/// as the 2-byte void type `<V2` (NumPy loads it as raw `V2`, MLX and oxmx as bfloat16).
 pub(crate) fn descr_of(dtype: Dtype) -> Option<&'static str> {
     Some(match dtype {
         Dtype::Bool => "|b1",
@@ -25,7 +26,7 @@ pub(crate) fn descr_of(dtype: Dtype) -> Option<&'static str> {
         Dtype::Float32 => "<f4",
         Dtype::Float64 => "<f8",
         Dtype::Complex64 => "<c8",
-        Dtype::Bfloat16 => return None,
+        Dtype::Bfloat16 => "<V2",
     })
 }
 
@@ -50,6 +51,7 @@ fn parse_descr(d: &str) -> Option<(Dtype, bool)> {
         "f4" | "f" => Dtype::Float32,
         "f8" | "d" => Dtype::Float64,
         "c8" | "F" => Dtype::Complex64,
+        "V2" => Dtype::Bfloat16,
         _ => return None,
     };
     Some((dt, order))
@@ -57,12 +59,7 @@ fn parse_descr(d: &str) -> Option<(Dtype, bool)> {
 
 /// Serialises an array as `.npy` bytes.
 pub fn save_npy_bytes(a: &Array) -> Result<Vec<u8>> {
-    let descr = descr_of(a.dtype()).ok_or_else(|| {
-        crate::error::Error::io(format!(
-            "[save_npy] {} has no NumPy dtype; cast to float32 (or float16) before saving",
-            a.dtype()
-        ))
-    })?;
+    let descr = descr_of(a.dtype()).ok_or_else(|| crate::error::Error::io(format!("[save_npy] {} has no NumPy dtype", a.dtype())))?;
     let data = array_le_bytes(a)?;
     let shape = match a.shape() {
         [] => "()".to_string(),
@@ -133,8 +130,7 @@ pub(crate) fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Array> {
     let end = start.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or_else(|| io_err(path, "truncated .npy header"))?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| io_err(path, "the .npy header is not valid text"))?;
     let h = parse_header(header).map_err(|m| io_err(path, format!("malformed .npy header ({m}): {}", header.trim_end())))?;
-    let (dtype, big) =
-        parse_descr(&h.descr).ok_or_else(|| io_err(path, format!("unsupported .npy dtype '{}'", h.descr)))?;
+    let (dtype, big) = parse_descr(&h.descr).ok_or_else(|| io_err(path, format!("unsupported .npy dtype '{}'", h.descr)))?;
     let nbytes = checked_nbytes(&h.shape, dtype).ok_or_else(|| io_err(path, format!("shape {:?} is too large", h.shape)))?;
     let body = &bytes[end..];
     if body.len() < nbytes {

@@ -32,8 +32,16 @@ pub fn load_npz(path: impl AsRef<Path>) -> Result<Vec<(String, Array)>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut zr = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| io_err(path, format!("not a valid .npz (zip) archive: {e}")))?;
+    read_npz(path, std::io::BufReader::new(file), file_len)
+}
+
+/// Parses `.npz` bytes.
+pub fn load_npz_bytes(bytes: &[u8]) -> Result<Vec<(String, Array)>> {
+    read_npz(Path::new("<npz bytes>"), std::io::Cursor::new(bytes), bytes.len() as u64)
+}
+
+fn read_npz<R: Read + std::io::Seek>(path: &Path, reader: R, file_len: u64) -> Result<Vec<(String, Array)>> {
+    let mut zr = zip::ZipArchive::new(reader).map_err(|e| io_err(path, format!("not a valid .npz (zip) archive: {e}")))?;
     let mut out = Vec::with_capacity(zr.len().min(file_len as usize / 22 + 1));
     for i in 0..zr.len() {
         let mut entry = zr.by_index(i).map_err(|e| io_err(path, format!("bad archive member {i}: {e}")))?;
@@ -45,17 +53,19 @@ pub fn load_npz(path: impl AsRef<Path>) -> Result<Vec<(String, Array)>> {
         let declared = entry.size();
         // Stored members cannot be larger than the file; compressed ones are read as they come
         // (bounded by the declared size), so a lying header cannot force a huge allocation.
-        let cap = if entry.compression() == CompressionMethod::Stored { declared.min(file_len) } else { declared.min(file_len.saturating_mul(4)) };
+        let cap = if entry.compression() == CompressionMethod::Stored {
+            declared.min(file_len)
+        } else {
+            declared.min(file_len.saturating_mul(4))
+        };
         let mut bytes = Vec::with_capacity(cap as usize);
-        (&mut entry)
-            .take(declared)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_err(path, format!("cannot read member '{full}': {e}")))?;
+        (&mut entry).take(declared).read_to_end(&mut bytes).map_err(|e| io_err(path, format!("cannot read member '{full}': {e}")))?;
         if bytes.len() as u64 != declared {
             return Err(io_err(path, format!("member '{full}' is truncated ({} of {declared} bytes)", bytes.len())));
         }
-        let member = path.join(&full);
-        let a = parse_npy(&member, &bytes)?;
+        // Errors name the archive and the member.
+        let member = format!("{} (member '{full}')", path.display());
+        let a = parse_npy(Path::new(&member), &bytes)?;
         out.push((name, a));
     }
     Ok(out)

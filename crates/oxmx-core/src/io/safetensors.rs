@@ -77,7 +77,11 @@ pub fn save_safetensors_bytes(arrays: &[(impl AsRef<str>, Array)], metadata: Opt
 }
 
 /// Saves named arrays (in the given order) and optional metadata as a safetensors file.
-pub fn save_safetensors(path: impl AsRef<Path>, arrays: &[(impl AsRef<str>, Array)], metadata: Option<&BTreeMap<String, String>>) -> Result<()> {
+pub fn save_safetensors(
+    path: impl AsRef<Path>,
+    arrays: &[(impl AsRef<str>, Array)],
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<()> {
     let path = path.as_ref();
     let bytes = save_safetensors_bytes(arrays, metadata).map_err(|e| e.context(path.display()))?;
     std::fs::write(path, bytes).map_err(|e| io_err(path, format!("cannot write: {e}")))
@@ -100,10 +104,14 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
     if n > MAX_HEADER || n > (bytes.len() - 8) as u64 {
-        return Err(io_err(path, format!("safetensors header length {n} exceeds the file size {} (truncated or not a safetensors file)", bytes.len())));
+        return Err(io_err(
+            path,
+            format!("safetensors header length {n} exceeds the file size {} (truncated or not a safetensors file)", bytes.len()),
+        ));
     }
     let start = 8 + n as usize;
-    let json: Value = serde_json::from_slice(&bytes[8..start]).map_err(|e| io_err(path, format!("invalid safetensors header JSON: {e}")))?;
+    let json: Value =
+        serde_json::from_slice(&bytes[8..start]).map_err(|e| io_err(path, format!("invalid safetensors header JSON: {e}")))?;
     let Value::Object(obj) = json else { return Err(io_err(path, "safetensors header is not a JSON object")) };
     let data_len = bytes.len() - start;
     let mut meta = BTreeMap::new();
