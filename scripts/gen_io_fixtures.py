@@ -77,7 +77,8 @@ def npy_fixtures():
     }
     for fname, a in cases.items():
         np.save(f"{OUT}/{fname}", a)
-        b = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"))
+        # (np.ascontiguousarray would turn 0-d arrays into 1-d ones.)
+        b = a.astype(a.dtype.newbyteorder("<"), order="C")
         EXPECTED["npy"][fname] = entry_np(b)
     # Format version 2.0 header (4-byte header length).
     a = np.arange(4, dtype=np.int32)

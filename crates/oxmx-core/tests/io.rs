@@ -430,6 +430,8 @@ fn python_reads_safetensors() {
     let dir = tmp_dir("py_st");
     let all = all_cases(&oxmx_core::dtype::ALL_DTYPES);
     let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    // MLX's safetensors loader has no F64.
+    let all: Vec<(String, Array)> = all.into_iter().filter(|(_, a)| a.dtype() != Dtype::Float64).collect();
     let p = dir.join("w.safetensors");
     io::save_safetensors(&p, &all, Some(&meta)).unwrap();
     if let Some(v) = python_load("safetensors", &p, "mlx") {
