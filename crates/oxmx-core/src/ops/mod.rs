@@ -20,6 +20,7 @@ pub mod sort;
 pub use args::{Axes, Operand};
 pub use arrange::*;
 pub use cast::*;
+pub use conv::*;
 pub use creation::*;
 pub use elementwise::*;
 pub use index::*;
