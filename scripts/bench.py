@@ -26,6 +26,16 @@ def median_time(fn, iters, sync=lambda r: None):
     return ts[len(ts) // 2]
 
 
+CONV2D = [
+    ("conv2d_n1_56x56x64_3x3", 1, 56, 64, 64, 3, 1, 1),
+    ("conv2d_n8_56x56x64_3x3", 8, 56, 64, 64, 3, 1, 1),
+    ("conv2d_n4_28x28x128_3x3", 4, 28, 128, 128, 3, 1, 1),
+    ("conv2d_n4_28x28x128_3x3_s2", 4, 28, 128, 128, 3, 2, 1),
+    ("conv2d_n4_56x56x64_1x1_256", 4, 56, 64, 256, 1, 1, 0),
+    ("conv2d_n4_224x224x3_7x7_s2", 4, 224, 3, 64, 7, 2, 3),
+]
+
+
 def workloads(lib, xp, sync):
     """(name, thunk, iters) for one library; `xp` is its array namespace."""
     n = 1 << 24
@@ -36,7 +46,18 @@ def workloads(lib, xp, sync):
     x, y, m = lib["asarray"](xs), lib["asarray"](ys), lib["asarray"](ms)
     sync(x), sync(y), sync(m)
     L = lib
-    return [
+    extra = []
+    if "conv2d" in lib:
+        # Mirrors CONV2D in crates/oxmx-bench/src/main.rs (NHWC input, OHWI weight).
+        for name, nb, hw, c, o, k, stride, pad in CONV2D:
+            cx = lib["asarray"](rng.uniform(-1, 1, (nb, hw, hw, c)).astype("float32"))
+            cw = lib["asarray"](rng.uniform(-1, 1, (o, k, k, c)).astype("float32"))
+            cx, cw = lib["prep_conv"](cx, cw)
+            sync(cx), sync(cw)
+            extra.append((name, lambda cx=cx, cw=cw, stride=stride, pad=pad: L["conv2d"](cx, cw, stride, pad), 10))
+    f = lib["asarray"](rng.uniform(-1, 1, (512, 4096)).astype("float32"))
+    extra.append(("fft_512x4096_f32", lambda: L["fft"](f), 10))
+    return extra + [
         ("add_16M_f32", lambda: x + y, 10),
         ("mul_scalar_16M_f32", lambda: x * 3.0, 10),
         ("exp_16M_f32", lambda: L["exp"](x), 5),
@@ -84,7 +105,7 @@ def numpy_lib():
 
     lib = dict(asarray=np.asarray, exp=np.exp, tanh=np.tanh, sum=lambda a, ax: a.sum(ax), softmax=softmax,
                logsumexp=logsumexp, var=lambda a: a.var(-1), layernorm=layernorm, sort=np.sort,
-               matmul=np.matmul,
+               fft=lambda a: np.fft.fft(a, axis=-1), matmul=np.matmul,
                # NumPy has no bfloat16, and its float16 matmul does not use BLAS: f32 only.
                matrix=lambda dt: np.asarray if dt == "float32" else None)
     return lib, np, lambda r: None
@@ -101,7 +122,9 @@ def mlx_lib():
     lib = dict(asarray=mx.array, exp=mx.exp, tanh=mx.tanh, sum=lambda a, ax: mx.sum(a, ax),
                softmax=lambda a: mx.softmax(a, -1), logsumexp=lambda a: mx.logsumexp(a, -1),
                var=lambda a: mx.var(a, -1), layernorm=layernorm, sort=lambda a: mx.sort(a, -1),
-               matmul=mx.matmul, matrix=lambda dt: (lambda v: mx.array(v).astype(getattr(mx, dt))))
+               matmul=mx.matmul, matrix=lambda dt: (lambda v: mx.array(v).astype(getattr(mx, dt))),
+               fft=lambda a: mx.fft.fft(a),
+               prep_conv=lambda x, w: (x, w), conv2d=lambda x, w, s, p: mx.conv2d(x, w, stride=s, padding=p))
     return lib, mx, lambda r: mx.eval(r) if r is not None else None
 
 
@@ -112,13 +135,17 @@ def torch_lib():
                var=lambda a: a.var(-1, unbiased=False),
                layernorm=lambda m: torch.nn.functional.layer_norm(m, m.shape[-1:]),
                sort=lambda a: torch.sort(a, -1), matmul=torch.matmul,
-               matrix=lambda dt: (lambda v: torch.from_numpy(v).to(getattr(torch, dt))))
+               matrix=lambda dt: (lambda v: torch.from_numpy(v).to(getattr(torch, dt))),
+               fft=lambda a: torch.fft.fft(a),
+               # torch convolves NCHW / OIHW: the layout change happens once, outside the timing.
+               prep_conv=lambda x, w: (x.permute(0, 3, 1, 2).contiguous(), w.permute(0, 3, 1, 2).contiguous()),
+               conv2d=lambda x, w, s, p: torch.nn.functional.conv2d(x, w, stride=s, padding=p))
     return lib, torch, lambda r: None
 
 
 def main():
     results = {}
-    exe = os.path.join(ROOT, "target", "release", "oxmx-bench")
+    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "oxmx-bench")
     out = subprocess.run([exe, FILTER], capture_output=True, text=True, check=True).stdout
     copy_gbps = None
     for line in out.splitlines():

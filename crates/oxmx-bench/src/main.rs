@@ -65,6 +65,17 @@ fn input(shape: &[usize], seed: u64) -> Array {
     Array::from_slice(&v, shape)
 }
 
+/// ResNet-like conv2d workloads (NHWC, f32): name, batch, height = width, C_in, C_out, kernel,
+/// stride, padding. Mirrored in scripts/bench.py.
+const CONV2D: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
+    ("conv2d_n1_56x56x64_3x3", 1, 56, 64, 64, 3, 1, 1),
+    ("conv2d_n8_56x56x64_3x3", 8, 56, 64, 64, 3, 1, 1),
+    ("conv2d_n4_28x28x128_3x3", 4, 28, 128, 128, 3, 1, 1),
+    ("conv2d_n4_28x28x128_3x3_s2", 4, 28, 128, 128, 3, 2, 1),
+    ("conv2d_n4_56x56x64_1x1_256", 4, 56, 64, 256, 1, 1, 0),
+    ("conv2d_n4_224x224x3_7x7_s2", 4, 224, 3, 64, 7, 2, 3),
+];
+
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
     let want = |name: &str| filter.is_empty() || name.contains(&filter);
@@ -105,6 +116,25 @@ fn main() {
     }
     if want("var") {
         report("var_4096x4096", time(5, || ops::var(&m, -1isize, false, 0)), mat_bytes, 0.0);
+    }
+    for &(name, n, hw, c, o, k, stride, pad) in CONV2D {
+        if want(name) {
+            let x = input(&[n, hw, hw, c], 4);
+            let w = input(&[o, k, k, c], 5);
+            x.eval().unwrap();
+            w.eval().unwrap();
+            let ohw = (hw + 2 * pad - k) / stride + 1;
+            let flops = 2.0 * (n * ohw * ohw * o * k * k * c) as f64;
+            let bytes = ((n * hw * hw * c + o * k * k * c + n * ohw * ohw * o) * 4) as f64;
+            report(name, time(10, || ops::conv2d(&x, &w, [stride; 2], [pad; 2], [1, 1], 1)), bytes, flops);
+        }
+    }
+    if want("fft") {
+        let f = input(&[512, 4096], 6);
+        f.eval().unwrap();
+        // 5 n log2 n flops per complex transform, the usual FFT convention.
+        let flops = 5.0 * 512.0 * 4096.0 * 12.0;
+        report("fft_512x4096_f32", time(10, || ops::fft::fft(&f, None, -1)), (512 * 4096 * 12) as f64, flops);
     }
     if want("layernorm") {
         report(

@@ -21,6 +21,7 @@ pub mod sort;
 pub use args::{Axes, Operand};
 pub use arrange::*;
 pub use cast::*;
+pub use conv::*;
 pub use creation::*;
 pub use einsum::{einsum, einsum_path};
 pub use elementwise::*;
