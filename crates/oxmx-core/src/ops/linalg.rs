@@ -1,1 +1,0 @@
-//! `linalg` namespace (mx.linalg).
