@@ -432,3 +432,33 @@ fn errors_are_clear_and_never_panic() {
         err_msg(&linalg::cross(&Array::vec(&[1.0f32, 2.0, 3.0]), &ops::ones(&[4], Dtype::Float32), -1)).contains("must have size 2 or 3")
     );
 }
+
+/// multivariate_normal (built on svd): sample mean and covariance match the parameters.
+#[test]
+fn multivariate_normal_statistics() {
+    use oxmx_core::random;
+    let mean = Array::vec(&[1.0f32, -2.0, 0.5]);
+    let cov = Array::from_slice(&[2.0f32, 0.6, 0.2, 0.6, 1.0, -0.3, 0.2, -0.3, 0.5], &[3, 3]);
+    let n = 200_000;
+    let s = random::multivariate_normal(&mean, &cov, &[n], Dtype::Float32, Some(&random::key(3)));
+    assert_eq!(s.shape(), &[n, 3]);
+    let v = s.to_vec::<f32>().unwrap();
+    let m: Vec<f64> = (0..3).map(|j| (0..n).map(|i| v[i * 3 + j] as f64).sum::<f64>() / n as f64).collect();
+    let want_m = [1.0, -2.0, 0.5];
+    let want_c = [2.0, 0.6, 0.2, 0.6, 1.0, -0.3, 0.2, -0.3, 0.5];
+    for j in 0..3 {
+        assert!((m[j] - want_m[j]).abs() < 0.02, "mean {j}: {}", m[j]);
+        for k in 0..3 {
+            let c = (0..n).map(|i| (v[i * 3 + j] as f64 - m[j]) * (v[i * 3 + k] as f64 - m[k])).sum::<f64>() / n as f64;
+            assert!((c - want_c[j * 3 + k]).abs() < 0.03, "cov {j}{k}: {c}");
+        }
+    }
+    // Batched parameters broadcast against the sample shape; bad shapes are errors.
+    let bm = oxmx_core::ops::zeros(&[4, 3], Dtype::Float32);
+    assert_eq!(random::multivariate_normal(&bm, &cov, &[2, 4], Dtype::Float32, Some(&random::key(1))).shape(), &[2, 4, 3]);
+    assert!(random::multivariate_normal(&mean, &oxmx_core::ops::zeros(&[2, 2], Dtype::Float32), &[5], Dtype::Float32, None)
+        .check()
+        .is_err());
+    assert!(random::multivariate_normal(&mean, &cov, &[5], Dtype::Float64, None).check().is_err());
+    assert!(random::multivariate_normal(&bm, &cov, &[5], Dtype::Float32, None).check().is_err());
+}

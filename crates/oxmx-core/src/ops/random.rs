@@ -225,6 +225,50 @@ pub fn categorical(logits: &Array, axis: isize, num_samples: Option<usize>, key:
     })
 }
 
+/// Samples from the multivariate normal with `mean` (`[..., n]`) and covariance `cov`
+/// (`[..., n, n]`, symmetric positive semi-definite): `mean + z @ (U sqrt(S))^T` with `z`
+/// standard normal of shape `shape + [n]` and `cov = U S U^T` from the SVD, as MLX computes it
+/// (the SVD also handles singular covariances). Only float32, as MLX.
+#[track_caller]
+pub fn multivariate_normal(mean: &Array, cov: &Array, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Array {
+    let key = key.cloned();
+    Array::build(|| {
+        if dtype != Dtype::Float32 {
+            crate::bail!("[multivariate_normal] dtype must be float32, got {dtype}.");
+        }
+        if mean.ndim() < 1 || cov.ndim() < 2 {
+            crate::bail!(
+                "[multivariate_normal] mean must be at least 1-D and cov at least 2-D, got {:?} and {:?}.",
+                mean.shape(),
+                cov.shape()
+            );
+        }
+        let n = mean.shape()[mean.ndim() - 1];
+        if cov.shape()[cov.ndim() - 2..] != [n, n] {
+            crate::bail!(
+                "[multivariate_normal] cov must have shape [..., {n}, {n}] for mean of shape {:?}, got {:?}.",
+                mean.shape(),
+                cov.shape()
+            );
+        }
+        let batch = broadcast_shapes(&mean.shape()[..mean.ndim() - 1], &cov.shape()[..cov.ndim() - 2])?;
+        let out_batch = broadcast_shapes(shape, &batch)?;
+        if out_batch != shape {
+            crate::bail!(
+                "[multivariate_normal] shape {shape:?} is not broadcast-compatible with the batch shape {batch:?} of mean and cov."
+            );
+        }
+        let mut zshape = shape.to_vec();
+        zshape.push(n);
+        let z = normal(&zshape, Dtype::Float32, 0.0f32, 1.0f32, key.as_ref());
+        let (u, s, _) = super::linalg::svd(&cov.astype(Dtype::Float32));
+        let std = super::multiply(&u, &super::expand_dims(&super::sqrt(&s), &[-2]));
+        // z [..., n] times std^T: each sample is std @ z.
+        let draw = super::squeeze(&super::matmul(&super::expand_dims(&z, &[-2]), &super::swapaxes(&std, -1, -2)), &[-2]);
+        Ok(super::add(&draw, &mean.astype(Dtype::Float32)))
+    })
+}
+
 /// A random permutation of `0..n` (uint32): the argsort of random integers.
 #[track_caller]
 pub fn permutation(n: usize, key: Option<&Array>) -> Array {

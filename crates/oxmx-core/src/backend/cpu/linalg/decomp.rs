@@ -113,12 +113,29 @@ pub fn eig(a: &Mat<f64>, vectors: bool) -> Result<Vec<Flat>> {
         })
         .collect();
     let u = e.U();
+    // LAPACK's (and so MLX's) convention, which faer does not apply: every eigenvector has unit
+    // Euclidean norm and its largest component real and positive.
+    let mut scale = Vec::with_capacity(n);
+    for j in 0..n {
+        let col: Vec<_> = (0..n).map(|i| u[(i, j)]).collect();
+        let norm = col.iter().map(|z| z.re * z.re + z.im * z.im).sum::<f64>().sqrt();
+        let big = col.iter().copied().max_by(|a, b| (a.re * a.re + a.im * a.im).total_cmp(&(b.re * b.re + b.im * b.im)));
+        let (pr, pi) = match big {
+            Some(z) if norm > 0.0 => {
+                let m = (z.re * z.re + z.im * z.im).sqrt();
+                // Multiply by conj(z) / |z| / norm.
+                (z.re / m / norm, -z.im / m / norm)
+            }
+            _ => (1.0, 0.0),
+        };
+        scale.push((pr, pi));
+    }
     let mut vecs = Vec::with_capacity(2 * n * n);
     for i in 0..n {
-        for j in 0..n {
+        for (j, &(pr, pi)) in scale.iter().enumerate() {
             let z = u[(i, j)];
-            vecs.push(z.re);
-            vecs.push(z.im);
+            vecs.push(z.re * pr - z.im * pi);
+            vecs.push(z.re * pi + z.im * pr);
         }
     }
     Ok(vec![vals, vecs])
