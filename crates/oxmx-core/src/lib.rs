@@ -20,6 +20,7 @@ pub mod primitives;
 pub mod print;
 pub mod shape;
 pub mod stream;
+pub mod transforms;
 
 pub use array::{async_eval, eval, Array, IntoArray};
 pub use device::{default_device, set_default_device, with_device, Device};
@@ -27,6 +28,7 @@ pub use dtype::{finfo, iinfo, promote_types, Dtype, Element, Scalar};
 pub use error::{Error, ErrorKind, Result};
 pub use ops::*;
 pub use ops::{fft, linalg, random};
+pub use transforms::*;
 pub use stream::{default_stream, new_stream, synchronize, with_stream, Stream};
 
 pub mod prelude {

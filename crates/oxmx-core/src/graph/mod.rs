@@ -3,6 +3,7 @@
 pub mod data;
 pub(crate) mod node;
 pub mod scheduler;
+pub(crate) mod trace;
 
 pub use data::Data;
 pub use node::Spec;

@@ -25,6 +25,9 @@ pub(crate) struct Node {
     #[allow(dead_code)]
     pub index: usize,
     pub state: Mutex<State>,
+    /// The op that built this node, kept past evaluation while a transform traces (see
+    /// `graph::trace`): transforms walk the graph after the traced function may have evaluated it.
+    pub tape: Mutex<Option<Arc<Op>>>,
 }
 
 pub(crate) enum State {
@@ -53,7 +56,17 @@ pub(crate) fn next_id() -> u64 {
 
 impl Node {
     pub fn new(dtype: Dtype, shape: Shape, index: usize, state: State) -> Node {
-        Node { id: next_id(), dtype, shape, index, state: Mutex::new(state) }
+        let tape = match &state {
+            State::Pending(op) if super::trace::is_tracing() => Some(op.clone()),
+            _ => None,
+        };
+        Node { id: next_id(), dtype, shape, index, state: Mutex::new(state), tape: Mutex::new(tape) }
+    }
+    pub fn tape(&self) -> Option<Arc<Op>> {
+        self.tape.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn take_tape(&self) -> Option<Arc<Op>> {
+        self.tape.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())

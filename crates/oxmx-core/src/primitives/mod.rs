@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod cast;
 pub mod conv;
+pub mod custom;
 pub mod creation;
 pub mod fft;
 pub mod index;
@@ -21,6 +22,7 @@ pub mod unary;
 pub use binary::BinaryOp;
 pub use cast::CastOp;
 pub use conv::ConvOp;
+pub use custom::CustomOp;
 pub use creation::CreationOp;
 pub use fft::FftOp;
 pub use index::IndexOp;
@@ -52,6 +54,7 @@ pub enum Primitive {
     Random(RandomOp),
     Fft(FftOp),
     Linalg(LinalgOp),
+    Custom(CustomOp),
 }
 
 impl Primitive {
@@ -72,6 +75,7 @@ impl Primitive {
             Primitive::Random(op) => op.output_specs(inputs),
             Primitive::Fft(op) => op.output_specs(inputs),
             Primitive::Linalg(op) => op.output_specs(inputs),
+            Primitive::Custom(op) => op.output_specs(inputs),
         }
     }
 
@@ -91,6 +95,7 @@ impl Primitive {
             Primitive::Random(op) => op.name(),
             Primitive::Fft(op) => op.name(),
             Primitive::Linalg(op) => op.name(),
+            Primitive::Custom(op) => op.name(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum ShapeOp {
     },
     /// A dense row-major copy.
     Copy,
+    /// Identity whose derivative is zero (`stop_gradient`); a view.
+    StopGradient,
     Concatenate {
         axis: usize,
     },
@@ -45,6 +47,7 @@ impl ShapeOp {
             ShapeOp::Slice { .. } => "Slice",
             ShapeOp::AsStrided { .. } => "AsStrided",
             ShapeOp::Copy => "Copy",
+            ShapeOp::StopGradient => "StopGradient",
             ShapeOp::Concatenate { .. } => "Concatenate",
             ShapeOp::Pad { .. } => "Pad",
         }
@@ -86,7 +89,7 @@ impl ShapeOp {
                 Ok(vec![(len.clone(), dt)])
             }
             ShapeOp::AsStrided { shape: s, .. } => Ok(vec![(s.clone(), dt)]),
-            ShapeOp::Copy => Ok(vec![(shape, dt)]),
+            ShapeOp::Copy | ShapeOp::StopGradient => Ok(vec![(shape, dt)]),
             ShapeOp::Concatenate { axis } => {
                 let Some((first, dt)) = inputs.first().cloned() else {
                     crate::bail!("[concatenate] No arrays provided for concatenation");

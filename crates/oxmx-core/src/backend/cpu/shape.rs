@@ -123,6 +123,7 @@ pub fn eval(op: &ShapeOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> 
             let c = x.to_row_contiguous()?;
             c.view(shape.clone(), strides.clone(), c.offset + *offset as isize)
         }
+        ShapeOp::StopGradient => x.clone(),
         ShapeOp::Copy => {
             if x.is_row_contiguous() {
                 x.clone()

@@ -1,0 +1,12 @@
+//! Function transformations over `Tree`s: automatic differentiation (`vjp`, `jvp`, `grad`,
+//! `value_and_grad`, `checkpoint`, `custom_function`, `stop_gradient`) and `vmap`.
+
+mod api;
+mod autodiff;
+pub(crate) mod rules;
+pub mod tree;
+
+pub use api::{
+    checkpoint, custom_function, grad, grad_argnums, jvp, stop_gradient, value_and_grad, value_and_grad_argnums, vjp, CustomFunction,
+};
+pub use tree::{tree_flatten, tree_map, tree_structure, tree_unflatten, Tree};
