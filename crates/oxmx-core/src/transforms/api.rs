@@ -117,7 +117,7 @@ fn value_and_grad_impl<I: Tree, O: Tree>(f: &dyn Fn(I) -> O, x: &I, select: Opti
 }
 
 /// Leaves that carry `e` in place of every leaf of `like`.
-fn error_tree<T: Tree>(like: &T, e: &Error) -> T {
+pub(super) fn error_tree<T: Tree>(like: &T, e: &Error) -> T {
     let n = tree_flatten(like).len();
     tree_unflatten(like, (0..n).map(|_| Array::error(e.clone())).collect()).expect("same leaf count")
 }
@@ -136,7 +136,7 @@ pub fn value_and_grad<I: Tree, O: Tree>(f: impl Fn(I) -> O) -> impl Fn(I) -> (O,
 }
 
 /// On failure the value is unknown too; the output structure comes from running `f` plainly.
-fn error_out<I: Tree, O: Tree>(f: &dyn Fn(I) -> O, x: &I, e: &Error) -> O {
+pub(super) fn error_out<I: Tree, O: Tree>(f: &dyn Fn(I) -> O, x: &I, e: &Error) -> O {
     error_tree(&f(tree_unflatten(x, tree_flatten(x)).expect("same tree")), e)
 }
 

@@ -5,8 +5,11 @@ mod api;
 mod autodiff;
 pub(crate) mod rules;
 pub mod tree;
+mod vmap;
+mod vmap_rules;
 
 pub use api::{
     checkpoint, custom_function, grad, grad_argnums, jvp, stop_gradient, value_and_grad, value_and_grad_argnums, vjp, CustomFunction,
 };
+pub use vmap::vmap;
 pub use tree::{tree_flatten, tree_map, tree_structure, tree_unflatten, Tree};
