@@ -3,7 +3,7 @@
 //! custom functions, checkpoint and the error cases.
 
 mod common;
-use common::gradcheck::{check, Rng};
+use common::gradcheck::{check, check_f32, Rng};
 use oxmx_core::ops::*;
 use oxmx_core::prelude::*;
 use oxmx_core::transforms::*;
@@ -267,6 +267,28 @@ fn sort_and_linalg() {
 }
 
 #[test]
+fn fft_and_complex() {
+    let c = |x: &Array| x.astype(Dtype::Complex64);
+    let cases: Vec<(&str, Box<dyn Fn(&[Array]) -> Array>, Vec<usize>)> = vec![
+        ("fft_real", Box::new(move |x| real(&fft::fft(&c(&x[0]), None, -1))), vec![2, 6]),
+        ("fft_abs", Box::new(move |x| abs(&fft::fft(&c(&x[0]), None, 0))), vec![5, 2]),
+        ("ifft_imag", Box::new(move |x| imag(&fft::ifft(&(c(&x[0]) * num_complex::Complex32::new(0.5, 1.0)), None, -1))), vec![6]),
+        ("fft_padded", Box::new(move |x| real(&fft::fft(&c(&x[0]), Some(8), -1))), vec![5]),
+        ("rfft", Box::new(|x| abs(&fft::rfft(&x[0].astype(Dtype::Float32), None, -1))), vec![2, 7]),
+        ("rfft_even", Box::new(|x| real(&fft::rfft(&x[0].astype(Dtype::Float32), None, -1))), vec![8]),
+        ("irfft", Box::new(move |x| fft::irfft(&(c(&x[0]) * num_complex::Complex32::new(1.0, -0.5)), Some(8), -1)), vec![5]),
+        ("irfft_odd", Box::new(move |x| fft::irfft(&(c(&x[0]) * num_complex::Complex32::new(0.3, 1.0)), Some(7), -1)), vec![4]),
+        ("fft2_roundtrip", Box::new(move |x| real(&fft::ifft2(&square(&fft::fft2(&c(&x[0]), None, &[0, 1])), None, &[0, 1]))), vec![3, 4]),
+        ("complex_mul_exp", Box::new(move |x| abs(&(exp(&(c(&x[0]) * num_complex::Complex32::new(0.2, 0.7))) * c(&x[1])))), vec![4]),
+    ];
+    for (i, (name, f, shape)) in cases.iter().enumerate() {
+        let n = if *name == "complex_mul_exp" { 2 } else { 1 };
+        let xs: Vec<Array> = (0..n).map(|k| r(50 + i as u64 + 7 * k, shape, 0.2, 1.0)).collect();
+        check_f32(name, f.as_ref(), &xs);
+    }
+}
+
+#[test]
 fn higher_order_and_nesting() {
     let x = Array::from_slice(&[0.3f64, -1.2, 2.0], &[3]);
     // d²/dx² sin = -sin, d³ = -cos.
@@ -363,7 +385,7 @@ fn errors_are_clear() {
     let ga = grad_argnums(|v: Vec<Array>| sum(&v[0], None, false), &[3]);
     let e = ga(vec![Array::vec(&[1.0f32])])[0].check().unwrap_err();
     assert!(e.to_string().contains("argument index 3"), "{e}");
-    let gf = grad(|x: Array| sum(&fft::fft(&x, None, -1), None, false).astype(Dtype::Float32));
+    let gf = grad(|x: Array| sum(&scatter_max(&x, &[Array::vec(&[0i32])], &Array::from_slice(&[5.0f32], &[1, 1]), &[0]), None, false));
     let e = gf(Array::vec(&[1.0f32, 2.0])).check().unwrap_err();
     assert!(e.to_string().contains("not implemented"), "{e}");
 }

@@ -133,7 +133,11 @@ fn jvp_op(op: &crate::graph::node::Op, outs: &[Option<Array>], in_tans: &[Option
             let mut total: Option<Array> = None;
             for (i, t) in in_tans.iter().enumerate() {
                 if let Some(t) = t {
-                    let term = rules::vjp(prim, inputs, outs, &[Some(t.clone())], &[i])?.remove(0);
+                    // Complex vjp rules return ḡ·conj(f'); the tangent needs t·f' = conj(vjp(conj(t))).
+                    let holo = inputs[i].dtype().is_complex() && matches!(prim, Primitive::Unary(_) | Primitive::Binary(_));
+                    let t = if holo { o::conjugate(t) } else { t.clone() };
+                    let term = rules::vjp(prim, inputs, outs, &[Some(t)], &[i])?.remove(0);
+                    let term = if holo { o::conjugate(&term) } else { term };
                     total = Some(match total {
                         Some(s) => s + term,
                         None => term,

@@ -27,17 +27,20 @@ impl Rng {
 pub type F = dyn Fn(&[Array]) -> Array;
 
 fn loss(f: &F, xs: &[Array], w: &Array) -> f64 {
-    sum(&(f(xs) * w), None, false).item::<f64>().expect("loss evaluates")
+    sum(&(f(xs).astype(Dtype::Float64) * w), None, false).item::<f64>().expect("loss evaluates")
 }
 
 /// Checks vjp (every input) and jvp (random tangent) of `f` at `xs` against finite differences.
 pub fn check(name: &str, f: &F, xs: &[Array]) {
+    check_tol(name, f, xs, 1e-6, 1e-6, 1e-4);
+}
+
+pub fn check_tol(name: &str, f: &F, xs: &[Array], eps: f64, atol: f64, rtol: f64) {
     let mut rng = Rng::new(name.len() as u64 * 7919 + 17);
     let y = f(xs);
     y.check().unwrap_or_else(|e| panic!("{name}: forward fails: {e}"));
-    let w = rng.uniform(y.shape(), -1.0, 1.0);
-    let eps = 1e-6;
-    let tol = |a: f64, n: f64| (a - n).abs() <= 1e-6 + 1e-4 * n.abs().max(a.abs());
+    let w = rng.uniform(y.shape(), -1.0, 1.0).astype(y.dtype());
+    let tol = |a: f64, n: f64| (a - n).abs() <= atol + rtol * n.abs().max(a.abs());
 
     // Reverse mode.
     let argnums: Vec<usize> = (0..xs.len()).collect();
@@ -75,4 +78,9 @@ pub fn check(name: &str, f: &F, xs: &[Array]) {
     let shifted = |s: f64| -> Vec<Array> { xs.iter().zip(&ts).map(|(x, t)| x + t * s).collect() };
     let num = (loss(f, &shifted(eps), &w) - loss(f, &shifted(-eps), &w)) / (2.0 * eps);
     assert!(tol(jv, num), "{name}: jvp {jv} vs numeric {num}");
+}
+
+/// `check` for functions computed in float32/complex64 internally: larger step and tolerance.
+pub fn check_f32(name: &str, f: &F, xs: &[Array]) {
+    check_tol(name, f, xs, 1e-3, 2e-3, 1e-2);
 }

@@ -39,14 +39,32 @@ pub(super) fn unary(op: UnaryOp, x: &Array, y: &Array, g: &Array) -> Result<Arra
         Erf => g * (o::exp(&o::negative(&o::square(x))) * (2.0 / PI.sqrt())),
         ErfInv => g * (o::exp(&o::square(y)) * (PI.sqrt() / 2.0)),
         Sigmoid => g * (y * (1.0 - y)),
-        Conjugate | Real | Imag => return Err(complex_unsupported(op)),
+        Conjugate => o::conjugate(g),
+        Real | Imag => return Err(complex_only(op)),
         // Piecewise constant or not real-valued: zero derivative.
         Sign | Floor | Ceil | Round | LogicalNot | BitwiseInvert | IsNan | IsInf | IsPosInf | IsNegInf | IsFinite => o::zeros_like(x),
     })
 }
 
-fn complex_unsupported(op: UnaryOp) -> crate::error::Error {
-    crate::error::Error::invalid(format!("[vjp] the derivative of {op:?} (complex) is not implemented"))
+fn complex_only(op: UnaryOp) -> crate::error::Error {
+    crate::error::Error::runtime(format!("internal: [vjp] {op:?} of a real input"))
+}
+
+/// Cotangent of a complex input (convention `∂L/∂Re + i·∂L/∂Im`). Holomorphic ops give
+/// `ḡ · conj(f'(x))`, i.e. `conj(rule(conj(ḡ)))` with the real rule; the non-holomorphic ones
+/// are written out.
+pub(super) fn complex_unary(op: UnaryOp, x: &Array, y: &Array, g: &Array) -> Result<Array> {
+    let c64 = crate::Dtype::Complex64;
+    Ok(match op {
+        UnaryOp::Real => g.astype(c64),
+        UnaryOp::Imag => g.astype(c64) * num_complex::Complex32::new(0.0, 1.0),
+        UnaryOp::Conjugate => o::conjugate(g),
+        UnaryOp::Abs => {
+            let m = o::abs(x);
+            o::where_(o::equal(&m, 0.0), 0.0, g * x / o::where_(o::equal(&m, 0.0), 1.0, &m))
+        }
+        _ => o::conjugate(&unary(op, x, y, &o::conjugate(g))?),
+    })
 }
 
 /// `g * dy/d(input i)` for `y = op(a, b)`.

@@ -10,6 +10,7 @@
 //! tangents; everything else falls back to transposing the (linear) vjp with a second vjp.
 
 mod elementwise;
+mod fft;
 mod index;
 mod linalg;
 mod other;
@@ -32,10 +33,21 @@ pub(crate) fn vjp(prim: &Primitive, inputs: &[Array], outputs: &[Option<Array>],
     match prim {
         Primitive::Unary(op) => {
             let (y, g) = single()?;
+            if inputs[0].dtype().is_complex() {
+                return Ok(vec![elementwise::complex_unary(*op, &inputs[0], &y, &g)?]);
+            }
             Ok(vec![elementwise::unary(*op, &inputs[0], &y, &g)?])
         }
         Primitive::Binary(op) => {
             let (y, g) = single()?;
+            if inputs[0].dtype().is_complex() {
+                // Holomorphic in each argument: ḡ · conj(∂y/∂x).
+                let gc = crate::ops::conjugate(&g);
+                return argnums
+                    .iter()
+                    .map(|&i| Ok(crate::ops::conjugate(&elementwise::binary(*op, &inputs[0], &inputs[1], &y, &gc, i)?)))
+                    .collect();
+            }
             argnums.iter().map(|&i| elementwise::binary(*op, &inputs[0], &inputs[1], &y, &g, i)).collect()
         }
         Primitive::Ternary(_) => {
@@ -72,7 +84,10 @@ pub(crate) fn vjp(prim: &Primitive, inputs: &[Array], outputs: &[Option<Array>],
         }
         Primitive::Linalg(op) => linalg::vjp(op, inputs, outputs, cots, argnums),
         Primitive::Creation(_) | Primitive::Random(_) => Ok(argnums.iter().map(|&i| crate::ops::zeros_like(&inputs[i])).collect()),
-        Primitive::Fft(_) => Err(not_differentiable(prim)),
+        Primitive::Fft(op) => {
+            let (_, g) = single()?;
+            Ok(vec![fft::vjp(op, &inputs[0], &g)?])
+        }
         Primitive::Custom(op) => {
             let Some(f) = &op.vjp else { return Err(not_differentiable(prim)) };
             let n = op.n_primals;
@@ -111,8 +126,11 @@ pub(crate) enum JvpKind {
 pub(crate) fn jvp_kind(prim: &Primitive) -> JvpKind {
     use crate::primitives::reduce::{ReduceKind, ScanKind};
     use crate::primitives::index::ScatterKind;
-    use crate::primitives::{CastOp, IndexOp, ReduceOp, ShapeOp};
+    use crate::primitives::{CastOp, IndexOp, ReduceOp, ShapeOp, UnaryOp};
     match prim {
+        // Real-linear but not complex-linear: apply the op to the tangent.
+        Primitive::Unary(UnaryOp::Real | UnaryOp::Imag | UnaryOp::Conjugate) | Primitive::Fft(_) => JvpKind::Linear,
+        Primitive::Unary(UnaryOp::Abs) => JvpKind::Transpose,
         Primitive::Index(IndexOp::Scatter { kind: ScatterKind::Prod | ScatterKind::Max | ScatterKind::Min, .. }) => JvpKind::Transpose,
         Primitive::Matmul(_) | Primitive::Conv(_) => JvpKind::Multilinear,
         Primitive::Custom(op) if op.jvp.is_some() => JvpKind::Custom,
