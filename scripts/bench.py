@@ -88,6 +88,55 @@ def matmul_workloads(lib, rng):
     return out
 
 
+MLP_BATCH, MLP_DIMS = 256, [1024, 1024, 1024, 1024, 10]  # mirrors crates/oxmx-bench/src/transforms.rs
+
+
+def transform_workloads(name):
+    """The MLP forward and value_and_grad workloads, for the peers with autodiff."""
+    import numpy as np
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (MLP_BATCH, MLP_DIMS[0])).astype("float32")
+    ws = [(rng.uniform(-1, 1, (a, b)) * 0.03).astype("float32") for a, b in zip(MLP_DIMS, MLP_DIMS[1:])]
+    if name == "mlx":
+        import mlx.core as mx
+
+        def loss(ws, x):
+            h = x
+            for i, w in enumerate(ws):
+                h = h @ w
+                if i + 1 < len(ws):
+                    h = mx.tanh(h)
+            return mx.mean(h * h)
+
+        xm, wm = mx.array(x), [mx.array(w) for w in ws]
+        vg = mx.value_and_grad(loss)
+        return [("mlp_forward_b256_1024x3", lambda: loss(wm, xm), 10),
+                ("mlp_value_and_grad_b256_1024x3", lambda: vg(wm, xm), 10)]
+    if name == "torch":
+        import torch
+
+        def loss(ws, x):
+            h = x
+            for i, w in enumerate(ws):
+                h = h @ w
+                if i + 1 < len(ws):
+                    h = torch.tanh(h)
+            return (h * h).mean()
+
+        xt = torch.from_numpy(x)
+        wt = [torch.from_numpy(w).requires_grad_(True) for w in ws]
+
+        def vg():
+            l = loss(wt, xt)
+            return l, torch.autograd.grad(l, wt)
+
+        def fwd():
+            with torch.no_grad():
+                return loss(wt, xt)
+        return [("mlp_forward_b256_1024x3", fwd, 10), ("mlp_value_and_grad_b256_1024x3", vg, 10)]
+    return []
+
+
 def numpy_lib():
     import numpy as np
 
@@ -148,8 +197,12 @@ def main():
     exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "oxmx-bench")
     out = subprocess.run([exe, FILTER], capture_output=True, text=True, check=True).stdout
     copy_gbps = None
+    notes = []
     for line in out.splitlines():
         r = json.loads(line)
+        if r["impl"] == "note":
+            notes.append(r)
+            continue
         if r["impl"] == "machine":
             copy_gbps = r["gbps"]
             continue
@@ -162,7 +215,7 @@ def main():
         except ImportError:
             print(f"note: {name} not installed; skipped", file=sys.stderr)
             continue
-        for bench, fn, iters in workloads(lib, xp, sync):
+        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name):
             if FILTER and FILTER not in bench:
                 continue
             results.setdefault(bench, {})[name] = median_time(fn, iters, sync) * 1e3
@@ -182,6 +235,8 @@ def main():
             else:
                 cells += ["-", "-"]
         print(f"| {bench} | " + " | ".join(cells) + " |")
+    for n in notes:
+        print(f"\n{n['bench']}: " + ", ".join(f"{k} = {v:.3g}" for k, v in n.items() if k not in ("impl", "bench")))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ use oxmx_core::ops;
 use oxmx_core::prelude::*;
 use std::time::Instant;
 
+mod transforms;
+
 /// Median seconds of `iters` evaluations of `f` after one warm-up.
 fn time(iters: usize, mut f: impl FnMut() -> Array) -> f64 {
     f().eval().expect("benchmark workload failed");
@@ -45,14 +47,14 @@ fn copy_bandwidth(n: usize) -> f64 {
     (2 * n * 4) as f64 / best
 }
 
-fn report(name: &str, secs: f64, bytes: f64, flops: f64) {
+pub(crate) fn report(name: &str, secs: f64, bytes: f64, flops: f64) {
     println!(
         "{}",
         serde_json::json!({"impl": "oxmx", "bench": name, "ms": secs * 1e3, "gbps": bytes / secs / 1e9, "gflops": flops / secs / 1e9})
     );
 }
 
-fn input(shape: &[usize], seed: u64) -> Array {
+pub(crate) fn input(shape: &[usize], seed: u64) -> Array {
     // Deterministic pseudo-random values in [-1, 1) without depending on the random module.
     let n: usize = shape.iter().product();
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -169,4 +171,5 @@ fn main() {
         v.eval().unwrap();
         report("sort_1M_f32", time(5, || ops::sort(&v, Some(-1))), (2 * 4 << 20) as f64, 0.0);
     }
+    transforms::run(&want);
 }

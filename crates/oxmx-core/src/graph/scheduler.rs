@@ -147,7 +147,10 @@ fn topological_pending(outputs: &[&Array]) -> Vec<Arc<Op>> {
             _ => None,
         }
     };
-    for out in outputs {
+    // Later outputs first: for `(loss, grads…)` from a backward pass, the last layers' gradients
+    // come last in the list but are ready first, and finishing them before walking further
+    // down keeps only one layer's (recomputed) activations alive at a time.
+    for out in outputs.iter().rev() {
         let Some(root) = pending_op(&out.0) else { continue };
         if !visited.insert(Arc::as_ptr(&root)) {
             continue;

@@ -6,10 +6,13 @@ use crate::ops as o;
 use crate::primitives::conv::{ConvOp, ConvParams};
 use crate::primitives::{Primitive, SortOp};
 
-/// `y = a @ b` (equal batch shapes): `da = g @ bᵀ`, `db = aᵀ @ g`.
+/// `y = a @ b` (equal batch shapes): `da = g @ bᵀ`, `db = aᵀ @ g`, the latter built as
+/// `(gᵀ @ a)ᵀ` so that `g` is the node's first input: evaluation visits inputs in order, and
+/// finishing the cotangent chain before recomputed activations is what lets `checkpoint` keep
+/// only one block's intermediates alive.
 pub(super) fn matmul_vjp(inputs: &[Array], g: &Array, i: usize) -> Result<Array> {
     let t = |a: &Array| o::swapaxes(a, -1, -2);
-    Ok(if i == 0 { o::matmul(g, &t(&inputs[1])) } else { o::matmul(&t(&inputs[0]), g) })
+    Ok(if i == 0 { o::matmul(g, &t(&inputs[1])) } else { t(&o::matmul(&t(g), &inputs[0])) })
 }
 
 fn conv(x: &Array, w: &Array, p: ConvParams) -> Array {
