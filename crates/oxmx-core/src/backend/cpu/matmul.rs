@@ -1,5 +1,5 @@
-//! Matmul on the CPU: f32/f64/f16/complex64 through `gemm` (reading strided views in place),
-//! bf16 through f32 blocks, integers with a plain loop.
+//! Matmul on the CPU: f32/f64/complex64 through `gemm` (reading strided views in place),
+//! f16 through f32, bf16 on AMX tiles (or through f32), integers with a plain loop.
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -166,13 +166,26 @@ fn bf16_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
             });
         }
     }
+    through_f32::<bf16>(a, b, out_shape, bf16::to_f32, bf16::from_f32)
+}
+
+/// A 16-bit float product computed in float32: both operands converted once (O(n²), vectorised
+/// and parallel), multiplied by the f32 gemm (O(n³)), rounded back once. For float16 this beats
+/// `gemm`'s own f16 path by ~1.5x: this CPU has AVX-512 FP16 but no AMX-FP16, and f16 products
+/// must accumulate in f32 to match MLX and PyTorch.
+fn through_f32<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, up: fn(T) -> f32, down: fn(f32) -> T) -> Result<Data> {
+    const CHUNK: usize = 1 << 15;
     let to_f32 = |d: &Data| -> Result<Data> {
-        let v: Vec<f32> = d.row_major::<bf16>().iter().map(|x| x.to_f32()).collect();
-        Data::from_slice(&v, d.shape.clone())
+        let src = d.row_major::<T>();
+        Data::build::<f32>(d.shape.clone(), |out| {
+            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| super::simd::map_slice(s, o, &up))
+        })
     };
     let r = gemm_kernel::<f32>(&to_f32(a)?, &to_f32(b)?, out_shape.clone(), 0.0, 1.0)?;
-    let v: Vec<bf16> = r.row_major::<f32>().iter().map(|&x| bf16::from_f32(x)).collect();
-    Data::from_slice(&v, out_shape)
+    let acc = r.row_major::<f32>();
+    Data::build::<T>(out_shape, |out| {
+        out.par_chunks_mut(CHUNK).zip(acc.par_chunks(CHUNK)).for_each(|(o, s)| super::simd::map_slice(s, o, &down))
+    })
 }
 
 pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
@@ -183,7 +196,7 @@ pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>>
             let out = match a.dtype {
                 Dtype::Float32 => gemm_kernel::<f32>(&a, &b, out_shape, 0.0, 1.0),
                 Dtype::Float64 => gemm_kernel::<f64>(&a, &b, out_shape, 0.0, 1.0),
-                Dtype::Float16 => gemm_kernel::<f16>(&a, &b, out_shape, f16::ZERO, f16::ONE),
+                Dtype::Float16 => through_f32::<f16>(&a, &b, out_shape, f16::to_f32, f16::from_f32),
                 Dtype::Complex64 => gemm_kernel::<Complex32>(&a, &b, out_shape, Complex32::new(0.0, 0.0), Complex32::new(1.0, 0.0)),
                 Dtype::Bfloat16 => bf16_kernel(&a, &b, out_shape),
                 dt if dt.is_integer() => crate::dispatch!(dt, T => int_kernel::<T>(&a, &b, out_shape)),

@@ -88,7 +88,18 @@ fn reduce_rows<T: Copy + Sync, A: Copy + Send + Sync>(
     }
 }
 
-/// `[outer, red, inner]` with the middle axis reduced: accumulate whole rows of `inner`.
+/// `acc[j] = combine(acc[j], conv(src[j]))`, compiled wide (see `simd::vectorized`).
+#[inline(always)]
+fn accumulate<T: Copy, A: Copy>(acc: &mut [A], src: &[T], conv: &impl Fn(T) -> A, c: &impl Combine<A>) {
+    for (a, &v) in acc.iter_mut().zip(src) {
+        *a = c.combine(*a, conv(v));
+    }
+}
+
+/// `[outer, red, inner]` with the middle axis reduced: accumulate whole rows of `inner` into an
+/// L1-sized accumulator. When there are fewer (outer, column block) tasks than threads — e.g. a
+/// column sum of one matrix — the reduced rows are split between threads too and the partial
+/// accumulators combined.
 fn reduce_middle<T: Copy + Sync, A: Copy + Send + Sync>(
     x: &[T],
     outer: usize,
@@ -96,25 +107,52 @@ fn reduce_middle<T: Copy + Sync, A: Copy + Send + Sync>(
     inner: usize,
     out: &mut [A],
     conv: impl Fn(T) -> A + Sync,
-    c: &impl Combine<A>,
+    c: &(impl Combine<A> + Sync),
 ) {
-    let work = |o: usize, j0: usize, acc: &mut [A]| {
+    const COLS: usize = 4096;
+    let work = |o: usize, j0: usize, r0: usize, r1: usize, acc: &mut [A]| {
         acc.iter_mut().for_each(|a| *a = c.identity());
-        for r in 0..red {
+        for r in r0..r1 {
             let base = (o * red + r) * inner + j0;
             let src = &x[base..base + acc.len()];
-            for (a, &v) in acc.iter_mut().zip(src) {
-                *a = c.combine(*a, conv(v));
-            }
+            super::simd::vectorized(|| accumulate(acc, src, &conv, c));
         }
     };
-    if outer * red * inner >= PAR_THRESHOLD {
-        out.par_chunks_mut(inner).enumerate().for_each(|(o, orow)| {
-            orow.par_chunks_mut(CHUNK / 4).enumerate().for_each(|(ci, acc)| work(o, ci * (CHUNK / 4), acc));
-        });
-    } else {
+    if outer * red * inner < PAR_THRESHOLD {
         for (o, orow) in out.chunks_mut(inner.max(1)).enumerate() {
-            work(o, 0, orow);
+            work(o, 0, 0, red, orow);
+        }
+        return;
+    }
+    let n_col = inner.div_ceil(COLS);
+    let want = 2 * rayon::current_num_threads();
+    let parts = if outer * n_col >= want { 1 } else { (want / (outer * n_col)).clamp(1, (red / 16).max(1)) };
+    if parts == 1 {
+        out.par_chunks_mut(inner).enumerate().for_each(|(o, orow)| {
+            orow.par_chunks_mut(COLS).enumerate().for_each(|(ci, acc)| work(o, ci * COLS, 0, red, acc));
+        });
+        return;
+    }
+    let per = red.div_ceil(parts);
+    let partials: Vec<Vec<A>> = (0..outer * n_col * parts)
+        .into_par_iter()
+        .map(|t| {
+            let (oc, p) = (t / parts, t % parts);
+            let (o, ci) = (oc / n_col, oc % n_col);
+            let len = COLS.min(inner - ci * COLS);
+            let mut acc = vec![c.identity(); len];
+            work(o, ci * COLS, (p * per).min(red), ((p + 1) * per).min(red), &mut acc);
+            acc
+        })
+        .collect();
+    for (oc, group) in partials.chunks(parts).enumerate() {
+        let (o, ci) = (oc / n_col, oc % n_col);
+        let dst = &mut out[o * inner + ci * COLS..o * inner + ci * COLS + group[0].len()];
+        dst.copy_from_slice(&group[0]);
+        for g in &group[1..] {
+            for (d, &v) in dst.iter_mut().zip(g) {
+                *d = c.combine(*d, v);
+            }
         }
     }
 }
