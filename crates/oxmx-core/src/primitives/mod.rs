@@ -9,6 +9,7 @@ pub mod conv;
 pub mod custom;
 pub mod creation;
 pub mod fft;
+pub mod fused;
 pub mod index;
 pub mod linalg;
 pub mod matmul;
@@ -25,6 +26,7 @@ pub use conv::ConvOp;
 pub use custom::CustomOp;
 pub use creation::CreationOp;
 pub use fft::FftOp;
+pub use fused::{FusedInstr, FusedOp};
 pub use index::IndexOp;
 pub use linalg::LinalgOp;
 pub use matmul::MatmulOp;
@@ -55,6 +57,8 @@ pub enum Primitive {
     Fft(FftOp),
     Linalg(LinalgOp),
     Custom(CustomOp),
+    /// A region of element-wise ops merged by `compile`.
+    Fused(FusedOp),
 }
 
 impl Primitive {
@@ -76,6 +80,7 @@ impl Primitive {
             Primitive::Fft(op) => op.output_specs(inputs),
             Primitive::Linalg(op) => op.output_specs(inputs),
             Primitive::Custom(op) => op.output_specs(inputs),
+            Primitive::Fused(op) => op.output_specs(inputs),
         }
     }
 
@@ -96,6 +101,7 @@ impl Primitive {
             Primitive::Fft(op) => op.name(),
             Primitive::Linalg(op) => op.name(),
             Primitive::Custom(op) => op.name(),
+            Primitive::Fused(op) => op.name(),
         }
     }
 }

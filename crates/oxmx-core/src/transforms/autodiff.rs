@@ -182,6 +182,10 @@ fn jvp_op(op: &crate::graph::node::Op, outs: &[Option<Array>], in_tans: &[Option
             }
             Ok(res.into_iter().map(Some).collect())
         }
+        JvpKind::Fused => {
+            let Primitive::Fused(f) = prim else { unreachable!() };
+            rules::fused::jvp(f, inputs, in_tans)
+        }
         JvpKind::Transpose => {
             // u ↦ vjp(u) is linear; its transpose applied to the input tangents is the jvp.
             let argnums: Vec<usize> = (0..n).filter(|&i| in_tans[i].is_some()).collect();

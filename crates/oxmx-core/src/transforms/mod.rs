@@ -1,8 +1,9 @@
 //! Function transformations over `Tree`s: automatic differentiation (`vjp`, `jvp`, `grad`,
-//! `value_and_grad`, `checkpoint`, `custom_function`, `stop_gradient`) and `vmap`.
+//! `value_and_grad`, `checkpoint`, `custom_function`, `stop_gradient`), `vmap` and `compile`.
 
 mod api;
 mod autodiff;
+pub mod compile;
 pub(crate) mod rules;
 pub mod tree;
 mod vmap;
@@ -12,4 +13,7 @@ pub use api::{
     checkpoint, custom_function, grad, grad_argnums, jvp, stop_gradient, value_and_grad, value_and_grad_argnums, vjp, CustomFunction,
 };
 pub use vmap::vmap;
+pub use compile::{
+    compile, compile_enabled, compile_shapeless, disable_compile, enable_compile, set_compile_enabled, CompileStats, CompiledFn,
+};
 pub use tree::{tree_flatten, tree_map, tree_structure, tree_unflatten, Tree};

@@ -1,7 +1,7 @@
 //! Batching rules: each primitive applied to inputs whose batch axis (if batched) is axis 0,
 //! producing outputs batched on axis 0. Most rules shift the primitive's axis parameters by
 //! one; element-wise and matmul-like primitives broadcast unbatched operands; primitives without
-//! a rule (random bits with batched keys, scatter, batched conv weights, fused regions) loop
+//! a rule (random bits with batched keys, scatter, batched conv weights) loop
 //! over the batch, which is always correct.
 
 use crate::array::Array;
@@ -186,6 +186,16 @@ pub(crate) fn batch(prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result
                 super::vmap::vmap(f, &in_axes, &[0])(prims)
             }
         },
+        // A fused region is batched as the element-wise ops it stands for (each has a rule).
+        Primitive::Fused(op) => {
+            let in_axes: Vec<Option<isize>> = ins.iter().map(|(_, is_b)| is_b.then_some(0)).collect();
+            let op = op.clone();
+            let f = move |v: Vec<Array>| {
+                super::rules::fused::expand(&op, &v).unwrap_or_else(|e| op.outputs.iter().map(|_| Array::error(e.clone())).collect())
+            };
+            let prims: Vec<Array> = ins.iter().map(|(a, _)| a.clone()).collect();
+            super::vmap::vmap(f, &in_axes, &[0])(prims)
+        }
         Primitive::Random(_) | Primitive::Creation(_) | Primitive::Conv(_) => return loop_over(prim, ins, b),
     })
 }

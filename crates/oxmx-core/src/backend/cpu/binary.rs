@@ -15,7 +15,7 @@ fn unsupported(op: BinaryOp, dt: Dtype) -> Error {
 
 /// Python-style remainder: the result has the sign of the divisor.
 #[inline(always)]
-fn py_rem_f<F: num_traits::Float>(a: F, b: F) -> F {
+pub(crate) fn py_rem_f<F: num_traits::Float>(a: F, b: F) -> F {
     let r = a % b;
     if r != F::zero() && ((r < F::zero()) != (b < F::zero())) {
         r + b
@@ -25,7 +25,7 @@ fn py_rem_f<F: num_traits::Float>(a: F, b: F) -> F {
 }
 
 #[inline(always)]
-fn max_nan<F: num_traits::Float>(a: F, b: F) -> F {
+pub(crate) fn max_nan<F: num_traits::Float>(a: F, b: F) -> F {
     if a.is_nan() || b.is_nan() {
         F::nan()
     } else if a > b {
@@ -35,7 +35,7 @@ fn max_nan<F: num_traits::Float>(a: F, b: F) -> F {
     }
 }
 #[inline(always)]
-fn min_nan<F: num_traits::Float>(a: F, b: F) -> F {
+pub(crate) fn min_nan<F: num_traits::Float>(a: F, b: F) -> F {
     if a.is_nan() || b.is_nan() {
         F::nan()
     } else if a < b {
@@ -46,7 +46,7 @@ fn min_nan<F: num_traits::Float>(a: F, b: F) -> F {
 }
 
 #[inline(always)]
-fn logaddexp<F: num_traits::Float>(a: F, b: F) -> F {
+pub(crate) fn logaddexp<F: num_traits::Float>(a: F, b: F) -> F {
     if a.is_nan() || b.is_nan() {
         return F::nan();
     }

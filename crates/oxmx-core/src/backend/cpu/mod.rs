@@ -9,6 +9,7 @@ pub mod creation;
 pub mod elementwise;
 pub mod fastmath;
 pub mod fft;
+pub mod fused;
 pub mod index;
 pub mod linalg;
 pub mod matmul;
@@ -44,5 +45,6 @@ pub fn eval(prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Dat
         Primitive::Linalg(op) => linalg::eval(op, inputs, specs),
         // The forward outputs were computed by their own graph: pass them through.
         Primitive::Custom(op) => Ok(inputs[op.n_primals..].to_vec()),
+        Primitive::Fused(op) => fused::eval(op, inputs, specs),
     }
 }

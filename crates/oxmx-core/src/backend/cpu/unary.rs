@@ -193,7 +193,7 @@ pub fn erfinv_f64(x: f64) -> f64 {
 }
 
 #[inline(always)]
-fn float_op<F: FloatMath + num_traits::Float>(op: UnaryOp, x: F) -> F {
+pub(crate) fn float_op<F: FloatMath + num_traits::Float>(op: UnaryOp, x: F) -> F {
     use UnaryOp::*;
     let one = F::one();
     match op {

@@ -11,6 +11,7 @@
 
 mod elementwise;
 mod fft;
+pub(crate) mod fused;
 mod index;
 mod linalg;
 mod other;
@@ -88,6 +89,7 @@ pub(crate) fn vjp(prim: &Primitive, inputs: &[Array], outputs: &[Option<Array>],
             let (_, g) = single()?;
             Ok(vec![fft::vjp(op, &inputs[0], &g)?])
         }
+        Primitive::Fused(op) => fused::vjp(op, inputs, outputs, cots, argnums),
         Primitive::Custom(op) => {
             let Some(f) = &op.vjp else { return Err(not_differentiable(prim)) };
             let n = op.n_primals;
@@ -121,6 +123,8 @@ pub(crate) enum JvpKind {
     Transpose,
     /// A custom function with a user jvp.
     Custom,
+    /// A fused region: the jvp of its rebuilt ops.
+    Fused,
 }
 
 pub(crate) fn jvp_kind(prim: &Primitive) -> JvpKind {
@@ -133,6 +137,7 @@ pub(crate) fn jvp_kind(prim: &Primitive) -> JvpKind {
         Primitive::Unary(UnaryOp::Abs) => JvpKind::Transpose,
         Primitive::Index(IndexOp::Scatter { kind: ScatterKind::Prod | ScatterKind::Max | ScatterKind::Min, .. }) => JvpKind::Transpose,
         Primitive::Matmul(_) | Primitive::Conv(_) => JvpKind::Multilinear,
+        Primitive::Fused(_) => JvpKind::Fused,
         Primitive::Custom(op) if op.jvp.is_some() => JvpKind::Custom,
         Primitive::Unary(_) | Primitive::Binary(_) | Primitive::Ternary(_) | Primitive::Cast(CastOp::AsType(_)) => JvpKind::Elementwise,
         Primitive::Shape(ShapeOp::StopGradient) => JvpKind::Transpose,
