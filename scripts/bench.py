@@ -143,6 +143,93 @@ def transform_workloads(name):
     return []
 
 
+TRAIN_MLP = [784, 512, 512, 10]  # mirrors crates/oxmx-bench/src/nn.rs
+LM = dict(vocab=96, ctx=64, dims=128, heads=4, layers=2, batch=32)
+
+
+def train_workloads(name):
+    """One training step (forward, backward, optimizer update, evaluation) of the MLP and of the
+    small transformer LM, as crates/oxmx-bench/src/nn.rs."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, TRAIN_MLP[0])).astype("float32")
+    y = rng.integers(0, 10, 256)
+    tok = rng.integers(0, LM["vocab"], (LM["batch"], LM["ctx"]))
+    tgt = rng.integers(0, LM["vocab"], (LM["batch"], LM["ctx"]))
+    if name == "mlx":
+        import mlx.core as mx
+        import mlx.nn as nn
+        import mlx.optimizers as optim
+
+        class Mlp(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layers = [nn.Linear(a, b) for a, b in zip(TRAIN_MLP, TRAIN_MLP[1:])]
+
+            def __call__(self, h):
+                for l in self.layers[:-1]:
+                    h = nn.relu(l(h))
+                return self.layers[-1](h)
+
+        class Lm(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embedding = nn.Embedding(LM["vocab"], LM["dims"])
+                self.positions = nn.Embedding(LM["ctx"], LM["dims"])
+                self.transformer = nn.TransformerEncoder(LM["layers"], LM["dims"], LM["heads"], 4 * LM["dims"], norm_first=True)
+                self.out_proj = nn.Linear(LM["dims"], LM["vocab"])
+
+            def __call__(self, t):
+                h = self.embedding(t) + self.positions(mx.arange(t.shape[1]))
+                mask = nn.MultiHeadAttention.create_additive_causal_mask(t.shape[1])
+                return self.out_proj(self.transformer(h, mask))
+
+        def stepper(model, opt, xs, ys):
+            vg = nn.value_and_grad(model, lambda m, a, b: nn.losses.cross_entropy(m(a), b, reduction="mean"))
+
+            def step():
+                loss, g = vg(model, xs, ys)
+                opt.update(model, g)
+                mx.eval(loss, model.parameters(), opt.state)
+            return step
+        return [("train_mlp_step_b256_784x512x512x10", stepper(Mlp(), optim.SGD(0.01), mx.array(x), mx.array(y)), 20),
+                ("train_transformer_step_b32_l64_d128x2", stepper(Lm(), optim.AdamW(1e-3), mx.array(tok), mx.array(tgt)), 20)]
+    if name == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        class Lm(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                d = LM["dims"]
+                self.embedding = torch.nn.Embedding(LM["vocab"], d)
+                self.positions = torch.nn.Embedding(LM["ctx"], d)
+                layer = torch.nn.TransformerEncoderLayer(d, LM["heads"], 4 * d, dropout=0.0, batch_first=True, norm_first=True)
+                self.transformer = torch.nn.TransformerEncoder(layer, LM["layers"], norm=torch.nn.LayerNorm(d), enable_nested_tensor=False)
+                self.out_proj = torch.nn.Linear(d, LM["vocab"])
+                self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(LM["ctx"]))
+
+            def forward(self, t):
+                h = self.embedding(t) + self.positions(torch.arange(t.shape[1]))
+                return self.out_proj(self.transformer(h, mask=self.mask, is_causal=True))
+
+        mlp = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+
+        def stepper(model, opt, xs, ys):
+            def step():
+                opt.zero_grad()
+                out = model(xs)
+                loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), ys.reshape(-1))
+                loss.backward()
+                opt.step()
+                return loss.item()
+            return step
+        lm = Lm()
+        return [("train_mlp_step_b256_784x512x512x10", stepper(mlp, torch.optim.SGD(mlp.parameters(), 0.01), torch.from_numpy(x), torch.from_numpy(y)), 20),
+                ("train_transformer_step_b32_l64_d128x2", stepper(lm, torch.optim.AdamW(lm.parameters(), 1e-3), torch.from_numpy(tok), torch.from_numpy(tgt)), 20)]
+    return []
+
+
 def numpy_lib():
     import numpy as np
 
@@ -221,7 +308,7 @@ def main():
         except ImportError:
             print(f"note: {name} not installed; skipped", file=sys.stderr)
             continue
-        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name):
+        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name) + train_workloads(name):
             if FILTER and FILTER not in bench:
                 continue
             results.setdefault(bench, {})[name] = median_time(fn, iters, sync) * 1e3

@@ -9,6 +9,7 @@ use oxmx_core::prelude::*;
 use std::time::Instant;
 
 mod transforms;
+mod nn;
 
 /// Median seconds of `iters` evaluations of `f` after one warm-up.
 fn time(iters: usize, mut f: impl FnMut() -> Array) -> f64 {
@@ -185,4 +186,5 @@ fn main() {
         report("sort_1M_f32", time(5, || ops::sort(&v, Some(-1))), (2 * 4 << 20) as f64, 0.0);
     }
     transforms::run(&want);
+    nn::run(&want);
 }

@@ -1,5 +1,5 @@
-//! oxmx: an MLX-style machine-learning framework in Rust. This facade re-exports the core (and,
-//! as they land, nn and optimizers).
+//! oxmx: an MLX-style machine-learning framework in Rust. This facade re-exports the core, `nn`
+//! and `optim`.
 //!
 //! ```
 //! use oxmx::prelude::*;
@@ -34,7 +34,11 @@
 
 pub use oxmx_core as core;
 pub use oxmx_core::*;
+pub use oxmx_nn as nn;
+pub use oxmx_optim as optim;
 
 pub mod prelude {
     pub use oxmx_core::prelude::*;
+    pub use oxmx_nn::{Module, ModuleState, UnaryModule};
+    pub use oxmx_optim::Optimizer;
 }
