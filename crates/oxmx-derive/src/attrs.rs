@@ -9,6 +9,8 @@ pub struct FieldInfo<'a> {
     /// The path segment naming this field.
     pub name: String,
     pub skip: bool,
+    /// A non-trainable array kept with the parameters (running statistics): never trainable.
+    pub buffer: bool,
     /// The field's type is `ModuleState`.
     pub is_state: bool,
 }
@@ -35,6 +37,7 @@ pub fn struct_fields(input: &DeriveInput) -> syn::Result<Vec<FieldInfo<'_>>> {
                 }
             };
             let mut skip = false;
+            let mut buffer = false;
             for attr in &field.attrs {
                 if !(attr.path().is_ident("module") || attr.path().is_ident("tree")) {
                     continue;
@@ -43,17 +46,20 @@ pub fn struct_fields(input: &DeriveInput) -> syn::Result<Vec<FieldInfo<'_>>> {
                     if meta.path.is_ident("skip") {
                         skip = true;
                         Ok(())
+                    } else if meta.path.is_ident("buffer") {
+                        buffer = true;
+                        Ok(())
                     } else if meta.path.is_ident("rename") {
                         let lit: LitStr = meta.value()?.parse()?;
                         name = lit.value();
                         Ok(())
                     } else {
-                        Err(meta.error("unknown attribute: expected `skip` or `rename = \"...\"`"))
+                        Err(meta.error("unknown attribute: expected `skip`, `buffer` or `rename = \"...\"`"))
                     }
                 })?;
             }
             let is_state = type_is(&field.ty, "ModuleState");
-            Ok(FieldInfo { field, access, name, skip, is_state })
+            Ok(FieldInfo { field, access, name, skip, buffer, is_state })
         })
         .collect()
 }

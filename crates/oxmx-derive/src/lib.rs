@@ -6,6 +6,8 @@
 //!
 //! Field attributes (either `#[module(..)]` or `#[tree(..)]`):
 //! - `skip`: not a parameter or child (static configuration); `Tree` clones it on rebuild.
+//! - `buffer` (Module only): an array kept and saved with the parameters but never trained, such
+//!   as BatchNorm's running statistics (MLX freezes these; here `unfreeze` cannot reach them).
 //! - `rename = "name"`: the path segment used for this field (e.g. a Rust keyword or a checkpoint
 //!   name that is not a Rust identifier).
 //!

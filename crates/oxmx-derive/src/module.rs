@@ -39,6 +39,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
         None => (quote!(::core::option::Option::None), quote!(::core::option::Option::None)),
     };
+    let buffers: Vec<&str> = nodes.iter().filter(|f| f.buffer).map(|f| f.name.as_str()).collect();
     let type_name = ident.to_string();
     Ok(quote! {
         impl #impl_g ::oxmx_nn::Module for #ident #ty_g #where_c {
@@ -56,6 +57,9 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
             fn visit_children_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn ::oxmx_nn::Module)) {
                 #(#children_mut)*
+            }
+            fn buffer_names(&self) -> &'static [&'static str] {
+                &[#(#buffers),*]
             }
             fn as_dyn(&self) -> &dyn ::oxmx_nn::Module {
                 self

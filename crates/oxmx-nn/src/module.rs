@@ -18,6 +18,11 @@ pub trait Module {
     fn visit_children_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Module));
     fn state(&self) -> Option<&ModuleState>;
     fn state_mut(&mut self) -> Option<&mut ModuleState>;
+    /// Fields marked `#[module(buffer)]`: arrays saved with the parameters that are never
+    /// trainable (their paths relative to this module, or below them).
+    fn buffer_names(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Every parameter, depth first in field order.
     fn visit_params<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, &'a Array)) {
@@ -146,7 +151,8 @@ fn collect_trainable(m: &dyn Module, path: &str, out: &mut Params) {
     let frozen = m.state().map(|s| &s.frozen);
     m.visit_local_params(path, &mut |p, a| {
         let local = relative(path, p);
-        if !frozen.is_some_and(|f| f.contains(local)) {
+        let buffer = m.buffer_names().iter().any(|b| under(local, b));
+        if !buffer && !frozen.is_some_and(|f| f.contains(local)) {
             out.insert(p.to_string(), a.clone());
         }
     });

@@ -251,9 +251,13 @@ fn batch_norm_matches_torch() {
         load_params(&mut m, &c, &ctx);
         let x = arr(&c["x"]);
         if track {
-            // The running statistics are parameters (saved with the model) but frozen.
+            // The running statistics are parameters (saved with the model) but buffers: never
+            // trainable, even after `unfreeze`.
+            assert!(m.parameters().contains_key("running_mean"), "{ctx}");
+            m.unfreeze().unwrap();
             let trainable = m.trainable_parameters();
             assert!(!trainable.contains_key("running_mean") && !trainable.contains_key("running_var"), "{ctx}");
+            assert_eq!(trainable.contains_key("weight"), b(&c["affine"]), "{ctx}");
             m.set_eval();
             assert_close(&m.forward(&x), &c["y_eval"], TOL, &format!("{ctx} eval"));
             assert_close(&m.forward_train(&x), &c["y_eval"], TOL, &format!("{ctx} eval forward_train"));

@@ -36,7 +36,8 @@ fn check_features(layer: &str, x: &Array, dims: usize) -> std::result::Result<()
 /// but the last.
 ///
 /// `running_mean` / `running_var` are arrays (present when `track_running_stats`), so they are
-/// saved and loaded with the parameters, as in MLX; the constructor freezes them. MLX updates
+/// saved and loaded with the parameters, as in MLX, and are buffers: never trainable, whatever
+/// `freeze`/`unfreeze` do. MLX updates
 /// them in place during a training-mode call. Since [`UnaryModule::forward`] takes `&self`, the
 /// update lives in [`BatchNorm::forward_train`] (`&mut self`), which is MLX's `__call__`
 /// exactly; `forward` never mutates: in training mode it normalises with the batch statistics,
@@ -45,7 +46,9 @@ fn check_features(layer: &str, x: &Array, dims: usize) -> std::result::Result<()
 pub struct BatchNorm {
     pub weight: Option<Array>,
     pub bias: Option<Array>,
+    #[module(buffer)]
     pub running_mean: Option<Array>,
+    #[module(buffer)]
     pub running_var: Option<Array>,
     pub num_features: usize,
     pub eps: f64,
@@ -62,11 +65,7 @@ impl BatchNorm {
 
     pub fn with_options(num_features: usize, eps: f64, momentum: f64, affine: bool, track_running_stats: bool) -> Result<BatchNorm> {
         check_eps("BatchNorm", eps)?;
-        let mut state = ModuleState::default();
-        if track_running_stats {
-            state.frozen.insert("running_mean".into());
-            state.frozen.insert("running_var".into());
-        }
+        let state = ModuleState::default();
         Ok(BatchNorm {
             weight: affine.then(|| ops::ones(&[num_features], Dtype::Float32)),
             bias: affine.then(|| ops::zeros(&[num_features], Dtype::Float32)),
