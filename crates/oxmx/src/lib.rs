@@ -32,6 +32,28 @@
 //! assert!((d2(Array::scalar(0.5f32)).item::<f32>().unwrap() + 0.5f32.sin()).abs() < 1e-6);
 //! ```
 
+//! The README's nn example, whole: a derived module, its gradient, one optimizer step.
+//!
+//! ```
+//! use oxmx::nn::{self, losses, Linear, Module, UnaryModule};
+//! use oxmx::optim::{eval_step, Optimizer, SGD};
+//! use oxmx::{random, Dtype};
+//!
+//! #[derive(nn::Module)]
+//! struct Mlp { layers: Vec<Linear> }
+//!
+//! let mut model = Mlp { layers: vec![Linear::new(4, 8, true), Linear::new(8, 1, true)] };
+//! let x = random::normal(&[16, 4], Dtype::Float32, 0.0, 1.0, None);
+//! let y = random::normal(&[16, 1], Dtype::Float32, 0.0, 1.0, None);
+//! let mut opt = SGD::new(0.1);
+//! let loss = |m: &Mlp| losses::mse_loss(&m.layers[1].forward(&nn::activations::relu(&m.layers[0].forward(&x))), &y, losses::Reduction::Mean);
+//! let (l, grads) = nn::value_and_grad(&mut model, loss).unwrap();
+//! assert_eq!(grads.keys().collect::<Vec<_>>(), ["layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight"]);
+//! opt.update(&mut model, &grads).unwrap();
+//! eval_step(&model, &opt, &[&l]).unwrap();
+//! assert!(loss(&model).item::<f32>().unwrap() < l.item::<f32>().unwrap());
+//! ```
+
 pub use oxmx_core as core;
 pub use oxmx_core::*;
 pub use oxmx_nn as nn;

@@ -5,7 +5,11 @@ use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::memory::Buffer;
 use crate::shape::{self, Shape, Strides};
+use rayon::prelude::*;
 use std::borrow::Cow;
+
+/// Element count from which a strided gather is split across threads.
+const GATHER_PAR_MIN: usize = 1 << 16;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -76,9 +80,36 @@ impl Data {
             let start = self.offset as usize;
             return Cow::Borrowed(&raw[start..start + n]);
         }
-        let mut out = Vec::with_capacity(n);
         let raw = self.raw::<T>();
-        for_each_offset(&self.shape, &self.strides, self.offset, |o| out.push(raw[o as usize]));
+        let nd = self.shape.len();
+        if n < GATHER_PAR_MIN || nd < 2 || self.shape[nd - 1] == 0 {
+            let mut out = Vec::with_capacity(n);
+            for_each_offset(&self.shape, &self.strides, self.offset, |o| out.push(raw[o as usize]));
+            return Cow::Owned(out);
+        }
+        // Large gathers (the copy behind a reshape of a transposed view, a reduction over a
+        // permuted layout) split their rows across threads: each row's start offset is
+        // unravelled once, then the row is a memcpy (unit stride) or a strided loop.
+        let (inner, s_in) = (self.shape[nd - 1], self.strides[nd - 1]);
+        let rows_per_task = (GATHER_PAR_MIN / inner).max(1);
+        let mut out = vec![T::default(); n];
+        out.par_chunks_mut(inner * rows_per_task).enumerate().for_each(|(t, chunk)| {
+            for (r, dst) in chunk.chunks_mut(inner).enumerate() {
+                let (mut rem, mut o) = (t * rows_per_task + r, self.offset);
+                for ax in (0..nd - 1).rev() {
+                    let d = self.shape[ax];
+                    o += (rem % d) as isize * self.strides[ax];
+                    rem /= d;
+                }
+                if s_in == 1 {
+                    dst.copy_from_slice(&raw[o as usize..o as usize + inner]);
+                } else {
+                    for (j, v) in dst.iter_mut().enumerate() {
+                        *v = raw[(o + j as isize * s_in) as usize];
+                    }
+                }
+            }
+        });
         Cow::Owned(out)
     }
 
