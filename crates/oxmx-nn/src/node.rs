@@ -60,10 +60,10 @@ impl Node for Box<dyn crate::UnaryModule> {
     }
 }
 
-/// Containers: one path segment per element (`layers.0`, `experts.gate`).
+/// Sequences: one path segment per element (`layers.0`, `layers.1`).
 macro_rules! seq_node {
-    ($($ty:ty),*) => {$(
-        impl<T: Node> Node for $ty {
+    ($([$($g:tt)*] $ty:ty;)*) => {$(
+        impl<$($g)*> Node for $ty {
             fn visit_local_params<'a>(&'a self, path: &str, f: &mut dyn FnMut(&str, &'a Array)) {
                 self.iter().enumerate().for_each(|(i, t)| t.visit_local_params(&join_path(path, &i.to_string()), f))
             }
@@ -79,21 +79,9 @@ macro_rules! seq_node {
         }
     )*};
 }
-seq_node!(Vec<T>);
-
-impl<T: Node, const N: usize> Node for [T; N] {
-    fn visit_local_params<'a>(&'a self, path: &str, f: &mut dyn FnMut(&str, &'a Array)) {
-        self.iter().enumerate().for_each(|(i, t)| t.visit_local_params(&join_path(path, &i.to_string()), f))
-    }
-    fn visit_local_params_mut(&mut self, path: &str, f: &mut dyn FnMut(&str, &mut Array)) {
-        self.iter_mut().enumerate().for_each(|(i, t)| t.visit_local_params_mut(&join_path(path, &i.to_string()), f))
-    }
-    fn visit_child_modules<'a>(&'a self, path: &str, f: &mut dyn FnMut(&str, &'a dyn Module)) {
-        self.iter().enumerate().for_each(|(i, t)| t.visit_child_modules(&join_path(path, &i.to_string()), f))
-    }
-    fn visit_child_modules_mut(&mut self, path: &str, f: &mut dyn FnMut(&str, &mut dyn Module)) {
-        self.iter_mut().enumerate().for_each(|(i, t)| t.visit_child_modules_mut(&join_path(path, &i.to_string()), f))
-    }
+seq_node! {
+    [T: Node] Vec<T>;
+    [T: Node, const N: usize] [T; N];
 }
 
 /// `None` contributes nothing; `Some(x)` is `x` at the same path (MLX drops `None` attributes).
