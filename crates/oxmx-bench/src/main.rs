@@ -8,8 +8,8 @@ use oxmx_core::ops;
 use oxmx_core::prelude::*;
 use std::time::Instant;
 
-mod transforms;
 mod nn;
+mod transforms;
 
 /// Median seconds of `iters` evaluations of `f` after one warm-up.
 fn time(iters: usize, mut f: impl FnMut() -> Array) -> f64 {

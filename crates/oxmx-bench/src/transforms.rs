@@ -70,9 +70,8 @@ pub fn run(want: &dyn Fn(&str) -> bool) {
 pub fn checkpoint_peaks() -> (usize, usize) {
     let (batch, d, hidden, blocks) = (2048, 256, 1024, 8);
     let x = input(&[batch, d], 31);
-    let ws: Vec<Array> = (0..blocks)
-        .flat_map(|b| [input(&[d, hidden], 40 + b as u64) * 0.05, input(&[hidden, d], 60 + b as u64) * 0.05])
-        .collect();
+    let ws: Vec<Array> =
+        (0..blocks).flat_map(|b| [input(&[d, hidden], 40 + b as u64) * 0.05, input(&[hidden, d], 60 + b as u64) * 0.05]).collect();
     oxmx_core::eval(&ws.iter().chain([&x]).collect::<Vec<_>>()).unwrap();
     fn block(v: &[Array]) -> Array {
         let z = ops::matmul(&v[0], &v[1]);

@@ -28,8 +28,8 @@ pub use dtype::{finfo, iinfo, promote_types, Dtype, Element, Scalar};
 pub use error::{Error, ErrorKind, Result};
 pub use ops::*;
 pub use ops::{fft, linalg, random};
-pub use transforms::*;
 pub use stream::{default_stream, new_stream, synchronize, with_stream, Stream};
+pub use transforms::*;
 
 pub mod prelude {
     pub use crate::array::{eval, Array, IntoArray};

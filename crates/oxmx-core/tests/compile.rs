@@ -143,7 +143,13 @@ fn binary_ops_agree_with_broadcasting() {
             let row = r(i as u64 + 100, &[6], 0.5, 2.5).astype(dt);
             let col = r(i as u64 + 200, &[4, 1], 0.5, 2.5).astype(dt);
             let scalar = r(i as u64 + 300, &[], 0.5, 2.5).astype(dt);
-            let pairs = [("same", a.clone(), r(i as u64 + 400, &[4, 6], 0.5, 2.5).astype(dt)), ("row", a.clone(), row), ("col", at.clone(), col), ("scalar", a, scalar.clone()), ("scalar-first", scalar, at)];
+            let pairs = [
+                ("same", a.clone(), r(i as u64 + 400, &[4, 6], 0.5, 2.5).astype(dt)),
+                ("row", a.clone(), row),
+                ("col", at.clone(), col),
+                ("scalar", a, scalar.clone()),
+                ("scalar-first", scalar, at),
+            ];
             for (layout, x, y) in pairs {
                 let what = format!("{name} {dt} {layout}");
                 assert_close(&what, &cf.call((x.clone(), y.clone())), &plain((x, y)), tol(dt));

@@ -85,11 +85,7 @@ fn binary_ops_with_broadcasting() {
 
 #[test]
 fn select_clip_cast() {
-    check(
-        "where",
-        &|x: &[Array]| where_(greater(&x[0], 0.0), &x[0], &x[1]),
-        &[r(1, &[2, 3], -1.0, 1.0), r(2, &[3], -1.0, 1.0)],
-    );
+    check("where", &|x: &[Array]| where_(greater(&x[0], 0.0), &x[0], &x[1]), &[r(1, &[2, 3], -1.0, 1.0), r(2, &[3], -1.0, 1.0)]);
     check("clip", &|x: &[Array]| clip(&x[0], Some((-0.5).into()), Some(0.5.into())), &[r(3, &[7], -1.0, 1.0)]);
     check("astype", &|x: &[Array]| x[0].astype(Dtype::Float64) * 3.0, &[r(4, &[3], -1.0, 1.0)]);
 }
@@ -121,7 +117,10 @@ fn reductions() {
         ("cummin_rev", Box::new(|x| cummin(&x[0], Some(0), true, true))),
         ("logcumsumexp", Box::new(|x| logcumsumexp(&x[0], Some(1), false, true))),
         // The exclusive scan's empty end is -inf: drop it.
-        ("logcumsumexp_rev_excl", Box::new(|x| slice(&logcumsumexp(&x[0], Some(1), true, false), &[SliceSpec::FULL, SliceSpec::new(None, Some(-1), 1)]))),
+        (
+            "logcumsumexp_rev_excl",
+            Box::new(|x| slice(&logcumsumexp(&x[0], Some(1), true, false), &[SliceSpec::FULL, SliceSpec::new(None, Some(-1), 1)])),
+        ),
         ("median", Box::new(|x| median(&x[0], 1, false))),
         ("norm", Box::new(|x| linalg::norm(&x[0], None, None, false))),
     ];
@@ -203,11 +202,7 @@ fn indexing_ops() {
         &|x: &[Array]| x[0].index(&[Idx::Array(Array::vec(&[1i32, 1])), Idx::Slice(SliceSpec::new(None, None, -1))]),
         &[r(12, &[3, 4], -1.0, 1.0)],
     );
-    check(
-        "dynamic_slice",
-        &|x: &[Array]| slice_dynamic(&x[0], &Array::vec(&[1i32]), &[0], &[2, 3]),
-        &[r(13, &[4, 3], -1.0, 1.0)],
-    );
+    check("dynamic_slice", &|x: &[Array]| slice_dynamic(&x[0], &Array::vec(&[1i32]), &[0], &[2, 3]), &[r(13, &[4, 3], -1.0, 1.0)]);
 }
 
 #[test]
@@ -215,8 +210,16 @@ fn matmul_and_conv() {
     check("matmul", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(1, &[3, 4], -1.0, 1.0), r(2, &[4, 2], -1.0, 1.0)]);
     check("matmul_batch_bcast", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(3, &[2, 3, 4], -1.0, 1.0), r(4, &[4, 2], -1.0, 1.0)]);
     check("matvec", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(5, &[3, 4], -1.0, 1.0), r(6, &[4], -1.0, 1.0)]);
-    check("einsum", &|x: &[Array]| einsum("ij,jk->ik", &[x[0].clone(), x[1].clone()]), &[r(7, &[2, 3], -1.0, 1.0), r(8, &[3, 2], -1.0, 1.0)]);
-    check("addmm", &|x: &[Array]| addmm(&x[2], &x[0], &x[1], 0.5, 2.0), &[r(9, &[2, 3], -1.0, 1.0), r(10, &[3, 2], -1.0, 1.0), r(11, &[2, 2], -1.0, 1.0)]);
+    check(
+        "einsum",
+        &|x: &[Array]| einsum("ij,jk->ik", &[x[0].clone(), x[1].clone()]),
+        &[r(7, &[2, 3], -1.0, 1.0), r(8, &[3, 2], -1.0, 1.0)],
+    );
+    check(
+        "addmm",
+        &|x: &[Array]| addmm(&x[2], &x[0], &x[1], 0.5, 2.0),
+        &[r(9, &[2, 3], -1.0, 1.0), r(10, &[3, 2], -1.0, 1.0), r(11, &[2, 2], -1.0, 1.0)],
+    );
     let conv_cases: Vec<(&str, Box<dyn Fn(&[Array]) -> Array>, Vec<usize>, Vec<usize>)> = vec![
         ("conv1d", Box::new(|x| conv1d(&x[0], &x[1], 1, 0, 1, 1)), vec![2, 7, 3], vec![4, 3, 3]),
         ("conv1d_s2_p1_d2", Box::new(|x| conv1d(&x[0], &x[1], 2, 1, 2, 1)), vec![2, 9, 2], vec![3, 3, 2]),

@@ -54,7 +54,11 @@ fn every_family_matches_a_loop() {
         ("pad", Box::new(|x| pad_constant(&x[0], &[(1, 0), (0, 2)], 0.5)), vec![vec![3, 4]]),
         ("take", Box::new(|x| take(&x[0], &Array::vec(&[2i32, 0, 0]), Some(1))), vec![vec![3, 4]]),
         ("take_batched_idx", Box::new(|x| take(&x[0], &x[1].astype(Dtype::Int32), Some(0))), vec![vec![3, 4], vec![2]]),
-        ("scatter_add", Box::new(|x| scatter_add(&x[0], &[Array::vec(&[0i32, 2])], &expand_dims(&x[1], &[1]), &[0])), vec![vec![3, 4], vec![2, 4]]),
+        (
+            "scatter_add",
+            Box::new(|x| scatter_add(&x[0], &[Array::vec(&[0i32, 2])], &expand_dims(&x[1], &[1]), &[0])),
+            vec![vec![3, 4], vec![2, 4]],
+        ),
         ("slice_update", Box::new(|x| slice_update(&x[0], &x[1], &[SliceSpec::new(Some(1), Some(3), 1)])), vec![vec![3, 4], vec![2, 4]]),
         ("matmul", Box::new(|x| matmul(&x[0], &x[1])), vec![vec![3, 4], vec![4, 2]]),
         ("matvec", Box::new(|x| matmul(&x[0], &x[1])), vec![vec![3, 4], vec![4]]),

@@ -158,7 +158,16 @@ pub fn hinge_loss(inputs: &Array, targets: &Array, reduction: Reduction) -> Arra
 
 /// MLX defaults: `axis = -1`, `p = 2`, `margin = 1`, `eps = 1e-6`.
 #[allow(clippy::too_many_arguments)]
-pub fn triplet_loss(anchors: &Array, positives: &Array, negatives: &Array, axis: isize, p: f64, margin: f64, eps: f64, reduction: Reduction) -> Array {
+pub fn triplet_loss(
+    anchors: &Array,
+    positives: &Array,
+    negatives: &Array,
+    axis: isize,
+    p: f64,
+    margin: f64,
+    eps: f64,
+    reduction: Reduction,
+) -> Array {
     let dist = |other: &Array| ops::power(ops::sum(&ops::power(ops::abs(&(anchors - other)), p), axis, false) + eps, 1.0 / p);
     reduce(ops::maximum(dist(positives) - dist(negatives) + margin, 0.0), reduction)
 }
@@ -184,7 +193,9 @@ pub fn margin_ranking_loss(inputs1: &Array, inputs2: &Array, targets: &Array, ma
 
 /// MLX defaults: `full = false`, `eps = 1e-6`, reduction `Mean`.
 pub fn gaussian_nll_loss(inputs: &Array, targets: &Array, vars: &Array, full: bool, eps: f64, reduction: Reduction) -> Array {
-    if let Some(e) = same_shape("gaussian_nll_loss", "inputs", inputs, targets).or_else(|| same_shape("gaussian_nll_loss", "inputs", inputs, vars)) {
+    if let Some(e) =
+        same_shape("gaussian_nll_loss", "inputs", inputs, targets).or_else(|| same_shape("gaussian_nll_loss", "inputs", inputs, vars))
+    {
         return e;
     }
     let vars = ops::maximum(vars, eps);

@@ -218,4 +218,3 @@ fn set_frozen(root: &mut dyn Module, targets: &[&str], freeze: bool) -> Result<(
     });
     Ok(())
 }
-

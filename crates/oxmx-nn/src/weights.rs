@@ -24,16 +24,16 @@ pub fn load_weights_from(module: &mut dyn Module, weights: &[(String, Array)], m
     for (k, v) in weights {
         match own.get(k) {
             None => unexpected.push(k),
-            Some(p) if p.shape() != v.shape() => {
-                misshaped.push(format!("`{k}`: expected shape {:?}, received {:?}", p.shape(), v.shape()))
-            }
+            Some(p) if p.shape() != v.shape() => misshaped.push(format!("`{k}`: expected shape {:?}, received {:?}", p.shape(), v.shape())),
             Some(_) => {
                 update.insert(k.clone(), v.clone());
             }
         }
     }
     if mode == LoadMode::Strict {
-        missing = own.keys().filter(|k| !weights.iter().any(|(w, _)| w == *k)).map(String::as_str).collect();
+        // A set, not a scan per key: MoE checkpoints have tens of thousands of tensors.
+        let given: std::collections::BTreeSet<&str> = weights.iter().map(|(k, _)| k.as_str()).collect();
+        missing = own.keys().map(String::as_str).filter(|k| !given.contains(k)).collect();
     } else {
         unexpected.clear();
     }
@@ -56,9 +56,9 @@ pub fn load_weights_from(module: &mut dyn Module, weights: &[(String, Array)], m
 /// Loads a `.safetensors` or `.npz` file into `module`.
 pub fn load_weights(module: &mut dyn Module, path: impl AsRef<Path>, mode: LoadMode) -> Result<()> {
     let path = path.as_ref();
-    let arrays = io::load(path)?.into_arrays().ok_or_else(|| {
-        Error::invalid(format!("[load_weights] {}: expected named arrays (.safetensors or .npz)", path.display()))
-    })?;
+    let arrays = io::load(path)?
+        .into_arrays()
+        .ok_or_else(|| Error::invalid(format!("[load_weights] {}: expected named arrays (.safetensors or .npz)", path.display())))?;
     load_weights_from(module, &arrays, mode).map_err(|e| Error::invalid(format!("{e} (file {})", path.display())))
 }
 
@@ -69,10 +69,7 @@ pub fn save_weights(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => io::save_safetensors_file(path, &arrays, None),
         Some("npz") => io::savez(path, &arrays),
-        _ => Err(Error::invalid(format!(
-            "[save_weights] {}: unsupported extension; use .safetensors or .npz",
-            path.display()
-        ))),
+        _ => Err(Error::invalid(format!("[save_weights] {}: unsupported extension; use .safetensors or .npz", path.display()))),
     }
 }
 

@@ -504,7 +504,15 @@ fn positional_encodings_match_mlx() {
                 assert!(m.parameters().is_empty());
             }
             "rope_freqs" => {
-                let y = rope(&arr(&c["x"]), u(&c["dims"]), b(&c["traditional"]), None, f(&c["scale"]), u(&c["offset"]), Some(&arr(&c["freqs"])));
+                let y = rope(
+                    &arr(&c["x"]),
+                    u(&c["dims"]),
+                    b(&c["traditional"]),
+                    None,
+                    f(&c["scale"]),
+                    u(&c["offset"]),
+                    Some(&arr(&c["freqs"])),
+                );
                 assert_close(&y, &c["y"], TOL, &ctx);
             }
             "SinusoidalPositionalEncoding" => {
@@ -522,7 +530,13 @@ fn positional_encodings_match_mlx() {
             }
             "ALiBi" => {
                 let heads = u(&c["num_heads"]);
-                let m = ALiBi::create_alibi_matrix(u(&c["q_sequence_length"]), u(&c["k_sequence_length"]), heads, u(&c["offset"]), Dtype::Float32);
+                let m = ALiBi::create_alibi_matrix(
+                    u(&c["q_sequence_length"]),
+                    u(&c["k_sequence_length"]),
+                    heads,
+                    u(&c["offset"]),
+                    Dtype::Float32,
+                );
                 assert_close(&m, &c["matrix"], TOL, &format!("{ctx} matrix heads={heads}"));
                 assert_close(&ALiBi::create_alibi_slope(heads, Dtype::Float32), &c["slopes"], TOL, &format!("{ctx} slopes"));
                 let y = ALiBi::new().forward(&arr(&c["scores"]), u(&c["offset"]), Some(&arr(&c["mask"])));
@@ -591,7 +605,11 @@ fn check_gradients(name: &str, inputs: Vec<Array>, loss: impl Fn(&[Array]) -> Ar
                 loss(&args).item::<f64>().unwrap()
             };
             let fd = (eval(h) - eval(-h)) / (2.0 * h);
-            assert!((fd - g[j]).abs() <= 1e-6 * fd.abs().max(1.0), "{name}: d/d input{i}[{j}]: autodiff {} vs finite differences {fd}", g[j]);
+            assert!(
+                (fd - g[j]).abs() <= 1e-6 * fd.abs().max(1.0),
+                "{name}: d/d input{i}[{j}]: autodiff {} vs finite differences {fd}",
+                g[j]
+            );
         }
         assert!(g.iter().any(|v| *v != 0.0), "{name}: gradient {i} is all zero");
     }

@@ -54,13 +54,25 @@ fn parameter_paths_follow_fields_renames_and_containers() {
     let m = model();
     let keys: Vec<String> = m.parameters().into_keys().collect();
     let want = [
-        "head.bias", "head.weight",
-        "layers.0.experts.down.bias", "layers.0.experts.down.weight", "layers.0.experts.up.weight",
-        "layers.0.gate.weight", "layers.0.norm.bias", "layers.0.norm.weight", "layers.0.scale",
-        "layers.0.self_attn.bias", "layers.0.self_attn.weight",
-        "layers.1.experts.down.bias", "layers.1.experts.down.weight", "layers.1.experts.up.weight",
-        "layers.1.norm.bias", "layers.1.norm.weight", "layers.1.scale",
-        "layers.1.self_attn.bias", "layers.1.self_attn.weight",
+        "head.bias",
+        "head.weight",
+        "layers.0.experts.down.bias",
+        "layers.0.experts.down.weight",
+        "layers.0.experts.up.weight",
+        "layers.0.gate.weight",
+        "layers.0.norm.bias",
+        "layers.0.norm.weight",
+        "layers.0.scale",
+        "layers.0.self_attn.bias",
+        "layers.0.self_attn.weight",
+        "layers.1.experts.down.bias",
+        "layers.1.experts.down.weight",
+        "layers.1.experts.up.weight",
+        "layers.1.norm.bias",
+        "layers.1.norm.weight",
+        "layers.1.scale",
+        "layers.1.self_attn.bias",
+        "layers.1.self_attn.weight",
     ];
     assert_eq!(keys, want);
     let modules: Vec<String> = m.named_modules().into_iter().map(|(p, _)| p).collect();

@@ -149,7 +149,9 @@ fn losses_match_torch_and_mlx() {
             "smooth_l1_loss" => losses::smooth_l1_loss(&i("predictions"), &i("targets"), num("beta", 1.0), red),
             "huber_loss" => losses::huber_loss(&i("inputs"), &i("targets"), num("delta", 1.0), red),
             "margin_ranking_loss" => losses::margin_ranking_loss(&i("inputs1"), &i("inputs2"), &i("targets"), num("margin", 0.0), red),
-            "gaussian_nll_loss" => losses::gaussian_nll_loss(&i("inputs"), &i("targets"), &i("vars"), p["full"].as_bool().unwrap(), 1e-6, red),
+            "gaussian_nll_loss" => {
+                losses::gaussian_nll_loss(&i("inputs"), &i("targets"), &i("vars"), p["full"].as_bool().unwrap(), 1e-6, red)
+            }
             "log_cosh_loss" => losses::log_cosh_loss(&i("inputs"), &i("targets"), red),
             "hinge_loss" => losses::hinge_loss(&i("inputs"), &i("targets"), red),
             "triplet_loss" => losses::triplet_loss(&i("anchors"), &i("positives"), &i("negatives"), -1, 2.0, num("margin", 1.0), 1e-6, red),

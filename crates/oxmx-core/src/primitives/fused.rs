@@ -15,12 +15,29 @@ use crate::shape::{broadcast_many, Shape};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FusedInstr {
-    Unary { op: UnaryOp, x: usize, dtype: Dtype },
-    Binary { op: BinaryOp, a: usize, b: usize, dtype: Dtype },
+    Unary {
+        op: UnaryOp,
+        x: usize,
+        dtype: Dtype,
+    },
+    Binary {
+        op: BinaryOp,
+        a: usize,
+        b: usize,
+        dtype: Dtype,
+    },
     /// `where(cond, a, b)`.
-    Select { cond: usize, a: usize, b: usize, dtype: Dtype },
+    Select {
+        cond: usize,
+        a: usize,
+        b: usize,
+        dtype: Dtype,
+    },
     /// `astype` between float types (or to/from bool).
-    AsType { x: usize, dtype: Dtype },
+    AsType {
+        x: usize,
+        dtype: Dtype,
+    },
 }
 
 impl FusedInstr {

@@ -101,7 +101,10 @@ fn value_and_grad_impl<I: Tree, O: Tree>(f: &dyn Fn(I) -> O, x: &I, select: Opti
             let out = f(tree_unflatten(x, tr.clone())?);
             let outs = tree_flatten(&out);
             let Some(loss) = outs.first() else {
-                crate::bail!("[value_and_grad] The function must return an array (its first output is the loss), got {}", tree_structure(&out));
+                crate::bail!(
+                    "[value_and_grad] The function must return an array (its first output is the loss), got {}",
+                    tree_structure(&out)
+                );
             };
             loss.check()?;
             if loss.size() != 1 {

@@ -178,7 +178,12 @@ fn jvp_op(op: &crate::graph::node::Op, outs: &[Option<Array>], in_tans: &[Option
             let f = op.jvp.as_ref().expect("checked by jvp_kind");
             let res = f(&inputs[..np], &ts)?;
             if res.len() != outs.len() {
-                return Err(Error::invalid(format!("[custom_function] the jvp of {} returned {} tangents for {} outputs", op.name, res.len(), outs.len())));
+                return Err(Error::invalid(format!(
+                    "[custom_function] the jvp of {} returned {} tangents for {} outputs",
+                    op.name,
+                    res.len(),
+                    outs.len()
+                )));
             }
             Ok(res.into_iter().map(Some).collect())
         }

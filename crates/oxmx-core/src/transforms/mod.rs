@@ -12,8 +12,8 @@ mod vmap_rules;
 pub use api::{
     checkpoint, custom_function, grad, grad_argnums, jvp, stop_gradient, value_and_grad, value_and_grad_argnums, vjp, CustomFunction,
 };
-pub use vmap::vmap;
 pub use compile::{
     compile, compile_enabled, compile_shapeless, disable_compile, enable_compile, set_compile_enabled, CompileStats, CompiledFn,
 };
 pub use tree::{tree_flatten, tree_map, tree_structure, tree_unflatten, Tree};
+pub use vmap::vmap;

@@ -29,10 +29,7 @@ pub fn tree_unflatten<T: Tree>(like: &T, leaves: Vec<Array>) -> Result<T> {
     let mut it = leaves.into_iter();
     let t = like.rebuild(&mut it)?;
     if it.next().is_some() {
-        return Err(Error::invalid(format!(
-            "[tree_unflatten] {n} leaves given for a tree of structure {}",
-            tree_structure(like)
-        )));
+        return Err(Error::invalid(format!("[tree_unflatten] {n} leaves given for a tree of structure {}", tree_structure(like))));
     }
     Ok(t)
 }

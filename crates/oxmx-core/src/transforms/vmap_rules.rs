@@ -116,10 +116,8 @@ pub(crate) fn batch(prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result
                     v.extend(idx);
                     let mut ax = vec![0];
                     ax.extend(up(axes));
-                    let g = Array::from_op(
-                        Primitive::Index(IndexOp::Gather { axes: ax, slice_sizes: [&[1][..], slice_sizes].concat() }),
-                        v,
-                    );
+                    let g =
+                        Array::from_op(Primitive::Index(IndexOp::Gather { axes: ax, slice_sizes: [&[1][..], slice_sizes].concat() }), v);
                     vec![o::squeeze(&g, &[nidx as isize])]
                 }
             }

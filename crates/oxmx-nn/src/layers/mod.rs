@@ -16,9 +16,9 @@ mod transformer;
 mod upsample;
 
 pub use activation::*;
-#[allow(unused_imports)]
-pub use {attention::*, batch_norm::*, bilinear::*, conv::*, pooling::*, positional::*, recurrent::*, transformer::*, upsample::*};
 pub use dropout::{Dropout, Dropout2d, Dropout3d};
 pub use linear::{Embedding, Identity, Linear};
 pub use norm::{layer_norm, rms_norm, LayerNorm, RMSNorm};
 pub use sequential::Sequential;
+#[allow(unused_imports)]
+pub use {attention::*, batch_norm::*, bilinear::*, conv::*, pooling::*, positional::*, recurrent::*, transformer::*, upsample::*};

@@ -111,12 +111,8 @@ fn cubic_taps(n: usize, scale: f64, align_corners: bool) -> Vec<Tap> {
     };
     let clip = |v: f32| v.clamp(0.0, (n - 1) as f32) as i32;
     // MLX's order: l1, r1, l2, r2.
-    let grids: [(fn(f32) -> f32, bool); 4] = [
-        (|p| p.floor(), true),
-        (|p| (p + 1.0).floor(), true),
-        (|p| p.floor() - 1.0, false),
-        (|p| (p + 1.0).floor() + 1.0, false),
-    ];
+    let grids: [(fn(f32) -> f32, bool); 4] =
+        [(|p| p.floor(), true), (|p| (p + 1.0).floor(), true), (|p| p.floor() - 1.0, false), (|p| (p + 1.0).floor() + 1.0, false)];
     grids
         .iter()
         .map(|(g, near)| {
@@ -178,11 +174,7 @@ impl UnaryModule for Upsample {
             let mut acc: Option<Array> = None;
             for (idx, w) in taps {
                 let sample = ops::take(&out, &Array::from_slice(&idx, &[m]), Some(axis));
-                let term = if self.mode == UpsampleMode::Nearest {
-                    sample
-                } else {
-                    &sample * &Array::from_slice(&w, &wshape)
-                };
+                let term = if self.mode == UpsampleMode::Nearest { sample } else { &sample * &Array::from_slice(&w, &wshape) };
                 acc = Some(match acc {
                     Some(a) => &a + &term,
                     None => term,

@@ -549,7 +549,15 @@ fn load_contig<C: Compute>(d: &Data, start: usize, o: &mut [C]) {
 #[inline(always)]
 fn load_strided<C: Compute>(d: &Data, shape: &[usize], strides: &[isize], start: usize, o: &mut [C]) {
     #[inline(always)]
-    fn gather<T: Element, C: Copy>(raw: &[T], base: isize, shape: &[usize], strides: &[isize], start: usize, o: &mut [C], f: impl Fn(T) -> C) {
+    fn gather<T: Element, C: Copy>(
+        raw: &[T],
+        base: isize,
+        shape: &[usize],
+        strides: &[isize],
+        start: usize,
+        o: &mut [C],
+        f: impl Fn(T) -> C,
+    ) {
         let nd = shape.len();
         let inner = shape[nd - 1];
         let st = strides[nd - 1];

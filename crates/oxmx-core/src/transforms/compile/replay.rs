@@ -77,7 +77,9 @@ fn reinfer(ins: &Instr, args: Vec<Array>) -> Result<Vec<Array>> {
         | Primitive::Matmul(_)
         | Primitive::Custom(_)
         | Primitive::Sort(SortOp::Sort { .. } | SortOp::ArgSort { .. })
-        | Primitive::Shape(ShapeOp::Transpose(_) | ShapeOp::Copy | ShapeOp::StopGradient | ShapeOp::Concatenate { .. }) => rebuild(ins, args),
+        | Primitive::Shape(ShapeOp::Transpose(_) | ShapeOp::Copy | ShapeOp::StopGradient | ShapeOp::Concatenate { .. }) => {
+            rebuild(ins, args)
+        }
         _ => Err(shape_fixed(ins, &args)),
     }
 }
@@ -118,7 +120,9 @@ pub(crate) fn mark_passthrough(tape: &mut Tape) {
         (0..tape.instrs.len()).map(|i| tape.outputs.iter().any(|r| matches!(r, Ref::Node(j, _) if *j == i))).collect();
     let pre_broadcast = |tape: &Tape, r: Ref| -> Vec<usize> {
         match r {
-            Ref::Node(b, 0) if matches!(tape.instrs[b].prim, Primitive::Shape(ShapeOp::Broadcast(_))) => tape.instrs[b].in_specs[0].0.clone(),
+            Ref::Node(b, 0) if matches!(tape.instrs[b].prim, Primitive::Shape(ShapeOp::Broadcast(_))) => {
+                tape.instrs[b].in_specs[0].0.clone()
+            }
             r => tape.spec_of(r).0,
         }
     };
@@ -129,7 +133,10 @@ pub(crate) fn mark_passthrough(tape: &mut Tape) {
         }
         marks[i] = users[i].iter().all(|&u| {
             let user = &tape.instrs[u];
-            let elementwise = matches!(user.prim, Primitive::Unary(_) | Primitive::Binary(_) | Primitive::Ternary(_) | Primitive::Cast(CastOp::AsType(_)));
+            let elementwise = matches!(
+                user.prim,
+                Primitive::Unary(_) | Primitive::Binary(_) | Primitive::Ternary(_) | Primitive::Cast(CastOp::AsType(_))
+            );
             let shapes: Vec<Vec<usize>> = user.inputs.iter().map(|&r| pre_broadcast(tape, r)).collect();
             let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
             elementwise && broadcast_many(&refs).ok().as_ref() == Some(&user.out_specs[0].0)

@@ -78,10 +78,8 @@ impl Tape {
                 }
             }
         }
-        tape.outputs = outputs
-            .iter()
-            .map(|a| tape.resolve(a, &by_id, &op_index).unwrap_or_else(|| tape.capture(a, &mut const_ids)))
-            .collect();
+        tape.outputs =
+            outputs.iter().map(|a| tape.resolve(a, &by_id, &op_index).unwrap_or_else(|| tape.capture(a, &mut const_ids))).collect();
         tape
     }
 

@@ -33,7 +33,13 @@ fn region(op: &FusedOp) -> impl Fn(Vec<Array>) -> Vec<Array> + '_ {
     move |ins: Vec<Array>| expand(op, &ins).unwrap_or_else(|e| op.outputs.iter().map(|_| Array::error(e.clone())).collect())
 }
 
-pub(super) fn vjp(op: &FusedOp, inputs: &[Array], outputs: &[Option<Array>], cots: &[Option<Array>], argnums: &[usize]) -> Result<Vec<Array>> {
+pub(super) fn vjp(
+    op: &FusedOp,
+    inputs: &[Array],
+    outputs: &[Option<Array>],
+    cots: &[Option<Array>],
+    argnums: &[usize],
+) -> Result<Vec<Array>> {
     let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape()).collect();
     let shape = op.out_shape(&shapes)?;
     let cts: Vec<Array> = (0..op.outputs.len())

@@ -64,7 +64,10 @@ pub(super) fn vjp(op: &IndexOp, inputs: &[Array], g: &Array, i: usize) -> Result
                     vec![g.clone(), o::zeros_like(&inputs[1])],
                 )
             } else {
-                Array::from_op(Primitive::Shape(ShapeOp::Slice { start: start.clone(), step: step.clone(), len: len.clone() }), vec![g.clone()])
+                Array::from_op(
+                    Primitive::Shape(ShapeOp::Slice { start: start.clone(), step: step.clone(), len: len.clone() }),
+                    vec![g.clone()],
+                )
             }
         }
     })

@@ -22,7 +22,13 @@ fn sym(a: &Array) -> Array {
     (a + t(a)) * 0.5
 }
 
-pub(super) fn vjp(op: &LinalgOp, inputs: &[Array], outputs: &[Option<Array>], cots: &[Option<Array>], argnums: &[usize]) -> Result<Vec<Array>> {
+pub(super) fn vjp(
+    op: &LinalgOp,
+    inputs: &[Array],
+    outputs: &[Option<Array>],
+    cots: &[Option<Array>],
+    argnums: &[usize],
+) -> Result<Vec<Array>> {
     let a = &inputs[0];
     let cot = |k: usize| cots.get(k).cloned().flatten();
     let out = |k: usize| outputs.get(k).cloned().flatten();

@@ -22,7 +22,13 @@ use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::primitives::Primitive;
 
-pub(crate) fn vjp(prim: &Primitive, inputs: &[Array], outputs: &[Option<Array>], cots: &[Option<Array>], argnums: &[usize]) -> Result<Vec<Array>> {
+pub(crate) fn vjp(
+    prim: &Primitive,
+    inputs: &[Array],
+    outputs: &[Option<Array>],
+    cots: &[Option<Array>],
+    argnums: &[usize],
+) -> Result<Vec<Array>> {
     let out = outputs.first().cloned().flatten();
     // Single-output families: the output carries the (only) cotangent.
     let single = || -> Result<(Array, Array)> {
@@ -93,11 +99,16 @@ pub(crate) fn vjp(prim: &Primitive, inputs: &[Array], outputs: &[Option<Array>],
         Primitive::Custom(op) => {
             let Some(f) = &op.vjp else { return Err(not_differentiable(prim)) };
             let n = op.n_primals;
-            let outs: Vec<Array> = (0..inputs.len() - n).map(|k| outputs.get(k).cloned().flatten().unwrap_or_else(|| inputs[n + k].clone())).collect();
+            let outs: Vec<Array> =
+                (0..inputs.len() - n).map(|k| outputs.get(k).cloned().flatten().unwrap_or_else(|| inputs[n + k].clone())).collect();
             let cts: Vec<Array> = outs.iter().zip(cots).map(|(o, c)| c.clone().unwrap_or_else(|| crate::ops::zeros_like(o))).collect();
             let res = f(&inputs[..n], &outs, &cts)?;
             if res.len() != n {
-                return Err(Error::invalid(format!("[custom_function] the vjp of {} returned {} cotangents for {n} primals", op.name, res.len())));
+                return Err(Error::invalid(format!(
+                    "[custom_function] the vjp of {} returned {} cotangents for {n} primals",
+                    op.name,
+                    res.len()
+                )));
             }
             // Positions past the primals are the forward outputs: no cotangent flows there.
             Ok(argnums.iter().map(|&i| if i < n { res[i].clone() } else { crate::ops::zeros_like(&inputs[i]) }).collect())
@@ -128,8 +139,8 @@ pub(crate) enum JvpKind {
 }
 
 pub(crate) fn jvp_kind(prim: &Primitive) -> JvpKind {
-    use crate::primitives::reduce::{ReduceKind, ScanKind};
     use crate::primitives::index::ScatterKind;
+    use crate::primitives::reduce::{ReduceKind, ScanKind};
     use crate::primitives::{CastOp, IndexOp, ReduceOp, ShapeOp, UnaryOp};
     match prim {
         // Real-linear but not complex-linear: apply the op to the tangent.

@@ -11,8 +11,7 @@ pub(crate) fn sum_to_shape(g: &Array, shape: &[usize]) -> Array {
         return g.clone();
     }
     let lead = g.ndim() - shape.len();
-    let axes: Vec<isize> =
-        (0..g.ndim()).filter(|&d| d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1)).map(|d| d as isize).collect();
+    let axes: Vec<isize> = (0..g.ndim()).filter(|&d| d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1)).map(|d| d as isize).collect();
     o::reshape_to(&o::sum(g, axes, true), shape)
 }
 
