@@ -1,0 +1,5 @@
+//! The `oxmx` command.
+fn main() {
+    eprintln!("oxmx: no subcommands yet");
+    std::process::exit(2);
+}

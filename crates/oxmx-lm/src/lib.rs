@@ -1,0 +1,3 @@
+//! oxmx-lm: the LLM toolkit (DESIGN.md, LLM toolkit): loading Hugging Face / mlx-community / GGUF
+//! checkpoints, tokenization and chat templates, models by `model_type`, KV caches, sampling and
+//! generation.
