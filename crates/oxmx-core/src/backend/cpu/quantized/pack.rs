@@ -7,8 +7,11 @@
 //! only the stored scale and bias are rounded to the input dtype. Dequantize is MLX's op
 //! fallback: `q * scale` then `+ bias`, each rounded to the scales' dtype (no fused multiply-add).
 //!
-//! The float modes follow MLX's op-level fallback, which computes in the input dtype: every step
-//! below is rounded to `T` exactly where MLX's ops would round (see `r`).
+//! The float modes compute in the input dtype (every step rounded to `T`, see `r`): group scale
+//! `amax / max_element`, encoded as E4M3 (`nvfp4`) or as the E8M0 power of two rounded *up*
+//! (`mx`, found by experiment against MLX 0.32.4: rounding to nearest would let the largest
+//! element overflow); elements are divided by the decoded scale and E2M1 codes are chosen by
+//! nearest value with ties to the lower code (0.75 -> 0.5, -0.01 -> +0), E4M3 by RNE.
 
 use super::QF;
 use half::f16;
@@ -56,6 +59,22 @@ pub fn from_fp8(x: u8) -> f32 {
     } else {
         v
     }
+}
+
+/// The E8M0 exponent of an `mx` group scale: the smallest `e` with `2^e >= s` (so the group's
+/// largest magnitude never exceeds the element format's maximum), found exactly from the bits
+/// (MLX 0.32.4 rounds up; a float `log2` would misround just above powers of two). Zero gives 0
+/// and infinity/NaN give -127 (code 0), as MLX.
+fn ceil_log2(s: f32) -> i32 {
+    if s == 0.0 {
+        return 0;
+    }
+    if !s.is_finite() {
+        return -127;
+    }
+    let b = (s as f64).to_bits();
+    let exp = ((b >> 52) & 0x7ff) as i32 - 1023;
+    exp + i32::from(b & ((1u64 << 52) - 1) != 0)
 }
 
 /// Writes `vals` (each < 2^bits) as a little-endian bit stream.
@@ -130,7 +149,7 @@ pub fn fp_group<T: QF>(w: &[T], bits: usize, out: &mut [u8]) -> u8 {
         let c = to_fp8(scale);
         (c, r::<T>(from_fp8(c)))
     } else {
-        let e = if scale == 0.0 { 0 } else { r::<T>(scale.log2()).round_ties_even() as i32 };
+        let e = ceil_log2(scale);
         (e.wrapping_add(127) as u8, r::<T>((e as f32).exp2()))
     };
     let vals = w.iter().map(|v| r::<T>(v.to_f32() / div));

@@ -228,7 +228,7 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let rows_per_task = (16384 / k.max(1)).clamp(1, 64);
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
-        let mut buf = vec![0f32; k];
+        let mut buf = if fast { Vec::new() } else { vec![0f32; k] };
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
             if fast {
