@@ -230,6 +230,40 @@ def train_workloads(name):
     return []
 
 
+def quant_workloads(name):
+    """Quantized rows (mirrors crates/oxmx-bench/src/quant.rs); MLX is the only peer with them."""
+    if name != "mlx":
+        return []
+    import mlx.core as mx
+    import numpy as np
+    rng = np.random.default_rng(2)
+    out = []
+    w = mx.array(rng.uniform(-1, 1, (4096, 14336)).astype("float32")).astype(mx.bfloat16)
+    x = mx.array(rng.uniform(-1, 1, (1, 14336)).astype("float32")).astype(mx.bfloat16)
+    for bits in (4, 8):
+        wq, s, b = mx.quantize(w, group_size=64, bits=bits)
+        mx.eval(wq, s, b)
+        out.append((f"qmv_4096x14336_q{bits}g64_bf16",
+                    lambda wq=wq, s=s, b=b, bits=bits: mx.quantized_matmul(x, wq, s, b, True, 64, bits), 20))
+    wt = w.T
+    out.append(("matvec_4096x14336_bf16", lambda: x @ wt, 20))
+    w2 = mx.array(rng.uniform(-1, 1, (4096, 4096)).astype("float32"))
+    x2 = mx.array(rng.uniform(-1, 1, (512, 4096)).astype("float32"))
+    q2 = mx.quantize(w2, group_size=64, bits=4)
+    mx.eval(q2, w2, x2)
+    out.append(("qmm_512x4096x4096_q4g64_f32", lambda: mx.quantized_matmul(x2, *q2, True, 64, 4), 5))
+    w2t = w2.T
+    out.append(("matmul_512x4096x4096_f32", lambda: x2 @ w2t, 5))
+    we = mx.array(rng.uniform(-1, 1, (8, 1408, 2048)).astype("float32")).astype(mx.bfloat16)
+    xe = mx.array(rng.uniform(-1, 1, (8, 1, 2048)).astype("float32")).astype(mx.bfloat16)
+    qe = mx.quantize(we, group_size=64, bits=4)
+    idx = mx.array(np.array([0, 3, 1, 3, 7, 2, 5, 0], dtype=np.uint32))
+    mx.eval(qe, xe, idx)
+    out.append(("gather_qmm_moe_8x1408x2048_q4g64_bf16",
+                lambda: mx.gather_qmm(xe, *qe, rhs_indices=idx, transpose=True, group_size=64, bits=4), 20))
+    return out
+
+
 def numpy_lib():
     import numpy as np
 
@@ -301,14 +335,14 @@ def main():
             continue
         results.setdefault(r["bench"], {})["oxmx"] = r["ms"]
         results[r["bench"]]["oxmx_gbps"] = r["gbps"]
-        results[r["bench"]]["oxmx_gflops"] = r["gflops"] if r["bench"].startswith(("matmul", "conv")) else None
+        results[r["bench"]]["oxmx_gflops"] = r["gflops"] if r["bench"].startswith(("matmul", "conv", "qmm")) else None
     for name, make in [("numpy", numpy_lib), ("mlx", mlx_lib), ("torch", torch_lib)]:
         try:
             lib, xp, sync = make()
         except ImportError:
             print(f"note: {name} not installed; skipped", file=sys.stderr)
             continue
-        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name) + train_workloads(name):
+        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name) + train_workloads(name) + quant_workloads(name):
             if FILTER and FILTER not in bench:
                 continue
             results.setdefault(bench, {})[name] = median_time(fn, iters, sync) * 1e3

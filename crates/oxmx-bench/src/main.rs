@@ -9,6 +9,7 @@ use oxmx_core::prelude::*;
 use std::time::Instant;
 
 mod nn;
+mod quant;
 mod transforms;
 
 /// Median seconds of `iters` evaluations of `f` after one warm-up.
@@ -187,4 +188,5 @@ fn main() {
     }
     transforms::run(&want);
     nn::run(&want);
+    quant::run(&want);
 }

@@ -41,6 +41,30 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     let buffers: Vec<&str> = nodes.iter().filter(|f| f.buffer).map(|f| f.name.as_str()).collect();
     let type_name = ident.to_string();
+    // `#[module(quantizable)]` on the struct: `nn::quantize` reaches the type's
+    // `Quantizable` impl through this hook (trait objects cannot be downcast otherwise).
+    let mut quantizable = false;
+    for attr in &input.attrs {
+        if attr.path().is_ident("module") {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("quantizable") {
+                    quantizable = true;
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown struct attribute: expected `quantizable`"))
+                }
+            })?;
+        }
+    }
+    let hook = if quantizable {
+        quote! {
+            fn quantizable(&mut self) -> ::core::option::Option<&mut dyn ::oxmx_nn::Quantizable> {
+                ::core::option::Option::Some(self)
+            }
+        }
+    } else {
+        quote!()
+    };
     Ok(quote! {
         impl #impl_g ::oxmx_nn::Module for #ident #ty_g #where_c {
             fn type_name(&self) -> &'static str {
@@ -61,6 +85,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             fn buffer_names(&self) -> &'static [&'static str] {
                 &[#(#buffers),*]
             }
+            #hook
             fn as_dyn(&self) -> &dyn ::oxmx_nn::Module {
                 self
             }

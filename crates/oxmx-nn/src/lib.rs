@@ -11,6 +11,7 @@ pub mod layers;
 pub mod losses;
 mod module;
 mod node;
+pub mod quantize;
 mod state;
 mod weights;
 
@@ -20,8 +21,9 @@ pub use module::{Module, Params};
 pub use node::{join_path, Node};
 pub use oxmx_core::Array;
 pub use oxmx_derive::{Module, Tree};
+pub use quantize::{quantize, QuantSpec, Quantizable};
 pub use state::ModuleState;
-pub use weights::{load_weights, save_weights, LoadMode};
+pub use weights::{load_weights, load_weights_from, save_weights, LoadMode};
 
 /// A module with one array input and one array output: what `Sequential` chains.
 pub trait UnaryModule: Module {

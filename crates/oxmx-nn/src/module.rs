@@ -131,6 +131,12 @@ pub trait Module {
         set_frozen(self.as_dyn_mut(), paths, false)
     }
 
+    /// The quantization hook of layers that can be quantized in place (`Linear`, `Embedding`;
+    /// set by `#[module(quantizable)]`); `None` for every other module.
+    fn quantizable(&mut self) -> Option<&mut dyn crate::Quantizable> {
+        None
+    }
+
     #[doc(hidden)]
     fn as_dyn(&self) -> &dyn Module;
     #[doc(hidden)]

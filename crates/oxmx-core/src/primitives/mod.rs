@@ -13,6 +13,7 @@ pub mod fused;
 pub mod index;
 pub mod linalg;
 pub mod matmul;
+pub mod quantized;
 pub mod random;
 pub mod reduce;
 pub mod shape;
@@ -30,6 +31,7 @@ pub use fused::{FusedInstr, FusedOp};
 pub use index::IndexOp;
 pub use linalg::LinalgOp;
 pub use matmul::MatmulOp;
+pub use quantized::{QuantMode, QuantParams, QuantizedOp};
 pub use random::RandomOp;
 pub use reduce::ReduceOp;
 pub use shape::ShapeOp;
@@ -56,6 +58,7 @@ pub enum Primitive {
     Random(RandomOp),
     Fft(FftOp),
     Linalg(LinalgOp),
+    Quantized(QuantizedOp),
     Custom(CustomOp),
     /// A region of element-wise ops merged by `compile`.
     Fused(FusedOp),
@@ -79,6 +82,7 @@ impl Primitive {
             Primitive::Random(op) => op.output_specs(inputs),
             Primitive::Fft(op) => op.output_specs(inputs),
             Primitive::Linalg(op) => op.output_specs(inputs),
+            Primitive::Quantized(op) => op.output_specs(inputs),
             Primitive::Custom(op) => op.output_specs(inputs),
             Primitive::Fused(op) => op.output_specs(inputs),
         }
@@ -100,6 +104,7 @@ impl Primitive {
             Primitive::Random(op) => op.name(),
             Primitive::Fft(op) => op.name(),
             Primitive::Linalg(op) => op.name(),
+            Primitive::Quantized(op) => op.name(),
             Primitive::Custom(op) => op.name(),
             Primitive::Fused(op) => op.name(),
         }

@@ -135,6 +135,7 @@ pub(crate) fn batch(prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result
             // Batched over leading axes already: give every operand the batch axis.
             multi(prim, all_batched(ins, b))?
         }
+        Primitive::Quantized(op) => return quantized_batch(op, prim, ins, b),
         Primitive::Conv(ConvOp::Conv(_)) if only_first => {
             // Fold the batch into N.
             let s = x.shape();
@@ -196,6 +197,22 @@ pub(crate) fn batch(prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result
         }
         Primitive::Random(_) | Primitive::Creation(_) | Primitive::Conv(_) => return loop_over(prim, ins, b),
     })
+}
+
+/// Quantize/dequantize work row by row, so a leading batch axis passes through; a matmul with
+/// only `x` batched against a 2-d matrix folds the batch into `x`'s leading axes; the rest
+/// loops.
+fn quantized_batch(op: &crate::primitives::QuantizedOp, prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result<Vec<Array>> {
+    use crate::primitives::QuantizedOp;
+    let only_first = ins[1..].iter().all(|(_, is_b)| !is_b);
+    match op {
+        QuantizedOp::Quantize(_) | QuantizedOp::Dequantize { .. } => multi(prim, all_batched(ins, b)),
+        QuantizedOp::Matmul { .. } if only_first && ins[1].0.ndim() == 2 => multi(prim, ins.iter().map(|(a, _)| a.clone()).collect()),
+        QuantizedOp::Matmul { .. } if ins[0].1 && ins[0].0.ndim() == ins[1].0.ndim() + usize::from(!ins[1].1) => {
+            multi(prim, all_batched(ins, b))
+        }
+        _ => loop_over(prim, ins, b),
+    }
 }
 
 /// The primitive applied to each batch element, results stacked: correct for anything.

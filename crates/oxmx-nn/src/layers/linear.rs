@@ -1,13 +1,22 @@
-//! `Linear`, `Identity` and `Embedding`, as in `mlx.nn`.
+//! `Linear`, `Identity` and `Embedding`, as in `mlx.nn`. `Linear` and `Embedding` are also
+//! MLX's `QuantizedLinear` / `QuantizedEmbedding`: see `crate::quantize` for the design.
 
+use crate::quantize::QuantSpec;
 use crate::{init, Module, ModuleState, UnaryModule};
 use oxmx_core::{ops, Array, Dtype};
 
 /// `y = x W^T + b` with `weight: [output_dims, input_dims]` (PyTorch's and MLX's layout).
+/// Quantized (`quant` set, see `crate::quantize`), `weight` holds the packed `uint32` matrix
+/// and `scales`/`biases` its group parameters, under MLX's `QuantizedLinear` keys.
 #[derive(Module, Clone, Debug)]
+#[module(quantizable)]
 pub struct Linear {
     pub weight: Array,
+    pub scales: Option<Array>,
+    pub biases: Option<Array>,
     pub bias: Option<Array>,
+    #[module(skip)]
+    pub quant: Option<QuantSpec>,
     pub state: ModuleState,
 }
 
@@ -18,17 +27,43 @@ impl Linear {
         Linear {
             weight: init::uniform(&[output_dims, input_dims], Dtype::Float32, -scale, scale),
             bias: bias.then(|| init::uniform(&[output_dims], Dtype::Float32, -scale, scale)),
+            scales: None,
+            biases: None,
+            quant: None,
             state: ModuleState::default(),
         }
     }
 
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Linear {
-        Linear { weight, bias, state: ModuleState::default() }
+        Linear { weight, bias, scales: None, biases: None, quant: None, state: ModuleState::default() }
+    }
+
+    /// MLX's `QuantizedLinear.from_linear` / `Linear.to_quantized`: a quantized copy.
+    pub fn to_quantized(&self, group_size: usize, bits: usize, mode: &str) -> oxmx_core::Result<Linear> {
+        let mut q = self.clone();
+        crate::Quantizable::quantize_in_place(&mut q, &QuantSpec::new(group_size, bits, mode))?;
+        Ok(q)
     }
 }
 
 impl UnaryModule for Linear {
     fn forward(&self, x: &Array) -> Array {
+        if let Some(q) = &self.quant {
+            let y = ops::quantized_matmul(
+                x,
+                &self.weight,
+                self.scales.as_ref().unwrap_or(&self.weight),
+                self.biases.as_ref(),
+                true,
+                Some(q.group_size),
+                Some(q.bits),
+                &q.mode,
+            );
+            return match &self.bias {
+                Some(b) => ops::add(&y, b),
+                None => y,
+            };
+        }
         let wt = ops::swapaxes(&self.weight, -1, -2);
         match &self.bias {
             Some(b) => ops::addmm(b, x, &wt, 1.0, 1.0),
@@ -48,9 +83,16 @@ impl UnaryModule for Identity {
 }
 
 /// A lookup table `weight: [num_embeddings, dims]` indexed by integer arrays.
+/// Quantized (`quant` set), `weight` is packed and rows are dequantized on lookup, as MLX's
+/// `QuantizedEmbedding`.
 #[derive(Module, Clone, Debug)]
+#[module(quantizable)]
 pub struct Embedding {
     pub weight: Array,
+    pub scales: Option<Array>,
+    pub biases: Option<Array>,
+    #[module(skip)]
+    pub quant: Option<QuantSpec>,
     pub state: ModuleState,
 }
 
@@ -58,17 +100,53 @@ impl Embedding {
     /// Weight drawn from N(0, 1/dims), as MLX.
     pub fn new(num_embeddings: usize, dims: usize) -> Embedding {
         let scale = (1.0 / dims as f64).sqrt();
-        Embedding { weight: init::normal(&[num_embeddings, dims], Dtype::Float32, 0.0, scale), state: ModuleState::default() }
+        Embedding::from_weight(init::normal(&[num_embeddings, dims], Dtype::Float32, 0.0, scale))
+    }
+
+    pub fn from_weight(weight: Array) -> Embedding {
+        Embedding { weight, scales: None, biases: None, quant: None, state: ModuleState::default() }
+    }
+
+    /// A quantized copy (MLX's `QuantizedEmbedding.from_embedding`).
+    pub fn to_quantized(&self, group_size: usize, bits: usize, mode: &str) -> oxmx_core::Result<Embedding> {
+        let mut q = self.clone();
+        crate::Quantizable::quantize_in_place(&mut q, &QuantSpec::new(group_size, bits, mode))?;
+        Ok(q)
     }
 
     /// `x @ weight^T`: the tied output projection of a language model.
     pub fn as_linear(&self, x: &Array) -> Array {
+        if let Some(q) = &self.quant {
+            return ops::quantized_matmul(
+                x,
+                &self.weight,
+                self.scales.as_ref().unwrap_or(&self.weight),
+                self.biases.as_ref(),
+                true,
+                Some(q.group_size),
+                Some(q.bits),
+                &q.mode,
+            );
+        }
         ops::matmul(x, &ops::swapaxes(&self.weight, -1, -2))
     }
 }
 
 impl UnaryModule for Embedding {
     fn forward(&self, x: &Array) -> Array {
+        if let Some(q) = &self.quant {
+            let take = |a: &Array| ops::take(a, x, Some(0));
+            let s = self.scales.as_ref().unwrap_or(&self.weight);
+            return ops::dequantize(
+                &take(&self.weight),
+                &take(s),
+                self.biases.as_ref().map(take).as_ref(),
+                Some(q.group_size),
+                Some(q.bits),
+                &q.mode,
+                None,
+            );
+        }
         ops::take(&self.weight, x, Some(0))
     }
 }

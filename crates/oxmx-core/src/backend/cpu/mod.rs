@@ -13,6 +13,7 @@ pub mod fused;
 pub mod index;
 pub mod linalg;
 pub mod matmul;
+pub mod quantized;
 pub mod radix;
 pub mod random;
 pub mod reduce;
@@ -43,6 +44,7 @@ pub fn eval(prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Dat
         Primitive::Random(op) => random::eval(op, inputs, specs),
         Primitive::Fft(op) => fft::eval(op, inputs, specs),
         Primitive::Linalg(op) => linalg::eval(op, inputs, specs),
+        Primitive::Quantized(op) => quantized::eval(op, inputs, specs),
         // The forward outputs were computed by their own graph: pass them through.
         Primitive::Custom(op) => Ok(inputs[op.n_primals..].to_vec()),
         Primitive::Fused(op) => fused::eval(op, inputs, specs),

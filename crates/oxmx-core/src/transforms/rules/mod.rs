@@ -15,6 +15,7 @@ pub(crate) mod fused;
 mod index;
 mod linalg;
 mod other;
+mod quantized;
 mod reduce;
 mod shape;
 
@@ -90,6 +91,7 @@ pub(crate) fn vjp(
             Ok(vec![other::sort_vjp(op, &inputs[0], &g)?])
         }
         Primitive::Linalg(op) => linalg::vjp(op, inputs, outputs, cots, argnums),
+        Primitive::Quantized(op) => quantized::vjp(op, inputs, cots, argnums),
         Primitive::Creation(_) | Primitive::Random(_) => Ok(argnums.iter().map(|&i| crate::ops::zeros_like(&inputs[i])).collect()),
         Primitive::Fft(op) => {
             let (_, g) = single()?;

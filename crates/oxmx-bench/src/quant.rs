@@ -1,0 +1,77 @@
+//! Quantized matmul rows (mirrored in scripts/bench.py for MLX): the decode mat-vec
+//! `x [1, K] @ Wᵀ` with W `[4096, 14336]` 4-bit and 8-bit affine (floor: packed bytes + scales
+//! + biases at DRAM bandwidth), the same shape dense bf16 (the baseline it must beat), a
+//! 512-row prefill product against the f32 matmul of the same shape, and an MoE gather_qmm.
+
+use crate::{input, report, time};
+use oxmx_core::ops;
+use oxmx_core::prelude::*;
+
+pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
+    let (n, k) = (4096usize, 14336usize);
+    let need_big = ["qmv_", "matvec_"].iter().any(|p| want(p)) || want("quant");
+    if need_big {
+        let w = input(&[n, k], 20).astype(Dtype::Bfloat16);
+        let x = input(&[1, k], 21).astype(Dtype::Bfloat16);
+        w.eval().unwrap();
+        x.eval().unwrap();
+        for bits in [4usize, 8] {
+            let name = format!("qmv_4096x14336_q{bits}g64_bf16");
+            if want(&name) {
+                let (wq, s, b) = ops::quantize(&w, Some(64), Some(bits), "affine");
+                let b = b.unwrap();
+                oxmx_core::eval(&[&wq, &s, &b]).unwrap();
+                let bytes = (wq.nbytes() + s.nbytes() + b.nbytes() + x.nbytes()) as f64;
+                report(
+                    &name,
+                    time(20, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(bits), "affine")),
+                    bytes,
+                    2.0 * (n * k) as f64,
+                );
+            }
+        }
+        if want("matvec_4096x14336_bf16") {
+            let wt = ops::transpose(&w, &[1, 0]);
+            report("matvec_4096x14336_bf16", time(20, || ops::matmul(&x, &wt)), w.nbytes() as f64, 2.0 * (n * k) as f64);
+        }
+    }
+    let (m, n2, k2) = (512usize, 4096usize, 4096usize);
+    if want("qmm_512x4096x4096_q4g64_f32") || want("matmul_512x4096x4096_f32") {
+        let w = input(&[n2, k2], 22);
+        let x = input(&[m, k2], 23);
+        oxmx_core::eval(&[&w, &x]).unwrap();
+        let flops = 2.0 * (m * n2 * k2) as f64;
+        if want("qmm_512x4096x4096_q4g64_f32") {
+            let (wq, s, b) = ops::quantize(&w, Some(64), Some(4), "affine");
+            let b = b.unwrap();
+            oxmx_core::eval(&[&wq, &s, &b]).unwrap();
+            report(
+                "qmm_512x4096x4096_q4g64_f32",
+                time(5, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(4), "affine")),
+                0.0,
+                flops,
+            );
+        }
+        if want("matmul_512x4096x4096_f32") {
+            let wt = ops::transpose(&w, &[1, 0]);
+            report("matmul_512x4096x4096_f32", time(5, || ops::matmul(&x, &wt)), 0.0, flops);
+        }
+    }
+    if want("gather_qmm_moe") {
+        // 8 experts of [1408, 2048] (4-bit g64), 4 tokens routed to 2 experts each.
+        let (e, n3, k3) = (8usize, 1408usize, 2048usize);
+        let w = input(&[e, n3, k3], 24).astype(Dtype::Bfloat16);
+        let x = input(&[8, 1, k3], 25).astype(Dtype::Bfloat16);
+        let (wq, s, b) = ops::quantize(&w, Some(64), Some(4), "affine");
+        let b = b.unwrap();
+        let idx = Array::vec(&[0u32, 3, 1, 3, 7, 2, 5, 0]);
+        oxmx_core::eval(&[&wq, &s, &b, &x, &idx]).unwrap();
+        let bytes = (8 * n3 * k3 / 2) as f64;
+        report(
+            "gather_qmm_moe_8x1408x2048_q4g64_bf16",
+            time(20, || ops::gather_qmm(&x, &wq, &s, Some(&b), None, Some(&idx), true, Some(64), Some(4), "affine", false)),
+            bytes,
+            2.0 * (8 * n3 * k3) as f64,
+        );
+    }
+}

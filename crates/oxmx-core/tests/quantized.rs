@@ -1,0 +1,297 @@
+//! Quantization against MLX 0.32.4 (fixtures from scripts/gen_quant_fixtures.py): packed
+//! weights, scales and biases bit-identical to `mx.quantize`, `dequantize` bit-identical to
+//! `mx.dequantize`, products within float tolerance of `mx.quantized_matmul` / `mx.gather_qmm`;
+//! validation errors; gradient, jvp and vmap of `quantized_matmul`.
+
+use oxmx_core::ops::*;
+use oxmx_core::prelude::*;
+use oxmx_core::transforms::{grad_argnums, jvp, vmap};
+use oxmx_core::Scalar;
+use std::collections::BTreeMap;
+
+fn fixtures() -> (BTreeMap<String, Array>, Vec<serde_json::Value>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/quant.safetensors");
+    let (arrays, meta) = oxmx_core::io::load_safetensors(path).expect("fixture loads");
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&meta["cases"]).expect("cases json");
+    (arrays.into_iter().collect(), cases)
+}
+
+/// Raw bits of an array (bit-identity check, NaN-safe).
+fn bits(a: &Array) -> Vec<u64> {
+    match a.dtype() {
+        Dtype::Uint32 => a.to_vec::<u32>().unwrap().into_iter().map(|v| v as u64).collect(),
+        Dtype::Uint8 => a.to_vec::<u8>().unwrap().into_iter().map(|v| v as u64).collect(),
+        Dtype::Float32 => a.to_vec::<f32>().unwrap().into_iter().map(|v| v.to_bits() as u64).collect(),
+        Dtype::Float16 => a.to_vec::<half::f16>().unwrap().into_iter().map(|v| v.to_bits() as u64).collect(),
+        Dtype::Bfloat16 => a.to_vec::<half::bf16>().unwrap().into_iter().map(|v| v.to_bits() as u64).collect(),
+        d => panic!("unexpected dtype {d}"),
+    }
+}
+
+fn same_bits(name: &str, got: &Array, want: &Array) {
+    assert_eq!(got.shape(), want.shape(), "{name}: shape");
+    assert_eq!(got.dtype(), want.dtype(), "{name}: dtype");
+    let (g, w) = (bits(got), bits(want));
+    let bad: Vec<usize> = (0..g.len()).filter(|&i| g[i] != w[i]).collect();
+    assert!(
+        bad.is_empty(),
+        "{name}: {} of {} differ, first at {} (got {:#x}, want {:#x})",
+        bad.len(),
+        g.len(),
+        bad[0],
+        g[bad[0]],
+        w[bad[0]]
+    );
+}
+
+fn close(name: &str, got: &Array, want: &Array, tol: f32) {
+    assert_eq!(got.shape(), want.shape(), "{name}: shape");
+    assert_eq!(got.dtype(), want.dtype(), "{name}: dtype");
+    let g = got.astype(Dtype::Float32).to_vec::<f32>().unwrap();
+    let w = want.astype(Dtype::Float32).to_vec::<f32>().unwrap();
+    let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert!((a - b).abs() <= tol * scale, "{name}: element {i}: got {a}, want {b} (scale {scale})");
+    }
+}
+
+fn tol(dt: &str) -> f32 {
+    match dt {
+        "float32" => 1e-5,
+        "float16" => 4e-3,
+        _ => 3e-2,
+    }
+}
+
+#[test]
+fn quantize_dequantize_bit_identical_to_mlx() {
+    let (fx, cases) = fixtures();
+    let mut n = 0;
+    for c in &cases {
+        let id = c["id"].as_str().unwrap();
+        let mode = c["mode"].as_str().unwrap();
+        let (gs, b) = (c["group_size"].as_u64().unwrap() as usize, c["bits"].as_u64().unwrap() as usize);
+        let name = format!("{id} {mode} g{gs} b{b} {} {:?}", c["dtype"], c["shape"]);
+        let w = &fx[&format!("{id}.w")];
+        let (wq, s, bi) = quantize(w, Some(gs), Some(b), mode);
+        same_bits(&format!("{name} wq"), &wq, &fx[&format!("{id}.wq")]);
+        same_bits(&format!("{name} scales"), &s, &fx[&format!("{id}.scales")]);
+        if mode == "affine" {
+            same_bits(&format!("{name} biases"), bi.as_ref().unwrap(), &fx[&format!("{id}.biases")]);
+        } else {
+            assert!(bi.is_none());
+        }
+        // Dequantize MLX's own packed data (independent of our quantize).
+        let fb = fx.get(&format!("{id}.biases"));
+        let d = dequantize(&fx[&format!("{id}.wq")], &fx[&format!("{id}.scales")], fb, Some(gs), Some(b), mode, None);
+        same_bits(&format!("{name} dequantize"), &d, &fx[&format!("{id}.deq")]);
+        n += 1;
+    }
+    assert!(n >= 120, "only {n} cases");
+}
+
+#[test]
+fn quantized_matmul_matches_mlx() {
+    let (fx, cases) = fixtures();
+    let mut n = 0;
+    for c in &cases {
+        let id = c["id"].as_str().unwrap();
+        let Some(x) = fx.get(&format!("{id}.x")) else { continue };
+        let mode = c["mode"].as_str().unwrap();
+        let dt = c["dtype"].as_str().unwrap();
+        let (gs, b) = (c["group_size"].as_u64().unwrap() as usize, c["bits"].as_u64().unwrap() as usize);
+        let (wq, s, bi) = (&fx[&format!("{id}.wq")], &fx[&format!("{id}.scales")], fx.get(&format!("{id}.biases")));
+        let y = quantized_matmul(x, wq, s, bi, true, Some(gs), Some(b), mode);
+        close(&format!("{id} {mode} g{gs} b{b} {dt} transpose"), &y, &fx[&format!("{id}.y")], tol(dt));
+        if let Some(xt) = fx.get(&format!("{id}.xt")) {
+            let y = quantized_matmul(xt, wq, s, bi, false, Some(gs), Some(b), mode);
+            close(&format!("{id} {mode} g{gs} b{b} {dt} no transpose"), &y, &fx[&format!("{id}.yt")], tol(dt));
+        }
+        n += 1;
+    }
+    assert!(n >= 60, "only {n} cases");
+}
+
+#[test]
+fn many_rows_path_matches_dense() {
+    // 40 rows take the tiled gemm path; compare with x @ dequantize(w).T in f32.
+    for (bits, gs, mode) in [(4, 64, "affine"), (8, 32, "affine"), (3, 128, "affine"), (4, 32, "mxfp4"), (4, 16, "nvfp4")] {
+        let w = rn(&[72, 2048]);
+        let x = rn(&[40, 2048]);
+        let (wq, s, b) = quantize(&w, Some(gs), Some(bits), mode);
+        let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(bits), mode, Some(Dtype::Float32));
+        let want = matmul(&x, &transpose(&dq, &[1, 0]));
+        let got = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(bits), mode);
+        close(&format!("{mode} b{bits} g{gs} t"), &got, &want, 1e-5);
+        let x2 = rn(&[5, 72]);
+        let want = matmul(&x2, &dq);
+        let got = quantized_matmul(&x2, &wq, &s, b.as_ref(), false, Some(gs), Some(bits), mode);
+        close(&format!("{mode} b{bits} g{gs} n"), &got, &want, 1e-5);
+        // Decode path with several rows.
+        let x3 = rn(&[3, 2048]);
+        let want = matmul(&x3, &transpose(&dq, &[1, 0]));
+        let got = quantized_matmul(&x3, &wq, &s, b.as_ref(), true, Some(gs), Some(bits), mode);
+        close(&format!("{mode} b{bits} g{gs} decode"), &got, &want, 1e-5);
+    }
+}
+
+#[test]
+fn gather_qmm_matches_mlx() {
+    let (fx, _) = fixtures();
+    for (k, mode, gs, bits) in [("gaffine4", "affine", 64, 4), ("gaffine8", "affine", 32, 8), ("gmxfp44", "mxfp4", 32, 4)] {
+        let y = gather_qmm(
+            &fx[&format!("{k}.x")],
+            &fx[&format!("{k}.wq")],
+            &fx[&format!("{k}.scales")],
+            fx.get(&format!("{k}.biases")),
+            None,
+            Some(&fx[&format!("{k}.ridx")]),
+            true,
+            Some(gs),
+            Some(bits),
+            mode,
+            false,
+        );
+        close(k, &y, &fx[&format!("{k}.y")], 1e-5);
+    }
+}
+
+fn err(a: &Array) -> String {
+    a.check().expect_err("expected an error").to_string()
+}
+
+#[test]
+fn validation_errors() {
+    let w = rn(&[8, 64]);
+    let (wq, s, b) = quantize(&w, Some(32), Some(4), "affine");
+    let b = b.unwrap();
+    assert!(err(&quantize(&w, Some(48), Some(4), "affine").0).contains("group size"));
+    assert!(err(&quantize(&w, Some(32), Some(7), "affine").0).contains("bits"));
+    assert!(err(&quantize(&w, Some(32), Some(4), "int4").0).contains("mode"));
+    assert!(err(&quantize(&rn(&[8, 40]), Some(32), Some(4), "affine").0).contains("divisible"));
+    assert!(err(&quantize(&w, Some(32), Some(8), "mxfp4").0).contains("bits"));
+    assert!(err(&quantize(&w, Some(64), None, "nvfp4").0).contains("group size"));
+    // Wrong packed shape for the bits / group size.
+    assert!(err(&dequantize(&wq, &s, Some(&b), Some(32), Some(8), "affine", None)).contains("incompatible"));
+    assert!(err(&dequantize(&wq, &s, Some(&b), Some(64), Some(4), "affine", None)).contains("incompatible"));
+    // Scales of the wrong dtype / shape, biases missing.
+    assert!(
+        err(&dequantize(&wq, &s.astype(Dtype::Int32), Some(&b.astype(Dtype::Int32)), Some(32), Some(4), "affine", None)).contains("float")
+    );
+    assert!(err(&dequantize(&wq, &s, None, Some(32), Some(4), "affine", None)).contains("Biases"));
+    assert!(err(&dequantize(&wq, &s, None, None, None, "mxfp4", None)).contains("uint8"));
+    assert!(err(&dequantize(&wq, &slice_axis(&s, 0, 0, 4), Some(&slice_axis(&b, 0, 0, 4)), Some(32), Some(4), "affine", None))
+        .contains("does not match"));
+    // Packed weights of the wrong dtype; x of the wrong width.
+    assert!(err(&quantized_matmul(&rn(&[2, 64]), &w, &s, Some(&b), true, Some(32), Some(4), "affine")).contains("uint32"));
+    assert!(err(&quantized_matmul(&rn(&[2, 63]), &wq, &s, Some(&b), true, Some(32), Some(4), "affine")).contains("does not match"));
+    // Index out of range in gather_qmm: an error at evaluation, not a panic.
+    let w3 = rn(&[2, 8, 64]);
+    let (q3, s3, b3) = quantize(&w3, Some(32), Some(4), "affine");
+    let y = gather_qmm(&rn(&[1, 1, 64]), &q3, &s3, b3.as_ref(), None, Some(&Array::vec(&[5u32])), true, Some(32), Some(4), "affine", false);
+    assert!(y.eval().is_err());
+}
+
+fn slice_axis(a: &Array, axis: usize, lo: usize, hi: usize) -> Array {
+    let idx = arange_n(hi - lo, Some(Dtype::Int32)) + Scalar::Int(lo as i64);
+    take(a, &idx, Some(axis as isize))
+}
+
+#[test]
+fn gradient_of_quantized_matmul() {
+    for transpose in [true, false] {
+        let w = rn(&[64, 64]);
+        let (wq, s, b) = quantize(&w, Some(32), Some(4), "affine");
+        let b = b.unwrap();
+        let dq = dequantize(&wq, &s, Some(&b), Some(32), Some(4), "affine", None);
+        let x = rn(&[3, 64]);
+        let c = rn(&[3, 64]);
+        let (wq2, s2, b2, c2) = (wq.clone(), s.clone(), b.clone(), c.clone());
+        let f = move |v: Vec<Array>| {
+            sum(&(quantized_matmul(&v[0], &wq2, &s2, Some(&b2), transpose, Some(32), Some(4), "affine") * &c2), None, false)
+        };
+        let g = grad_argnums(f, &[0])(vec![x.clone()])[0].clone();
+        // Oracle 1: the dense product's gradient.
+        let dqt = if transpose { transpose_(&dq) } else { dq.clone() };
+        let (dqt2, c3) = (dqt.clone(), c.clone());
+        let fd = move |v: Vec<Array>| sum(&(matmul(&v[0], &dqt2) * &c3), None, false);
+        let gd = grad_argnums(fd, &[0])(vec![x.clone()])[0].clone();
+        close(&format!("grad t={transpose}"), &g, &gd, 1e-5);
+        // Oracle 2: central differences on a few coordinates.
+        let xv = x.to_vec::<f32>().unwrap();
+        let gv = g.to_vec::<f32>().unwrap();
+        for &i in &[0usize, 17, 100, 191] {
+            let eps = 1e-2f32;
+            let mut p = xv.clone();
+            p[i] += eps;
+            let mut m = xv.clone();
+            m[i] -= eps;
+            let fx = |v: Vec<f32>| {
+                sum(
+                    &(quantized_matmul(&Array::from_slice(&v, &[3, 64]), &wq, &s, Some(&b), transpose, Some(32), Some(4), "affine") * &c),
+                    None,
+                    false,
+                )
+                .item::<f32>()
+                .unwrap()
+            };
+            let num = (fx(p) - fx(m)) / (2.0 * eps);
+            assert!((num - gv[i]).abs() < 2e-2 * (1.0 + num.abs()), "finite difference at {i}: {num} vs {}", gv[i]);
+        }
+        // jvp in x is the product with the tangent.
+        let t = rn(&[3, 64]);
+        let (wq3, s3, b3) = (wq.clone(), s.clone(), b.clone());
+        let (_, tan) =
+            jvp(move |x: Array| quantized_matmul(&x, &wq3, &s3, Some(&b3), transpose, Some(32), Some(4), "affine"), &x, &t).unwrap();
+        close("jvp", &tan, &matmul(&t, &dqt), 1e-5);
+        // No gradient through the packed weights or scales: a clear error.
+        let (wq4, x4) = (wq.clone(), x.clone());
+        let (b4, c4) = (b.clone(), c.clone());
+        let r = oxmx_core::transforms::vjp(
+            move |v: Vec<Array>| {
+                vec![sum(&(quantized_matmul(&x4, &wq4, &v[0], Some(&b4), transpose, Some(32), Some(4), "affine") * &c4), None, false)]
+            },
+            &vec![s.clone()],
+            &vec![Array::scalar(1f32)],
+        );
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("not differentiable"), "got {e:?}");
+    }
+}
+
+fn transpose_(a: &Array) -> Array {
+    transpose(a, &[1, 0])
+}
+
+#[test]
+fn vmap_of_quantized_ops() {
+    let w = rn(&[16, 64]);
+    let (wq, s, b) = quantize(&w, Some(32), Some(8), "affine");
+    let b = b.unwrap();
+    let xs = rn(&[4, 2, 64]);
+    let (wq2, s2, b2) = (wq.clone(), s.clone(), b.clone());
+    let f = vmap(move |x: Array| quantized_matmul(&x, &wq2, &s2, Some(&b2), true, Some(32), Some(8), "affine"), &[Some(0)], &[0]);
+    let got = f(xs.clone());
+    let want = quantized_matmul(&xs, &wq, &s, Some(&b), true, Some(32), Some(8), "affine");
+    close("vmap x", &got, &want, 1e-6);
+    // Batched weights: each batch element with its own matrix.
+    let ws = rn(&[3, 16, 64]);
+    let x1 = rn(&[2, 64]);
+    let x2 = x1.clone();
+    let g = vmap(
+        move |w: Array| {
+            let (q, s, b) = quantize(&w, Some(32), Some(4), "affine");
+            quantized_matmul(&x2, &q, &s, b.as_ref(), true, Some(32), Some(4), "affine")
+        },
+        &[Some(0)],
+        &[0],
+    );
+    let got = g(ws.clone());
+    let (q, s, b) = quantize(&ws, Some(32), Some(4), "affine");
+    let want = quantized_matmul(&broadcast_to(&expand_dims(&x1, &[0]), &[3, 2, 64]), &q, &s, b.as_ref(), true, Some(32), Some(4), "affine");
+    close("vmap w", &got, &want, 1e-6);
+}
+
+fn rn(shape: &[usize]) -> Array {
+    random::normal(shape, Dtype::Float32, 0.0f32, 1.0f32, None)
+}
