@@ -8,6 +8,7 @@ use oxmx_core::ops;
 use oxmx_core::prelude::*;
 use std::time::Instant;
 
+mod fast;
 mod nn;
 mod transforms;
 
@@ -187,4 +188,5 @@ fn main() {
     }
     transforms::run(&want);
     nn::run(&want);
+    fast::run(&want);
 }

@@ -8,6 +8,7 @@ pub mod cast;
 pub mod conv;
 pub mod creation;
 pub mod custom;
+pub mod fast;
 pub mod fft;
 pub mod fused;
 pub mod index;
@@ -25,6 +26,7 @@ pub use cast::CastOp;
 pub use conv::ConvOp;
 pub use creation::CreationOp;
 pub use custom::CustomOp;
+pub use fast::FastOp;
 pub use fft::FftOp;
 pub use fused::{FusedInstr, FusedOp};
 pub use index::IndexOp;
@@ -56,6 +58,8 @@ pub enum Primitive {
     Random(RandomOp),
     Fft(FftOp),
     Linalg(LinalgOp),
+    /// mx.fast: fused norms, rope and attention (with an op-built fallback).
+    Fast(FastOp),
     Custom(CustomOp),
     /// A region of element-wise ops merged by `compile`.
     Fused(FusedOp),
@@ -79,6 +83,7 @@ impl Primitive {
             Primitive::Random(op) => op.output_specs(inputs),
             Primitive::Fft(op) => op.output_specs(inputs),
             Primitive::Linalg(op) => op.output_specs(inputs),
+            Primitive::Fast(op) => op.output_specs(inputs),
             Primitive::Custom(op) => op.output_specs(inputs),
             Primitive::Fused(op) => op.output_specs(inputs),
         }
@@ -100,6 +105,7 @@ impl Primitive {
             Primitive::Random(op) => op.name(),
             Primitive::Fft(op) => op.name(),
             Primitive::Linalg(op) => op.name(),
+            Primitive::Fast(op) => op.name(),
             Primitive::Custom(op) => op.name(),
             Primitive::Fused(op) => op.name(),
         }
