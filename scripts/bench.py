@@ -230,6 +230,31 @@ def train_workloads(name):
     return []
 
 
+def fast_workloads(name):
+    """mx.fast rows (mirrors crates/oxmx-bench/src/fast.rs): MLX is the only peer with these ops."""
+    if name != "mlx":
+        return []
+    import mlx.core as mx
+    import numpy as np
+    rng = np.random.default_rng(2)
+    out = []
+    for dt in ("float32", "float16"):
+        x = mx.array(rng.uniform(-1, 1, (4096, 4096)).astype("float32")).astype(getattr(mx, dt))
+        w = mx.array(rng.uniform(-1, 1, (4096,)).astype("float32")).astype(getattr(mx, dt))
+        r = mx.array(rng.uniform(-1, 1, (1, 32, 1024, 128)).astype("float32")).astype(getattr(mx, dt))
+        mx.eval(x, w, r)
+        out.append((f"fast_rms_norm_4096x4096_{dt}", lambda x=x, w=w: mx.fast.rms_norm(x, w, 1e-5), 10))
+        out.append((f"fast_rope_1x32x1024x128_{dt}", lambda r=r: mx.fast.rope(r, 128, traditional=False, base=10000.0, scale=1.0, offset=7), 10))
+    for dt in ("float32", "float16", "bfloat16"):
+        q = mx.array(rng.uniform(-1, 1, (1, 32, 1, 128)).astype("float32")).astype(getattr(mx, dt))
+        k = mx.array(rng.uniform(-1, 1, (1, 8, 32768, 128)).astype("float32")).astype(getattr(mx, dt))
+        v = mx.array(rng.uniform(-1, 1, (1, 8, 32768, 128)).astype("float32")).astype(getattr(mx, dt))
+        mx.eval(q, k, v)
+        out.append((f"fast_sdpa_decode_gqa32x8_k32768_d128_{dt}",
+                    lambda q=q, k=k, v=v: mx.fast.scaled_dot_product_attention(q, k, v, scale=128 ** -0.5, mask="causal"), 10))
+    return out
+
+
 def quant_workloads(name):
     """Quantized rows (mirrors crates/oxmx-bench/src/quant.rs); MLX is the only peer with them."""
     if name != "mlx":
@@ -342,7 +367,7 @@ def main():
         except ImportError:
             print(f"note: {name} not installed; skipped", file=sys.stderr)
             continue
-        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name) + train_workloads(name) + quant_workloads(name):
+        for bench, fn, iters in workloads(lib, xp, sync) + transform_workloads(name) + train_workloads(name) + quant_workloads(name) + fast_workloads(name):
             if FILTER and FILTER not in bench:
                 continue
             results.setdefault(bench, {})[name] = median_time(fn, iters, sync) * 1e3

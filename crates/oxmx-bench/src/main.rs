@@ -8,6 +8,7 @@ use oxmx_core::ops;
 use oxmx_core::prelude::*;
 use std::time::Instant;
 
+mod fast;
 mod nn;
 mod quant;
 mod transforms;
@@ -189,4 +190,5 @@ fn main() {
     transforms::run(&want);
     nn::run(&want);
     quant::run(&want);
+    fast::run(&want);
 }

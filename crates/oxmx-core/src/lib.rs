@@ -27,7 +27,7 @@ pub use device::{default_device, set_default_device, with_device, Device};
 pub use dtype::{finfo, iinfo, promote_types, Dtype, Element, Scalar};
 pub use error::{Error, ErrorKind, Result};
 pub use ops::*;
-pub use ops::{fft, linalg, random};
+pub use ops::{fast, fft, linalg, random};
 pub use stream::{default_stream, new_stream, synchronize, with_stream, Stream};
 pub use transforms::*;
 

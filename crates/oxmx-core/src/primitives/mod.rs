@@ -8,6 +8,7 @@ pub mod cast;
 pub mod conv;
 pub mod creation;
 pub mod custom;
+pub mod fast;
 pub mod fft;
 pub mod fused;
 pub mod index;
@@ -26,6 +27,7 @@ pub use cast::CastOp;
 pub use conv::ConvOp;
 pub use creation::CreationOp;
 pub use custom::CustomOp;
+pub use fast::FastOp;
 pub use fft::FftOp;
 pub use fused::{FusedInstr, FusedOp};
 pub use index::IndexOp;
@@ -59,6 +61,8 @@ pub enum Primitive {
     Fft(FftOp),
     Linalg(LinalgOp),
     Quantized(QuantizedOp),
+    /// mx.fast: fused norms, rope and attention (with an op-built fallback).
+    Fast(FastOp),
     Custom(CustomOp),
     /// A region of element-wise ops merged by `compile`.
     Fused(FusedOp),
@@ -83,6 +87,7 @@ impl Primitive {
             Primitive::Fft(op) => op.output_specs(inputs),
             Primitive::Linalg(op) => op.output_specs(inputs),
             Primitive::Quantized(op) => op.output_specs(inputs),
+            Primitive::Fast(op) => op.output_specs(inputs),
             Primitive::Custom(op) => op.output_specs(inputs),
             Primitive::Fused(op) => op.output_specs(inputs),
         }
@@ -105,6 +110,7 @@ impl Primitive {
             Primitive::Fft(op) => op.name(),
             Primitive::Linalg(op) => op.name(),
             Primitive::Quantized(op) => op.name(),
+            Primitive::Fast(op) => op.name(),
             Primitive::Custom(op) => op.name(),
             Primitive::Fused(op) => op.name(),
         }

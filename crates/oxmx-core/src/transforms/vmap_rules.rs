@@ -161,6 +161,7 @@ pub(crate) fn batch(prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result
             };
             one(Primitive::Fft(op), vec![x.clone()])
         }
+        Primitive::Fast(op) => super::rules::fast::batch(op, ins, b)?,
         Primitive::Custom(op) => match &op.vmap {
             Some(rule) => {
                 let n = op.n_primals;

@@ -7,6 +7,7 @@ pub mod cast;
 pub mod conv;
 pub mod creation;
 pub mod elementwise;
+pub mod fast;
 pub mod fastmath;
 pub mod fft;
 pub mod fused;
@@ -45,6 +46,7 @@ pub fn eval(prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Dat
         Primitive::Fft(op) => fft::eval(op, inputs, specs),
         Primitive::Linalg(op) => linalg::eval(op, inputs, specs),
         Primitive::Quantized(op) => quantized::eval(op, inputs, specs),
+        Primitive::Fast(op) => fast::eval(op, inputs, specs),
         // The forward outputs were computed by their own graph: pass them through.
         Primitive::Custom(op) => Ok(inputs[op.n_primals..].to_vec()),
         Primitive::Fused(op) => fused::eval(op, inputs, specs),

@@ -76,6 +76,7 @@ fn reinfer(ins: &Instr, args: Vec<Array>) -> Result<Vec<Array>> {
         | Primitive::Reduce(_)
         | Primitive::Matmul(_)
         | Primitive::Custom(_)
+        | Primitive::Fast(_)
         | Primitive::Sort(SortOp::Sort { .. } | SortOp::ArgSort { .. })
         | Primitive::Shape(ShapeOp::Transpose(_) | ShapeOp::Copy | ShapeOp::StopGradient | ShapeOp::Concatenate { .. }) => {
             rebuild(ins, args)

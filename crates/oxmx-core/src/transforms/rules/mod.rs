@@ -10,6 +10,7 @@
 //! tangents; everything else falls back to transposing the (linear) vjp with a second vjp.
 
 mod elementwise;
+pub(crate) mod fast;
 mod fft;
 pub(crate) mod fused;
 mod index;
@@ -92,6 +93,10 @@ pub(crate) fn vjp(
         }
         Primitive::Linalg(op) => linalg::vjp(op, inputs, outputs, cots, argnums),
         Primitive::Quantized(op) => quantized::vjp(op, inputs, cots, argnums),
+        Primitive::Fast(op) => {
+            let (_, g) = single()?;
+            fast::vjp(op, inputs, &g, argnums)
+        }
         Primitive::Creation(_) | Primitive::Random(_) => Ok(argnums.iter().map(|&i| crate::ops::zeros_like(&inputs[i])).collect()),
         Primitive::Fft(op) => {
             let (_, g) = single()?;
