@@ -206,6 +206,14 @@ def main():
         out["smollm2"] = {"cases": cases, "bos_token_id": t.bos_token_id, "eos_token_id": t.eos_token_id,
                           "vocab_size": len(t), "file": os.path.basename(DEFAULT_GGUF)}
         msgs = [{"role": "user", "content": "What is the capital of France?"}]
+        # What `oxmx tokenize` must print for the README's prompt: template, then ids without specials.
+        rendered = t.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        out["smollm2"]["cli_prompt"] = {"prompt": msgs[0]["content"], "text": rendered,
+                                        "ids": t.encode(rendered, add_special_tokens=False),
+                                        "system_prompt": "Answer in one word.",
+                                        "ids_with_system": t.encode(t.apply_chat_template(
+                                            [{"role": "system", "content": "Answer in one word."}] + msgs,
+                                            tokenize=False, add_generation_prompt=True), add_special_tokens=False)}
         out["smollm2"]["chat"] = [
             {"messages": msgs, "add_generation_prompt": True,
              "text": t.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)},
@@ -275,7 +283,7 @@ FEATURES = """{% set ns = namespace(n=0, names=[]) %}
 users={{ ns.n }} {{ {'b': [1, 2.5, 'x\"y', none, true], 'a': {'ü': 'é'}} | tojson(indent=2) }}
 {{ {'b': 1, 'a': [1, 2]} | tojson }} {{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }} {{ custom_var | default('nodefault') }}
 {%- for k, v in {'x': 1, 'y': 2}.items() %} {{ k }}={{ v }}{% endfor %}
-{{ messages[-1]['content'][:5] }}|{{ 'a-b-c'.split('-') | join('+') }}|{{ '%d items' % 3 }}|{{ 'Title Me'.lower().title() }}"""
+{{ messages[-1]['content'][:5] }}|{{ 'a-b-c'.split('-') | join('+') }}|{{ 'Title Me'.lower().title() }}|{{ [1, "it's", none, true, 2.5] }}|{{ none }}|{{ {'k': 'v'} }}|{{ false }}"""
 
 CONTINUE = """{% for m in messages %}<|{{ m.role }}|>{{ m.content }}</s>
 {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"""
@@ -326,8 +334,12 @@ def gen_chat():
         {"name": "raise", "template": THINKING, "messages": [{"role": "robot", "content": "x"}], "contains": "Unknown role: robot"},
         {"name": "syntax", "template": "line one\n{% for m in messages %}\n{{ m.content }\n{% endfor %}", "messages": [], "line": 3},
     ]
+    import datetime
+    fmt = "%d %B %Y %H:%M:%S %a %A %b %j %y %I%p %e %m %%"
+    strftime = [{"t": t, "fmt": fmt, "text": datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(fmt)}
+                for t in [0, 951782400, 1709211909, 1735689599, 4102444800 + 43200, 1234567890]]
     with open(os.path.join(OUT, "chat.json"), "w", encoding="utf-8") as f:
-        json.dump({"cases": cases, "errors": errors}, f, ensure_ascii=False, indent=1)
+        json.dump({"cases": cases, "errors": errors, "strftime": strftime}, f, ensure_ascii=False, indent=1)
     print(f"chat: {len(cases)} cases")
 
 

@@ -258,6 +258,76 @@ pub fn strftime(secs: i64, fmt: &str) -> String {
     out
 }
 
+/// Python's `repr` of a value inside a printed container (`['a', 1, True, None]`).
+fn py_repr(v: &JValue, out: &mut String) {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or_default();
+            // Python quotes with ' unless the text has a ' and no ".
+            let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+            out.push(q);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == q => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push(q);
+        }
+        _ => py_str(v, out),
+    }
+}
+
+/// Python's `str` of a value, which is what Jinja2 prints (`True`, `None`, `[1, 'a']`, `1.0`).
+fn py_str(v: &JValue, out: &mut String) {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::Undefined => {}
+        ValueKind::None => out.push_str("None"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "True" } else { "False" }),
+        ValueKind::Number => match f64::try_from(v.clone()) {
+            Ok(f) if v.as_i64().is_none() => out.push_str(&py_float_repr(f)),
+            _ => out.push_str(&v.to_string()),
+        },
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            if let Ok(it) = v.try_iter() {
+                for (i, x) in it.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    py_repr(&x, out);
+                }
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            if let Ok(it) = v.try_iter() {
+                for (i, k) in it.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    py_repr(&k, out);
+                    out.push_str(": ");
+                    py_repr(&v.get_item(&k).unwrap_or_default(), out);
+                }
+            }
+            out.push('}');
+        }
+        _ => out.push_str(&v.to_string()),
+    }
+}
+
 /// One line naming the template source, the line and the problem.
 fn describe(origin: &str, e: &minijinja::Error) -> Error {
     let mut msg = format!("[chat template] {origin}");
@@ -301,6 +371,12 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
+        // Printed values look as Jinja2 prints them (Python's str), not minijinja's (true, none).
+        env.set_formatter(|out, _state, value| {
+            let mut s = String::new();
+            py_str(value, &mut s);
+            out.write_str(&s).map_err(|_| minijinja::Error::new(ErrorKind::WriteFailure, "cannot write the template output"))
+        });
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(text)).map_err(|e| describe(&origin, &e))?;
