@@ -2,7 +2,13 @@
 //! checkpoints, tokenization and chat templates, models by `model_type`, KV caches, sampling and
 //! generation.
 
+pub mod cache;
 pub mod chat;
+pub mod config;
+pub mod generate;
+pub mod loader;
+pub mod models;
+pub mod sample;
 pub mod tokenizer;
 
 pub use chat::{ChatTemplate, ChatTemplateSource};
