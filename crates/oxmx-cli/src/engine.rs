@@ -76,6 +76,11 @@ impl Engine {
             on_token(step?.token)?;
         }
         let st = it.stats();
-        Ok(Stats { prompt_tokens: st.prompt_tokens, prompt_tps: st.prompt_tps, generation_tps: st.generation_tps, peak_memory: st.peak_memory })
+        Ok(Stats {
+            prompt_tokens: st.prompt_tokens,
+            prompt_tps: st.prompt_tps,
+            generation_tps: st.generation_tps,
+            peak_memory: st.peak_memory,
+        })
     }
 }

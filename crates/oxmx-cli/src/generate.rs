@@ -84,7 +84,9 @@ fn eos_ids(tok: &Tokenizer, engine_eos: &[u32], m: &ModelArgs) -> Result<Vec<u32
     for e in &m.extra_eos_token {
         let id = match tok.token_to_id(e) {
             Some(id) => id,
-            None => e.parse::<u32>().map_err(|_| Error::invalid(format!("--extra-eos-token '{e}' is neither a token of the vocabulary nor an id")))?,
+            None => e
+                .parse::<u32>()
+                .map_err(|_| Error::invalid(format!("--extra-eos-token '{e}' is neither a token of the vocabulary nor an id")))?,
         };
         if id as usize >= tok.vocab_size() {
             return Err(Error::invalid(format!("--extra-eos-token {id} is outside the vocabulary ({})", tok.vocab_size())));
@@ -110,7 +112,13 @@ fn params(s: &SampleArgs, max_tokens: usize, eos: Vec<u32>) -> GenParams {
 }
 
 /// Generates after `ids`, streaming text to `out` when given; returns (text, token count, stats).
-fn stream(engine: &mut Engine, tok: &Tokenizer, ids: &[u32], p: &GenParams, mut out: Option<&mut dyn Write>) -> Result<(String, usize, Stats)> {
+fn stream(
+    engine: &mut Engine,
+    tok: &Tokenizer,
+    ids: &[u32],
+    p: &GenParams,
+    mut out: Option<&mut dyn Write>,
+) -> Result<(String, usize, Stats)> {
     let mut detok = tok.detokenizer();
     let mut n = 0usize;
     let stats = engine.generate(ids, p, &mut |t| {

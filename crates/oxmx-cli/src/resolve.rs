@@ -25,10 +25,7 @@ pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
         if p.is_file() {
             return Ok(p);
         }
-        return Err(Error::io(format!(
-            "the default model is not at {}: run scripts/setup.sh (or pass --model PATH)",
-            p.display()
-        )));
+        return Err(Error::io(format!("the default model is not at {}: run scripts/setup.sh (or pass --model PATH)", p.display())));
     };
     let p = PathBuf::from(shellexpand_home(arg));
     if p.exists() {

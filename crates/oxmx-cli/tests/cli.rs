@@ -63,9 +63,9 @@ fn default_model_prompt_matches_transformers() {
         eprintln!("skipped: fixtures made without the default model");
         return;
     };
-    let dir = std::env::var("OXMX_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/oxmx/models")
-    });
+    let dir = std::env::var("OXMX_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/oxmx/models"));
     if !dir.join(f["file"].as_str().unwrap()).is_file() {
         eprintln!("skipped: the default model is not in {} (run scripts/setup.sh)", dir.display());
         return;
@@ -77,10 +77,8 @@ fn default_model_prompt_matches_transformers() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["text"], c["text"]);
     assert_eq!(ids_of(&v["ids"]), ids_of(&c["ids"]));
-    let o = oxmx(
-        &["tokenize", "--prompt", c["prompt"].as_str().unwrap(), "--system-prompt", c["system_prompt"].as_str().unwrap()],
-        Some(&dir),
-    );
+    let o =
+        oxmx(&["tokenize", "--prompt", c["prompt"].as_str().unwrap(), "--system-prompt", c["system_prompt"].as_str().unwrap()], Some(&dir));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(ids_of(&v["ids"]), ids_of(&c["ids_with_system"]));
 }

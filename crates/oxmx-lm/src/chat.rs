@@ -62,11 +62,7 @@ impl ChatTemplateSource {
             let origin = if self.templates.len() > 1 { format!("{} (template '{n}')", self.origin) } else { self.origin.clone() };
             return Ok((t.as_str(), origin));
         }
-        Err(Error::invalid(format!(
-            "[chat template] {}: no template named '{want}' (available: {})",
-            self.origin,
-            self.names().join(", ")
-        )))
+        Err(Error::invalid(format!("[chat template] {}: no template named '{want}' (available: {})", self.origin, self.names().join(", "))))
     }
 }
 
@@ -175,7 +171,10 @@ fn tojson(v: JValue, kwargs: Kwargs) -> std::result::Result<JValue, minijinja::E
     let indent = match indent {
         None => None,
         Some(i) if i.is_none() || i.is_undefined() => None,
-        Some(i) => Some(usize::try_from(i.clone()).map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: indent must be an integer, got {i}")))?),
+        Some(i) => Some(
+            usize::try_from(i.clone())
+                .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: indent must be an integer, got {i}")))?,
+        ),
     };
     let (item_sep, key_sep) = match separators {
         Some(s) if !s.is_none() && !s.is_undefined() => {
@@ -205,7 +204,8 @@ fn strftime_now(fmt: String) -> String {
 
 /// Formats a Unix time (UTC) with Python's strftime directives %Y %m %d %H %M %S %y %B %b %A %a %j %e %p %I %%.
 pub fn strftime(secs: i64, fmt: &str) -> String {
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] =
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
     const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
     let days = secs.div_euclid(86400);
     let tod = secs.rem_euclid(86400);
@@ -373,6 +373,7 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         // Printed values look as Jinja2 prints them (Python's str), not minijinja's (true, none).
         env.set_formatter(|out, _state, value| {
+            use std::fmt::Write as _;
             let mut s = String::new();
             py_str(value, &mut s);
             out.write_str(&s).map_err(|_| minijinja::Error::new(ErrorKind::WriteFailure, "cannot write the template output"))

@@ -49,8 +49,8 @@ fn template_errors_name_source_and_line() {
         let name = c["name"].as_str().unwrap();
         let src = format!("test/{name}.jinja");
         let msgs = c["messages"].as_array().unwrap().clone();
-        let r = ChatTemplate::new(c["template"].as_str().unwrap(), src.clone(), vec![])
-            .and_then(|t| t.apply(&msgs, &ChatOptions::default()));
+        let r =
+            ChatTemplate::new(c["template"].as_str().unwrap(), src.clone(), vec![]).and_then(|t| t.apply(&msgs, &ChatOptions::default()));
         let e = r.err().unwrap_or_else(|| panic!("{name} should fail")).to_string();
         assert!(e.contains(&src), "{e}");
         if let Some(s) = c.get("contains") {

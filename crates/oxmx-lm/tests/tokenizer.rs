@@ -30,7 +30,11 @@ fn check_cases(tok: &Tokenizer, file: &Value, what: &str) -> usize {
         assert_eq!(got, want, "{what}: ids of {text:?}");
         assert_eq!(tok.encode(text, true).unwrap(), ids(&c["ids_add_special"]), "{what}: ids with specials of {text:?}");
         assert_eq!(tok.decode(&want, false).unwrap(), c["decoded"].as_str().unwrap(), "{what}: decode of {text:?}");
-        assert_eq!(tok.decode(&want, true).unwrap(), c["decoded_skip_special"].as_str().unwrap(), "{what}: decode skipping specials of {text:?}");
+        assert_eq!(
+            tok.decode(&want, true).unwrap(),
+            c["decoded_skip_special"].as_str().unwrap(),
+            "{what}: decode skipping specials of {text:?}"
+        );
         check_stream(tok, &want, what);
         n += 1;
     }
@@ -95,9 +99,9 @@ fn default_model_gguf_tokenizer_matches_transformers() {
         eprintln!("skipped: the fixtures were generated without the default model");
         return;
     };
-    let dir = std::env::var("OXMX_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/oxmx/models")
-    });
+    let dir = std::env::var("OXMX_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/oxmx/models"));
     let path = dir.join(f["file"].as_str().unwrap());
     if !path.is_file() {
         eprintln!("skipped: {} not present (run scripts/setup.sh)", path.display());
@@ -112,7 +116,8 @@ fn default_model_gguf_tokenizer_matches_transformers() {
     let tmpl = tok.chat_template(None).unwrap();
     for c in f["chat"].as_array().unwrap() {
         let msgs = c["messages"].as_array().unwrap().clone();
-        let opts = oxmx_lm::chat::ChatOptions { add_generation_prompt: c["add_generation_prompt"].as_bool().unwrap(), ..Default::default() };
+        let opts =
+            oxmx_lm::chat::ChatOptions { add_generation_prompt: c["add_generation_prompt"].as_bool().unwrap(), ..Default::default() };
         assert_eq!(tmpl.apply(&msgs, &opts).unwrap(), c["text"].as_str().unwrap());
     }
 }

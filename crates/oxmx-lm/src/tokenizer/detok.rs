@@ -42,9 +42,8 @@ impl DetokenizerKind {
             if has("ByteLevel") && parts.len() == 1 {
                 return DetokenizerKind::ByteLevel;
             }
-            let replaces_space = parts
-                .iter()
-                .any(|p| p["type"] == "Replace" && p["pattern"]["String"] == "\u{2581}" && p["content"] == " ");
+            let replaces_space =
+                parts.iter().any(|p| p["type"] == "Replace" && p["pattern"]["String"] == "\u{2581}" && p["content"] == " ");
             let only_known = parts.iter().all(|p| matches!(p["type"].as_str(), Some("Replace" | "ByteFallback" | "Fuse" | "Strip")));
             if replaces_space && has("ByteFallback") && only_known {
                 let trim = parts.iter().any(|p| p["type"] == "Strip" && p["start"].as_u64() == Some(1));

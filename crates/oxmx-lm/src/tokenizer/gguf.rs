@@ -33,8 +33,7 @@ const GPT2_SPLIT: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}
 const LLAMA3_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split: Llama 3's with single digits.
-const QWEN2_SPLIT: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const GPT4O_SPLIT: &str = concat!(
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
@@ -111,7 +110,9 @@ pub(crate) fn bytes_to_unicode() -> [char; 256] {
 
 fn split_regex(pre: &str) -> Option<&'static str> {
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "dbrx" | "smaug-bpe" => {
+            LLAMA3_SPLIT
+        }
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "megrez" => QWEN2_SPLIT,
         "gpt-4o" | "llama4" | "minimax-m2" => GPT4O_SPLIT,
         _ => return None,
@@ -184,8 +185,8 @@ pub(crate) fn build(meta: &GgufMetadata, source: &str) -> Result<Built> {
     let model = get(meta, "tokenizer.ggml.model")
         .and_then(|v| v.as_str())
         .ok_or_else(|| err(source, "GGUF metadata has no 'tokenizer.ggml.model': the file carries no tokenizer"))?;
-    let tokens = str_array(meta, "tokenizer.ggml.tokens", source)?
-        .ok_or_else(|| err(source, "GGUF metadata has no 'tokenizer.ggml.tokens'"))?;
+    let tokens =
+        str_array(meta, "tokenizer.ggml.tokens", source)?.ok_or_else(|| err(source, "GGUF metadata has no 'tokenizer.ggml.tokens'"))?;
     let types: Vec<u64> = match get(meta, "tokenizer.ggml.token_type") {
         Some(GgufValue::Array(_, v)) => v.iter().map(|x| x.as_u64().unwrap_or(1)).collect(),
         _ => Vec::new(),
@@ -218,11 +219,8 @@ pub(crate) fn build(meta: &GgufMetadata, source: &str) -> Result<Built> {
             let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
             let mut vocab = Map::new();
             for (i, t) in tokens.iter().enumerate() {
-                let spelled = if t.chars().all(|c| alphabet.contains(&c)) {
-                    t.clone()
-                } else {
-                    t.bytes().map(|b| table[b as usize]).collect()
-                };
+                let spelled =
+                    if t.chars().all(|c| alphabet.contains(&c)) { t.clone() } else { t.bytes().map(|b| table[b as usize]).collect() };
                 vocab.insert(spelled, json!(i));
             }
             // A control token outside the byte alphabet is a llama.cpp mislabel: skipped, as transformers does.
@@ -288,12 +286,7 @@ pub(crate) fn build(meta: &GgufMetadata, source: &str) -> Result<Built> {
             ]});
             (vocab, model_json, pre, dec, Some("<unk>"))
         }
-        other => {
-            return Err(err(
-                source,
-                format!("GGUF tokenizer.ggml.model = '{other}' is not supported (supported: gpt2, llama)"),
-            ))
-        }
+        other => return Err(err(source, format!("GGUF tokenizer.ggml.model = '{other}' is not supported (supported: gpt2, llama)"))),
     };
     // USER_DEFINED tokens: added, not special (llama.cpp matches them whole).
     for (i, (t, ty)) in tokens.iter().zip(&types).enumerate() {

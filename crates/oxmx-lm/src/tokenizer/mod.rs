@@ -60,10 +60,7 @@ impl Tokenizer {
         let dir = dir.as_ref();
         let tj = dir.join("tokenizer.json");
         if !tj.is_file() {
-            return Err(Error::io(format!(
-                "[tokenizer] no tokenizer.json in {} (only fast tokenizers are supported)",
-                dir.display()
-            )));
+            return Err(Error::io(format!("[tokenizer] no tokenizer.json in {} (only fast tokenizers are supported)", dir.display())));
         }
         let source = tj.display().to_string();
         let json = std::fs::read_to_string(&tj).map_err(|e| Error::io(format!("[tokenizer] cannot read {source}: {e}")))?;
@@ -251,13 +248,13 @@ impl Tokenizer {
     }
     /// Compiles the default (or `name`d) chat template with this tokenizer's bos/eos tokens.
     pub fn chat_template(&self, name: Option<&str>) -> Result<ChatTemplate> {
-        let src = self
-            .chat_template
-            .as_ref()
-            .ok_or_else(|| err(&self.source, "the model has no chat template (use --ignore-chat-template)"))?;
+        let src =
+            self.chat_template.as_ref().ok_or_else(|| err(&self.source, "the model has no chat template (use --ignore-chat-template)"))?;
         let (text, origin) = src.select(name)?;
         let mut specials = Vec::new();
-        for (k, v) in [("bos_token", &self.bos_token), ("eos_token", &self.eos_token), ("unk_token", &self.unk_token), ("pad_token", &self.pad_token)] {
+        for (k, v) in
+            [("bos_token", &self.bos_token), ("eos_token", &self.eos_token), ("unk_token", &self.unk_token), ("pad_token", &self.pad_token)]
+        {
             if let Some(v) = v {
                 specials.push((k.to_string(), v.clone()));
             }
