@@ -373,7 +373,6 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         // Printed values look as Jinja2 prints them (Python's str), not minijinja's (true, none).
         env.set_formatter(|out, _state, value| {
-            use std::fmt::Write as _;
             let mut s = String::new();
             py_str(value, &mut s);
             out.write_str(&s).map_err(|_| minijinja::Error::new(ErrorKind::WriteFailure, "cannot write the template output"))

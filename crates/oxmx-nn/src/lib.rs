@@ -21,7 +21,7 @@ pub use node::{join_path, Node};
 pub use oxmx_core::Array;
 pub use oxmx_derive::{Module, Tree};
 pub use state::ModuleState;
-pub use weights::{load_weights, save_weights, LoadMode};
+pub use weights::{load_weights, load_weights_from, save_weights, LoadMode};
 
 /// A module with one array input and one array output: what `Sequential` chains.
 pub trait UnaryModule: Module {
