@@ -18,7 +18,6 @@ pub struct GenParams {
     pub min_p: f64,
     pub top_k: usize,
     pub seed: Option<u64>,
-    pub max_kv_size: Option<usize>,
     pub max_tokens: usize,
     pub eos_token_ids: Vec<u32>,
 }

@@ -105,7 +105,6 @@ fn params(s: &SampleArgs, max_tokens: usize, eos: Vec<u32>) -> GenParams {
         min_p: s.min_p,
         top_k: s.top_k,
         seed: s.seed,
-        max_kv_size: s.max_kv_size,
         max_tokens,
         eos_token_ids: eos,
     }
