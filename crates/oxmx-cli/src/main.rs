@@ -1,5 +1,146 @@
-//! The `oxmx` command.
+//! The `oxmx` command (mlx_lm's commands and flags where they overlap).
+//!
+//! Every failure prints one line, `oxmx: error: ...`, and exits non-zero; no panics reach the
+//! user (a panic hook turns any that slip through into that line too).
+
+mod engine;
+mod generate;
+mod resolve;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "oxmx", version, about = "oxmx: run language models on the oxmx array framework")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt (mlx_lm.generate).
+    Generate(GenerateArgs),
+    /// Chat in a loop, keeping the KV cache across turns (mlx_lm.chat).
+    Chat(ChatArgs),
+    /// Print the token ids of a prompt (after the chat template unless --ignore-chat-template).
+    Tokenize(TokenizeArgs),
+}
+
+/// Model and prompt-building flags shared by the commands.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model: a folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+    /// Default: $OXMX_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf (or ~/.cache/oxmx/models/...).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// System message for the chat template.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Use the raw prompt, without the chat template.
+    #[arg(long)]
+    pub ignore_chat_template: bool,
+    /// JSON object of extra chat-template variables, e.g. '{"enable_thinking": false}'.
+    #[arg(long)]
+    pub chat_template_config: Option<String>,
+    /// Extra end-of-sequence tokens (text of a token, or an id).
+    #[arg(long, num_args = 1..)]
+    pub extra_eos_token: Vec<String>,
+}
+
+/// Sampling and cache flags.
+#[derive(Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f64,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Drop tokens below min_p times the top probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f64,
+    /// Keep only the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep at most this many tokens in the KV cache (a rotating cache).
+    #[arg(long)]
+    pub max_kv_size: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// The prompt; '-' reads it from stdin. Literal \n and \t are unescaped, as mlx_lm does.
+    #[arg(long, short = 'p', default_value = "hello")]
+    pub prompt: String,
+    /// Start of the assistant's reply, continued by the model.
+    #[arg(long)]
+    pub prefill_response: Option<String>,
+    /// Maximum number of tokens to generate.
+    #[arg(long, short = 'm', default_value_t = 100)]
+    pub max_tokens: usize,
+    /// Print the prompt, separators and speed / peak-memory statistics, as mlx_lm does.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print one JSON object {text, tokens, prompt_tokens, prompt_tps, generation_tps, peak_memory}.
+    #[arg(long, conflicts_with = "verbose")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// Maximum number of tokens per reply.
+    #[arg(long, short = 'm', default_value_t = 256)]
+    pub max_tokens: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt; '-' reads it from stdin.
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+}
+
 fn main() {
-    eprintln!("oxmx: no subcommands yet");
-    std::process::exit(2);
+    // A panic would print a backtrace hint; keep the one-line contract even then.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "internal error".into());
+        eprintln!("oxmx: error: internal error: {msg}");
+    }));
+    let cli = Cli::parse();
+    let r = std::panic::catch_unwind(move || match cli.command {
+        Command::Generate(a) => generate::run_generate(a),
+        Command::Chat(a) => generate::run_chat(a),
+        Command::Tokenize(a) => generate::run_tokenize(a),
+    });
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("oxmx: error: {}", one_line(&e));
+            std::process::exit(1);
+        }
+        Err(_) => std::process::exit(101),
+    }
+}
+
+/// Errors print on one line.
+fn one_line(e: &oxmx_core::Error) -> String {
+    e.message().replace('\n', " ")
 }

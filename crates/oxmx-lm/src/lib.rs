@@ -1,3 +1,15 @@
 //! oxmx-lm: the LLM toolkit (DESIGN.md, LLM toolkit): loading Hugging Face / mlx-community / GGUF
 //! checkpoints, tokenization and chat templates, models by `model_type`, KV caches, sampling and
 //! generation.
+
+pub mod cache;
+pub mod chat;
+pub mod config;
+pub mod generate;
+pub mod loader;
+pub mod models;
+pub mod sample;
+pub mod tokenizer;
+
+pub use chat::{ChatTemplate, ChatTemplateSource};
+pub use tokenizer::{StreamingDetokenizer, Tokenizer};

@@ -1,0 +1,85 @@
+//! The model side of the commands: load (oxmx-lm's loader), keep a KV cache across calls (so
+//! `oxmx chat` feeds only each new turn), run oxmx-lm's generation loop.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use oxmx_core::Result;
+use oxmx_lm::cache::{make_prompt_cache, PromptCache};
+use oxmx_lm::generate::{generate_step, GenerateOptions};
+use oxmx_lm::loader::{load, LoadOptions, LoadedModel};
+use oxmx_lm::sample::{Sampler, SamplerConfig};
+
+/// What `generate` needs besides the prompt.
+#[derive(Clone, Debug)]
+pub struct GenParams {
+    pub temp: f64,
+    pub top_p: f64,
+    pub min_p: f64,
+    pub top_k: usize,
+    pub seed: Option<u64>,
+    pub max_tokens: usize,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// mlx_lm's statistics.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub prompt_tokens: usize,
+    pub prompt_tps: f64,
+    pub generation_tps: f64,
+    pub peak_memory: usize,
+}
+
+impl Stats {
+    pub fn peak_memory_gb(&self) -> f64 {
+        self.peak_memory as f64 / 1e9
+    }
+}
+
+pub struct Engine {
+    loaded: LoadedModel,
+    cache: PromptCache,
+    max_kv_size: Option<usize>,
+}
+
+impl Engine {
+    pub fn load(path: &Path, max_kv_size: Option<usize>) -> Result<Engine> {
+        let loaded = load(path, &LoadOptions::default())?;
+        let cache = make_prompt_cache(loaded.model.as_ref(), max_kv_size);
+        Ok(Engine { loaded, cache, max_kv_size })
+    }
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.loaded.eos_token_ids
+    }
+    pub fn reset_cache(&mut self) {
+        self.cache = make_prompt_cache(self.loaded.model.as_ref(), self.max_kv_size);
+    }
+    /// Generates after `prompt` (continuing the cache), calling `on_token` for every id.
+    pub fn generate(&mut self, prompt: &[u32], p: &GenParams, on_token: &mut dyn FnMut(u32) -> Result<()>) -> Result<Stats> {
+        let sampler = Sampler::new(SamplerConfig {
+            temp: p.temp,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            top_k: p.top_k,
+            seed: p.seed,
+            ..SamplerConfig::default()
+        })?;
+        let opts = GenerateOptions {
+            max_tokens: Some(p.max_tokens),
+            eos_token_ids: p.eos_token_ids.iter().copied().collect::<BTreeSet<u32>>(),
+            ..GenerateOptions::default()
+        };
+        let mut it = generate_step(self.loaded.model.as_ref(), prompt, &mut self.cache, sampler, vec![], opts)?;
+        for step in it.by_ref() {
+            on_token(step?.token)?;
+        }
+        let st = it.stats();
+        Ok(Stats {
+            prompt_tokens: st.prompt_tokens,
+            prompt_tps: st.prompt_tps,
+            generation_tps: st.generation_tps,
+            peak_memory: st.peak_memory,
+        })
+    }
+}

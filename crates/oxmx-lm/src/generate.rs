@@ -1,0 +1,254 @@
+//! The generation loop over token ids (mlx-lm's `generate_step`): the prompt is prefilled in
+//! chunks of `prefill_step_size` (cache evaluated and allocator cache cleared between chunks),
+//! then each step's graph is built and started with `async_eval` *before* the previous token is
+//! read, so graph building overlaps the computation. Logprobs are `logits - logsumexp(logits)`
+//! after the logits processors and before temperature (reported at T = 1), as mlx-lm.
+//!
+//! With logits processors the loop reads each token before building the next step (processors
+//! see the token history on the host), so it is not pipelined.
+
+use crate::cache::{eval_cache, KvCache};
+use crate::models::LanguageModel;
+use crate::sample::{LogitsProcessor, Sampler};
+use oxmx_core::{async_eval, eval, memory, ops, Array, Dtype, Error, Result};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// Loop options (mlx-lm's defaults).
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// `None`: until EOS.
+    pub max_tokens: Option<usize>,
+    pub prefill_step_size: usize,
+    pub eos_token_ids: BTreeSet<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: Some(256), prefill_step_size: 2048, eos_token_ids: BTreeSet::new() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An EOS id was generated (it is the token of this step).
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+/// One generated token.
+#[derive(Clone, Debug)]
+pub struct GenerationStep {
+    pub token: u32,
+    /// Full-vocabulary log-probabilities `[vocab]` at temperature 1.
+    pub logprobs: Array,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Timing and memory (mlx-lm's `GenerationResponse` statistics).
+#[derive(Clone, Debug, Default)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    /// Seconds from the start to the first token.
+    pub prompt_time: f64,
+    /// Prompt tokens / `prompt_time`.
+    pub prompt_tps: f64,
+    pub generation_tokens: usize,
+    /// Seconds since the first token.
+    pub generation_time: f64,
+    /// Tokens after the first / `generation_time`.
+    pub generation_tps: f64,
+    /// `memory::peak_memory()` in bytes.
+    pub peak_memory: usize,
+}
+
+/// The iterator returned by [`generate_step`].
+pub struct GenerateStep<'a> {
+    model: &'a dyn LanguageModel,
+    cache: &'a mut [Box<dyn KvCache>],
+    sampler: Sampler,
+    processors: Vec<Box<dyn LogitsProcessor>>,
+    opts: GenerateOptions,
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
+    /// The step whose token is handed out next (lazy, already started).
+    pending: Option<(Array, Array)>,
+    n: usize,
+    started: Option<Instant>,
+    first_token_at: Option<Instant>,
+    done: bool,
+    stats: GenerationStats,
+}
+
+/// Generates token ids after `prompt`, updating `cache` in place. Each item is one token with
+/// its logprobs; the item that ends the run carries its `finish_reason`.
+pub fn generate_step<'a>(
+    model: &'a dyn LanguageModel,
+    prompt: &[u32],
+    cache: &'a mut [Box<dyn KvCache>],
+    sampler: Sampler,
+    processors: Vec<Box<dyn LogitsProcessor>>,
+    opts: GenerateOptions,
+) -> Result<GenerateStep<'a>> {
+    if prompt.is_empty() {
+        return Err(Error::invalid("[generate] the prompt must have at least one token"));
+    }
+    if cache.len() != model.num_layers() {
+        return Err(Error::invalid(format!("[generate] the cache has {} layers but the model has {}", cache.len(), model.num_layers())));
+    }
+    if opts.prefill_step_size == 0 {
+        return Err(Error::invalid("[generate] prefill_step_size must be positive"));
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(&t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::invalid(format!("[generate] prompt token {t} is outside the vocabulary ({vocab})")));
+    }
+    Ok(GenerateStep {
+        model,
+        cache,
+        sampler,
+        processors,
+        opts,
+        prompt: prompt.to_vec(),
+        tokens: prompt.to_vec(),
+        pending: None,
+        n: 0,
+        started: None,
+        first_token_at: None,
+        done: false,
+        stats: GenerationStats { prompt_tokens: prompt.len(), ..Default::default() },
+    })
+}
+
+impl GenerateStep<'_> {
+    /// Statistics so far (complete once the iterator is exhausted).
+    pub fn stats(&self) -> &GenerationStats {
+        &self.stats
+    }
+
+    /// Builds one step: `y: [L]` int32 ids -> (next id `[1]` uint32, logprobs `[1, V]`).
+    fn step(&mut self, y: &Array) -> (Array, Array) {
+        let l = y.shape()[0] as isize;
+        let logits = self.model.forward(&ops::reshape(y, &[1, l]), Some(&mut *self.cache));
+        let v = logits.shape().last().copied().unwrap_or(0) as isize;
+        let mut logits = ops::reshape(&ops::slice_range(&logits, &[0, l - 1, 0], &[1, l, v]), &[1, v]);
+        for p in self.processors.iter_mut() {
+            logits = p.process(&self.tokens, &logits);
+        }
+        let logprobs = &logits - &ops::logsumexp(&logits, -1isize, true);
+        let next = self.sampler.sample(&logprobs);
+        (next, logprobs)
+    }
+
+    fn prefill(&mut self) -> Result<(Array, Array)> {
+        let mut rest: &[u32] = &self.prompt.clone();
+        while rest.len() > 1 {
+            let n = (rest.len() - 1).min(self.opts.prefill_step_size);
+            let ids: Vec<i32> = rest[..n].iter().map(|&t| t as i32).collect();
+            let _ = self.model.forward(&Array::from_slice(&ids, &[1, n]), Some(&mut *self.cache));
+            eval_cache(self.cache)?;
+            memory::clear_cache();
+            rest = &rest[n..];
+        }
+        let ids: Vec<i32> = rest.iter().map(|&t| t as i32).collect();
+        Ok(self.step(&Array::vec(&ids)))
+    }
+
+    fn advance(&mut self) -> Result<Option<GenerationStep>> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.opts.max_tokens == Some(0) {
+            self.done = true;
+            return Ok(None);
+        }
+        if self.pending.is_none() {
+            self.started = Some(Instant::now());
+            memory::reset_peak_memory();
+            let (y, lp) = self.prefill()?;
+            async_eval(&[&y, &lp]);
+            self.pending = Some((y, lp));
+        }
+        let (y, lp) = self.pending.take().unwrap();
+        let last = self.opts.max_tokens.is_some_and(|m| self.n + 1 >= m);
+        let pipelined = self.processors.is_empty();
+        // Build and start the next step from the still-lazy token before reading this one.
+        let mut next = None;
+        if pipelined && !last {
+            let s = self.step(&y.astype(Dtype::Int32));
+            async_eval(&[&s.0, &s.1]);
+            next = Some(s);
+        }
+        eval(&[&y, &lp])?;
+        let token = y.to_vec::<u32>()?[0];
+        self.tokens.push(token);
+        if self.n == 0 {
+            let now = Instant::now();
+            self.first_token_at = Some(now);
+            self.stats.prompt_time = (now - self.started.unwrap()).as_secs_f64();
+            self.stats.prompt_tps = self.prompt.len() as f64 / self.stats.prompt_time.max(1e-9);
+        }
+        self.n += 1;
+        let finish = if self.opts.eos_token_ids.contains(&token) {
+            Some(FinishReason::Stop)
+        } else if last {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        if finish.is_none() {
+            self.pending = match next {
+                Some(s) => Some(s),
+                None => {
+                    let s = self.step(&Array::vec(&[token as i32]));
+                    async_eval(&[&s.0, &s.1]);
+                    Some(s)
+                }
+            };
+        } else {
+            self.done = true;
+        }
+        if self.n % 256 == 0 {
+            memory::clear_cache();
+        }
+        let t = self.first_token_at.unwrap().elapsed().as_secs_f64();
+        self.stats.generation_tokens = self.n;
+        self.stats.generation_time = t;
+        self.stats.generation_tps = if t > 0.0 { (self.n - 1) as f64 / t } else { 0.0 };
+        self.stats.peak_memory = memory::peak_memory();
+        let v = lp.shape().last().copied().unwrap_or(0) as isize;
+        Ok(Some(GenerationStep { token, logprobs: ops::reshape(&lp, &[v]), finish_reason: finish }))
+    }
+}
+
+impl Iterator for GenerateStep<'_> {
+    type Item = Result<GenerationStep>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.advance() {
+            Ok(Some(s)) => Some(Ok(s)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Greedy/sampled ids until EOS or `max_tokens` (the EOS id is included when generated).
+pub fn generate_ids(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    cache: &mut [Box<dyn KvCache>],
+    sampler: Sampler,
+    processors: Vec<Box<dyn LogitsProcessor>>,
+    opts: GenerateOptions,
+) -> Result<(Vec<u32>, GenerationStats)> {
+    let mut it = generate_step(model, prompt, cache, sampler, processors, opts)?;
+    let mut out = Vec::new();
+    for s in it.by_ref() {
+        out.push(s?.token);
+    }
+    Ok((out, it.stats().clone()))
+}

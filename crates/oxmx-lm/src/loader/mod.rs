@@ -1,0 +1,78 @@
+//! Loading a model: a local folder (config.json + `model*.safetensors`, memory-mapped) or a GGUF
+//! file (config from metadata, tensor names mapped to Hugging Face's, llama's Q/K rows
+//! un-permuted, blocks dequantized to float32).
+
+pub mod folder;
+pub mod gguf;
+
+use crate::config::ModelConfig;
+use crate::models::LanguageModel;
+use oxmx_core::{Array, Dtype, Error, Result};
+use oxmx_nn::{load_weights_from, LoadMode};
+use std::path::{Path, PathBuf};
+
+/// A loaded model with what generation needs from its files.
+pub struct LoadedModel {
+    pub model: Box<dyn LanguageModel>,
+    pub config: ModelConfig,
+    /// The EOS set: `generation_config.json` overrides `config.json` (mlx-lm); GGUF metadata.
+    pub eos_token_ids: Vec<u32>,
+    pub path: PathBuf,
+}
+
+/// How weights are brought in.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Cast floating-point weights to this dtype (`None` keeps the file's). Default float32: the
+    /// CPU backend's fast path.
+    pub dtype: Option<Dtype>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { dtype: Some(Dtype::Float32) }
+    }
+}
+
+/// Loads a folder or a `.gguf` file.
+pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<LoadedModel> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::invalid(format!("[load] {} does not exist", path.display())));
+    }
+    if path.is_dir() {
+        folder::load_folder(path, opts)
+    } else if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+        gguf::load_gguf_model(path, opts)
+    } else {
+        Err(Error::invalid(format!("[load] {} is neither a model folder nor a .gguf file", path.display())))
+    }
+}
+
+/// Builds the model for `config`, sanitizes and casts `weights`, and loads them strictly (errors
+/// name missing, unexpected and mis-shaped keys with both shapes).
+pub fn build_and_load(config: &ModelConfig, weights: Vec<(String, Array)>, opts: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
+    if let Some((k, _)) = weights.iter().find(|(k, _)| k.ends_with(".scales")) {
+        return Err(Error::invalid(format!("[load] quantized MLX checkpoint (`{k}`): quantized layers are not wired into the models yet")));
+    }
+    let has_head = weights.iter().any(|(k, _)| k == "lm_head.weight");
+    let tied = config.tie_word_embeddings == Some(true) || !has_head;
+    let mut model = crate::models::build_model(config, tied)?;
+    let weights = model.sanitize(weights);
+    let weights: Vec<(String, Array)> = weights
+        .into_iter()
+        .map(|(k, a)| {
+            let a = match opts.dtype {
+                Some(dt) if a.dtype().is_float() && a.dtype() != dt => a.astype(dt),
+                _ => a,
+            };
+            (k, a)
+        })
+        .collect();
+    load_weights_from(model.as_dyn_mut(), &weights, LoadMode::Strict)?;
+    // Materialise once (casts, dequantized blocks) so the first forward does not pay for it.
+    let params = model.parameters();
+    let arrays: Vec<&Array> = params.values().collect();
+    oxmx_core::eval(&arrays)?;
+    Ok(model)
+}

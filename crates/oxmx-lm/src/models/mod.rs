@@ -1,0 +1,67 @@
+//! Language models by `model_type`, one file each, and the registry that maps a config to a
+//! constructor (with mlx-lm's aliases, e.g. mistral -> llama).
+
+pub mod base;
+pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use oxmx_core::{Array, Error, Result};
+use oxmx_nn::Module;
+
+/// A causal language model: `forward(tokens [B, L] int32, cache) -> logits [B, L, vocab]`.
+pub trait LanguageModel: Module + Send + Sync {
+    fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array;
+    fn num_layers(&self) -> usize;
+    fn config(&self) -> &ModelConfig;
+    /// Checkpoint keys -> this model's keys (drops rotary buffers, a tied `lm_head`, ...).
+    fn sanitize(&self, weights: Vec<(String, Array)>) -> Vec<(String, Array)>;
+}
+
+/// `model_type`s that are another architecture's checkpoints (mlx-lm's `MODEL_REMAPPING`).
+pub const ALIASES: &[(&str, &str)] = &[("mistral", "llama"), ("iquestcoder", "llama")];
+
+/// The architectures this crate builds.
+pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3"];
+
+/// The architecture for a `model_type` after aliasing.
+pub fn resolve_model_type(model_type: &str) -> &str {
+    ALIASES.iter().find(|(from, _)| *from == model_type).map_or(model_type, |(_, to)| to)
+}
+
+/// Builds the (unloaded) model for `config`; `tied` says whether the output projection reuses
+/// the embedding. Unknown types are an error that lists the supported ones.
+pub fn build_model(config: &ModelConfig, tied: bool) -> Result<Box<dyn LanguageModel>> {
+    match resolve_model_type(&config.model_type) {
+        "llama" => Ok(Box::new(llama::build(config, tied))),
+        "qwen2" => Ok(Box::new(qwen2::build(config, tied))),
+        "qwen3" => Ok(Box::new(qwen3::build(config, tied))),
+        other => {
+            let mut names: Vec<String> = SUPPORTED.iter().map(|s| s.to_string()).collect();
+            names.extend(ALIASES.iter().map(|(a, b)| format!("{a} (as {b})")));
+            Err(Error::invalid(format!("[load] model_type `{other}` is not supported; supported: {}", names.join(", "))))
+        }
+    }
+}
+
+/// Drops keys that are not parameters of a Llama-style model.
+pub(crate) fn sanitize_common(weights: Vec<(String, Array)>, tied: bool) -> Vec<(String, Array)> {
+    weights.into_iter().filter(|(k, _)| !k.contains("rotary_emb.inv_freq") && !(tied && k == "lm_head.weight")).collect()
+}
+
+impl LanguageModel for base::DecoderLM {
+    fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        base::DecoderLM::forward(self, tokens, cache)
+    }
+    fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn sanitize(&self, weights: Vec<(String, Array)>) -> Vec<(String, Array)> {
+        sanitize_common(weights, self.lm_head.is_none())
+    }
+}

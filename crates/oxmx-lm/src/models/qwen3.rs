@@ -1,0 +1,10 @@
+//! Qwen3 (`model_type: qwen3`): per-head RMSNorm on queries and keys (`q_norm`, `k_norm`) before
+//! RoPE, explicit `head_dim`, no biases (unless `attention_bias`).
+
+use super::base::{DecoderLM, DecoderOptions};
+use crate::config::ModelConfig;
+/// The unloaded model (placeholder weights) for `c`.
+pub fn build(c: &ModelConfig, tied: bool) -> DecoderLM {
+    let o = DecoderOptions { qkv_bias: c.attention_bias, o_bias: c.attention_bias, mlp_bias: false, qk_norm: true };
+    DecoderLM::new(c, &o, tied)
+}
