@@ -8,6 +8,7 @@ use oxmx_core::ops;
 use oxmx_core::prelude::*;
 use std::time::Instant;
 
+mod gguf;
 mod nn;
 mod transforms;
 
@@ -185,6 +186,7 @@ fn main() {
         v.eval().unwrap();
         report("sort_1M_f32", time(5, || ops::sort(&v, Some(-1))), (2 * 4 << 20) as f64, 0.0);
     }
+    gguf::run(&want);
     transforms::run(&want);
     nn::run(&want);
 }
