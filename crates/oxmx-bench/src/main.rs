@@ -9,6 +9,7 @@ use oxmx_core::prelude::*;
 use std::time::Instant;
 
 mod fast;
+mod gguf;
 mod nn;
 mod quant;
 mod transforms;
@@ -187,6 +188,7 @@ fn main() {
         v.eval().unwrap();
         report("sort_1M_f32", time(5, || ops::sort(&v, Some(-1))), (2 * 4 << 20) as f64, 0.0);
     }
+    gguf::run(&want);
     transforms::run(&want);
     nn::run(&want);
     quant::run(&want);

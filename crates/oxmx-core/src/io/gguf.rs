@@ -332,6 +332,15 @@ impl GgufFile {
         array_from_map(&self.path, &self.map, start, len, dtype, shape).map_err(|e| e.context(format!("tensor '{}'", info.name)))
     }
 
+    /// The raw little-endian bytes of one tensor's data (its ggml blocks for quantized types).
+    pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> Result<&[u8]> {
+        let (start, len, _, _) = tensor_layout(&self.path, self.data_offset, info)?;
+        start
+            .checked_add(len)
+            .and_then(|end| self.map.get(start..end))
+            .ok_or_else(|| io_err(&self.path, format!("tensor '{}': data is beyond the file size {}", info.name, self.map.len())))
+    }
+
     /// Every tensor, in file order.
     pub fn tensors(&self) -> Result<Vec<(String, Array)>> {
         self.tensors.iter().map(|t| Ok((t.name.clone(), self.tensor(t)?))).collect()

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod gguf;
+pub mod gguf_affine;
+pub mod gguf_blocks;
 pub mod npy;
 pub mod npz;
 pub mod safetensors;
@@ -14,6 +16,8 @@ pub use api::{load, load_with_metadata, save, save_gguf_file, save_safetensors_f
 pub use gguf::{
     ggml_block_size, ggml_plain_dtype, load_gguf, load_gguf_bytes, save_gguf, GgufFile, GgufMetadata, GgufTensorInfo, GgufType, GgufValue,
 };
+pub use gguf_affine::{ggml_affine_bits, ggml_to_affine, gguf_affine, AffineWeights};
+pub use gguf_blocks::{dequantize_ggml, dequantize_ggml_into, ggml_can_dequantize, ggml_type_name};
 pub use npy::{load_npy, load_npy_bytes, save_npy, save_npy_bytes};
 pub use npz::{load_npz, load_npz_bytes, save_npz};
 pub use safetensors::{load_safetensors, load_safetensors_bytes, save_safetensors, save_safetensors_bytes};
