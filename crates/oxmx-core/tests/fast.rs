@@ -337,7 +337,7 @@ fn compiled_graphs_keep_the_fused_ops() {
     let x = rng.uniform(&[2, 4, 16], -1.0, 1.0).astype(Dtype::Float32);
     let f = |a: Vec<Array>| vec![ops::multiply(&fast::rms_norm(&a[0], None, 1e-5), 2.0f32)];
     let cf = oxmx_core::compile(f);
-    let got = cf(vec![x.clone()]);
+    let got = cf.call(vec![x.clone()]);
     assert_close("compiled rms_norm", &got[0], &f(vec![x])[0], Dtype::Float32);
 }
 

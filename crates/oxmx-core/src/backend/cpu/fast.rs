@@ -390,6 +390,8 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                         let mt = sr.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
                         let m_new = if mt > part.m[r] { mt } else { part.m[r] };
                         if m_new == f32::NEG_INFINITY {
+                            // Every score so far is -inf (additive masks): no weight yet.
+                            sr.iter_mut().for_each(|x| *x = 0.0);
                             continue;
                         }
                         let corr = fastmath::exp(part.m[r] - m_new);
