@@ -256,10 +256,7 @@ impl DecoderLM {
     pub fn new(c: &ModelConfig, o: &DecoderOptions, tied: bool) -> DecoderLM {
         DecoderLM {
             model: DecoderBody {
-                embed_tokens: Embedding {
-                    weight: ops::zeros(&[c.vocab_size, c.hidden_size], Dtype::Float32),
-                    state: ModuleState::default(),
-                },
+                embed_tokens: Embedding::from_weight(ops::zeros(&[c.vocab_size, c.hidden_size], Dtype::Float32)),
                 layers: (0..c.num_hidden_layers).map(|_| DecoderLayer::new(c, o)).collect(),
                 norm: norm(c.hidden_size, c.rms_norm_eps),
                 state: ModuleState::default(),
