@@ -118,6 +118,10 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let mut entries = Vec::new();
     for (name, v) in obj {
         if name == "__metadata__" {
+            // MLX writes `"__metadata__": null` when there is none.
+            if v.is_null() {
+                continue;
+            }
             let Value::Object(m) = v else { return Err(io_err(path, "__metadata__ is not an object")) };
             for (k, v) in m {
                 let Value::String(s) = v else { return Err(io_err(path, format!("metadata value of '{k}' is not a string"))) };

@@ -7,8 +7,8 @@ use crate::config::{parse_token_ids, ModelConfig};
 use oxmx_core::{io, Array, Error, Result};
 use std::path::{Path, PathBuf};
 
-/// The safetensors shards of a folder: `model*.safetensors` (mlx-lm's rule), or else every
-/// `*.safetensors`, sorted by name.
+/// The safetensors shards of a folder: `model*.safetensors` (mlx-lm's rule), sorted by name.
+/// Other safetensors files (adapters, saved activations) are never taken for weights.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::invalid(format!("[load] cannot list {}: {e}", dir.display())))?;
     let mut all: Vec<PathBuf> =
@@ -16,11 +16,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     all.sort();
     let model: Vec<PathBuf> =
         all.iter().filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("model"))).cloned().collect();
-    let files = if model.is_empty() { all } else { model };
-    if files.is_empty() {
-        return Err(Error::invalid(format!("[load] no *.safetensors weights in {}", dir.display())));
+    if model.is_empty() {
+        return Err(Error::invalid(format!("[load] no model*.safetensors weights in {}", dir.display())));
     }
-    Ok(files)
+    Ok(model)
 }
 
 /// Reads the config with the generation config's EOS override applied.

@@ -1,19 +1,19 @@
 //! GGUF models (llama.cpp's format): the config from `<arch>.*` metadata, tensor names mapped to
 //! Hugging Face's (`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`), llama's
-//! Q/K rows un-permuted, quantized blocks dequantized to float32.
+//! Q/K rows un-permuted. Blocks with an exact MLX affine form (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) stay
+//! quantized (the layer becomes a quantized `Linear`/`Embedding`, group 32); other types (K-quants)
+//! are decoded to float32 by `oxmx_core::io`'s block decoders.
 //!
 //! Rotary permutation: llama.cpp's HF->GGUF converter reorders each head's q_proj/k_proj rows from
 //! the half-split RoPE layout to interleaved pairs (`reshape(heads, 2, d/2, in).swapaxes(1, 2)`),
 //! with `heads = n_kv_heads` for k_proj. Only the llama architecture is permuted; qwen2/qwen3 are
 //! not. The inverse is `reshape(heads, d/2, 2, in).swapaxes(1, 2)` (as transformers' GGUF loader).
 //!
-//! The block decoders below (Q4_0, Q4_1, Q8_0) are a stop-gap until the `gguf` branch's decoders
-//! (all types, mapped losslessly onto MLX affine quantization) are merged; `dequantize_tensor` is
-//! the one function to switch.
 
 use super::{build_and_load, LoadOptions, LoadedModel};
-use crate::config::{ModelConfig, RopeScaling};
-use oxmx_core::io::gguf::{GgufFile, GgufTensorInfo, GgufValue};
+use crate::config::{ModelConfig, QuantParams, QuantizationConfig, RopeScaling};
+use std::collections::BTreeMap;
+use oxmx_core::io::gguf::{GgufFile, GgufValue};
 use oxmx_core::{ops, Array, Dtype, Error, Result};
 use std::path::Path;
 
@@ -136,83 +136,6 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let bits = if exp == 0 {
-        if man == 0 {
-            sign
-        } else {
-            // Subnormal half: value = man * 2^-24.
-            let v = man as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-    } else if exp == 31 {
-        sign | 0x7f80_0000 | (man << 13)
-    } else {
-        sign | ((exp + 112) << 23) | (man << 13)
-    };
-    f32::from_bits(bits)
-}
-
-/// Decodes one tensor to float32 in NumPy axis order.
-pub fn dequantize_tensor(f: &GgufFile, info: &GgufTensorInfo) -> Result<Array> {
-    let raw = f.tensor(info)?;
-    if !info.is_quantized() {
-        return Ok(if raw.dtype().is_float() && raw.dtype() != Dtype::Float32 { raw.astype(Dtype::Float32) } else { raw });
-    }
-    let shape = info.shape();
-    let bytes: Vec<u8> = raw.to_vec::<u8>()?;
-    let n: usize = shape.iter().product();
-    let mut out = vec![0f32; n];
-    let half = |b: &[u8]| f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-    let bad_type = || {
-        Error::invalid(format!(
-            "[load] tensor '{}': ggml type {} is not decoded yet (Q4_0, Q4_1, Q8_0 and float types are)",
-            info.name, info.ggml_type
-        ))
-    };
-    let (bsz, decode): (usize, &dyn Fn(&[u8], &mut [f32])) = match info.ggml_type {
-        // Q4_0: f16 scale, 16 bytes of nibbles; low nibbles are elements 0..16, high 16..32.
-        2 => (18, &|b: &[u8], o: &mut [f32]| {
-            let d = half(&b[0..2]);
-            for j in 0..16 {
-                o[j] = ((b[2 + j] & 0xf) as f32 - 8.0) * d;
-                o[j + 16] = ((b[2 + j] >> 4) as f32 - 8.0) * d;
-            }
-        }),
-        // Q4_1: f16 scale, f16 minimum, 16 bytes of nibbles.
-        3 => (20, &|b: &[u8], o: &mut [f32]| {
-            let (d, m) = (half(&b[0..2]), half(&b[2..4]));
-            for j in 0..16 {
-                o[j] = (b[4 + j] & 0xf) as f32 * d + m;
-                o[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
-            }
-        }),
-        // Q8_0: f16 scale, 32 signed bytes.
-        8 => (34, &|b: &[u8], o: &mut [f32]| {
-            let d = half(&b[0..2]);
-            for j in 0..32 {
-                o[j] = (b[2 + j] as i8) as f32 * d;
-            }
-        }),
-        _ => return Err(bad_type()),
-    };
-    if bytes.len() != n / 32 * bsz || n % 32 != 0 {
-        return Err(Error::invalid(format!(
-            "[load] tensor '{}': {} bytes do not hold {n} elements of ggml type {}",
-            info.name,
-            bytes.len(),
-            info.ggml_type
-        )));
-    }
-    for (blk, o) in bytes.chunks_exact(bsz).zip(out.chunks_exact_mut(32)) {
-        decode(blk, o);
-    }
-    Ok(Array::from_slice(&out, &shape))
-}
-
 /// Undoes llama.cpp's rotary row permutation of q_proj/k_proj (`heads` = heads of that projection).
 pub fn unpermute_rows(w: &Array, heads: usize) -> Array {
     let shape = w.shape().to_vec();
@@ -228,18 +151,37 @@ pub fn unpermute_rows(w: &Array, heads: usize) -> Array {
 
 pub fn load_gguf_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let f = GgufFile::open(path)?;
-    let config = config_from_gguf(&f)?;
+    let mut config = config_from_gguf(&f)?;
     let permute = crate::models::resolve_model_type(&config.model_type) == "llama";
     let mut weights = Vec::with_capacity(f.tensors.len());
+    let mut quantized = BTreeMap::new();
     for info in &f.tensors {
         let Some(name) = hf_name(&info.name) else { continue };
-        let mut a = dequantize_tensor(&f, info)?;
-        if permute && name.ends_with("q_proj.weight") {
-            a = unpermute_rows(&a, config.num_attention_heads);
-        } else if permute && name.ends_with("k_proj.weight") {
-            a = unpermute_rows(&a, config.num_key_value_heads);
+        // llama.cpp permutes the rotary rows of q/k; packed rows, scales and biases move alike.
+        let heads = match () {
+            _ if permute && name.ends_with("q_proj.weight") => Some(config.num_attention_heads),
+            _ if permute && name.ends_with("k_proj.weight") => Some(config.num_key_value_heads),
+            _ => None,
+        };
+        let fix = |a: Array| match heads {
+            Some(h) => unpermute_rows(&a, h),
+            None => a,
+        };
+        if opts.keep_quantized && info.shape().len() == 2 {
+            if let (Some(base), Some(aw)) = (name.strip_suffix(".weight"), f.affine(info)?) {
+                let float = |a: Array| if a.dtype() == Dtype::Float32 { a } else { a.astype(Dtype::Float32) };
+                weights.push((format!("{base}.scales"), fix(float(aw.scales))));
+                weights.push((format!("{base}.biases"), fix(float(aw.biases))));
+                weights.push((name.clone(), fix(aw.wq)));
+                let params = QuantParams { group_size: aw.group_size, bits: aw.bits as usize, mode: "affine".into() };
+                quantized.insert(base.to_string(), Some(params));
+                continue;
+            }
         }
-        weights.push((name, a));
+        weights.push((name, fix(f.dequantize(info, Dtype::Float32)?)));
+    }
+    if !quantized.is_empty() {
+        config.quantization = Some(QuantizationConfig { default: None, overrides: quantized });
     }
     let model = build_and_load(&config, weights, opts).map_err(|e| bad(path, e.to_string()))?;
     Ok(LoadedModel { eos_token_ids: config.eos_token_ids.clone(), model, config, path: path.to_path_buf() })

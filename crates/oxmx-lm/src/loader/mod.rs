@@ -26,11 +26,14 @@ pub struct LoadOptions {
     /// Cast floating-point weights to this dtype (`None` keeps the file's). Default float32: the
     /// CPU backend's fast path.
     pub dtype: Option<Dtype>,
+    /// GGUF blocks with an exact MLX affine form (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) stay quantized
+    /// (`quantized_matmul` reads the packed bytes); `false` decodes every tensor to float.
+    pub keep_quantized: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { dtype: Some(Dtype::Float32) }
+        LoadOptions { dtype: Some(Dtype::Float32), keep_quantized: true }
     }
 }
 
@@ -52,12 +55,10 @@ pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<LoadedModel> {
 /// Builds the model for `config`, sanitizes and casts `weights`, and loads them strictly (errors
 /// name missing, unexpected and mis-shaped keys with both shapes).
 pub fn build_and_load(config: &ModelConfig, weights: Vec<(String, Array)>, opts: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
-    if let Some((k, _)) = weights.iter().find(|(k, _)| k.ends_with(".scales")) {
-        return Err(Error::invalid(format!("[load] quantized MLX checkpoint (`{k}`): quantized layers are not wired into the models yet")));
-    }
     let has_head = weights.iter().any(|(k, _)| k == "lm_head.weight");
     let tied = config.tie_word_embeddings == Some(true) || !has_head;
     let mut model = crate::models::build_model(config, tied)?;
+    quantize_like_checkpoint(model.as_dyn_mut(), config, &weights)?;
     let weights = model.sanitize(weights);
     let weights: Vec<(String, Array)> = weights
         .into_iter()
@@ -75,4 +76,25 @@ pub fn build_and_load(config: &ModelConfig, weights: Vec<(String, Array)>, opts:
     let arrays: Vec<&Array> = params.values().collect();
     oxmx_core::eval(&arrays)?;
     Ok(model)
+}
+
+/// As mlx-lm: every layer whose `<path>.scales` is in the checkpoint becomes quantized with the
+/// config's `quantization` block (per-layer override, else the default) before the weights load.
+fn quantize_like_checkpoint(model: &mut dyn oxmx_nn::Module, config: &ModelConfig, weights: &[(String, Array)]) -> Result<()> {
+    let paths: std::collections::BTreeSet<&str> = weights.iter().filter_map(|(k, _)| k.strip_suffix(".scales")).collect();
+    let Some(first) = paths.iter().next() else { return Ok(()) };
+    let Some(q) = &config.quantization else {
+        return Err(Error::invalid(format!("[load] `{first}.scales` is in the weights but config.json has no `quantization` block")));
+    };
+    let spec = |p: &crate::config::QuantParams| oxmx_nn::QuantSpec::new(p.group_size, p.bits, &p.mode);
+    let predicate = |path: &str, _: &dyn oxmx_nn::Module| -> Option<oxmx_nn::QuantSpec> {
+        if !paths.contains(path) {
+            return None;
+        }
+        match q.overrides.get(path) {
+            Some(over) => over.as_ref().map(spec),
+            None => q.default.as_ref().map(spec),
+        }
+    };
+    oxmx_nn::quantize(model, 64, 4, "affine", Some(&predicate))
 }

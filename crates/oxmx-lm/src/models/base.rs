@@ -8,48 +8,34 @@
 
 use crate::cache::KvCache;
 use crate::config::{ModelConfig, RopeScaling};
+use oxmx_core::fast::{self, AttentionMask};
 use oxmx_core::{ops, Array, Dtype};
 use oxmx_nn::{Embedding, Linear, Module, ModuleState, RMSNorm};
 
-// ---- the kernels (one place to swap for fast / quantized ops) ----
+// ---- the kernels: oxmx_core::fast and (through nn::Linear) quantized matmuls ----
 
-/// `x W^T (+ b)`.
+/// `x W^T (+ b)`; a quantized `Linear` runs `quantized_matmul`.
 pub fn linear(l: &Linear, x: &Array) -> Array {
     oxmx_nn::UnaryModule::forward(l, x)
 }
 
-/// RMS normalisation over the last axis.
+/// RMS normalisation over the last axis (one fused pass per row).
 pub fn rms_norm(n: &RMSNorm, x: &Array) -> Array {
-    oxmx_nn::rms_norm(x, Some(&n.weight), n.eps)
+    fast::rms_norm(x, Some(&n.weight), n.eps as f32)
 }
 
 /// `x: [B, H, L, D]` rotated for positions `offset..offset + L` (half-split layout).
 pub fn apply_rope(r: &Rope, x: &Array, offset: usize) -> Array {
     match &r.freqs {
-        Some(f) => oxmx_nn::rope(x, r.dims, false, None, r.scale, offset, Some(f)),
-        None => oxmx_nn::rope(x, r.dims, false, Some(r.base), r.scale, offset, None),
+        Some(f) => fast::rope(x, r.dims, false, None, r.scale as f32, offset, Some(f)),
+        None => fast::rope(x, r.dims, false, Some(r.base as f32), r.scale as f32, offset, None),
     }
 }
 
-/// `softmax(q k^T * scale + mask) v` with GQA: `q: [B, Hq, L, D]`, `k, v: [B, Hkv, S, D]`.
-/// Query heads are grouped onto their KV head by a reshape (no K/V repetition).
-pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: Option<&Array>) -> Array {
-    let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let hkv = k.shape()[1];
-    if hkv == hq {
-        return oxmx_nn::scaled_dot_product_attention(q, k, v, scale, mask);
-    }
-    let rep = hq / hkv;
-    // [B, Hkv, rep * L, D]: each KV head attends for its `rep` query heads at once.
-    let qg = ops::reshape(q, &[b as isize, hkv as isize, (rep * l) as isize, d as isize]);
-    let mask = mask.map(|m| {
-        // [L, S] -> [rep * L, S]
-        let s = m.shape()[m.ndim() - 1];
-        let m2 = ops::reshape(m, &[l as isize, s as isize]);
-        ops::reshape(&ops::broadcast_to(&ops::expand_dims(&m2, &[0]), &[rep, l, s]), &[(rep * l) as isize, s as isize])
-    });
-    let o = oxmx_nn::scaled_dot_product_attention(&qg, k, v, scale, mask.as_ref());
-    ops::reshape(&o, &[b as isize, hq as isize, l as isize, d as isize])
+/// `softmax(q k^T * scale + mask) v` with GQA: `q: [B, Hq, L, D]`, `k, v: [B, Hkv, S, D]`; the
+/// fused kernel reads each KV head once for the query heads that share it.
+pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: &AttentionMask) -> Array {
+    fast::scaled_dot_product_attention(q, k, v, scale as f32, mask.clone(), None)
 }
 
 // ---- RoPE ----
@@ -159,7 +145,7 @@ impl Attention {
     }
 
     /// `x: [B, L, hidden]`.
-    pub fn forward(&self, x: &Array, mask: Option<&Array>, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+    pub fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Box<dyn KvCache>>) -> Array {
         let (b, l) = (x.shape()[0] as isize, x.shape()[1] as isize);
         let heads = |y: Array, n: usize| ops::swapaxes(&ops::reshape(&y, &[b, l, n as isize, self.head_dim as isize]), 1, 2);
         let mut q = heads(linear(&self.q_proj, x), self.n_heads);
@@ -227,7 +213,7 @@ impl DecoderLayer {
         }
     }
 
-    pub fn forward(&self, x: &Array, mask: Option<&Array>, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+    pub fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Box<dyn KvCache>>) -> Array {
         let h = x + &self.self_attn.forward(&rms_norm(&self.input_layernorm, x), mask, cache);
         &h + &self.mlp.forward(&rms_norm(&self.post_attention_layernorm, &h))
     }
@@ -287,21 +273,23 @@ impl DecoderLM {
             }
         }
         let l = tokens.shape()[1];
-        let mut h = ops::take(&self.model.embed_tokens.weight, tokens, Some(0));
+        // Through the layer, so a quantized embedding dequantizes just the rows it looks up.
+        let mut h = oxmx_nn::UnaryModule::forward(&self.model.embed_tokens, tokens);
+        // "causal" lets the attention kernel skip masked tiles; a rotating cache gives its own mask.
         let mask = match &cache {
-            Some(c) if l > 1 => c[0].make_mask(l).or_else(|| Some(crate::cache::create_causal_mask(l, c[0].offset(), None))),
-            None if l > 1 => Some(crate::cache::create_causal_mask(l, 0, None)),
-            _ => None,
+            Some(c) if l > 1 => c[0].make_mask(l).map_or(AttentionMask::Causal, AttentionMask::Array),
+            None if l > 1 => AttentionMask::Causal,
+            _ => AttentionMask::None,
         };
         match cache {
             Some(c) => {
                 for (layer, lc) in self.model.layers.iter().zip(c.iter_mut()) {
-                    h = layer.forward(&h, mask.as_ref(), Some(lc));
+                    h = layer.forward(&h, &mask, Some(lc));
                 }
             }
             None => {
                 for layer in &self.model.layers {
-                    h = layer.forward(&h, mask.as_ref(), None);
+                    h = layer.forward(&h, &mask, None);
                 }
             }
         }
