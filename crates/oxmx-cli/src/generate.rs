@@ -99,15 +99,7 @@ fn eos_ids(tok: &Tokenizer, engine_eos: &[u32], m: &ModelArgs) -> Result<Vec<u32
 }
 
 fn params(s: &SampleArgs, max_tokens: usize, eos: Vec<u32>) -> GenParams {
-    GenParams {
-        temp: s.temp,
-        top_p: s.top_p,
-        min_p: s.min_p,
-        top_k: s.top_k,
-        seed: s.seed,
-        max_tokens,
-        eos_token_ids: eos,
-    }
+    GenParams { temp: s.temp, top_p: s.top_p, min_p: s.min_p, top_k: s.top_k, seed: s.seed, max_tokens, eos_token_ids: eos }
 }
 
 /// Generates after `ids`, streaming text to `out` when given; returns (text, token count, stats).

@@ -180,9 +180,11 @@ impl ModelConfig {
         let head_dim = match r.head_dim {
             Some(h) => h,
             None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
-            None => return Err(bad(format!(
+            None => {
+                return Err(bad(format!(
                 "`hidden_size` ({hidden_size}) is not a multiple of `num_attention_heads` ({num_attention_heads}) and `head_dim` is absent"
-            ))),
+            )))
+            }
         };
         let rope_src = r.rope_scaling.as_ref().filter(|v| !v.is_null()).or(r.rope_parameters.as_ref());
         let rope_theta = r

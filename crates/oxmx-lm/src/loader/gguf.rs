@@ -12,9 +12,9 @@
 
 use super::{build_and_load, LoadOptions, LoadedModel};
 use crate::config::{ModelConfig, QuantParams, QuantizationConfig, RopeScaling};
-use std::collections::BTreeMap;
 use oxmx_core::io::gguf::{GgufFile, GgufValue};
 use oxmx_core::{ops, Array, Dtype, Error, Result};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 fn bad(path: &Path, msg: String) -> Error {
