@@ -4,6 +4,7 @@
 Runs oxmx's workloads (target/release/oxmx-bench) and the same workloads in NumPy, MLX (CPU build)
 and PyTorch CPU when installed, in one session, and prints a Markdown table of times and ratios.
 Usage: cargo build --release -p oxmx-bench && python3 scripts/bench.py [filter]
+(or cargo build --profile iterate -p oxmx-bench && OXMX_BENCH_PROFILE=iterate python3 scripts/bench.py [filter])
 """
 import json
 import os
@@ -346,7 +347,9 @@ def torch_lib():
 
 def main():
     results = {}
-    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "oxmx-bench")
+    # OXMX_BENCH_PROFILE=iterate runs the incremental optimised build (cargo build --profile iterate).
+    profile = os.environ.get("OXMX_BENCH_PROFILE", "release")
+    exe = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), profile, "oxmx-bench")
     out = subprocess.run([exe, FILTER], capture_output=True, text=True, check=True).stdout
     copy_gbps = None
     notes = []

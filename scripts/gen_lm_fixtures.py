@@ -5,7 +5,8 @@
   stay small) with transformers' float32 logits for a fixed token batch and greedy ids;
 * sampler masks (top-p, min-p, top-k) from a NumPy transcription of mlx-lm's sample_utils;
 * for the real SmolLM2-135M-Instruct Q4_1 GGUF (when present): transformers' greedy ids for three
-  chat prompts (weights dequantized by transformers' GGUF loader, float32).
+  chat prompts (weights dequantized by transformers' GGUF loader, float32), with the top-2 logit
+  margin of every greedy step (`margins`) so near-ties are visible.
 
 Rerun: python3 scripts/gen_lm_fixtures.py [--skip-gguf | --only-gguf]   (the GGUF part needs `accelerate`)
 """
@@ -202,12 +203,27 @@ def gguf_fixture():
         ids = list(ids)
         with torch.no_grad():
             g = model.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False, eos_token_id=None,
-                               pad_token_id=0, min_new_tokens=20)
-        new = g[0, len(ids):].tolist()
-        out.append({"prompt": p, "input_ids": ids, "greedy": new, "text": tok.decode(new)})
+                               pad_token_id=0, min_new_tokens=20, output_logits=True,
+                               return_dict_in_generate=True)
+            new = g.sequences[0, len(ids):].tolist()
+            # raw (unprocessed) float32 logits of each greedy step, KV-cached decode
+            steps = torch.stack([l[0] for l in g.logits]).float()
+            # cross-check: one uncached forward over prompt + greedy[:-1] gives the same argmaxes
+            full = model(torch.tensor([ids + new[:-1]])).logits[0, len(ids) - 1:].float()
+        top2 = steps.topk(2, dim=-1).values
+        margins = (top2[:, 0] - top2[:, 1]).tolist()
+        assert steps.argmax(-1).tolist() == new, "generate picked a token that is not the raw-logit argmax"
+        assert full.argmax(-1).tolist() == new, "uncached forward disagrees with cached greedy"
+        out.append({"prompt": p, "input_ids": ids, "greedy": new, "text": tok.decode(new),
+                    "margins": [round(m, 4) for m in margins]})
         print(p, "->", repr(tok.decode(new)))
+        print("  min top-2 margin %.4f at step %d; cached-vs-uncached max |dlogit| %.2e"
+              % (min(margins), margins.index(min(margins)), (steps - full).abs().max().item()))
+    # one line per case keeps the file a few KB and readable
+    body = ",\n".join("  " + json.dumps(c) for c in out)
     with open(os.path.join(FIX, "smollm2_gguf_greedy.json"), "w") as f:
-        json.dump({"file": name, "max_new_tokens": 20, "cases": out}, f, indent=1)
+        f.write('{"file": %s, "max_new_tokens": 20,\n "note": "cases[].margins: logit[top1] - logit[top2] per greedy step '
+                '(transformers, float32)",\n "cases": [\n%s\n]}\n' % (json.dumps(name), body))
 
 
 if __name__ == "__main__":

@@ -461,6 +461,32 @@ mod mm {
         }
     }
 
+    /// Few-row 16-bit products (the decode path that reads the weights once, in both layouts)
+    /// against f32 products of the same 16-bit values: one 16-bit rounding step apart.
+    #[test]
+    fn half_few_row_matmul_matches_f32_reference() {
+        for dt in [Dtype::Bfloat16, Dtype::Float16] {
+            for (m, k, n, transpose_b) in
+                [(1, 1500, 70, true), (3, 64, 300, true), (8, 2100, 33, false), (1, 5, 600, false), (2, 1024, 1, true)]
+            {
+                let a = Array::from_slice(&lcg(m * k, 3, 19), &[m, k]).astype(dt) * 0.25;
+                let b = if transpose_b {
+                    swapaxes(&Array::from_slice(&lcg(k * n, 4, 19), &[n, k]), -1, -2).astype(dt) * 0.25
+                } else {
+                    Array::from_slice(&lcg(k * n, 4, 19), &[k, n]).astype(dt) * 0.25
+                };
+                let got = matmul(&a, &b);
+                assert_eq!((got.shape(), got.dtype()), (&[m, n][..], dt));
+                let want = matmul(&a.astype(Dtype::Float32), &b.astype(Dtype::Float32)).to_vec::<f32>().unwrap();
+                let got = got.astype(Dtype::Float32).to_vec::<f32>().unwrap();
+                let ulp = if dt == Dtype::Bfloat16 { 1.0 / 128.0 } else { 1.0 / 1024.0 };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= w.abs() * ulp + 1e-3, "{dt:?} [{m},{k}]x[{k},{n}] t={transpose_b} element {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn matmul_vector_promotion_and_errors() {
         let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);

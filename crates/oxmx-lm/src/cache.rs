@@ -3,9 +3,9 @@
 //! keeps the first `keep` (attention-sink) tokens. Both sit behind [`KvCache`] so a quantized cache
 //! can follow.
 //!
-//! Note: `slice_update` in oxmx-core copies its input buffer today (no buffer donation yet), so a
-//! decode step copies each layer's filled cache once. That is the same order of bytes as the
-//! attention itself reads; donation in the core would remove it without changing this file.
+//! The cache drops its handle to the previous buffer before the update is evaluated, so the
+//! core's buffer donation writes the new positions in place (no copy of the filled cache per
+//! step) as long as nobody else holds the fetched keys/values past the step.
 
 use ops::SliceSpec;
 use oxmx_core::{ops, Array, Dtype, Result};
@@ -45,6 +45,18 @@ pub fn create_causal_mask(n: usize, offset: usize, window_size: Option<usize>) -
     mask
 }
 
+/// Keys and values must be `[B, heads, L, head_dim]`.
+fn check_kv_rank(cache: &str, keys: &Array, values: &Array) -> Result<()> {
+    if keys.ndim() != 4 || values.ndim() != 4 {
+        return Err(oxmx_core::Error::invalid(format!(
+            "[{cache}] keys and values must be [B, heads, L, head_dim], got {:?} and {:?}",
+            keys.shape(),
+            values.shape()
+        )));
+    }
+    Ok(())
+}
+
 fn seq_slice(a: &Array, start: usize, stop: usize) -> Array {
     ops::slice(a, &[SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(Some(start as isize), Some(stop as isize), 1), SliceSpec::FULL])
 }
@@ -81,12 +93,7 @@ impl KvCache for KVCache {
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> (Array, Array) {
-        if keys.ndim() != 4 || values.ndim() != 4 {
-            let e = oxmx_core::Error::invalid(format!(
-                "[KVCache] keys and values must be [B, heads, L, head_dim], got {:?} and {:?}",
-                keys.shape(),
-                values.shape()
-            ));
+        if let Err(e) = check_kv_rank("KVCache", keys, values) {
             return (Array::error(e.clone()), Array::error(e));
         }
         let prev = self.offset;
@@ -266,12 +273,7 @@ impl KvCache for RotatingKVCache {
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> (Array, Array) {
-        if keys.ndim() != 4 || values.ndim() != 4 {
-            let e = oxmx_core::Error::invalid(format!(
-                "[RotatingKVCache] keys and values must be [B, heads, L, head_dim], got {:?} and {:?}",
-                keys.shape(),
-                values.shape()
-            ));
+        if let Err(e) = check_kv_rank("RotatingKVCache", keys, values) {
             return (Array::error(e.clone()), Array::error(e));
         }
         if keys.shape()[2] == 1 {

@@ -14,7 +14,7 @@ use crate::shape::Shape;
 pub type Spec = (Shape, Dtype);
 use crate::stream::Stream;
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 pub(crate) struct Node {
@@ -28,6 +28,10 @@ pub(crate) struct Node {
     /// The op that built this node, kept past evaluation while a transform traces (see
     /// `graph::trace`): transforms walk the graph after the traced function may have evaluated it.
     pub tape: Mutex<Option<Arc<Op>>>,
+    /// Set by a thread about to block until this node is computed: only then does the worker
+    /// that computes it wake the waiters (waking them after every op costs a context switch per
+    /// op, which dominated small graphs such as a decode step).
+    pub waited: AtomicBool,
 }
 
 pub(crate) enum State {
@@ -60,7 +64,7 @@ impl Node {
             State::Pending(op) if super::trace::is_tracing() => Some(op.clone()),
             _ => None,
         };
-        Node { id: next_id(), dtype, shape, index, state: Mutex::new(state), tape: Mutex::new(tape) }
+        Node { id: next_id(), dtype, shape, index, state: Mutex::new(state), tape: Mutex::new(tape), waited: AtomicBool::new(false) }
     }
     pub fn tape(&self) -> Option<Arc<Op>> {
         self.tape.lock().unwrap_or_else(|p| p.into_inner()).clone()

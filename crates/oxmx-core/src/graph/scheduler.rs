@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::stream::Stream;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -34,8 +35,14 @@ fn notify_all() {
     c.cv.notify_all();
 }
 
-/// Blocks until `done()` holds; re-checked after every completion.
-fn wait_until(mut done: impl FnMut() -> bool) {
+/// Blocks until `done()` holds, which depends only on the state of `nodes`: they are marked
+/// waited so the workers that finish them wake this thread.
+fn wait_until(nodes: &[&Node], mut done: impl FnMut() -> bool) {
+    for n in nodes {
+        n.waited.store(true, Ordering::SeqCst);
+    }
+    // Pairs with the fence in `run_op`: either that worker sees the flag, or we see its state.
+    fence(Ordering::SeqCst);
     let c = completion();
     let mut g = c.lock.lock().unwrap_or_else(|p| p.into_inner());
     while !done() {
@@ -114,7 +121,8 @@ pub fn async_eval(outputs: &[&Array]) {
 /// Evaluates `outputs` and waits for them; returns the first error among them.
 pub fn eval(outputs: &[&Array]) -> Result<()> {
     async_eval(outputs);
-    wait_until(|| outputs.iter().all(|a| !matches!(*a.0.lock(), State::Pending(_) | State::Scheduled(_))));
+    let nodes: Vec<&Node> = outputs.iter().map(|a| &*a.0).collect();
+    wait_until(&nodes, || outputs.iter().all(|a| !matches!(*a.0.lock(), State::Pending(_) | State::Scheduled(_))));
     for a in outputs {
         if let State::Failed(e) = &*a.0.lock() {
             return Err(e.clone());
@@ -204,7 +212,27 @@ fn input_data(a: &Array) -> Result<Data> {
                 State::Scheduled(_) => {}
             }
         }
-        wait_until(|| !matches!(*a.0.lock(), State::Scheduled(_) | State::Pending(_)));
+        wait_until(&[&a.0], || !matches!(*a.0.lock(), State::Scheduled(_) | State::Pending(_)));
+    }
+}
+
+/// Buffer donation (MLX's): when this op holds the only handle to its first input and that
+/// input's buffer has no other owner (no views, no user handle), the node gives its data up so
+/// the kernel can write into it (`inputs[0]` then holds the only reference). A KV cache's
+/// `slice_update` then costs the new rows instead of a copy of the whole cache.
+fn donate_first_input(op: &Arc<Op>, inputs: &mut [Data]) {
+    let Some(first) = op.inputs.first() else { return };
+    if Arc::strong_count(&first.0) != 1 || first.0.tape().is_some() {
+        return;
+    }
+    let mut st = first.0.lock();
+    if let State::Ready(d) = &*st {
+        // Our clone in `inputs[0]` plus the node's own.
+        if Arc::strong_count(&d.buffer) == 2 && !d.buffer.is_mapped() {
+            *st = State::Failed(Error::runtime("internal: this array's buffer was donated to the op that consumed it"));
+            drop(st);
+            debug_assert_eq!(Arc::strong_count(&inputs[0].buffer), 1);
+        }
     }
 }
 
@@ -214,8 +242,11 @@ fn run_op(op: &Arc<Op>) {
         return; // Nobody holds any output any more.
     }
     let result = (|| -> Result<Vec<Data>> {
-        let inputs = op.inputs.iter().map(input_data).collect::<Result<Vec<_>>>()?;
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend::eval(&op.prim, op.stream, &inputs, &op.specs)));
+        let mut inputs = op.inputs.iter().map(input_data).collect::<Result<Vec<_>>>()?;
+        if op.prim.donates_input() && outputs.iter().all(|o| o.as_ref().is_none_or(|n| n.tape().is_none())) {
+            donate_first_input(op, &mut inputs);
+        }
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend::eval(&op.prim, op.stream, &mut inputs, &op.specs)));
         match run {
             Ok(r) => r,
             Err(p) => {
@@ -239,5 +270,8 @@ fn run_op(op: &Arc<Op>) {
             }
         }
     }
-    notify_all();
+    fence(Ordering::SeqCst);
+    if outputs.iter().flatten().any(|n| n.waited.load(Ordering::SeqCst)) {
+        notify_all();
+    }
 }

@@ -93,6 +93,12 @@ impl Primitive {
         }
     }
 
+    /// Whether the kernel may write its output into its first input's buffer when the scheduler
+    /// donates it (the input has no other owner): same shape and dtype in and out.
+    pub fn donates_input(&self) -> bool {
+        matches!(self, Primitive::Index(IndexOp::SliceUpdate { .. }))
+    }
+
     pub fn name(&self) -> String {
         match self {
             Primitive::Cast(op) => op.name(),

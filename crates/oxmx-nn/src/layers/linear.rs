@@ -46,19 +46,16 @@ impl Linear {
     }
 }
 
+/// `x @ Wᵀ` with W packed: the product of `Linear` and of `Embedding::as_linear` when quantized.
+/// A missing `scales` (a malformed module) reaches `quantized_matmul`, whose error names it.
+fn packed_matmul_t(x: &Array, w: &Array, scales: Option<&Array>, biases: Option<&Array>, q: &QuantSpec) -> Array {
+    ops::quantized_matmul(x, w, scales.unwrap_or(w), biases, true, Some(q.group_size), Some(q.bits), &q.mode)
+}
+
 impl UnaryModule for Linear {
     fn forward(&self, x: &Array) -> Array {
         if let Some(q) = &self.quant {
-            let y = ops::quantized_matmul(
-                x,
-                &self.weight,
-                self.scales.as_ref().unwrap_or(&self.weight),
-                self.biases.as_ref(),
-                true,
-                Some(q.group_size),
-                Some(q.bits),
-                &q.mode,
-            );
+            let y = packed_matmul_t(x, &self.weight, self.scales.as_ref(), self.biases.as_ref(), q);
             return match &self.bias {
                 Some(b) => ops::add(&y, b),
                 None => y,
@@ -117,16 +114,7 @@ impl Embedding {
     /// `x @ weight^T`: the tied output projection of a language model.
     pub fn as_linear(&self, x: &Array) -> Array {
         if let Some(q) = &self.quant {
-            return ops::quantized_matmul(
-                x,
-                &self.weight,
-                self.scales.as_ref().unwrap_or(&self.weight),
-                self.biases.as_ref(),
-                true,
-                Some(q.group_size),
-                Some(q.bits),
-                &q.mode,
-            );
+            return packed_matmul_t(x, &self.weight, self.scales.as_ref(), self.biases.as_ref(), q);
         }
         ops::matmul(x, &ops::swapaxes(&self.weight, -1, -2))
     }

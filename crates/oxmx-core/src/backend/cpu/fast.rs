@@ -16,51 +16,14 @@
 //!   long cache).
 
 use super::elementwise::CHUNK;
+use super::kfloat::KFloat;
 use super::{fastmath, simd};
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
 use crate::primitives::fast::{FastOp, MaskKind};
-use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
-
-/// The element types with kernels: converted to and from f32 slices.
-trait KFloat: Element + Copy + Send + Sync {
-    fn load(src: &[Self], dst: &mut [f32]);
-    fn store(src: &[f32], dst: &mut [Self]);
-}
-impl KFloat for f32 {
-    #[inline(always)]
-    fn load(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src)
-    }
-    #[inline(always)]
-    fn store(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src)
-    }
-}
-// half's slice conversions pick F16C at run time.
-impl KFloat for f16 {
-    #[inline(always)]
-    fn load(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst)
-    }
-    #[inline(always)]
-    fn store(src: &[f32], dst: &mut [f16]) {
-        dst.convert_from_f32_slice(src)
-    }
-}
-impl KFloat for bf16 {
-    #[inline(always)]
-    fn load(src: &[bf16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst)
-    }
-    #[inline(always)]
-    fn store(src: &[f32], dst: &mut [bf16]) {
-        dst.convert_from_f32_slice(src)
-    }
-}
 
 pub fn eval(op: &FastOp, inputs: &[Data], _specs: &[Spec]) -> Result<Vec<Data>> {
     let out = match inputs[0].dtype {
@@ -102,7 +65,7 @@ fn sum(x: &[f32]) -> f32 {
             acc[l] += ch[l];
         }
     }
-    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+    simd::hsum(acc) + c.remainder().iter().sum::<f32>()
 }
 
 /// Σ (x - m)².
@@ -116,7 +79,7 @@ fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
             acc[l] = d.mul_add(d, acc[l]);
         }
     }
-    acc.iter().sum::<f32>() + c.remainder().iter().map(|&v| (v - m) * (v - m)).sum::<f32>()
+    simd::hsum(acc) + c.remainder().iter().map(|&v| (v - m) * (v - m)).sum::<f32>()
 }
 
 #[inline(always)]
@@ -128,7 +91,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] = x[l].mul_add(y[l], acc[l]);
         }
     }
-    acc.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum::<f32>()
+    simd::hsum(acc) + ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// `y += a * x`.
@@ -147,6 +110,7 @@ fn vector_f32<T: KFloat>(a: &Data) -> Vec<f32> {
     v
 }
 
+simd::multiversion! {
 fn norm<T: KFloat>(x: &Data, w: Option<&Data>, b: Option<&Data>, eps: f32, layer: bool) -> Result<Data> {
     let d = x.shape.last().copied().unwrap_or(1);
     let src = x.row_major::<T>();
@@ -179,7 +143,9 @@ fn norm<T: KFloat>(x: &Data, w: Option<&Data>, b: Option<&Data>, eps: f32, layer
         });
     })
 }
+}
 
+simd::multiversion! {
 fn rope<T: KFloat>(
     x: &Data,
     off: &Data,
@@ -254,6 +220,7 @@ fn rope<T: KFloat>(
         });
     })
 }
+}
 
 /// Rows of one attention task share a key/value head: `R` rows ordered (position, head in group).
 const ROW_TILE: usize = 32;
@@ -270,6 +237,7 @@ struct Partial {
     acc: Vec<f32>,
 }
 
+simd::multiversion! {
 #[allow(clippy::too_many_arguments)]
 fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mask: Option<&Data>, sinks: Option<&Data>) -> Result<Data> {
     let (b, hq, ql, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
@@ -279,7 +247,8 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
     if b * hq * ql * dv == 0 {
         return Data::build::<T>(out_shape, |o| o.iter_mut().for_each(|v| *v = T::default()));
     }
-    let (qd, kd, vd) = (q.row_major::<T>(), k.row_major::<T>(), v.row_major::<T>());
+    let qd = q.row_major::<T>();
+    let (kr, vr) = (HeadRows::<T>::new(k), HeadRows::<T>::new(v));
     let sinks: Option<Vec<f32>> = sinks.map(|s| s.row_major::<f32>().to_vec());
     // Rows per (batch, kv head): every query position of every head in the group.
     let rows = g * ql;
@@ -323,7 +292,7 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
             let mut kt = vec![0f32; KEY_TILE * d];
             let mut vt = vec![0f32; KEY_TILE * dv];
             let mut s = vec![0f32; nr * KEY_TILE];
-            let kv_base = (bi * hkv + hk) * kl;
+            let (kbase, vbase) = (kr.row(bi, hk, 0), vr.row(bi, hk, 0));
             // The last key any row of this tile may see (causal).
             let last_visible = (pos(nr - 1).0 as isize + causal_off).min(kl as isize - 1);
             let first_limit = pos(0).0 as isize + causal_off;
@@ -335,8 +304,8 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                     }
                     let nk = KEY_TILE.min(k1 - j0);
                     for j in 0..nk {
-                        let ko = (kv_base + j0 + j) * d;
-                        T::load(&kd[ko..ko + d], &mut kt[j * d..(j + 1) * d]);
+                        let ko = kbase + (j0 + j) * kr.row_stride;
+                        T::load(&kr.data[ko..ko + d], &mut kt[j * d..(j + 1) * d]);
                     }
                     // Scores.
                     for r in 0..nr {
@@ -405,8 +374,8 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                         part.m[r] = m_new;
                     }
                     for j in 0..nk {
-                        let vo = (kv_base + j0 + j) * dv;
-                        T::load(&vd[vo..vo + dv], &mut vt[j * dv..(j + 1) * dv]);
+                        let vo = vbase + (j0 + j) * vr.row_stride;
+                        T::load(&vr.data[vo..vo + dv], &mut vt[j * dv..(j + 1) * dv]);
                     }
                     for r in 0..nr {
                         let acc = &mut part.acc[r * dv..(r + 1) * dv];
@@ -457,6 +426,41 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
             }
         });
     })
+}
+}
+
+/// Keys or values `[B, H, L, D]` read in place when each row is contiguous: a KV cache's keys are
+/// a prefix view of a longer preallocated buffer, and copying it to row-major order would cost
+/// as much as the attention itself. Other layouts are copied once.
+struct HeadRows<'a, T: Element> {
+    data: std::borrow::Cow<'a, [T]>,
+    offset: usize,
+    batch_stride: usize,
+    head_stride: usize,
+    row_stride: usize,
+}
+
+impl<'a, T: Element> HeadRows<'a, T> {
+    fn new(a: &'a Data) -> Self {
+        let s = &a.strides;
+        let rows_ok = a.offset >= 0 && s.iter().all(|&v| v >= 0) && (a.shape[3] <= 1 || s[3] == 1);
+        if rows_ok {
+            return HeadRows {
+                data: std::borrow::Cow::Borrowed(a.raw::<T>()),
+                offset: a.offset as usize,
+                batch_stride: s[0] as usize,
+                head_stride: s[1] as usize,
+                row_stride: s[2] as usize,
+            };
+        }
+        let (h, l, d) = (a.shape[1], a.shape[2], a.shape[3]);
+        HeadRows { data: a.row_major::<T>(), offset: 0, batch_stride: h * l * d, head_stride: l * d, row_stride: d }
+    }
+
+    /// Element offset of row `l` of head `h` in batch `b`.
+    fn row(&self, b: usize, h: usize, l: usize) -> usize {
+        self.offset + b * self.batch_stride + h * self.head_stride + l * self.row_stride
+    }
 }
 
 /// A raw output pointer shared by tasks that write disjoint rows.

@@ -4,7 +4,7 @@
 use super::shape::copy_into;
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
-use crate::graph::data::for_each_offset;
+use crate::graph::data::{for_each_offset, typed_mut};
 use crate::graph::{Data, Spec};
 use crate::primitives::index::ScatterKind;
 use crate::primitives::IndexOp;
@@ -12,6 +12,7 @@ use crate::shape::{row_major_strides, size_of};
 use half::{bf16, f16};
 use num_complex::Complex32;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Index values as i64 in row-major order.
 fn index_values(d: &Data) -> Vec<i64> {
@@ -135,6 +136,25 @@ impl ScatterNum for bool {
     fn mul(a: Self, b: Self) -> Self {
         a & b
     }
+}
+
+/// `slice_update` into a donated input: when `inputs[0]` is the only owner of a dense row-major
+/// buffer, the update is written in place and that buffer becomes the output. `None` when the
+/// buffer is shared (the copying path runs).
+pub fn slice_update_in_place(op: &IndexOp, inputs: &mut [Data]) -> Option<Result<Vec<Data>>> {
+    let IndexOp::SliceUpdate { start, step, .. } = op else { return None };
+    let (x, rest) = inputs.split_first_mut()?;
+    let whole = x.offset == 0 && x.is_row_contiguous() && x.buffer.len() >= x.size() * x.dtype.size();
+    if !whole || x.buffer.is_mapped() {
+        return None;
+    }
+    let rs = row_major_strides(&x.shape);
+    let dst_strides: Vec<isize> = rs.iter().zip(step).map(|(&s, &k)| s * k).collect();
+    let off: isize = start.iter().zip(&rs).map(|(&s, &r)| s as isize * r).sum();
+    let (n, dtype) = (x.size(), x.dtype);
+    let buf = Arc::get_mut(&mut x.buffer)?;
+    crate::dispatch!(dtype, T => copy_into::<T>(&rest[0], typed_mut::<T>(buf, n), &dst_strides, off));
+    Some(Ok(vec![x.clone()]))
 }
 
 pub fn eval(op: &IndexOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {

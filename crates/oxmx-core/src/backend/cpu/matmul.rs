@@ -1,5 +1,6 @@
 //! Matmul on the CPU: f32/f64/complex64 through `gemm` (reading strided views in place),
-//! f16 through f32, bf16 on AMX tiles (or through f32), integers with a plain loop.
+//! f16 through f32, bf16 on AMX tiles (or through f32), few-row 16-bit products in `gemv`,
+//! integers with a plain loop.
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -196,9 +197,15 @@ pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>>
             let out = match a.dtype {
                 Dtype::Float32 => gemm_kernel::<f32>(&a, &b, out_shape, 0.0, 1.0),
                 Dtype::Float64 => gemm_kernel::<f64>(&a, &b, out_shape, 0.0, 1.0),
-                Dtype::Float16 => through_f32::<f16>(&a, &b, out_shape, f16::to_f32, f16::from_f32),
+                Dtype::Float16 => match super::gemv::few_rows::<f16>(&a, &b, out_shape.clone()) {
+                    Some(r) => r,
+                    None => through_f32::<f16>(&a, &b, out_shape, f16::to_f32, f16::from_f32),
+                },
                 Dtype::Complex64 => gemm_kernel::<Complex32>(&a, &b, out_shape, Complex32::new(0.0, 0.0), Complex32::new(1.0, 0.0)),
-                Dtype::Bfloat16 => bf16_kernel(&a, &b, out_shape),
+                Dtype::Bfloat16 => match super::gemv::few_rows::<bf16>(&a, &b, out_shape.clone()) {
+                    Some(r) => r,
+                    None => bf16_kernel(&a, &b, out_shape),
+                },
                 dt if dt.is_integer() => crate::dispatch!(dt, T => int_kernel::<T>(&a, &b, out_shape)),
                 dt => Err(Error::invalid(format!("[matmul] unsupported dtype {dt}"))),
             }?;

@@ -11,7 +11,9 @@ pub mod fast;
 pub mod fastmath;
 pub mod fft;
 pub mod fused;
+pub mod gemv;
 pub mod index;
+mod kfloat;
 pub mod linalg;
 pub mod matmul;
 pub mod quantized;
@@ -27,9 +29,15 @@ pub mod unary;
 
 use crate::error::Result;
 use crate::graph::{Data, Spec};
-use crate::primitives::Primitive;
+use crate::primitives::{IndexOp, Primitive};
 
-pub fn eval(prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
+pub fn eval(prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
+    if let Primitive::Index(op @ IndexOp::SliceUpdate { .. }) = prim {
+        if let Some(out) = index::slice_update_in_place(op, inputs) {
+            return out;
+        }
+    }
+    let inputs: &[Data] = inputs;
     match prim {
         Primitive::Cast(op) => cast::eval(op, inputs, specs),
         Primitive::Creation(op) => creation::eval(op, inputs, specs),

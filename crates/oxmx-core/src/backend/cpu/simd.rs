@@ -56,6 +56,59 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the CPU has AVX2, FMA and F16C (the `multiversion!` twin's features).
+#[inline]
+pub fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines a function whose body is compiled twice: for baseline x86-64, and for AVX2+FMA+F16C,
+/// the latter called when the CPU has them. Unlike `vectorized`, this reaches every closure in
+/// the body (closures take the target features of the function they are written in, whether or
+/// not they are inlined), so a kernel may keep its rayon tasks and helper closures and still get
+/// the wide instructions and hardware `mul_add` (a baseline `mul_add` is a libm call).
+/// One generic type parameter with one bound; arguments are plain identifiers.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<$T:ident: $B:path>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        $vis fn $name<$T: $B>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn wide<$T: $B>($($arg: $ty),*) -> $ret $body
+                if $crate::backend::cpu::simd::avx2_fma() {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide::<$T>($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// The sum of the lanes of an accumulator, as a tree (`N` a power of two): log2(N) dependent
+/// adds instead of the N - 1 of `iter().sum()`, whose latency dominated short dot products
+/// (one per key of an attention row).
+#[inline(always)]
+pub fn hsum<const N: usize>(mut a: [f32; N]) -> f32 {
+    let mut w = N / 2;
+    while w > 0 {
+        for i in 0..w {
+            a[i] += a[i + w];
+        }
+        w /= 2;
+    }
+    a[0]
+}
+
 /// `dst[i] = f(src[i])`.
 #[inline]
 pub fn map_slice<A: Copy, B>(src: &[A], dst: &mut [B], f: &impl Fn(A) -> B) {

@@ -2,7 +2,7 @@
 //!
 //! - Decode (`x @ Wᵀ` with few rows): one pass over the packed bytes, which is the floor
 //!   (bytes / DRAM bandwidth). With AVX2 the affine 2/4/8-bit path loads 8 words at a time and
-//!   extracts the fields with one shift+mask per 8 lanes, no shuffles: lane `i` of extract `j`
+//!   extracts the fields with one mask per 8 lanes (see `permute_x`), no shuffles: lane `i` of extract `j`
 //!   holds element `i * (32 / bits) + j`, so `x` is permuted once per call into that order
 //!   instead of permuting the weights. Per block, `Σ q·x` is scaled by a per-lane scale vector;
 //!   the bias term is `bias · Σ x` over the group, from per-group sums of `x` computed once.
@@ -18,6 +18,7 @@ use crate::primitives::{QuantMode, QuantParams};
 use gemm::Parallelism;
 use half::{bf16, f16};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Rows of `x` from which the tiled gemm path is used for `x @ Wᵀ`.
 const QMV_MAX_ROWS: usize = 8;
@@ -43,6 +44,28 @@ impl Scales<'_> {
             Scales::E8m0(s) => ((s[g] as f32 - 127.0).exp2(), 0.0),
             Scales::E4m3(s) => (from_fp8(s[g]), 0.0),
         }
+    }
+
+    /// Scales of groups `g0 .. g0 + out.len()` into `out` (f32), calling `bias(i, b)` for each
+    /// group's bias; the dtype is matched once per call, not per group.
+    #[inline(always)]
+    fn row_into(&self, g0: usize, out: &mut [f32], mut bias: impl FnMut(usize, f32)) {
+        let n = out.len();
+        match self {
+            Scales::F32(s, b) => unpack(&s[g0..g0 + n], &b[g0..g0 + n], out, |v| *v, &mut bias),
+            Scales::F16(s, b) => unpack(&s[g0..g0 + n], &b[g0..g0 + n], out, |v| v.to_f32(), &mut bias),
+            // bf16 is the top half of an f32: widening is a shift (half's to_f32 adds NaN checks).
+            Scales::Bf16(s, b) => unpack(&s[g0..g0 + n], &b[g0..g0 + n], out, |v| f32::from_bits((v.to_bits() as u32) << 16), &mut bias),
+            _ => out.iter_mut().enumerate().for_each(|(i, o)| *o = self.get(g0 + i).0),
+        }
+    }
+}
+
+#[inline(always)]
+fn unpack<T>(s: &[T], b: &[T], out: &mut [f32], f: impl Fn(&T) -> f32, bias: &mut impl FnMut(usize, f32)) {
+    for (i, ((o, sv), bv)) in out.iter_mut().zip(s).zip(b).enumerate() {
+        *o = f(sv);
+        bias(i, f(bv));
     }
 }
 
@@ -225,17 +248,20 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let fast = w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && avx2();
     let xp = if fast { permute_x(x, m, k, w.bits) } else { Vec::new() };
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
-    let rows_per_task = (16384 / k.max(1)).clamp(1, 64);
+    // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
+    // thread costs more than the work), large ones split finely enough to balance.
+    let rows_per_task = (32768 / w.row_bytes().max(1)).clamp(1, 256);
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
-        let mut buf = if fast { Vec::new() } else { vec![0f32; k] };
+        // Dequantized row (generic path) or the row's scales (fast path), reused across rows.
+        let mut buf = vec![0f32; if fast { ng + 8 } else { k }];
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
             if fast {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `avx2()` checked the CPU; slices are sized by the caller's shapes.
                 unsafe {
-                    avx2_row(&xp, &xsum, m, w, row, o)
+                    avx2_row(&xp, &xsum, m, w, row, &mut buf, o)
                 };
             } else {
                 w.dequant(row, 0, ng, &mut buf);
@@ -246,7 +272,10 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
             }
         }
     });
-    let _ = xsum;
+    if m == 1 {
+        y[..n].copy_from_slice(&yt);
+        return;
+    }
     for r in 0..m {
         for c in 0..n {
             y[r * n + c] = yt[c * m + r];
@@ -276,7 +305,11 @@ fn avx2() -> bool {
 }
 
 /// `x` reordered per block of 8 words (`256 / bits` elements): position `j * 8 + i` of a block
-/// holds element `i * (32 / bits) + j`.
+/// holds element `i * (32 / bits) + j`, pre-multiplied by `2^(-bits·j)` for every field but the
+/// last. The kernel then takes field `j` as `word & (mask << bits·j)` converted to f32 (which is
+/// `q · 2^(bits·j)`, exact: at most `bits` significant bits) without shifting it down; the
+/// power-of-two factors cancel exactly. The last field is a plain shift (its mask would reach the
+/// sign bit).
 fn permute_x(x: &[f32], m: usize, k: usize, bits: usize) -> Vec<f32> {
     let per = 32 / bits;
     let e = 8 * per;
@@ -284,8 +317,9 @@ fn permute_x(x: &[f32], m: usize, k: usize, bits: usize) -> Vec<f32> {
     for r in 0..m {
         for b0 in (0..k).step_by(e) {
             for j in 0..per {
+                let f = if j + 1 < per { (-((bits * j) as i32) as f32).exp2() } else { 1.0 };
                 for i in 0..8 {
-                    out[r * k + b0 + j * 8 + i] = x[r * k + b0 + i * per + j];
+                    out[r * k + b0 + j * 8 + i] = x[r * k + b0 + i * per + j] * f;
                 }
             }
         }
@@ -295,68 +329,104 @@ fn permute_x(x: &[f32], m: usize, k: usize, bits: usize) -> Vec<f32> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, out: &mut [f32]) {
+unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, scales: &mut [f32], out: &mut [f32]) {
+    // Monomorphised per (bits, rows) so the row loop and accumulators live in registers.
+    macro_rules! rows {
+        ($b:literal, $per:literal) => {
+            match m {
+                1 => avx2_row_b::<$b, $per, 1>(xp, xsum, w, row, scales, out),
+                2 => avx2_row_b::<$b, $per, 2>(xp, xsum, w, row, scales, out),
+                3 | 4 => avx2_row_b::<$b, $per, 4>(xp, xsum, w, row, scales, out),
+                _ => avx2_row_b::<$b, $per, QMV_MAX_ROWS>(xp, xsum, w, row, scales, out),
+            }
+        };
+    }
     match w.bits {
-        2 => avx2_row_b::<2, 16>(xp, xsum, m, w, row, out),
-        4 => avx2_row_b::<4, 8>(xp, xsum, m, w, row, out),
-        _ => avx2_row_b::<8, 4>(xp, xsum, m, w, row, out),
+        2 => rows!(2, 16),
+        4 => rows!(4, 8),
+        _ => rows!(8, 4),
     }
 }
 
-/// One output row `W[row] · x[r]` for every row `r < m` of x (affine, `B` bits, `PER = 32 / B`).
+/// One output row `W[row] · x[r]` for every row `r < out.len() ≤ M` of x (affine, `B` bits,
+/// `PER = 32 / B`). `scales` (one per group) is scratch space.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_row_b<const B: i32, const PER: usize>(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, out: &mut [f32]) {
+unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize>(
+    xp: &[f32],
+    xsum: &[f32],
+    w: &Packed,
+    row: usize,
+    scales: &mut [f32],
+    out: &mut [f32],
+) {
     use std::arch::x86_64::*;
+    let m = out.len();
     let k = w.k;
     let ng = w.groups();
-    let words = w.bytes.as_ptr().add(row * w.row_bytes()) as *const i32;
+    let words = w.bytes.as_ptr().add(row * w.row_bytes()) as *const __m256i;
     let nblocks = k * B as usize / 256;
     let words_per_group = w.gs * B as usize / 32;
-    let mask = _mm256_set1_epi32((1 << B) - 1);
-    // Biases: Σ_g b_g · Σ_{k∈g} x_k; scales gathered per group.
-    let mut scales = [0f32; 512];
-    let mut bias = [0f32; QMV_MAX_ROWS];
-    let g0 = row * ng;
-    for g in 0..ng {
-        let (s, b) = w.sc.get(g0 + g);
-        if g < 512 {
-            scales[g] = s;
-        }
+    // Biases: Σ_g b_g · Σ_{k∈g} x_k; scales unpacked to f32 once per row.
+    let mut bias = [0f32; M];
+    w.sc.row_into(row * ng, &mut scales[..ng], |g, b| {
         for r in 0..m {
             bias[r] += b * xsum[r * ng + g];
         }
-    }
-    let mut tot = [_mm256_setzero_ps(); QMV_MAX_ROWS];
-    let mut lane_s = [0f32; 8];
-    for blk in 0..nblocks {
-        let v = _mm256_loadu_si256(words.add(blk * 8) as *const __m256i);
-        let mut q = [_mm256_setzero_ps(); PER];
-        for (j, qj) in q.iter_mut().enumerate() {
-            let t = _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_set1_epi32(j as i32 * B)), mask);
-            *qj = _mm256_cvtepi32_ps(t);
-        }
-        let sv = if words_per_group >= 8 {
-            let g = blk * 8 / words_per_group;
-            _mm256_set1_ps(if g < 512 { scales[g] } else { w.sc.get(g0 + g).0 })
-        } else {
-            for (i, l) in lane_s.iter_mut().enumerate() {
-                let g = (blk * 8 + i) / words_per_group;
-                *l = if g < 512 { scales[g] } else { w.sc.get(g0 + g).0 };
+    });
+    let mask = _mm256_set1_epi32((1 << B) - 1);
+    let mut tot = [_mm256_setzero_ps(); M];
+    // One block: 8 words, `8 * PER` elements, scaled per lane by `sv`.
+    macro_rules! block {
+        ($blk:expr, $sv:expr) => {{
+            let blk = $blk;
+            let v = _mm256_loadu_si256(words.add(blk));
+            let mut q = [_mm256_setzero_ps(); PER];
+            for (j, qj) in q.iter_mut().enumerate() {
+                let t = if j + 1 < PER {
+                    _mm256_and_si256(v, _mm256_sllv_epi32(mask, _mm256_set1_epi32(j as i32 * B)))
+                } else {
+                    _mm256_srlv_epi32(v, _mm256_set1_epi32(32 - B))
+                };
+                *qj = _mm256_cvtepi32_ps(t);
             }
-            _mm256_loadu_ps(lane_s.as_ptr())
-        };
-        let base = blk * 8 * PER;
-        for r in 0..m {
-            let xr = xp.as_ptr().add(r * k + base);
-            let mut acc = _mm256_setzero_ps();
-            for (j, qj) in q.iter().enumerate() {
-                acc = _mm256_fmadd_ps(*qj, _mm256_loadu_ps(xr.add(j * 8)), acc);
+            let base = blk * 8 * PER;
+            for r in 0..m.min(M) {
+                let xr = xp.as_ptr().add(r * k + base);
+                // Two chains so the FMA latency is hidden.
+                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for j in (0..PER).step_by(2) {
+                    a0 = _mm256_fmadd_ps(q[j], _mm256_loadu_ps(xr.add(j * 8)), a0);
+                    a1 = _mm256_fmadd_ps(q[j + 1], _mm256_loadu_ps(xr.add(j * 8 + 8)), a1);
+                }
+                tot[r] = _mm256_fmadd_ps(_mm256_add_ps(a0, a1), $sv, tot[r]);
             }
-            tot[r] = _mm256_fmadd_ps(acc, sv, tot[r]);
+        }};
+    }
+    // Group sizes and bit widths are powers of two, so groups and blocks nest either way.
+    if words_per_group >= 8 {
+        let bpg = words_per_group / 8;
+        for g in 0..ng {
+            let sv = _mm256_set1_ps(*scales.get_unchecked(g));
+            for blk in g * bpg..(g + 1) * bpg {
+                block!(blk, sv);
+            }
+        }
+    } else {
+        // Lane i of a block belongs to group `blk * gpb + i / words_per_group`; `scales` has 8
+        // spare entries so the load may run past the last group.
+        let gpb = 8 / words_per_group;
+        let mut lanes = [0i32; 8];
+        for (i, l) in lanes.iter_mut().enumerate() {
+            *l = (i / words_per_group) as i32;
+        }
+        let idx = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
+        for blk in 0..nblocks {
+            let sv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(scales.as_ptr().add(blk * gpb)), idx);
+            block!(blk, sv);
         }
     }
-    for r in 0..m {
+    for r in 0..m.min(M) {
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), tot[r]);
         out[r] = l.iter().sum::<f32>() + bias[r];
@@ -364,7 +434,7 @@ unsafe fn avx2_row_b<const B: i32, const PER: usize>(xp: &[f32], xsum: &[f32], m
 }
 
 /// The packed matrix `b` of a batch of `w`/scales/biases inputs (all dense row-major).
-fn packed<'a>(p: &QuantParams, w: &'a [u32], sc: &'a ScaleData, b: usize, rows: usize, k: usize) -> Packed<'a> {
+fn packed<'a>(p: &QuantParams, w: &'a [u32], sc: &'a ScaleData<'a>, b: usize, rows: usize, k: usize) -> Packed<'a> {
     let row_words = k * p.bits / 32;
     let ng = rows * k / p.group_size;
     let bytes = &as_bytes(w)[b * rows * row_words * 4..(b + 1) * rows * row_words * 4];
@@ -379,23 +449,23 @@ fn packed<'a>(p: &QuantParams, w: &'a [u32], sc: &'a ScaleData, b: usize, rows: 
     Packed { bytes, sc, k, gs: p.group_size, bits: p.bits, mode: p.mode }
 }
 
-/// Owned dense copies of scales (and biases).
-enum ScaleData {
-    F32(Vec<f32>, Vec<f32>),
-    F16(Vec<f16>, Vec<f16>),
-    Bf16(Vec<bf16>, Vec<bf16>),
-    U8(Vec<u8>),
+/// Dense scales (and biases): borrowed when already row-major (the usual case), else copied.
+enum ScaleData<'a> {
+    F32(Cow<'a, [f32]>, Cow<'a, [f32]>),
+    F16(Cow<'a, [f16]>, Cow<'a, [f16]>),
+    Bf16(Cow<'a, [bf16]>, Cow<'a, [bf16]>),
+    U8(Cow<'a, [u8]>),
 }
 
-fn scale_data(p: &QuantParams, s: &Data, b: Option<&Data>) -> Result<ScaleData> {
+fn scale_data<'a>(p: &QuantParams, s: &'a Data, b: Option<&'a Data>) -> Result<ScaleData<'a>> {
     if p.mode != QuantMode::Affine {
-        return Ok(ScaleData::U8(s.row_major::<u8>().into_owned()));
+        return Ok(ScaleData::U8(s.row_major::<u8>()));
     }
     let b = b.ok_or_else(|| Error::runtime("internal: affine quantized matmul without biases"))?;
     Ok(match s.dtype {
-        Dtype::Float32 => ScaleData::F32(s.row_major::<f32>().into_owned(), b.row_major::<f32>().into_owned()),
-        Dtype::Float16 => ScaleData::F16(s.row_major::<f16>().into_owned(), b.row_major::<f16>().into_owned()),
-        Dtype::Bfloat16 => ScaleData::Bf16(s.row_major::<bf16>().into_owned(), b.row_major::<bf16>().into_owned()),
+        Dtype::Float32 => ScaleData::F32(s.row_major::<f32>(), b.row_major::<f32>()),
+        Dtype::Float16 => ScaleData::F16(s.row_major::<f16>(), b.row_major::<f16>()),
+        Dtype::Bfloat16 => ScaleData::Bf16(s.row_major::<bf16>(), b.row_major::<bf16>()),
         d => return Err(Error::invalid(format!("[quantized_matmul] unsupported scales dtype {d}"))),
     })
 }
