@@ -20,6 +20,10 @@ pub struct GenParams {
     pub seed: Option<u64>,
     pub max_tokens: usize,
     pub eos_token_ids: Vec<u32>,
+    /// KV-cache quantization (`--kv-bits`, `--kv-group-size`, `--quantized-kv-start`).
+    pub kv_bits: Option<usize>,
+    pub kv_group_size: usize,
+    pub quantized_kv_start: usize,
 }
 
 /// mlx_lm's statistics.
@@ -49,6 +53,23 @@ impl Engine {
         let cache = make_prompt_cache(loaded.model.as_ref(), max_kv_size);
         Ok(Engine { loaded, cache, max_kv_size })
     }
+    /// Replaces the KV cache (a prompt cache loaded from a file); its layer count must match.
+    pub fn set_cache(&mut self, cache: PromptCache) -> Result<()> {
+        let n = self.loaded.model.num_layers();
+        if cache.len() != n {
+            return Err(oxmx_core::Error::invalid(format!("the prompt cache has {} layers but the model has {n}", cache.len())));
+        }
+        self.cache = cache;
+        Ok(())
+    }
+    pub fn cache(&self) -> &PromptCache {
+        &self.cache
+    }
+    /// Runs `prompt` into the cache without generating (cache-prompt).
+    pub fn prefill(&mut self, prompt: &[u32], opts: GenerateOptions) -> Result<Stats> {
+        let st = oxmx_lm::generate::prefill_cache(self.loaded.model.as_ref(), prompt, &mut self.cache, opts)?;
+        Ok(Stats { prompt_tokens: st.prompt_tokens, prompt_tps: st.prompt_tps, generation_tps: 0.0, peak_memory: st.peak_memory })
+    }
     pub fn eos_token_ids(&self) -> &[u32] {
         &self.loaded.eos_token_ids
     }
@@ -68,6 +89,9 @@ impl Engine {
         let opts = GenerateOptions {
             max_tokens: Some(p.max_tokens),
             eos_token_ids: p.eos_token_ids.iter().copied().collect::<BTreeSet<u32>>(),
+            kv_bits: p.kv_bits,
+            kv_group_size: p.kv_group_size,
+            quantized_kv_start: p.quantized_kv_start,
             ..GenerateOptions::default()
         };
         let mut it = generate_step(self.loaded.model.as_ref(), prompt, &mut self.cache, sampler, vec![], opts)?;

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 
 use crate::engine::{Engine, GenParams, Stats};
 use crate::resolve::resolve_model;
-use crate::{ChatArgs, GenerateArgs, ModelArgs, SampleArgs, TokenizeArgs};
+use crate::{ChatArgs, GenerateArgs, KvArgs, ModelArgs, SampleArgs, TokenizeArgs};
 
 /// `-` reads stdin; literal `\n` / `\t` become newline / tab (mlx_lm does the same).
-fn read_prompt(p: &str) -> Result<String> {
+pub fn read_prompt(p: &str) -> Result<String> {
     let text = if p == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io(format!("cannot read the prompt from stdin: {e}")))?;
@@ -24,7 +24,7 @@ fn read_prompt(p: &str) -> Result<String> {
     Ok(text.replace("\\n", "\n").replace("\\t", "\t"))
 }
 
-fn template_options(m: &ModelArgs) -> Result<ChatOptions> {
+pub fn template_options(m: &ModelArgs) -> Result<ChatOptions> {
     let mut opts = ChatOptions::default();
     if let Some(cfg) = &m.chat_template_config {
         let v: Value = serde_json::from_str(cfg).map_err(|e| Error::invalid(format!("--chat-template-config is not valid JSON: {e}")))?;
@@ -98,22 +98,86 @@ fn eos_ids(tok: &Tokenizer, engine_eos: &[u32], m: &ModelArgs) -> Result<Vec<u32
     Ok(eos)
 }
 
-fn params(s: &SampleArgs, max_tokens: usize, eos: Vec<u32>) -> GenParams {
-    GenParams { temp: s.temp, top_p: s.top_p, min_p: s.min_p, top_k: s.top_k, seed: s.seed, max_tokens, eos_token_ids: eos }
+fn params(s: &SampleArgs, kv: &KvArgs, max_tokens: usize, eos: Vec<u32>) -> GenParams {
+    GenParams {
+        temp: s.temp,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        top_k: s.top_k,
+        seed: s.seed,
+        max_tokens,
+        eos_token_ids: eos,
+        kv_bits: kv.kv_bits,
+        kv_group_size: kv.kv_group_size,
+        quantized_kv_start: kv.quantized_kv_start,
+    }
 }
 
-/// Generates after `ids`, streaming text to `out` when given; returns (text, token count, stats).
+/// The part of the prompt after a cached prefix (mlx_lm): with a chat template, the templated
+/// text from where the user's message starts (found by rendering with a `<query>` placeholder),
+/// encoded without special tokens; without one, the raw prompt with special tokens.
+pub fn suffix_prompt_ids(tok: &Tokenizer, m: &ModelArgs, user: &str, prefill: Option<&str>) -> Result<(Vec<u32>, String)> {
+    if m.ignore_chat_template || !tok.has_chat_template() {
+        return prompt_ids(tok, m, user, prefill);
+    }
+    const PLACEHOLDER: &str = "<query>";
+    let (_, full) = prompt_ids(tok, m, user, prefill)?;
+    let (_, probe) = match prefill {
+        Some(_) => prompt_ids(tok, m, user, Some(PLACEHOLDER))?,
+        None => prompt_ids(tok, m, PLACEHOLDER, None)?,
+    };
+    let start = probe
+        .find(PLACEHOLDER)
+        .ok_or_else(|| Error::invalid("the chat template does not place the message text in the prompt; cannot continue a prompt cache"))?;
+    let text = full.get(start..).ok_or_else(|| Error::invalid("cannot split the templated prompt after the cached prefix"))?.to_string();
+    Ok((tok.encode(&text, false)?, text))
+}
+
+/// Loads `--prompt-cache-file` and checks it against the flags (mlx_lm's rules); returns the
+/// cache and the model path to use.
+fn load_cache_file(file: &str, a: &GenerateArgs) -> Result<(oxmx_lm::cache::PromptCache, std::path::PathBuf)> {
+    let (cache, meta) = oxmx_lm::prompt_cache::load_prompt_cache(file)?;
+    if let Some((g, b)) = cache.first().and_then(|c| c.quantization()) {
+        if a.kv.kv_bits.is_some_and(|kb| kb != b) {
+            return Err(Error::invalid("--kv-bits does not match the kv cache loaded from --prompt-cache-file"));
+        }
+        if a.kv.kv_group_size != g {
+            return Err(Error::invalid("--kv-group-size does not match the kv cache loaded from --prompt-cache-file"));
+        }
+    }
+    let path = match (&a.model.model, meta.get("model")) {
+        (Some(m), Some(cached)) => {
+            let p = resolve_model(Some(m.as_str()))?;
+            let same = match (std::fs::canonicalize(&p), std::fs::canonicalize(cached)) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => m == cached,
+            };
+            if !same {
+                return Err(Error::invalid(format!(
+                    "providing a different model ({m}) than that used to create the prompt cache ({cached}) is an error"
+                )));
+            }
+            p
+        }
+        (Some(m), None) => resolve_model(Some(m.as_str()))?,
+        (None, Some(cached)) => resolve_model(Some(cached.as_str()))?,
+        (None, None) => resolve_model(None)?,
+    };
+    Ok((cache, path))
+}
+
+/// Generates after `ids`, streaming text to `out` when given; returns (text, generated ids, stats).
 fn stream(
     engine: &mut Engine,
     tok: &Tokenizer,
     ids: &[u32],
     p: &GenParams,
     mut out: Option<&mut dyn Write>,
-) -> Result<(String, usize, Stats)> {
+) -> Result<(String, Vec<u32>, Stats)> {
     let mut detok = tok.detokenizer();
-    let mut n = 0usize;
+    let mut generated = Vec::new();
     let stats = engine.generate(ids, p, &mut |t| {
-        n += 1;
+        generated.push(t);
         if p.eos_token_ids.contains(&t) {
             return Ok(()); // EOS ends the reply without its text, as mlx_lm
         }
@@ -131,22 +195,37 @@ fn stream(
         let seg = detok.last_segment();
         o.write_all(seg.as_bytes()).and_then(|_| o.flush()).map_err(|e| Error::io(format!("cannot write to stdout: {e}")))?;
     }
-    Ok((detok.text().to_string(), n, stats))
+    Ok((detok.text().to_string(), generated, stats))
 }
 
 pub fn run_generate(a: GenerateArgs) -> Result<()> {
-    let path = resolve_model(a.model.model.as_deref())?;
+    let cached = match &a.prompt_cache_file {
+        Some(f) => Some(load_cache_file(f, &a)?),
+        None => None,
+    };
+    let path = match &cached {
+        Some((_, p)) => p.clone(),
+        None => resolve_model(a.model.model.as_deref())?,
+    };
     let tok = Tokenizer::from_path(&path)?;
     let prompt = read_prompt(&a.prompt)?;
-    let (ids, text) = prompt_ids(&tok, &a.model, &prompt, a.prefill_response.as_deref())?;
+    let (ids, text) = match cached {
+        Some(_) => suffix_prompt_ids(&tok, &a.model, &prompt, a.prefill_response.as_deref())?,
+        None => prompt_ids(&tok, &a.model, &prompt, a.prefill_response.as_deref())?,
+    };
     let mut engine = Engine::load(&path, a.sample.max_kv_size)?;
+    if let Some((cache, _)) = cached {
+        engine.set_cache(cache)?;
+    }
     let eos = eos_ids(&tok, engine.eos_token_ids(), &a.model)?;
-    let p = params(&a.sample, a.max_tokens, eos);
+    let p = params(&a.sample, &a.kv, a.max_tokens, eos);
     let stdout = std::io::stdout();
     if a.json {
-        let (text, n, st) = stream(&mut engine, &tok, &ids, &p, None)?;
+        let (text, generated, st) = stream(&mut engine, &tok, &ids, &p, None)?;
+        // `tokens`: the generated ids (an EOS that ended the run included), as the issue's
+        // contract and mlx_lm's GenerationResponse give them.
         let o = json!({
-            "text": text, "tokens": n, "prompt_tokens": st.prompt_tokens,
+            "text": text, "tokens": generated, "prompt_tokens": st.prompt_tokens,
             "prompt_tps": st.prompt_tps, "generation_tps": st.generation_tps, "peak_memory": st.peak_memory_gb(),
         });
         println!("{o}");
@@ -158,12 +237,12 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
         let _ = writeln!(lock, "{text}");
         let _ = writeln!(lock, "==========");
     }
-    let (_, n, st) = stream(&mut engine, &tok, &ids, &p, Some(&mut lock))?;
+    let (_, generated, st) = stream(&mut engine, &tok, &ids, &p, Some(&mut lock))?;
     let _ = writeln!(lock);
     if a.verbose {
         let _ = writeln!(lock, "==========");
         let _ = writeln!(lock, "Prompt: {} tokens, {:.3} tokens-per-sec", st.prompt_tokens, st.prompt_tps);
-        let _ = writeln!(lock, "Generation: {} tokens, {:.3} tokens-per-sec", n, st.generation_tps);
+        let _ = writeln!(lock, "Generation: {} tokens, {:.3} tokens-per-sec", generated.len(), st.generation_tps);
         let _ = writeln!(lock, "Peak memory: {:.3} GB", st.peak_memory_gb());
     }
     Ok(())
@@ -185,7 +264,7 @@ pub fn run_chat(a: ChatArgs) -> Result<()> {
     let tok = Tokenizer::from_path(&path)?;
     let mut engine = Engine::load(&path, a.sample.max_kv_size)?;
     let eos = eos_ids(&tok, engine.eos_token_ids(), &a.model)?;
-    let p = params(&a.sample, a.max_tokens, eos);
+    let p = params(&a.sample, &a.kv, a.max_tokens, eos);
     eprintln!("[oxmx chat] {}: type a message; 'q' quits, 'r' resets the conversation, 'h' helps.", path.display());
     let stdin = std::io::stdin();
     let mut first = true;

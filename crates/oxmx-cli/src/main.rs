@@ -3,8 +3,12 @@
 //! Every failure prints one line, `oxmx: error: ...`, and exits non-zero; no panics reach the
 //! user (a panic hook turns any that slip through into that line too).
 
+mod bench;
+mod cache_prompt;
+mod convert;
 mod engine;
 mod generate;
+mod perplexity;
 mod resolve;
 
 use clap::{Args, Parser, Subcommand};
@@ -24,12 +28,22 @@ enum Command {
     Chat(ChatArgs),
     /// Print the token ids of a prompt (after the chat template unless --ignore-chat-template).
     Tokenize(TokenizeArgs),
+    /// Run a prompt through the model and save its KV cache (mlx_lm.cache_prompt's file format).
+    CachePrompt(cache_prompt::CachePromptArgs),
+    /// Perplexity of a model on a local text/jsonl dataset (mlx_lm.perplexity).
+    Perplexity(perplexity::PerplexityArgs),
+    /// Prompt and generation speed with random prompts (mlx_lm.benchmark).
+    Bench(bench::BenchArgs),
+    /// Convert a Hugging Face folder or a GGUF file to an MLX folder; quantize or dequantize (mlx_lm.convert).
+    Convert(convert::ConvertArgs),
 }
 
 /// Model and prompt-building flags shared by the commands.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Model: a folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+    /// Model: a folder (config.json, *.safetensors, tokenizer.json), a .gguf file, or a Hugging
+    /// Face repo id `org/name` (found in the HF cache, else downloaded into it; HF_HUB_OFFLINE=1,
+    /// HF_ENDPOINT, HF_HUB_CACHE and HF_TOKEN as huggingface_hub reads them).
     /// Default: $OXMX_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf (or ~/.cache/oxmx/models/...).
     #[arg(long)]
     pub model: Option<String>,
@@ -70,12 +84,32 @@ pub struct SampleArgs {
     pub max_kv_size: Option<usize>,
 }
 
+/// KV-cache quantization flags (mlx_lm's).
+#[derive(Args, Clone, Debug)]
+pub struct KvArgs {
+    /// Quantize the KV cache to this many bits (2, 3, 4, 5, 6 or 8); default: no quantization.
+    #[arg(long)]
+    pub kv_bits: Option<usize>,
+    /// Group size of the KV-cache quantization.
+    #[arg(long, default_value_t = 64)]
+    pub kv_group_size: usize,
+    /// Quantize a layer's cache once it holds this many tokens.
+    #[arg(long, default_value_t = 5000)]
+    pub quantized_kv_start: usize,
+}
+
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub sample: SampleArgs,
+    #[command(flatten)]
+    pub kv: KvArgs,
+    /// A prompt cache saved by `oxmx cache-prompt` (or mlx_lm.cache_prompt): the prompt continues
+    /// after the cached tokens; the model defaults to the one recorded in the file.
+    #[arg(long)]
+    pub prompt_cache_file: Option<String>,
     /// The prompt; '-' reads it from stdin. Literal \n and \t are unescaped, as mlx_lm does.
     #[arg(long, short = 'p', default_value = "hello")]
     pub prompt: String,
@@ -99,6 +133,8 @@ pub struct ChatArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sample: SampleArgs,
+    #[command(flatten)]
+    pub kv: KvArgs,
     /// Maximum number of tokens per reply.
     #[arg(long, short = 'm', default_value_t = 256)]
     pub max_tokens: usize,
@@ -129,6 +165,10 @@ fn main() {
         Command::Generate(a) => generate::run_generate(a),
         Command::Chat(a) => generate::run_chat(a),
         Command::Tokenize(a) => generate::run_tokenize(a),
+        Command::CachePrompt(a) => cache_prompt::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Convert(a) => convert::run_convert(a),
     });
     match r {
         Ok(Ok(())) => {}

@@ -1,6 +1,7 @@
-//! Where a `--model` argument points: a local folder or GGUF file, or the default model that
-//! scripts/setup.sh places. Hub repo ids cannot be fetched (the command works offline), which is
-//! said plainly instead of "file not found".
+//! Where a `--model` argument points: a local folder or GGUF file, the default model that
+//! scripts/setup.sh places, or a Hugging Face Hub repo id (`org/name`), which resolves through the
+//! standard Hugging Face cache and downloads into it when the network allows (`oxmx_lm::hub`;
+//! `HF_HUB_OFFLINE=1` keeps to the cache, `HF_ENDPOINT`, `HF_HUB_CACHE`, `HF_TOKEN` as usual).
 
 use std::path::PathBuf;
 
@@ -36,15 +37,8 @@ pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
     if in_models.exists() {
         return Ok(in_models);
     }
-    let looks_like_repo = {
-        let parts: Vec<&str> = arg.split('/').collect();
-        parts.len() == 2 && parts.iter().all(|s| !s.is_empty() && !s.starts_with('.')) && !arg.ends_with(".gguf")
-    };
-    if looks_like_repo {
-        return Err(Error::io(format!(
-            "'{arg}' is not a local folder or file, and oxmx does not download from the Hugging Face Hub \
-             (offline): download the repository (e.g. `huggingface-cli download {arg} --local-dir DIR`) and pass --model DIR"
-        )));
+    if oxmx_lm::hub::is_repo_id(arg) {
+        return oxmx_lm::hub::resolve_repo(arg, &oxmx_lm::hub::HubOptions::from_env());
     }
     Err(Error::io(format!("model '{arg}' not found: no such file or folder (nor in {})", models_dir().display())))
 }

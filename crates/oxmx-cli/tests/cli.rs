@@ -89,8 +89,11 @@ fn errors_are_one_line() {
     std::fs::create_dir_all(&empty).unwrap();
     // No default model.
     assert_one_line_error(&oxmx(&["generate", "--prompt", "hi"], Some(&empty)), "setup.sh");
-    // A Hub repo id cannot be fetched offline.
-    assert_one_line_error(&oxmx(&["generate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"], Some(&empty)), "Hugging Face Hub");
+    // A Hub repo id that is not in the (empty) cache, offline: a clear error, no network.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_oxmx"));
+    c.args(["generate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"]).env("OXMX_MODELS_DIR", &empty);
+    c.env("HF_HUB_OFFLINE", "1").env("HF_HUB_CACHE", empty.join("hf-cache"));
+    assert_one_line_error(&c.output().unwrap(), "Hugging Face Hub");
     // A missing path.
     assert_one_line_error(&oxmx(&["generate", "--model", "/nonexistent/model.gguf"], Some(&empty)), "/nonexistent/model.gguf");
     // A file that is not GGUF.

@@ -1,14 +1,65 @@
 //! KV caches (mlx-lm's `models/cache.py`): the standard cache, preallocated in steps of 256
 //! positions and filled by slice updates, and the rotating cache of `max_kv_size` positions that
-//! keeps the first `keep` (attention-sink) tokens. Both sit behind [`KvCache`] so a quantized cache
-//! can follow.
+//! keeps the first `keep` (attention-sink) tokens, and (in [`quantized`]) the affine-quantized
+//! cache that `--kv-bits` switches to once a layer holds `quantized_kv_start` positions. All sit
+//! behind [`KvCache`]; attention asks the cache for a [`FetchedKv`] and runs the plain fused SDPA
+//! or [`quantized::quantized_sdpa`] on what comes back.
 //!
 //! The cache drops its handle to the previous buffer before the update is evaluated, so the
 //! core's buffer donation writes the new positions in place (no copy of the filled cache per
 //! step) as long as nobody else holds the fetched keys/values past the step.
 
+pub mod quantized;
+
+pub use quantized::{quantized_sdpa, QuantizedKVCache, QuantizedKv};
+
 use ops::SliceSpec;
-use oxmx_core::{ops, Array, Dtype, Result};
+use oxmx_core::{ops, Array, Dtype, Error, Result};
+
+/// What attention reads after a cache update.
+#[derive(Clone, Debug)]
+pub enum FetchedKv {
+    /// Plain keys and values `[B, Hkv, S, D]`: the fused SDPA runs on them.
+    Plain(Array, Array),
+    /// Affine-quantized keys and values: attention goes through [`quantized_sdpa`]
+    /// (`quantized_matmul` for `q k^T` and for `p v`), never dequantizing the whole cache.
+    Quantized(QuantizedKv),
+}
+
+/// One entry of a cache's `state` as mlx-lm serializes it in prompt-cache files: arrays, tuples of
+/// arrays (a quantized triple), and scalars (offsets, sizes; stored as 0-d arrays plus a note in
+/// the metadata). `None` stands for a missing array (an empty cache).
+#[derive(Clone, Debug)]
+pub enum StateItem {
+    Array(Array),
+    Arrays(Vec<Array>),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    None,
+}
+
+impl StateItem {
+    pub fn as_int(&self, what: &str) -> Result<i64> {
+        match self {
+            StateItem::Int(i) => Ok(*i),
+            StateItem::Float(f) if f.fract() == 0.0 => Ok(*f as i64),
+            other => Err(Error::invalid(format!("[load_prompt_cache] {what} must be an integer, got {other:?}"))),
+        }
+    }
+    pub fn as_usize(&self, what: &str) -> Result<usize> {
+        let i = self.as_int(what)?;
+        usize::try_from(i).map_err(|_| Error::invalid(format!("[load_prompt_cache] {what} must be non-negative, got {i}")))
+    }
+    /// An array, or `None` for a missing one.
+    pub fn as_array(&self, what: &str) -> Result<Option<Array>> {
+        match self {
+            StateItem::Array(a) => Ok(Some(a.clone())),
+            StateItem::None => Ok(None),
+            other => Err(Error::invalid(format!("[load_prompt_cache] {what} must be an array, got {other:?}"))),
+        }
+    }
+}
 
 /// One layer's cache. Keys and values are `[B, n_kv_heads, L, head_dim]`.
 pub trait KvCache: Send + Sync {
@@ -26,6 +77,29 @@ pub trait KvCache: Send + Sync {
     fn trim(&mut self, n: usize) -> usize;
     /// mlx-lm's class name (`KVCache`, `RotatingKVCache`), for prompt-cache files.
     fn class_name(&self) -> &'static str;
+
+    /// Appends `L` new positions and returns what attention reads: plain keys/values, or the
+    /// quantized triples of a [`QuantizedKVCache`]. Attention code calls this (not
+    /// [`KvCache::update_and_fetch`]) so that a quantized cache is attended without dequantizing.
+    fn update_and_fetch_kv(&mut self, keys: &Array, values: &Array) -> FetchedKv {
+        let (k, v) = self.update_and_fetch(keys, values);
+        FetchedKv::Plain(k, v)
+    }
+    /// The quantized copy of this cache (mlx-lm's `to_quantized`); `None` when the cache does
+    /// not convert (already quantized), an error when it cannot (a rotating cache).
+    fn to_quantized(&self, _group_size: usize, _bits: usize) -> Option<Result<Box<dyn KvCache>>> {
+        None
+    }
+    /// mlx-lm's `state` (the arrays and scalars written to a prompt-cache file, in its order).
+    fn file_state(&self) -> Vec<StateItem>;
+    /// `(group_size, bits)` when the cache stores quantized keys/values.
+    fn quantization(&self) -> Option<(usize, usize)> {
+        None
+    }
+    /// Bytes held by the state arrays.
+    fn nbytes(&self) -> usize {
+        self.state().iter().map(|a| a.nbytes()).sum()
+    }
 }
 
 /// A model's cache: one entry per layer.
@@ -84,6 +158,31 @@ impl KVCache {
 
     pub fn new() -> KVCache {
         KVCache::default()
+    }
+
+    /// A cache holding `keys`/`values` (`[B, Hkv, T, D]`, `T >= offset`) with `offset` positions
+    /// filled (mlx-lm's `from_state`).
+    pub fn from_state(keys: Option<Array>, values: Option<Array>, offset: usize) -> Result<KVCache> {
+        match (&keys, &values) {
+            (Some(k), Some(v)) => {
+                check_kv_rank("KVCache", k, v)?;
+                if k.shape()[2] < offset || v.shape()[2] < offset {
+                    return Err(Error::invalid(format!(
+                        "[KVCache] offset {offset} exceeds the stored positions (keys {:?}, values {:?})",
+                        k.shape(),
+                        v.shape()
+                    )));
+                }
+                Ok(KVCache { keys, values, offset })
+            }
+            (None, None) if offset == 0 => Ok(KVCache::default()),
+            _ => Err(Error::invalid("[KVCache] keys and values must both be present (or both absent with offset 0)")),
+        }
+    }
+
+    /// The filled keys and values (`[B, Hkv, offset, D]`), if any.
+    pub fn keys_values(&self) -> Option<(Array, Array)> {
+        Some((seq_slice(self.keys.as_ref()?, 0, self.offset), seq_slice(self.values.as_ref()?, 0, self.offset)))
     }
 }
 
@@ -146,6 +245,26 @@ impl KvCache for KVCache {
     fn class_name(&self) -> &'static str {
         "KVCache"
     }
+
+    fn to_quantized(&self, group_size: usize, bits: usize) -> Option<Result<Box<dyn KvCache>>> {
+        Some(
+            QuantizedKVCache::from_plain(self.keys.as_ref().zip(self.values.as_ref()), self.offset, group_size, bits)
+                .map(|c| Box::new(c) as Box<dyn KvCache>),
+        )
+    }
+
+    /// `(keys, values, offset)`; the arrays are cut to `offset` (mlx-lm writes the whole
+    /// preallocated buffer; both load the same).
+    fn file_state(&self) -> Vec<StateItem> {
+        match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => vec![
+                StateItem::Array(seq_slice(k, 0, self.offset)),
+                StateItem::Array(seq_slice(v, 0, self.offset)),
+                StateItem::Int(self.offset as i64),
+            ],
+            _ => vec![StateItem::None, StateItem::None, StateItem::Int(0)],
+        }
+    }
 }
 
 /// A cache of at most `max_size` positions that keeps the first `keep` tokens and overwrites the
@@ -170,6 +289,40 @@ impl RotatingKVCache {
 
     pub fn max_size(&self) -> usize {
         self.max_size
+    }
+
+    /// mlx-lm's `from_state`: the ring buffers as saved, with `offset`, `keep`, `max_size` and
+    /// the next write index.
+    pub fn from_state(
+        keys: Option<Array>,
+        values: Option<Array>,
+        offset: usize,
+        keep: usize,
+        max_size: usize,
+        idx: usize,
+    ) -> Result<RotatingKVCache> {
+        if max_size == 0 || (keep > 0 && keep >= max_size) {
+            return Err(Error::invalid(format!("[RotatingKVCache] invalid keep {keep} / max_size {max_size}")));
+        }
+        match (&keys, &values) {
+            (Some(k), Some(v)) => {
+                check_kv_rank("RotatingKVCache", k, v)?;
+                if idx > k.shape()[2] || k.shape()[2] != v.shape()[2] {
+                    return Err(Error::invalid(format!(
+                        "[RotatingKVCache] write index {idx} does not fit keys {:?} / values {:?}",
+                        k.shape(),
+                        v.shape()
+                    )));
+                }
+            }
+            (None, None) => {}
+            _ => return Err(Error::invalid("[RotatingKVCache] keys and values must both be present or both absent")),
+        }
+        Ok(RotatingKVCache { keys, values, offset, max_size, keep, idx })
+    }
+
+    pub fn keep(&self) -> usize {
+        self.keep
     }
 
     /// `[0, keep) ++ [trim + keep, len) ++ append` along the sequence axis.
@@ -320,12 +473,33 @@ impl KvCache for RotatingKVCache {
     fn class_name(&self) -> &'static str {
         "RotatingKVCache"
     }
+
+    fn to_quantized(&self, _group_size: usize, _bits: usize) -> Option<Result<Box<dyn KvCache>>> {
+        Some(Err(Error::invalid("[RotatingKVCache] a rotating cache (--max-kv-size) cannot be quantized (--kv-bits)")))
+    }
+
+    /// `(keys, values, offset, keep, max_size, idx)`, mlx-lm's order.
+    fn file_state(&self) -> Vec<StateItem> {
+        let arr = |a: &Option<Array>| a.clone().map_or(StateItem::None, StateItem::Array);
+        vec![
+            arr(&self.keys),
+            arr(&self.values),
+            StateItem::Int(self.offset as i64),
+            StateItem::Int(self.keep as i64),
+            StateItem::Int(self.max_size as i64),
+            StateItem::Int(self.idx as i64),
+        ]
+    }
 }
 
 /// One cache per layer: the model's own (`LanguageModel::make_cache`) when it has one, else a
 /// `RotatingKVCache(max_kv_size, keep = 4)` per layer when `max_kv_size` is given, else `KVCache`.
 /// Unlike mlx-lm, `max_kv_size` is honoured for every model (mlx-lm issue #118).
 pub fn make_prompt_cache(model: &dyn crate::models::LanguageModel, max_kv_size: Option<usize>) -> PromptCache {
+    // The model's own layout first (gemma3: window-sized rings for its sliding layers), as mlx-lm.
+    if let Some(c) = model.make_cache(max_kv_size) {
+        return c;
+    }
     (0..model.num_layers())
         .map(|_| -> Box<dyn KvCache> {
             match max_kv_size {
@@ -341,6 +515,25 @@ pub fn eval_cache(cache: &[Box<dyn KvCache>]) -> Result<()> {
     let arrays: Vec<Array> = cache.iter().flat_map(|c| c.state()).collect();
     let refs: Vec<&Array> = arrays.iter().collect();
     oxmx_core::eval(&refs)
+}
+
+/// mlx-lm's `maybe_quantize_kv_cache`: with `kv_bits`, every layer whose offset reached
+/// `quantized_kv_start` and that converts is replaced by its quantized copy.
+pub fn maybe_quantize_kv_cache(
+    cache: &mut [Box<dyn KvCache>],
+    kv_bits: Option<usize>,
+    kv_group_size: usize,
+    quantized_kv_start: usize,
+) -> Result<()> {
+    let Some(bits) = kv_bits else { return Ok(()) };
+    for c in cache.iter_mut() {
+        if c.offset() >= quantized_kv_start {
+            if let Some(q) = c.to_quantized(kv_group_size, bits) {
+                *c = q?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Trims every layer by `n` when all can be trimmed; returns the count trimmed.

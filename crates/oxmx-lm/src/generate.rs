@@ -6,8 +6,13 @@
 //!
 //! With logits processors the loop reads each token before building the next step (processors
 //! see the token history on the host), so it is not pipelined.
+//!
+//! With `kv_bits`, after every forward pass each layer whose cache holds at least
+//! `quantized_kv_start` positions is swapped for a quantized cache (mlx-lm's
+//! `maybe_quantize_kv_cache`). `max_tokens: Some(0)` runs the whole prompt through the cache and
+//! yields nothing (what `cache-prompt` needs), as mlx-lm's `generate_step`.
 
-use crate::cache::{eval_cache, KvCache};
+use crate::cache::{eval_cache, maybe_quantize_kv_cache, quantized::check_kv_quant, KvCache};
 use crate::models::LanguageModel;
 use crate::sample::{LogitsProcessor, Sampler};
 use oxmx_core::{async_eval, eval, memory, ops, Array, Dtype, Error, Result};
@@ -21,12 +26,45 @@ pub struct GenerateOptions {
     pub max_tokens: Option<usize>,
     pub prefill_step_size: usize,
     pub eos_token_ids: BTreeSet<u32>,
+    /// Quantize the KV cache to this many bits (`None`: keep it in float).
+    pub kv_bits: Option<usize>,
+    /// Group size of the KV-cache quantization (mlx-lm's default 64).
+    pub kv_group_size: usize,
+    /// Quantize a layer's cache once it holds this many positions (the API default 0; the
+    /// commands default to mlx-lm's CLI value 5000).
+    pub quantized_kv_start: usize,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: Some(256), prefill_step_size: 2048, eos_token_ids: BTreeSet::new() }
+        GenerateOptions {
+            max_tokens: Some(256),
+            prefill_step_size: 2048,
+            eos_token_ids: BTreeSet::new(),
+            kv_bits: None,
+            kv_group_size: 64,
+            quantized_kv_start: 0,
+        }
     }
+}
+
+/// Checks the KV-quantization options against the model and its cache.
+pub fn check_kv_options(model: &dyn LanguageModel, cache: &[Box<dyn KvCache>], opts: &GenerateOptions) -> Result<()> {
+    let Some(bits) = opts.kv_bits else { return Ok(()) };
+    check_kv_quant(opts.kv_group_size, bits, model.config().head_dim)?;
+    for c in cache {
+        if let Some((g, b)) = c.quantization() {
+            if (g, b) != (opts.kv_group_size, bits) {
+                return Err(Error::invalid(format!(
+                    "[generate] the cache is quantized with group size {g} and {b} bits but kv_group_size {} / kv_bits {bits} were asked",
+                    opts.kv_group_size
+                )));
+            }
+        } else if c.class_name() == "RotatingKVCache" {
+            return Err(Error::invalid("[generate] kv_bits cannot be used with a rotating cache (max_kv_size)"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +142,7 @@ pub fn generate_step<'a>(
     if let Some(&t) = prompt.iter().find(|&&t| t as usize >= vocab) {
         return Err(Error::invalid(format!("[generate] prompt token {t} is outside the vocabulary ({vocab})")));
     }
+    check_kv_options(model, cache, &opts)?;
     Ok(GenerateStep {
         model,
         cache,
@@ -131,6 +170,9 @@ impl GenerateStep<'_> {
     fn step(&mut self, y: &Array) -> (Array, Array) {
         let l = y.shape()[0] as isize;
         let logits = self.model.forward(&ops::reshape(y, &[1, l]), Some(&mut *self.cache));
+        if let Err(e) = self.maybe_quantize() {
+            return (Array::error(e.clone()), Array::error(e));
+        }
         let v = logits.shape().last().copied().unwrap_or(0) as isize;
         let mut logits = ops::reshape(&ops::slice_range(&logits, &[0, l - 1, 0], &[1, l, v]), &[1, v]);
         for p in self.processors.iter_mut() {
@@ -141,12 +183,17 @@ impl GenerateStep<'_> {
         (next, logprobs)
     }
 
+    fn maybe_quantize(&mut self) -> Result<()> {
+        maybe_quantize_kv_cache(self.cache, self.opts.kv_bits, self.opts.kv_group_size, self.opts.quantized_kv_start)
+    }
+
     fn prefill(&mut self) -> Result<(Array, Array)> {
         let mut rest: &[u32] = &self.prompt.clone();
         while rest.len() > 1 {
             let n = (rest.len() - 1).min(self.opts.prefill_step_size);
             let ids: Vec<i32> = rest[..n].iter().map(|&t| t as i32).collect();
             let _ = self.model.forward(&Array::from_slice(&ids, &[1, n]), Some(&mut *self.cache));
+            self.maybe_quantize()?;
             eval_cache(self.cache)?;
             memory::clear_cache();
             rest = &rest[n..];
@@ -160,7 +207,16 @@ impl GenerateStep<'_> {
             return Ok(None);
         }
         if self.opts.max_tokens == Some(0) {
+            // The whole prompt goes into the cache; nothing is generated.
             self.done = true;
+            self.started = Some(Instant::now());
+            memory::reset_peak_memory();
+            let (y, lp) = self.prefill()?;
+            eval(&[&y, &lp])?;
+            eval_cache(self.cache)?;
+            self.stats.prompt_time = self.started.unwrap().elapsed().as_secs_f64();
+            self.stats.prompt_tps = self.prompt.len() as f64 / self.stats.prompt_time.max(1e-9);
+            self.stats.peak_memory = memory::peak_memory();
             return Ok(None);
         }
         if self.pending.is_none() {
@@ -251,4 +307,21 @@ pub fn generate_ids(
         out.push(s?.token);
     }
     Ok((out, it.stats().clone()))
+}
+
+/// Runs the whole `prompt` through `cache` without generating (mlx-lm's `generate_step` with
+/// `max_tokens=0`, what `cache_prompt` does); the statistics carry the prompt speed and peak
+/// memory. KV quantization options in `opts` apply.
+pub fn prefill_cache(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    cache: &mut [Box<dyn KvCache>],
+    opts: GenerateOptions,
+) -> Result<GenerationStats> {
+    let opts = GenerateOptions { max_tokens: Some(0), ..opts };
+    let mut it = generate_step(model, prompt, cache, Sampler::greedy(), vec![], opts)?;
+    for s in it.by_ref() {
+        s?;
+    }
+    Ok(it.stats().clone())
 }

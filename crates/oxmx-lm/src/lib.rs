@@ -2,12 +2,17 @@
 //! checkpoints, tokenization and chat templates, models by `model_type`, KV caches, sampling and
 //! generation.
 
+pub mod bench;
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod convert;
 pub mod generate;
+pub mod hub;
 pub mod loader;
 pub mod models;
+pub mod perplexity;
+pub mod prompt_cache;
 pub mod sample;
 pub mod tokenizer;
 

@@ -8,17 +8,12 @@ use oxmx_lm::loader::{load, LoadOptions};
 use oxmx_lm::sample::Sampler;
 use std::path::PathBuf;
 
-fn model_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("OXMX_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    p.is_file().then_some(p)
-}
+mod common;
+use common::smollm2_gguf;
 
 #[test]
 fn smollm2_gguf_greedy_matches_transformers() {
-    let Some(path) = model_path() else {
+    let Some(path) = smollm2_gguf() else {
         eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not found (set OXMX_MODELS_DIR)");
         return;
     };

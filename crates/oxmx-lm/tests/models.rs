@@ -2,7 +2,7 @@
 //! equal transformers' (float32) for a token batch, with and without a KV cache in chunks, and
 //! greedy generation reproduces transformers' ids. Loader errors name the problem.
 
-use oxmx_core::{io, ops, Array};
+use oxmx_core::ops;
 use oxmx_lm::cache::{make_prompt_cache, KVCache, KvCache, PromptCache, RotatingKVCache};
 use oxmx_lm::generate::{generate_ids, GenerateOptions};
 use oxmx_lm::loader::{load, LoadOptions};
@@ -11,28 +11,8 @@ use oxmx_lm::models::LanguageModel;
 use oxmx_lm::sample::Sampler;
 use std::path::PathBuf;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn expected(name: &str) -> (Array, Array) {
-    let (arrays, _) = io::load_safetensors(fixture(name).join("expected.safetensors")).unwrap();
-    let get = |k: &str| arrays.iter().find(|(n, _)| n == k).unwrap().1.clone();
-    (get("tokens"), get("logits"))
-}
-
-fn max_abs_diff(a: &Array, b: &Array) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (x, y) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-    x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
-}
-
-fn cols(a: &Array, lo: usize, hi: usize) -> Array {
-    let s = a.shape();
-    ops::slice_range(a, &[0, lo as isize], &[s[0] as isize, hi as isize])
-}
-
-const TOL: f32 = 2e-4;
+mod common;
+use common::*;
 
 fn check_model(name: &str) {
     let m = load(fixture(name), &LoadOptions::default()).unwrap();

@@ -51,7 +51,8 @@ fn wait_until(nodes: &[&Node], mut done: impl FnMut() -> bool) {
 }
 
 enum Task {
-    Run(Vec<Arc<Op>>),
+    /// Ops in order; `in_pool` when none of them can wait on another stream (see `async_eval`).
+    Run(Vec<Arc<Op>>, bool),
     /// Synchronisation marker: the sender is told when everything before it has run.
     Fence(Sender<()>),
 }
@@ -74,11 +75,13 @@ fn submit(stream: Stream, task: Task) {
             .spawn(move || {
                 while let Ok(task) = rx.recv() {
                     match task {
-                        Task::Run(ops) => {
-                            for op in ops {
-                                run_op(&op);
-                            }
-                        }
+                        // `rayon::scope` from this (non-pool) thread runs the closure on a pool
+                        // thread: the kernels' parallel loops then start there directly instead
+                        // of this thread injecting each op's work and sleeping until it is done
+                        // (two wake-ups per op, most of a small decode op's cost). Each op is
+                        // dropped once it has run, releasing its inputs early.
+                        Task::Run(ops, true) => rayon::scope(move |_| ops.into_iter().for_each(|op| run_op(&op))),
+                        Task::Run(ops, false) => ops.into_iter().for_each(|op| run_op(&op)),
                         Task::Fence(done) => {
                             let _ = done.send(());
                         }
@@ -114,8 +117,20 @@ pub fn async_eval(outputs: &[&Array]) {
         }
     }
     for (s, ops) in per_stream {
-        submit(s, Task::Run(ops));
+        let in_pool = !waits_on_other_streams(s, &ops);
+        submit(s, Task::Run(ops, in_pool));
     }
+}
+
+/// Whether an op of `ops` (all on `stream`) has an input still being computed on another
+/// stream. Such a task must run on its stream's own thread: waiting for the other stream on a
+/// rayon worker could leave no worker free to compute what is waited for. Inputs on the same
+/// stream are computed earlier in the same queue, so they never block.
+fn waits_on_other_streams(stream: Stream, ops: &[Arc<Op>]) -> bool {
+    ops.iter().flat_map(|op| op.inputs.iter()).any(|a| match &*a.0.lock() {
+        State::Pending(o) | State::Scheduled(o) => o.stream != stream,
+        State::Ready(_) | State::Failed(_) => false,
+    })
 }
 
 /// Evaluates `outputs` and waits for them; returns the first error among them.

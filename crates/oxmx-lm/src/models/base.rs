@@ -1,15 +1,17 @@
-//! Shared decoder blocks: linear layers, RMSNorm, RoPE variants, attention with GQA and a KV
-//! cache, the SwiGLU MLP, and the Llama-style decoder (`model.embed_tokens`, `model.layers.N`,
-//! `model.norm`, `lm_head`) that llama, qwen2 and qwen3 share.
+//! Shared decoder blocks: linear layers, RMSNorm, attention with GQA, a KV cache and optional
+//! sliding window ([`attend`]), the SwiGLU MLP, the model-level loop ([`run_decoder`]), and the
+//! Llama-style decoder (`model.embed_tokens`, `model.layers.N`, `model.norm`, `lm_head`) that
+//! llama, qwen2, qwen3, mixtral and qwen3_moe share. RoPE variants live in `rope.rs`.
 //!
 //! The numeric kernels go through the small functions at the top of this file (`linear`,
 //! `rms_norm`, `apply_rope`, `sdpa`) so the integrator can switch them to `fast::*` and
 //! quantized matmuls in one place.
 
-use crate::cache::KvCache;
-use crate::config::{ModelConfig, RopeScaling};
+pub use super::rope::Rope;
+use crate::cache::{create_causal_mask, FetchedKv, KvCache};
+use crate::config::ModelConfig;
 use oxmx_core::fast::{self, AttentionMask};
-use oxmx_core::{ops, Array, Dtype};
+use oxmx_core::{ops, Array, Dtype, Result};
 use oxmx_nn::{Embedding, Linear, Module, ModuleState, RMSNorm};
 
 // ---- the kernels: oxmx_core::fast and (through nn::Linear) quantized matmuls ----
@@ -26,10 +28,7 @@ pub fn rms_norm(n: &RMSNorm, x: &Array) -> Array {
 
 /// `x: [B, H, L, D]` rotated for positions `offset..offset + L` (half-split layout).
 pub fn apply_rope(r: &Rope, x: &Array, offset: usize) -> Array {
-    match &r.freqs {
-        Some(f) => fast::rope(x, r.dims, false, None, r.scale as f32, offset, Some(f)),
-        None => fast::rope(x, r.dims, false, Some(r.base as f32), r.scale as f32, offset, None),
-    }
+    r.apply(x, offset)
 }
 
 /// `softmax(q k^T * scale + mask) v` with GQA: `q: [B, Hq, L, D]`, `k, v: [B, Hkv, S, D]`; the
@@ -38,50 +37,87 @@ pub fn sdpa(q: &Array, k: &Array, v: &Array, scale: f64, mask: &AttentionMask) -
     fast::scaled_dot_product_attention(q, k, v, scale as f32, mask.clone(), None)
 }
 
-// ---- RoPE ----
+// ---- blocks ----
 
-/// RoPE parameters: base frequency or explicit per-pair wavelengths (`freqs = 1 / inv_freq`).
+/// How one attention layer attends: heads, scale, rotary embedding, sliding window and logit cap.
 #[derive(Clone, Debug)]
-pub struct Rope {
-    pub dims: usize,
-    pub base: f64,
+pub struct AttnSpec {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
     pub scale: f64,
-    pub freqs: Option<Array>,
+    pub rope: Rope,
+    /// Sliding window: a query sees the `window` most recent positions, its own included
+    /// (transformers' `sliding_window`).
+    pub window: Option<usize>,
 }
 
-impl Rope {
-    /// `rope_utils.initialize_rope` for default, linear and llama3.
-    pub fn new(dims: usize, base: f64, scaling: &RopeScaling) -> Rope {
-        match scaling {
-            RopeScaling::Default => Rope { dims, base, scale: 1.0, freqs: None },
-            RopeScaling::Linear { factor } => Rope { dims, base, scale: 1.0 / factor, freqs: None },
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-                let old = *original_max_position_embeddings;
-                let low_wavelen = old / low_freq_factor;
-                let high_wavelen = old / high_freq_factor;
-                let freqs: Vec<f32> = (0..dims / 2)
-                    .map(|i| {
-                        let f = base.powf(2.0 * i as f64 / dims as f64); // wavelength / 2pi
-                        let wavelen = 2.0 * std::f64::consts::PI * f;
-                        let out = if wavelen > low_wavelen {
-                            f * factor
-                        } else if wavelen < high_wavelen {
-                            f
-                        } else {
-                            // Smooth interpolation of the inverse frequency between the two regimes.
-                            let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                            1.0 / ((1.0 - smooth) / (f * factor) + smooth / f)
-                        };
-                        out as f32
-                    })
-                    .collect();
-                Rope { dims, base, scale: 1.0, freqs: Some(Array::vec(&freqs)) }
-            }
-        }
+impl AttnSpec {
+    /// The usual layer of `c`: `1/sqrt(head_dim)` scale, RoPE over `head_dim x
+    /// partial_rotary_factor` features with the config's base and scaling, no window.
+    pub fn from_config(c: &ModelConfig) -> Result<AttnSpec> {
+        let rope_dims = (c.head_dim as f64 * c.partial_rotary_factor) as usize;
+        Ok(AttnSpec {
+            n_heads: c.num_attention_heads,
+            n_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            scale: 1.0 / (c.head_dim as f64).sqrt(),
+            rope: Rope::new(rope_dims, c.rope_theta, &c.rope_scaling)?,
+            window: None,
+        })
     }
 }
 
-// ---- blocks ----
+/// `[B, L, n * head_dim]` -> `[B, n, L, head_dim]`.
+pub fn split_heads(y: &Array, n: usize, head_dim: usize) -> Array {
+    let (b, l) = (y.shape()[0] as isize, y.shape()[1] as isize);
+    ops::swapaxes(&ops::reshape(y, &[b, l, n as isize, head_dim as isize]), 1, 2)
+}
+
+/// The mask for `l` new queries of a layer, from its own cache (asked before the update).
+fn cache_mask(cache: &Option<&mut Box<dyn KvCache>>, l: usize) -> AttentionMask {
+    match cache {
+        _ if l <= 1 => AttentionMask::None,
+        // "causal" lets the attention kernel skip masked tiles; a rotating cache gives its own mask.
+        Some(c) => c.make_mask(l).map_or(AttentionMask::Causal, AttentionMask::Array),
+        None => AttentionMask::Causal,
+    }
+}
+
+/// A sliding-window layer builds its own mask whenever the keys are every position so far in
+/// order (no cache, a standard cache, a rotating cache that has not wrapped) and reach past the
+/// window. A rotating cache that has dropped positions already bounds what is attended; its own
+/// mask stands then (exact when its size is at most the window, as mlx-lm sizes such caches).
+fn window_mask(window: Option<usize>, base: AttentionMask, offset: usize, l: usize, keys: usize) -> AttentionMask {
+    match window {
+        Some(w) if keys == offset + l && offset + l > w => AttentionMask::Array(create_causal_mask(l, offset, Some(w))),
+        _ => base,
+    }
+}
+
+/// Rotates `q: [B, Hq, L, D]` and `k: [B, Hkv, L, D]` (already normed), appends `k, v` to the
+/// cache, attends with the layer's mask and returns `[B, L, Hq * D]` (before `o_proj`).
+pub fn attend(spec: &AttnSpec, q: &Array, k: &Array, v: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+    let (b, l) = (q.shape()[0] as isize, q.shape()[2]);
+    let offset = cache.as_ref().map_or(0, |c| c.offset());
+    let base = cache_mask(&cache, l);
+    let q = spec.rope.apply(q, offset);
+    let k = spec.rope.apply(k, offset);
+    let fetched = match cache {
+        Some(c) => c.update_and_fetch_kv(&k, v),
+        None => FetchedKv::Plain(k, v.clone()),
+    };
+    let keys = match &fetched {
+        FetchedKv::Plain(k, _) => k.shape().get(2).copied().unwrap_or(0),
+        FetchedKv::Quantized(kv) => kv.keys[0].shape().get(2).copied().unwrap_or(0),
+    };
+    let mask = window_mask(spec.window, base, offset, l, keys);
+    let o = match fetched {
+        FetchedKv::Plain(k, v) => sdpa(&q, &k, &v, spec.scale, &mask),
+        FetchedKv::Quantized(kv) => kv.attention(&q, spec.scale, &mask),
+    };
+    ops::reshape(&ops::swapaxes(&o, 1, 2), &[b, l as isize, -1])
+}
 
 /// Options that distinguish the llama-like families.
 #[derive(Clone, Debug, Default)]
@@ -93,8 +129,11 @@ pub struct DecoderOptions {
     pub mlp_bias: bool,
     /// Per-head RMSNorm on queries and keys before RoPE (qwen3).
     pub qk_norm: bool,
+    /// Sliding-window attention in every layer (mixtral's `sliding_window`).
+    pub window: Option<usize>,
 }
 
+/// Separate q/k/v projections (the Llama layout), optional per-head q/k RMSNorm.
 #[derive(Module, Clone, Debug)]
 pub struct Attention {
     pub q_proj: Linear,
@@ -104,67 +143,49 @@ pub struct Attention {
     pub q_norm: Option<RMSNorm>,
     pub k_norm: Option<RMSNorm>,
     #[module(skip)]
-    pub n_heads: usize,
-    #[module(skip)]
-    pub n_kv_heads: usize,
-    #[module(skip)]
-    pub head_dim: usize,
-    #[module(skip)]
-    pub scale: f64,
-    #[module(skip)]
-    pub rope: Rope,
+    pub spec: AttnSpec,
     pub state: ModuleState,
 }
 
-fn zeros_linear(inp: usize, out: usize, bias: bool) -> Linear {
+pub(crate) fn zeros_linear(inp: usize, out: usize, bias: bool) -> Linear {
     // Placeholders: every parameter is replaced by the checkpoint at load time.
     Linear::from_weights(ops::zeros(&[out, inp], Dtype::Float32), bias.then(|| ops::zeros(&[out], Dtype::Float32)))
 }
 
-fn norm(dims: usize, eps: f64) -> RMSNorm {
+pub(crate) fn norm(dims: usize, eps: f64) -> RMSNorm {
     RMSNorm::with_eps(dims, eps)
 }
 
+pub(crate) fn zeros_embedding(c: &ModelConfig) -> Embedding {
+    Embedding::from_weight(ops::zeros(&[c.vocab_size, c.hidden_size], Dtype::Float32))
+}
+
 impl Attention {
-    pub fn new(c: &ModelConfig, o: &DecoderOptions) -> Attention {
+    pub fn new(c: &ModelConfig, o: &DecoderOptions) -> Result<Attention> {
         let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        Attention {
+        Ok(Attention {
             q_proj: zeros_linear(c.hidden_size, h * d, o.qkv_bias),
             k_proj: zeros_linear(c.hidden_size, kv * d, o.qkv_bias),
             v_proj: zeros_linear(c.hidden_size, kv * d, o.qkv_bias),
             o_proj: zeros_linear(h * d, c.hidden_size, o.o_bias),
             q_norm: o.qk_norm.then(|| norm(d, c.rms_norm_eps)),
             k_norm: o.qk_norm.then(|| norm(d, c.rms_norm_eps)),
-            n_heads: h,
-            n_kv_heads: kv,
-            head_dim: d,
-            scale: 1.0 / (d as f64).sqrt(),
-            rope: Rope::new(d, c.rope_theta, &c.rope_scaling),
+            spec: AttnSpec { window: o.window, ..AttnSpec::from_config(c)? },
             state: ModuleState::default(),
-        }
+        })
     }
 
     /// `x: [B, L, hidden]`.
-    pub fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Box<dyn KvCache>>) -> Array {
-        let (b, l) = (x.shape()[0] as isize, x.shape()[1] as isize);
-        let heads = |y: Array, n: usize| ops::swapaxes(&ops::reshape(&y, &[b, l, n as isize, self.head_dim as isize]), 1, 2);
-        let mut q = heads(linear(&self.q_proj, x), self.n_heads);
-        let mut k = heads(linear(&self.k_proj, x), self.n_kv_heads);
-        let v = heads(linear(&self.v_proj, x), self.n_kv_heads);
+    pub fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+        let s = &self.spec;
+        let mut q = split_heads(&linear(&self.q_proj, x), s.n_heads, s.head_dim);
+        let mut k = split_heads(&linear(&self.k_proj, x), s.n_kv_heads, s.head_dim);
+        let v = split_heads(&linear(&self.v_proj, x), s.n_kv_heads, s.head_dim);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = rms_norm(qn, &q);
             k = rms_norm(kn, &k);
         }
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let q = apply_rope(&self.rope, &q, offset);
-        let k = apply_rope(&self.rope, &k, offset);
-        let (k, v) = match cache {
-            Some(c) => c.update_and_fetch(&k, &v),
-            None => (k, v),
-        };
-        let o = sdpa(&q, &k, &v, self.scale, mask);
-        let o = ops::reshape(&ops::swapaxes(&o, 1, 2), &[b, l, (self.n_heads * self.head_dim) as isize]);
-        linear(&self.o_proj, &o)
+        linear(&self.o_proj, &attend(s, &q, &k, &v, cache))
     }
 }
 
@@ -203,100 +224,121 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    pub fn new(c: &ModelConfig, o: &DecoderOptions) -> DecoderLayer {
-        DecoderLayer {
-            self_attn: Attention::new(c, o),
+    pub fn new(c: &ModelConfig, o: &DecoderOptions) -> Result<DecoderLayer> {
+        Ok(DecoderLayer {
+            self_attn: Attention::new(c, o)?,
             mlp: Mlp::new(c.hidden_size, c.intermediate_size, o.mlp_bias),
             input_layernorm: norm(c.hidden_size, c.rms_norm_eps),
             post_attention_layernorm: norm(c.hidden_size, c.rms_norm_eps),
             state: ModuleState::default(),
-        }
+        })
     }
+}
 
-    pub fn forward(&self, x: &Array, mask: &AttentionMask, cache: Option<&mut Box<dyn KvCache>>) -> Array {
-        let h = x + &self.self_attn.forward(&rms_norm(&self.input_layernorm, x), mask, cache);
+/// A pre-norm decoder layer: `x: [B, L, hidden]` and its cache entry -> `[B, L, hidden]`.
+pub trait Layer: Module + Clone + std::fmt::Debug + Send + Sync + 'static {
+    fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array;
+}
+
+impl Layer for DecoderLayer {
+    fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+        let h = x + &self.self_attn.forward(&rms_norm(&self.input_layernorm, x), cache);
         &h + &self.mlp.forward(&rms_norm(&self.post_attention_layernorm, &h))
     }
 }
 
 /// The transformer body: `model.*` in the checkpoint.
 #[derive(Module, Clone, Debug)]
-pub struct DecoderBody {
+pub struct DecoderBody<L: Layer = DecoderLayer> {
     pub embed_tokens: Embedding,
-    pub layers: Vec<DecoderLayer>,
+    pub layers: Vec<L>,
     pub norm: RMSNorm,
     pub state: ModuleState,
 }
 
-/// A Llama-style causal LM (`LlamaForCausalLM` layout); `lm_head` is `None` when tied.
+/// A Llama-style causal LM (`LlamaForCausalLM` layout: `model.embed_tokens`, `model.layers.N`,
+/// `model.norm`, `lm_head`), generic over the layer so the MoE and fused-projection families
+/// reuse it; `lm_head` is `None` when tied.
 #[derive(Module, Clone, Debug)]
-pub struct DecoderLM {
-    pub model: DecoderBody,
+pub struct DecoderLM<L: Layer = DecoderLayer> {
+    pub model: DecoderBody<L>,
     pub lm_head: Option<Linear>,
     #[module(skip)]
     pub config: ModelConfig,
     pub state: ModuleState,
 }
 
-impl DecoderLM {
-    pub fn new(c: &ModelConfig, o: &DecoderOptions, tied: bool) -> DecoderLM {
-        DecoderLM {
+impl DecoderLM<DecoderLayer> {
+    pub fn new(c: &ModelConfig, o: &DecoderOptions, tied: bool) -> Result<DecoderLM> {
+        DecoderLM::with_layers(c, tied, |_| DecoderLayer::new(c, o))
+    }
+}
+
+impl<L: Layer> DecoderLM<L> {
+    /// The model with `layer(i)` as layer `i`.
+    pub fn with_layers(c: &ModelConfig, tied: bool, layer: impl Fn(usize) -> Result<L>) -> Result<DecoderLM<L>> {
+        Ok(DecoderLM {
             model: DecoderBody {
-                embed_tokens: Embedding::from_weight(ops::zeros(&[c.vocab_size, c.hidden_size], Dtype::Float32)),
-                layers: (0..c.num_hidden_layers).map(|_| DecoderLayer::new(c, o)).collect(),
+                embed_tokens: zeros_embedding(c),
+                layers: (0..c.num_hidden_layers).map(layer).collect::<Result<_>>()?,
                 norm: norm(c.hidden_size, c.rms_norm_eps),
                 state: ModuleState::default(),
             },
             lm_head: (!tied).then(|| zeros_linear(c.hidden_size, c.vocab_size, false)),
             config: c.clone(),
             state: ModuleState::default(),
-        }
+        })
     }
 
     /// `tokens: [B, L]` integers -> logits `[B, L, vocab]`.
     pub fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
-        if tokens.ndim() != 2 {
-            return Array::error(oxmx_core::Error::invalid(format!(
-                "[{}] tokens must be [B, L] integers, got shape {:?}",
-                self.config.model_type,
-                tokens.shape()
-            )));
+        if let Err(e) = check_forward(&self.config.model_type, tokens, &cache, self.model.layers.len()) {
+            return Array::error(e);
         }
-        if let Some(c) = &cache {
-            if c.len() != self.model.layers.len() {
-                return Array::error(oxmx_core::Error::invalid(format!(
-                    "[{}] the cache has {} layers but the model has {}",
-                    self.config.model_type,
-                    c.len(),
-                    self.model.layers.len()
-                )));
-            }
-        }
-        let l = tokens.shape()[1];
         // Through the layer, so a quantized embedding dequantizes just the rows it looks up.
-        let mut h = oxmx_nn::UnaryModule::forward(&self.model.embed_tokens, tokens);
-        // "causal" lets the attention kernel skip masked tiles; a rotating cache gives its own mask.
-        let mask = match &cache {
-            Some(c) if l > 1 => c[0].make_mask(l).map_or(AttentionMask::Causal, AttentionMask::Array),
-            None if l > 1 => AttentionMask::Causal,
-            _ => AttentionMask::None,
-        };
-        match cache {
-            Some(c) => {
-                for (layer, lc) in self.model.layers.iter().zip(c.iter_mut()) {
-                    h = layer.forward(&h, &mask, Some(lc));
-                }
-            }
-            None => {
-                for layer in &self.model.layers {
-                    h = layer.forward(&h, &mask, None);
-                }
-            }
-        }
+        let h = oxmx_nn::UnaryModule::forward(&self.model.embed_tokens, tokens);
+        let h = run_layers(&self.model.layers, h, cache, |layer, h, c| layer.forward(h, c));
         let h = rms_norm(&self.model.norm, &h);
         match &self.lm_head {
             Some(head) => linear(head, &h),
             None => self.model.embed_tokens.as_linear(&h),
         }
     }
+}
+
+// ---- the model-level loop every decoder shares ----
+
+/// Tokens must be `[B, L]` and the cache, when given, must have one entry per layer.
+pub fn check_forward(model_type: &str, tokens: &Array, cache: &Option<&mut [Box<dyn KvCache>]>, layers: usize) -> Result<()> {
+    if tokens.ndim() != 2 {
+        return Err(oxmx_core::Error::invalid(format!("[{model_type}] tokens must be [B, L] integers, got shape {:?}", tokens.shape())));
+    }
+    match cache {
+        Some(c) if c.len() != layers => {
+            Err(oxmx_core::Error::invalid(format!("[{model_type}] the cache has {} layers but the model has {layers}", c.len())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs `h` through `layers`, each with its own cache entry when there is a cache.
+pub fn run_layers<T>(
+    layers: &[T],
+    mut h: Array,
+    cache: Option<&mut [Box<dyn KvCache>]>,
+    f: impl Fn(&T, &Array, Option<&mut Box<dyn KvCache>>) -> Array,
+) -> Array {
+    match cache {
+        Some(c) => {
+            for (layer, lc) in layers.iter().zip(c.iter_mut()) {
+                h = f(layer, &h, Some(lc));
+            }
+        }
+        None => {
+            for layer in layers {
+                h = f(layer, &h, None);
+            }
+        }
+    }
+    h
 }

@@ -2,11 +2,17 @@
 //! constructor (with mlx-lm's aliases, e.g. mistral -> llama).
 
 pub mod base;
+pub mod gemma3_text;
 pub mod llama;
+pub mod mixtral;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_moe;
+pub mod rope;
+pub mod switch;
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, PromptCache};
 use crate::config::ModelConfig;
 use oxmx_core::{Array, Error, Result};
 use oxmx_nn::Module;
@@ -18,13 +24,19 @@ pub trait LanguageModel: Module + Send + Sync {
     fn config(&self) -> &ModelConfig;
     /// Checkpoint keys -> this model's keys (drops rotary buffers, a tied `lm_head`, ...).
     fn sanitize(&self, weights: Vec<(String, Array)>) -> Vec<(String, Array)>;
+    /// The model's own per-layer caches (mlx-lm's `make_cache`), e.g. window-sized rings for
+    /// gemma3's sliding-window layers; `None` leaves the choice to `cache::make_prompt_cache`.
+    /// Every model also runs correctly on the generic caches.
+    fn make_cache(&self, _max_kv_size: Option<usize>) -> Option<PromptCache> {
+        None
+    }
 }
 
 /// `model_type`s that are another architecture's checkpoints (mlx-lm's `MODEL_REMAPPING`).
 pub const ALIASES: &[(&str, &str)] = &[("mistral", "llama"), ("iquestcoder", "llama")];
 
 /// The architectures this crate builds.
-pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3"];
+pub const SUPPORTED: &[&str] = &["gemma3", "gemma3_text", "llama", "mixtral", "phi3", "qwen2", "qwen3", "qwen3_moe"];
 
 /// The architecture for a `model_type` after aliasing.
 pub fn resolve_model_type(model_type: &str) -> &str {
@@ -35,9 +47,13 @@ pub fn resolve_model_type(model_type: &str) -> &str {
 /// the embedding. Unknown types are an error that lists the supported ones.
 pub fn build_model(config: &ModelConfig, tied: bool) -> Result<Box<dyn LanguageModel>> {
     match resolve_model_type(&config.model_type) {
-        "llama" => Ok(Box::new(llama::build(config, tied))),
-        "qwen2" => Ok(Box::new(qwen2::build(config, tied))),
-        "qwen3" => Ok(Box::new(qwen3::build(config, tied))),
+        "llama" => Ok(Box::new(llama::build(config, tied)?)),
+        "qwen2" => Ok(Box::new(qwen2::build(config, tied)?)),
+        "qwen3" => Ok(Box::new(qwen3::build(config, tied)?)),
+        "phi3" => Ok(Box::new(phi3::build(config, tied)?)),
+        "mixtral" => Ok(Box::new(mixtral::build(config, tied)?)),
+        "qwen3_moe" => Ok(Box::new(qwen3_moe::build(config, tied)?)),
+        "gemma3" | "gemma3_text" => gemma3_text::build(config, tied),
         other => {
             let mut names: Vec<String> = SUPPORTED.iter().map(|s| s.to_string()).collect();
             names.extend(ALIASES.iter().map(|(a, b)| format!("{a} (as {b})")));
@@ -51,7 +67,7 @@ pub(crate) fn sanitize_common(weights: Vec<(String, Array)>, tied: bool) -> Vec<
     weights.into_iter().filter(|(k, _)| !k.contains("rotary_emb.inv_freq") && !(tied && k == "lm_head.weight")).collect()
 }
 
-impl LanguageModel for base::DecoderLM {
+impl<L: base::Layer> LanguageModel for base::DecoderLM<L> {
     fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
         base::DecoderLM::forward(self, tokens, cache)
     }
@@ -61,7 +77,8 @@ impl LanguageModel for base::DecoderLM {
     fn config(&self) -> &ModelConfig {
         &self.config
     }
+    /// Also stacks per-expert MoE matrices (mixtral, qwen3_moe); a no-op for dense models.
     fn sanitize(&self, weights: Vec<(String, Array)>) -> Vec<(String, Array)> {
-        sanitize_common(weights, self.lm_head.is_none())
+        switch::stack_experts(sanitize_common(weights, self.lm_head.is_none()))
     }
 }

@@ -2,8 +2,10 @@
 
 use super::base::{DecoderLM, DecoderOptions};
 use crate::config::ModelConfig;
+use oxmx_core::Result;
+
 /// The unloaded model (placeholder weights) for `c`.
-pub fn build(c: &ModelConfig, tied: bool) -> DecoderLM {
-    let o = DecoderOptions { qkv_bias: true, o_bias: false, mlp_bias: false, qk_norm: false };
+pub fn build(c: &ModelConfig, tied: bool) -> Result<DecoderLM> {
+    let o = DecoderOptions { qkv_bias: true, ..Default::default() };
     DecoderLM::new(c, &o, tied)
 }

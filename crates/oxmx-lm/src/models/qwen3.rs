@@ -3,8 +3,10 @@
 
 use super::base::{DecoderLM, DecoderOptions};
 use crate::config::ModelConfig;
+use oxmx_core::Result;
+
 /// The unloaded model (placeholder weights) for `c`.
-pub fn build(c: &ModelConfig, tied: bool) -> DecoderLM {
-    let o = DecoderOptions { qkv_bias: c.attention_bias, o_bias: c.attention_bias, mlp_bias: false, qk_norm: true };
+pub fn build(c: &ModelConfig, tied: bool) -> Result<DecoderLM> {
+    let o = DecoderOptions { qkv_bias: c.attention_bias, o_bias: c.attention_bias, qk_norm: true, ..Default::default() };
     DecoderLM::new(c, &o, tied)
 }

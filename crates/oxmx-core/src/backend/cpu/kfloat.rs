@@ -21,23 +21,18 @@ impl KFloat for f32 {
     }
 }
 // half's slice conversions pick F16C at run time.
-impl KFloat for f16 {
-    #[inline(always)]
-    fn load(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst)
-    }
-    #[inline(always)]
-    fn store(src: &[f32], dst: &mut [f16]) {
-        dst.convert_from_f32_slice(src)
-    }
+macro_rules! half_kfloat {
+    ($($t:ty),*) => {$(
+        impl KFloat for $t {
+            #[inline(always)]
+            fn load(src: &[$t], dst: &mut [f32]) {
+                src.convert_to_f32_slice(dst)
+            }
+            #[inline(always)]
+            fn store(src: &[f32], dst: &mut [$t]) {
+                dst.convert_from_f32_slice(src)
+            }
+        }
+    )*};
 }
-impl KFloat for bf16 {
-    #[inline(always)]
-    fn load(src: &[bf16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst)
-    }
-    #[inline(always)]
-    fn store(src: &[f32], dst: &mut [bf16]) {
-        dst.convert_from_f32_slice(src)
-    }
-}
+half_kfloat!(f16, bf16);

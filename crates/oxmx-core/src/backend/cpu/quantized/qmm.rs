@@ -11,7 +11,7 @@
 
 use super::pack::{from_fp8, get_bits, FP4_LUT};
 use super::{as_bytes, float_dispatch, QF};
-use crate::dtype::{Dtype, Element};
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
 use crate::primitives::{QuantMode, QuantParams};
@@ -44,28 +44,6 @@ impl Scales<'_> {
             Scales::E8m0(s) => ((s[g] as f32 - 127.0).exp2(), 0.0),
             Scales::E4m3(s) => (from_fp8(s[g]), 0.0),
         }
-    }
-
-    /// Scales of groups `g0 .. g0 + out.len()` into `out` (f32), calling `bias(i, b)` for each
-    /// group's bias; the dtype is matched once per call, not per group.
-    #[inline(always)]
-    fn row_into(&self, g0: usize, out: &mut [f32], mut bias: impl FnMut(usize, f32)) {
-        let n = out.len();
-        match self {
-            Scales::F32(s, b) => unpack(&s[g0..g0 + n], &b[g0..g0 + n], out, |v| *v, &mut bias),
-            Scales::F16(s, b) => unpack(&s[g0..g0 + n], &b[g0..g0 + n], out, |v| v.to_f32(), &mut bias),
-            // bf16 is the top half of an f32: widening is a shift (half's to_f32 adds NaN checks).
-            Scales::Bf16(s, b) => unpack(&s[g0..g0 + n], &b[g0..g0 + n], out, |v| f32::from_bits((v.to_bits() as u32) << 16), &mut bias),
-            _ => out.iter_mut().enumerate().for_each(|(i, o)| *o = self.get(g0 + i).0),
-        }
-    }
-}
-
-#[inline(always)]
-fn unpack<T>(s: &[T], b: &[T], out: &mut [f32], f: impl Fn(&T) -> f32, bias: &mut impl FnMut(usize, f32)) {
-    for (i, ((o, sv), bv)) in out.iter_mut().zip(s).zip(b).enumerate() {
-        *o = f(sv);
-        bias(i, f(bv));
     }
 }
 
@@ -242,26 +220,30 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
 fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
-    // Per-group sums of x (the bias term).
-    let xsum: Vec<f32> =
-        (0..m).flat_map(|r| (0..ng).map(move |g| x[r * k + g * w.gs..r * k + (g + 1) * w.gs].iter().sum::<f32>())).collect();
+    // Per-group sums of x (the bias term), rows padded with zeros to a multiple of 8 groups so
+    // the kernel reads them eight at a time.
+    let ngp = ng.next_multiple_of(8);
+    let xsum: Vec<f32> = (0..m)
+        .flat_map(|r| (0..ngp).map(move |g| if g < ng { x[r * k + g * w.gs..r * k + (g + 1) * w.gs].iter().sum::<f32>() } else { 0.0 }))
+        .collect();
     let fast = w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && avx2();
     let xp = if fast { permute_x(x, m, k, w.bits) } else { Vec::new() };
+    let idx = lane_groups(w.gs * w.bits / 32);
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
     let rows_per_task = (32768 / w.row_bytes().max(1)).clamp(1, 256);
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
-        // Dequantized row (generic path) or the row's scales (fast path), reused across rows.
-        let mut buf = vec![0f32; if fast { ng + 8 } else { k }];
+        // The dequantized row (generic path), reused across rows.
+        let mut buf = vec![0f32; if fast { 0 } else { k }];
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
             if fast {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `avx2()` checked the CPU; slices are sized by the caller's shapes.
                 unsafe {
-                    avx2_row(&xp, &xsum, m, w, row, &mut buf, o)
+                    avx2_row(&xp, &xsum, m, w, row, &idx, o)
                 };
             } else {
                 w.dequant(row, 0, ng, &mut buf);
@@ -298,7 +280,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -328,52 +312,112 @@ fn permute_x(x: &[f32], m: usize, k: usize, bits: usize) -> Vec<f32> {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, scales: &mut [f32], out: &mut [f32]) {
-    // Monomorphised per (bits, rows) so the row loop and accumulators live in registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, idx: &LaneGroups, out: &mut [f32]) {
+    // Monomorphised per (bits, rows, scale type) so the loops and accumulators live in registers.
     macro_rules! rows {
-        ($b:literal, $per:literal) => {
+        ($b:literal, $per:literal, $s:expr, $bi:expr) => {
             match m {
-                1 => avx2_row_b::<$b, $per, 1>(xp, xsum, w, row, scales, out),
-                2 => avx2_row_b::<$b, $per, 2>(xp, xsum, w, row, scales, out),
-                3 | 4 => avx2_row_b::<$b, $per, 4>(xp, xsum, w, row, scales, out),
-                _ => avx2_row_b::<$b, $per, QMV_MAX_ROWS>(xp, xsum, w, row, scales, out),
+                1 => avx2_row_b::<$b, $per, 1, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                2 => avx2_row_b::<$b, $per, 2, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                3 | 4 => avx2_row_b::<$b, $per, 4, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                _ => avx2_row_b::<$b, $per, QMV_MAX_ROWS, _>(xp, xsum, w, row, $s, $bi, idx, out),
             }
         };
     }
-    match w.bits {
-        2 => rows!(2, 16),
-        4 => rows!(4, 8),
-        _ => rows!(8, 4),
+    macro_rules! bits {
+        ($s:expr, $bi:expr) => {
+            match w.bits {
+                2 => rows!(2, 16, $s, $bi),
+                4 => rows!(4, 8, $s, $bi),
+                _ => rows!(8, 4, $s, $bi),
+            }
+        };
+    }
+    match w.sc {
+        Scales::F32(s, b) => bits!(s, b),
+        Scales::F16(s, b) => bits!(s, b),
+        Scales::Bf16(s, b) => bits!(s, b),
+        // `fast` is only set for affine modes, whose scales are floats.
+        _ => unreachable!("affine scales are f32, f16 or bf16"),
+    }
+}
+
+/// For each block `j` of a chunk of eight groups, the group (0..8) of each of its eight lanes:
+/// lane `i` holds word `8j + i`, in group `(8j + i) / words_per_group`. At most 32 blocks
+/// (8-bit, groups of 128). Built once per product.
+type LaneGroups = [[i32; 8]; 32];
+
+fn lane_groups(words_per_group: usize) -> LaneGroups {
+    let mut t = [[0i32; 8]; 32];
+    for (j, l) in t.iter_mut().enumerate().take(words_per_group.min(32)) {
+        for (i, g) in l.iter_mut().enumerate() {
+            *g = ((8 * j + i) / words_per_group) as i32;
+        }
+    }
+    t
+}
+
+/// Scale and bias element types the AVX2 kernel reads eight at a time.
+#[cfg(target_arch = "x86_64")]
+trait Load8: Copy + Default {
+    /// Eight consecutive values widened to f32.
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+#[cfg(target_arch = "x86_64")]
+impl Load8 for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+#[cfg(target_arch = "x86_64")]
+impl Load8 for f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+#[cfg(target_arch = "x86_64")]
+impl Load8 for bf16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // bfloat16 is the top half of an f32.
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16))
     }
 }
 
 /// One output row `W[row] · x[r]` for every row `r < out.len() ≤ M` of x (affine, `B` bits,
-/// `PER = 32 / B`). `scales` (one per group) is scratch space.
+/// `PER = 32 / B`), with the row's scales and biases `s, b` (one per group of all rows).
+///
+/// Groups are taken eight at a time: their scales are widened once and spread over the lanes of
+/// each block with a permutation (lane `i` of block `j` of the chunk holds word `8j + i`, which
+/// belongs to group `(8j + i) / words_per_group`), and the bias term `Σ_g b_g · Σ_{k∈g} x_k` is
+/// one FMA with the group sums of x. With short rows (576 wide: 9 blocks) a separate pass over
+/// scales and biases cost as much as the blocks themselves.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize>(
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize, T: Load8>(
     xp: &[f32],
     xsum: &[f32],
     w: &Packed,
     row: usize,
-    scales: &mut [f32],
+    s: &[T],
+    b: &[T],
+    idx: &LaneGroups,
     out: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    let m = out.len();
+    let m = out.len().min(M);
     let k = w.k;
     let ng = w.groups();
     let words = w.bytes.as_ptr().add(row * w.row_bytes()) as *const __m256i;
-    let nblocks = k * B as usize / 256;
-    let words_per_group = w.gs * B as usize / 32;
-    // Biases: Σ_g b_g · Σ_{k∈g} x_k; scales unpacked to f32 once per row.
-    let mut bias = [0f32; M];
-    w.sc.row_into(row * ng, &mut scales[..ng], |g, b| {
-        for r in 0..m {
-            bias[r] += b * xsum[r * ng + g];
-        }
-    });
+    let wpg = w.gs * B as usize / 32; // words per group, a power of two
+    let (s_all, b_all, row_start) = (s, b, row * ng);
+    let (s, b) = (&s[row_start..row_start + ng], &b[row_start..row_start + ng]);
     let mask = _mm256_set1_epi32((1 << B) - 1);
     let mut tot = [_mm256_setzero_ps(); M];
     // One block: 8 words, `8 * PER` elements, scaled per lane by `sv`.
@@ -391,7 +435,7 @@ unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize>(
                 *qj = _mm256_cvtepi32_ps(t);
             }
             let base = blk * 8 * PER;
-            for r in 0..m.min(M) {
+            for r in 0..m {
                 let xr = xp.as_ptr().add(r * k + base);
                 // Two chains so the FMA latency is hidden.
                 let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -403,33 +447,42 @@ unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize>(
             }
         }};
     }
-    // Group sizes and bit widths are powers of two, so groups and blocks nest either way.
-    if words_per_group >= 8 {
-        let bpg = words_per_group / 8;
-        for g in 0..ng {
-            let sv = _mm256_set1_ps(*scales.get_unchecked(g));
-            for blk in g * bpg..(g + 1) * bpg {
-                block!(blk, sv);
+    // One chunk of (up to) eight groups starting at group `g`: `wpg` blocks, or fewer at the end.
+    macro_rules! chunk {
+        ($g:expr, $sv8:expr, $bv8:expr, $xs:expr) => {{
+            let (g, sv8, bv8) = ($g, $sv8, $bv8);
+            let blocks = ((ng - g).min(8) * wpg).div_ceil(8);
+            for j in 0..blocks {
+                block!(g * wpg / 8 + j, _mm256_permutevar8x32_ps(sv8, _mm256_loadu_si256(idx[j].as_ptr() as *const __m256i)));
             }
-        }
-    } else {
-        // Lane i of a block belongs to group `blk * gpb + i / words_per_group`; `scales` has 8
-        // spare entries so the load may run past the last group.
-        let gpb = 8 / words_per_group;
-        let mut lanes = [0i32; 8];
-        for (i, l) in lanes.iter_mut().enumerate() {
-            *l = (i / words_per_group) as i32;
-        }
-        let idx = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
-        for blk in 0..nblocks {
-            let sv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(scales.as_ptr().add(blk * gpb)), idx);
-            block!(blk, sv);
+            for r in 0..m {
+                tot[r] = _mm256_fmadd_ps(bv8, $xs(r), tot[r]);
+            }
+        }};
+    }
+    let ngp = ng.next_multiple_of(8); // xsum's row stride (zero-padded)
+    let xs = |r: usize, g: usize| _mm256_loadu_ps(xsum.as_ptr().add(r * ngp + g));
+    let full = ng / 8 * 8;
+    for g in (0..full).step_by(8) {
+        chunk!(g, T::load8(s.as_ptr().add(g)), T::load8(b.as_ptr().add(g)), |r: usize| xs(r, g));
+    }
+    if full < ng {
+        // The last groups. Lanes past the row's end are used by no block and their biases are
+        // masked to zero, so the next row's values may be read there; only the matrix's last
+        // rows copy them out.
+        if row_start + full + 8 <= s_all.len() {
+            let (sp, bp) = (s_all.as_ptr().add(row_start + full), b_all.as_ptr().add(row_start + full));
+            let live = _mm256_cmpgt_epi32(_mm256_set1_epi32((ng - full) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            chunk!(full, T::load8(sp), _mm256_and_ps(T::load8(bp), _mm256_castsi256_ps(live)), |r: usize| xs(r, full));
+        } else {
+            let (mut sp, mut bp) = ([T::default(); 8], [T::default(); 8]);
+            sp[..ng - full].copy_from_slice(&s[full..]);
+            bp[..ng - full].copy_from_slice(&b[full..]);
+            chunk!(full, T::load8(sp.as_ptr()), T::load8(bp.as_ptr()), |r: usize| xs(r, full));
         }
     }
-    for r in 0..m.min(M) {
-        let mut l = [0f32; 8];
-        _mm256_storeu_ps(l.as_mut_ptr(), tot[r]);
-        out[r] = l.iter().sum::<f32>() + bias[r];
+    for r in 0..m {
+        out[r] = crate::backend::cpu::simd::hsum(std::mem::transmute::<__m256, [f32; 8]>(tot[r]));
     }
 }
 
@@ -479,13 +532,12 @@ fn store(y: Vec<f32>, spec: &Spec) -> Result<Data> {
 }
 
 /// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]`.
-fn one(p: &QuantParams, transpose: bool, x: &[f32], m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
+fn one(transpose: bool, x: &[f32], m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
     if transpose {
         qmm_t(x, m, w, wrows, y)
     } else {
         qmm_n(x, m, w, wrows, y)
     }
-    let _ = p;
 }
 
 pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
@@ -506,7 +558,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
     let m = m_total / nbatch.max(1);
     for b in 0..nbatch.max(1) {
         let pk = packed(p, &w, &sc, b, wrows, kw);
-        one(p, transpose, &x[b * m * kx..(b + 1) * m * kx], m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
+        one(transpose, &x[b * m * kx..(b + 1) * m * kx], m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
     }
     store(y, spec)
 }
@@ -530,10 +582,7 @@ pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
             return Err(Error::index(format!("[gather_qmm] index out of range: lhs {li} (of {bx}), rhs {ri} (of {bw})")));
         }
         let pk = packed(p, &w, &sc, ri, wrows, kw);
-        one(p, transpose, &x[li * m * kx..(li + 1) * m * kx], m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
+        one(transpose, &x[li * m * kx..(li + 1) * m * kx], m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
     }
     store(y, spec)
 }
-
-#[allow(dead_code)]
-fn _e<T: Element>() {}
