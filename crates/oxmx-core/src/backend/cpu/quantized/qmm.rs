@@ -233,7 +233,14 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
     let rows_per_task = (32768 / w.row_bytes().max(1)).clamp(1, 256);
-    let mut yt = vec![0f32; n * m];
+    // With one row of x, `[n, m]` is `y` itself; otherwise a scratch transposed at the end.
+    let mut scratch = Vec::new();
+    let yt: &mut [f32] = if m == 1 {
+        &mut y[..n]
+    } else {
+        scratch.resize(n * m, 0f32);
+        &mut scratch
+    };
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
         // The dequantized row (generic path), reused across rows.
         let mut buf = vec![0f32; if fast { 0 } else { k }];
@@ -255,12 +262,11 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
         }
     });
     if m == 1 {
-        y[..n].copy_from_slice(&yt);
         return;
     }
     for r in 0..m {
         for c in 0..n {
-            y[r * n + c] = yt[c * m + r];
+            y[r * n + c] = scratch[c * m + r];
         }
     }
 }
@@ -550,16 +556,24 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
     let nbatch = inputs[1].size() / (wrows * ws[ws.len() - 1]).max(1);
     let out_cols = spec.0[spec.0.len() - 1];
     let kx = inputs[0].shape[inputs[0].ndim() - 1];
+    let compute = |y: &mut [f32]| {
+        if kx == 0 || out_cols == 0 || y.is_empty() {
+            y.fill(0.0);
+            return;
+        }
+        let m = x.len() / kx / nbatch.max(1);
+        for b in 0..nbatch.max(1) {
+            let pk = packed(p, &w, &sc, b, wrows, kw);
+            one(transpose, &x[b * m * kx..(b + 1) * m * kx], m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
+        }
+    };
+    // Every kernel writes each output element once (or its gemm overwrites first), so a float32
+    // result is computed in place: no zeroed scratch and no copy of a decode step's logits.
+    if spec.1 == Dtype::Float32 {
+        return Data::build::<f32>(spec.0.clone(), compute);
+    }
     let mut y = vec![0f32; spec.0.iter().product()];
-    if kx == 0 || out_cols == 0 || y.is_empty() {
-        return store(y, spec);
-    }
-    let m_total = x.len() / kx;
-    let m = m_total / nbatch.max(1);
-    for b in 0..nbatch.max(1) {
-        let pk = packed(p, &w, &sc, b, wrows, kw);
-        one(transpose, &x[b * m * kx..(b + 1) * m * kx], m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
-    }
+    compute(&mut y);
     store(y, spec)
 }
 
