@@ -639,26 +639,6 @@ fn write_all(
     Ok(names)
 }
 
-/// The safetensors type name of a dtype.
-fn st_dtype(d: Dtype) -> &'static str {
-    match d {
-        Dtype::Bool => "BOOL",
-        Dtype::Uint8 => "U8",
-        Dtype::Uint16 => "U16",
-        Dtype::Uint32 => "U32",
-        Dtype::Uint64 => "U64",
-        Dtype::Int8 => "I8",
-        Dtype::Int16 => "I16",
-        Dtype::Int32 => "I32",
-        Dtype::Int64 => "I64",
-        Dtype::Float16 => "F16",
-        Dtype::Bfloat16 => "BF16",
-        Dtype::Float32 => "F32",
-        Dtype::Float64 => "F64",
-        Dtype::Complex64 => "C64",
-    }
-}
-
 /// Writes one safetensors file tensor by tensor (each evaluated as it is written, so the
 /// whole shard is never held twice), with MLX's `{"format": "mlx"}` metadata.
 fn write_safetensors(path: &Path, tensors: Vec<(String, Array)>, wrote: &mut dyn FnMut(u64)) -> Result<()> {
@@ -667,7 +647,10 @@ fn write_safetensors(path: &Path, tensors: Vec<(String, Array)>, wrote: &mut dyn
     let mut off = 0u64;
     for (k, a) in &tensors {
         let n = a.nbytes() as u64;
-        header.insert(k.clone(), json!({"dtype": st_dtype(a.dtype()), "shape": a.shape(), "data_offsets": [off, off + n]}));
+        header.insert(
+            k.clone(),
+            json!({"dtype": oxmx_core::io::safetensors_dtype_name(a.dtype()), "shape": a.shape(), "data_offsets": [off, off + n]}),
+        );
         off += n;
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).map_err(|e| bad(format!("cannot serialise a header: {e}")))?;

@@ -20,7 +20,9 @@ pub use gguf_affine::{ggml_affine_bits, ggml_to_affine, gguf_affine, AffineWeigh
 pub use gguf_blocks::{dequantize_ggml, dequantize_ggml_into, ggml_can_dequantize, ggml_type_name};
 pub use npy::{load_npy, load_npy_bytes, save_npy, save_npy_bytes};
 pub use npz::{load_npz, load_npz_bytes, save_npz};
-pub use safetensors::{load_safetensors, load_safetensors_bytes, save_safetensors, save_safetensors_bytes};
+pub use safetensors::{
+    load_safetensors, load_safetensors_bytes, save_safetensors, save_safetensors_bytes, st_name as safetensors_dtype_name,
+};
 
 use crate::array::Array;
 use crate::dtype::Dtype;

@@ -16,7 +16,8 @@ use std::sync::Arc;
 /// Header length limit (the reference implementation uses 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
-fn st_name(d: Dtype) -> &'static str {
+/// The safetensors name of a dtype (`F32`, `BF16`, `U32`, ...), for writers that stream tensors.
+pub fn st_name(d: Dtype) -> &'static str {
     match d {
         Dtype::Bool => "BOOL",
         Dtype::Uint8 => "U8",
