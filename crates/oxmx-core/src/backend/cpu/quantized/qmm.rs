@@ -226,7 +226,8 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let xsum: Vec<f32> = (0..m)
         .flat_map(|r| (0..ngp).map(move |g| if g < ng { x[r * k + g * w.gs..r * k + (g + 1) * w.gs].iter().sum::<f32>() } else { 0.0 }))
         .collect();
-    let fast = w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && avx2();
+    let fast =
+        w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && crate::backend::cpu::simd::avx2_fma();
     let xp = if fast { permute_x(x, m, k, w.bits) } else { Vec::new() };
     let idx = lane_groups(w.gs * w.bits / 32);
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
@@ -248,7 +249,7 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
             let row = t * rows_per_task + j;
             if fast {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `avx2()` checked the CPU; slices are sized by the caller's shapes.
+                // SAFETY: `avx2_fma()` checked the CPU; slices are sized by the caller's shapes.
                 unsafe {
                     avx2_row(&xp, &xsum, m, w, row, &idx, o)
                 };
@@ -281,17 +282,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(u, v)| u * v).sum::<f32>()
-}
-
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// `x` reordered per block of 8 words (`256 / bits` elements): position `j * 8 + i` of a block
