@@ -24,9 +24,10 @@ impl fmt::Display for Device {
     }
 }
 
-/// Whether a GPU backend is available in this process (always false until the CUDA backend lands).
+/// Whether a GPU backend is available in this process: a CUDA driver that loads and at least
+/// one device (`OXMX_DISABLE_GPU=1` hides them).
 pub fn gpu_available() -> bool {
-    false
+    crate::backend::cuda::available()
 }
 
 thread_local! {

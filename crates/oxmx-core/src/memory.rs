@@ -69,11 +69,19 @@ fn round_capacity(bytes: usize) -> usize {
     }
 }
 
-/// A block of host memory that an evaluated array reads from: either owned by the allocator or a
-/// window into a memory-mapped file (zero-copy loading).
+/// The memory an evaluated array reads from. On the host it is either owned by the allocator or
+/// a window into a memory-mapped file (zero-copy loading). A buffer may also have a copy on a GPU:
+/// GPU kernels create buffers that live only there, and a host buffer that a GPU kernel reads is
+/// uploaded once and keeps its device copy. Each side is made at most once, on first use by the
+/// other side (the unified memory model of DESIGN.md); `migrations` counts them.
 pub struct Buffer {
-    ptr: NonNull<u8>,
+    host: OnceLock<Host>,
     len: usize,
+    device: OnceLock<crate::backend::cuda::DeviceBlock>,
+}
+
+struct Host {
+    ptr: NonNull<u8>,
     storage: Storage,
 }
 
@@ -85,15 +93,21 @@ enum Storage {
 
 // A Buffer owns its memory (or keeps its mapping alive); shared reads are synchronised by the
 // graph (a node's buffer is written once, before it becomes Ready).
-unsafe impl Send for Buffer {}
-unsafe impl Sync for Buffer {}
+unsafe impl Send for Host {}
+unsafe impl Sync for Host {}
 
 impl Buffer {
+    fn on_host(ptr: NonNull<u8>, len: usize, storage: Storage) -> Buffer {
+        let host = OnceLock::new();
+        let _ = host.set(Host { ptr, storage });
+        Buffer { host, len, device: OnceLock::new() }
+    }
+
     /// Allocates `bytes` bytes (uninitialised contents). Fails with `OutOfMemory` above the limit.
     pub fn alloc(bytes: usize) -> Result<Buffer> {
         let capacity = round_capacity(bytes);
         if capacity == 0 {
-            return Ok(Buffer { ptr: NonNull::<u64>::dangling().cast(), len: 0, storage: Storage::Static });
+            return Ok(Buffer::on_host(NonNull::<u64>::dangling().cast(), 0, Storage::Static));
         }
         let mut st = state();
         // Reuse a cached block of at least this size but not wastefully larger.
@@ -105,7 +119,7 @@ impl Buffer {
             st.cached -= cap;
             st.active += cap;
             st.peak = st.peak.max(st.active);
-            return Ok(Buffer { ptr: p.0, len: bytes, storage: Storage::Heap { capacity: cap } });
+            return Ok(Buffer::on_host(p.0, bytes, Storage::Heap { capacity: cap }));
         }
         if st.active + capacity > st.memory_limit {
             drop_cache(&mut st, usize::MAX);
@@ -132,7 +146,7 @@ impl Buffer {
             .ok_or_else(|| Error::without_location(ErrorKind::OutOfMemory, format!("[alloc] the system refused {capacity} bytes")))?;
         st.active += capacity;
         st.peak = st.peak.max(st.active);
-        Ok(Buffer { ptr, len: bytes, storage: Storage::Heap { capacity } })
+        Ok(Buffer::on_host(ptr, bytes, Storage::Heap { capacity }))
     }
 
     /// Allocates and zero-fills.
@@ -148,7 +162,15 @@ impl Buffer {
             return Err(Error::io(format!("mapped range {offset}+{len} exceeds the file size {}", map.len())));
         }
         let ptr = NonNull::new(unsafe { map.as_ptr().add(offset) as *mut u8 }).unwrap_or(NonNull::dangling());
-        Ok(Buffer { ptr, len, storage: Storage::Mapped(map) })
+        Ok(Buffer::on_host(ptr, len, Storage::Mapped(map)))
+    }
+
+    /// A buffer that lives on a GPU only (a GPU kernel's output); the host copy is made on the
+    /// first host read.
+    pub(crate) fn on_device(block: crate::backend::cuda::DeviceBlock, len: usize) -> Buffer {
+        let device = OnceLock::new();
+        let _ = device.set(block);
+        Buffer { host: OnceLock::new(), len, device }
     }
 
     pub fn len(&self) -> usize {
@@ -158,23 +180,81 @@ impl Buffer {
         self.len == 0
     }
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.host().ptr.as_ptr()
     }
     pub fn is_mapped(&self) -> bool {
-        matches!(self.storage, Storage::Mapped(_))
+        matches!(self.host.get(), Some(Host { storage: Storage::Mapped(_), .. }))
     }
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: ptr is valid for len bytes for the buffer's lifetime.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.host().ptr.as_ptr(), self.len) }
     }
-    /// Mutable access: only for a buffer still owned by the kernel that fills it.
+    /// Mutable access: only for a buffer still owned by the kernel that fills it. Any device
+    /// copy is dropped (it would go stale).
     pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let ptr = self.host().ptr;
         assert!(!self.is_mapped(), "mapped buffers are read-only");
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        self.device.take();
+        unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), self.len) }
+    }
+
+    /// Whether the bytes are on the host now (a GPU-made buffer is not until first read).
+    pub fn is_on_host(&self) -> bool {
+        self.host.get().is_some()
+    }
+
+    /// Makes the host copy of a GPU-made buffer now; errors (a failed device copy, host memory
+    /// limit) are returned instead of panicking in a later `bytes()`.
+    pub fn ensure_host(&self) -> Result<()> {
+        if self.host.get().is_some() {
+            return Ok(());
+        }
+        let mut b = Buffer::alloc(self.len)?;
+        let Some(block) = self.device.get() else {
+            return Err(Error::runtime("[memory] a buffer has neither a host nor a device copy".to_string()));
+        };
+        // SAFETY: `b` was just allocated with `len` bytes; nothing else sees it.
+        let dst = unsafe { std::slice::from_raw_parts_mut(b.host().ptr.as_ptr(), self.len) };
+        crate::backend::cuda::download(block, dst)?;
+        // The new Host moves out of `b`; `b` is left without one and drops nothing.
+        if let Some(h) = b.host.take() {
+            let _ = self.host.set(h);
+        }
+        MIGRATIONS_TO_HOST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn host(&self) -> &Host {
+        if let Some(h) = self.host.get() {
+            return h;
+        }
+        if let Err(e) = self.ensure_host() {
+            // Only reachable when a GPU failed between the scheduler's `ensure_host` and a read
+            // (the scheduler makes host copies with errors reported before CPU kernels run).
+            panic!("[memory] copying a GPU buffer to the host failed: {e}");
+        }
+        self.host.get().expect("host copy was just made")
+    }
+
+    /// The device copy on GPU `ordinal`, uploading the host bytes on first use.
+    pub(crate) fn device_block(&self, ordinal: usize) -> Result<&crate::backend::cuda::DeviceBlock> {
+        if let Some(b) = self.device.get() {
+            if b.ordinal() == ordinal {
+                return Ok(b);
+            }
+            return Err(Error::runtime(format!(
+                "[memory] the buffer lives on gpu {} and gpu {ordinal} asked for it (copies between GPUs are not supported yet)",
+                b.ordinal()
+            )));
+        }
+        let block = crate::backend::cuda::upload(ordinal, self.bytes())?;
+        let _ = self.device.set(block);
+        MIGRATIONS_TO_DEVICE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.device.get().expect("device copy was just set"))
     }
 }
 
-impl Drop for Buffer {
+impl Drop for Host {
     fn drop(&mut self) {
         if let Storage::Heap { capacity } = self.storage {
             let mut st = state();
@@ -187,6 +267,16 @@ impl Drop for Buffer {
             }
         }
     }
+}
+
+static MIGRATIONS_TO_HOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static MIGRATIONS_TO_DEVICE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Buffers copied (device → host, host → device) since start: each side of a buffer is made at
+/// most once, so these make migrations visible (a GPU program that keeps bouncing shows here).
+pub fn migrations() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (MIGRATIONS_TO_HOST.load(Relaxed), MIGRATIONS_TO_DEVICE.load(Relaxed))
 }
 
 fn drop_cache(st: &mut State, max_keep: usize) {
@@ -205,29 +295,36 @@ fn drop_cache(st: &mut State, max_keep: usize) {
     }
 }
 
-/// Bytes held by live buffers.
+// As in MLX, these cover every allocator in use: the host's and, when GPUs are in use, their
+// device memory (`backend::cuda::memory_stats` gives one GPU's share).
+
+/// Bytes held by live buffers (host and GPUs).
 pub fn active_memory() -> usize {
-    state().active
+    state().active + crate::backend::cuda::totals().0
 }
-/// The highest `active_memory` since start or the last `reset_peak_memory`.
+/// The highest `active_memory` since start or the last `reset_peak_memory` (host and GPU peaks
+/// added).
 pub fn peak_memory() -> usize {
-    state().peak
+    state().peak + crate::backend::cuda::totals().1
 }
 pub fn reset_peak_memory() {
     let mut st = state();
     st.peak = st.active;
+    crate::backend::cuda::reset_peaks();
 }
-/// Bytes held in the cache of freed buffers.
+/// Bytes held in the caches of freed buffers (host and GPUs).
 pub fn cache_memory() -> usize {
-    state().cached
+    state().cached + crate::backend::cuda::totals().2
 }
-/// Returns cached memory to the system.
+/// Returns cached memory to the system (and the GPUs' caches to their drivers).
 pub fn clear_cache() {
     drop_cache(&mut state(), usize::MAX);
+    crate::backend::cuda::clear_all_caches();
 }
-/// Sets the limit on active memory; returns the previous limit. Allocations that would exceed
-/// it fail with `ErrorKind::OutOfMemory`.
+/// Sets the limit on active memory, for the host and every GPU; returns the previous host
+/// limit. Allocations that would exceed it fail with `ErrorKind::OutOfMemory`.
 pub fn set_memory_limit(limit: usize) -> usize {
+    crate::backend::cuda::set_all_limits(limit);
     let mut st = state();
     std::mem::replace(&mut st.memory_limit, limit)
 }

@@ -87,7 +87,11 @@ pub(crate) fn without_stream_override<R>(f: impl FnOnce() -> R) -> R {
 
 /// Blocks until all work submitted to `stream` has finished.
 pub fn synchronize(stream: Stream) {
-    crate::graph::scheduler::synchronize(stream)
+    crate::graph::scheduler::synchronize(stream);
+    if let crate::device::Device::Gpu(n) = stream.device {
+        // Kernels are queued asynchronously: wait for the device too.
+        let _ = crate::backend::cuda::synchronize(n);
+    }
 }
 
 /// Blocks until all work on every stream has finished.

@@ -1,9 +1,10 @@
-//! Backends: the CPU backend (one file per primitive family) and, later, CUDA.
+//! Backends: the CPU backend and the CUDA backend, one file per primitive family each.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::graph::{Data, Spec};
 use crate::primitives::Primitive;
 use crate::stream::Stream;
@@ -13,7 +14,13 @@ use crate::stream::Stream;
 /// `Primitive::donates_input`).
 pub fn eval(prim: &Primitive, stream: Stream, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
     match stream.device {
-        Device::Cpu => cpu::eval(prim, inputs, specs),
-        Device::Gpu(n) => Err(Error::runtime(format!("[{}] no GPU backend is available for gpu {n}", prim.name()))),
+        Device::Cpu => {
+            // Inputs a GPU made get their host copy here, where a failure is an error.
+            for d in inputs.iter() {
+                d.buffer.ensure_host()?;
+            }
+            cpu::eval(prim, inputs, specs)
+        }
+        Device::Gpu(n) => cuda::eval(n, prim, inputs, specs),
     }
 }

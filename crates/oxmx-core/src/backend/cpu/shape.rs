@@ -153,3 +153,8 @@ pub fn eval(op: &ShapeOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> 
     };
     Ok(vec![out])
 }
+
+/// Whether `Reshape` to the output spec's shape is a view of `x` (no copy).
+pub(crate) fn reshapes_as_view(x: &Data, specs: &[Spec]) -> bool {
+    reshape_strides(x, &specs[0].0).is_some()
+}

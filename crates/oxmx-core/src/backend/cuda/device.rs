@@ -1,0 +1,106 @@
+//! One GPU: its CUDA context, the stream every oxmx stream of the device runs on, the cuBLAS
+//! handle and the cache of compiled kernels.
+//!
+//! The driver, NVRTC and cuBLAS are loaded at run time (cudarc's `dynamic-loading`), so the
+//! same binary runs on machines without CUDA; `available()` only says yes when the driver
+//! library loads and reports a device.
+
+use crate::error::{Error, Result};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub(crate) struct Gpu {
+    pub ordinal: usize,
+    pub ctx: Arc<CudaContext>,
+    /// All of this device's work is ordered on one stream: kernels, copies and frees then need
+    /// no events between them. (Several oxmx streams on one GPU still run their host-side
+    /// scheduling concurrently.)
+    pub stream: Arc<CudaStream>,
+    /// `sm_XY` for NVRTC.
+    pub arch: &'static str,
+    pub sm_count: u32,
+    pub total_mem: usize,
+    pub blas: Mutex<Option<super::matmul::BlasHandle>>,
+    pub kernels: Mutex<HashMap<String, CudaFunction>>,
+}
+
+// The raw handles inside are used under the context binding each entry point makes.
+unsafe impl Send for Gpu {}
+unsafe impl Sync for Gpu {}
+
+/// Whether the CUDA driver library can be loaded (without loading it into a panic).
+fn driver_present() -> bool {
+    // SAFETY: only tries to open the library.
+    unsafe { sys::is_culib_present() }
+}
+
+/// The number of CUDA devices (0 without a driver or a device).
+pub fn device_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        if std::env::var_os("OXMX_DISABLE_GPU").is_some() || !driver_present() {
+            return 0;
+        }
+        if cudarc::driver::result::init().is_err() {
+            return 0;
+        }
+        CudaContext::device_count().map(|n| n.max(0) as usize).unwrap_or(0)
+    })
+}
+
+/// The device `ordinal`, created on first use and bound to the calling thread.
+pub(crate) fn gpu(ordinal: usize) -> Result<&'static Gpu> {
+    static GPUS: OnceLock<Mutex<HashMap<usize, &'static Gpu>>> = OnceLock::new();
+    let n = device_count();
+    if ordinal >= n {
+        return Err(Error::runtime(if n == 0 {
+            format!("[gpu] gpu {ordinal} was asked for but no CUDA device is available (driver library or device missing)")
+        } else {
+            format!("[gpu] gpu {ordinal} does not exist ({n} CUDA device(s))")
+        }));
+    }
+    let mut map = GPUS.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(g) = map.get(&ordinal) {
+        let g: &'static Gpu = g;
+        drop(map);
+        g.ctx.bind_to_thread().map_err(|e| cuda_err("binding the context", e))?;
+        return Ok(g);
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("creating the context", e))?;
+    let stream = ctx.new_stream().map_err(|e| cuda_err("creating a stream", e))?;
+    let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
+    let sm_count = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| cuda_err("reading the multiprocessor count", e))? as u32;
+    let total_mem = ctx.total_mem().map_err(|e| cuda_err("reading the memory size", e))?;
+    let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+    let g: &'static Gpu = Box::leak(Box::new(Gpu {
+        ordinal,
+        ctx,
+        stream,
+        arch,
+        sm_count,
+        total_mem,
+        blas: Mutex::new(None),
+        kernels: Mutex::new(HashMap::new()),
+    }));
+    map.insert(ordinal, g);
+    Ok(g)
+}
+
+/// A driver error as an oxmx error naming what was being done.
+pub(crate) fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::runtime(format!("[gpu] {what} failed: {e:?}"))
+}
+
+impl Gpu {
+    pub fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    /// Waits for all work queued on this device.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| cuda_err("synchronizing the stream", e))
+    }
+}

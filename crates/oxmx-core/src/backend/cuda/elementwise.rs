@@ -1,0 +1,358 @@
+//! Element-wise kernels on the GPU: unary, binary, select, casts and strided copies.
+//!
+//! One generated CUDA kernel per (op, input dtypes, output dtype): the op's expression in the
+//! compute type (f32 for f16/bf16/f32, f64, or the integer itself), grid-stride over the output,
+//! each input read through an `Index` (contiguous with a step, or strided over the collapsed
+//! shape), so broadcast and transposed views need no copies. Ops and dtypes without a kernel
+//! here return `None` and the caller runs the CPU kernel instead.
+
+use super::compiler::{function, launch};
+use super::device::Gpu;
+use super::memory::alloc;
+use crate::backend::cpu::elementwise::collapse;
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::graph::{Data, Spec};
+use crate::memory::Buffer;
+use crate::primitives::{BinaryOp, UnaryOp};
+use crate::shape::size_of;
+use std::ffi::c_void;
+
+const MAX_DIMS: usize = 8;
+const MAX_INPUTS: usize = 3;
+
+/// Mirrors `struct Index` in kernels/common.cuh.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Index {
+    ndim: i32,
+    contiguous: i32,
+    shape: [i64; MAX_DIMS],
+    strides: [[i64; MAX_DIMS]; MAX_INPUTS],
+    offset: [i64; MAX_INPUTS],
+    step: [i64; MAX_INPUTS],
+}
+
+/// The C storage type of a dtype (`None`: no GPU kernels for it).
+pub(crate) fn storage(d: Dtype) -> Option<&'static str> {
+    Some(match d {
+        Dtype::Bool => "bool_t",
+        Dtype::Uint8 => "unsigned char",
+        Dtype::Uint16 => "unsigned short",
+        Dtype::Uint32 => "unsigned int",
+        Dtype::Uint64 => "unsigned long long",
+        Dtype::Int8 => "signed char",
+        Dtype::Int16 => "short",
+        Dtype::Int32 => "int",
+        Dtype::Int64 => "long long",
+        Dtype::Float16 => "f16_t",
+        Dtype::Bfloat16 => "bf16_t",
+        Dtype::Float32 => "float",
+        Dtype::Float64 => "double",
+        Dtype::Complex64 => return None,
+    })
+}
+
+/// The type arithmetic on `d` happens in.
+pub(crate) fn compute(d: Dtype) -> &'static str {
+    match d {
+        Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 => "float",
+        Dtype::Float64 => "double",
+        Dtype::Bool => "int",
+        other => storage(other).unwrap_or("float"),
+    }
+}
+
+/// `v` (a stored element of `d`) as a value of `compute(d)`.
+pub(crate) fn load(d: Dtype, v: &str) -> String {
+    match d {
+        Dtype::Float16 => format!("f16_to_f32({v})"),
+        Dtype::Bfloat16 => format!("bf16_to_f32({v})"),
+        Dtype::Bool => format!("(int)({v} != 0)"),
+        _ => v.to_string(),
+    }
+}
+
+/// The value `v` (of any arithmetic type) converted and stored as `d`.
+pub(crate) fn store(d: Dtype, v: &str) -> String {
+    match d {
+        Dtype::Float16 => format!("f32_to_f16((float)({v}))"),
+        Dtype::Bfloat16 => format!("f32_to_bf16((float)({v}))"),
+        Dtype::Bool => format!("(bool_t)(({v}) != 0)"),
+        other => format!("({})({v})", storage(other).unwrap_or("float")),
+    }
+}
+
+fn is_float(d: Dtype) -> bool {
+    matches!(d, Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 | Dtype::Float64)
+}
+
+/// A math function name for compute type `c` (`expf` for float, `exp` for double).
+fn m(c: &str, name: &str) -> String {
+    if c == "float" {
+        format!("{name}f")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The expression of a unary op on `x` of input dtype `d`, or `None` without a GPU kernel.
+fn unary_expr(op: UnaryOp, d: Dtype) -> Option<String> {
+    use UnaryOp::*;
+    let c = compute(d);
+    if is_float(d) {
+        let inf = if c == "float" { "OXMX_INF_F" } else { "OXMX_INF_D" };
+        let call = |name: &str| format!("{}(x)", m(c, name));
+        return Some(match op {
+            Abs => call("fabs"),
+            Negative => "-x".into(),
+            // MLX: sign(NaN) is 0; zeros keep their sign.
+            Sign => format!("(x > ({c})0 ? ({c})1 : (x < ({c})0 ? ({c})-1 : (x != x ? ({c})0 : x)))"),
+            Square => "x * x".into(),
+            Sqrt => call("sqrt"),
+            Rsqrt => format!("({c})1 / {}(x)", m(c, "sqrt")),
+            Reciprocal => format!("({c})1 / x"),
+            Exp => call("exp"),
+            Expm1 => call("expm1"),
+            Log => call("log"),
+            Log1p => call("log1p"),
+            Log2 => call("log2"),
+            Log10 => call("log10"),
+            Sin => call("sin"),
+            Cos => call("cos"),
+            Tan => call("tan"),
+            ArcSin => call("asin"),
+            ArcCos => call("acos"),
+            ArcTan => call("atan"),
+            Sinh => call("sinh"),
+            Cosh => call("cosh"),
+            Tanh => call("tanh"),
+            ArcSinh => call("asinh"),
+            ArcCosh => call("acosh"),
+            ArcTanh => call("atanh"),
+            Erf => call("erf"),
+            ErfInv => call("erfinv"),
+            Sigmoid => format!("({c})1 / (({c})1 + {}(-x))", m(c, "exp")),
+            Floor => call("floor"),
+            Ceil => call("ceil"),
+            Round => call("rint"),
+            LogicalNot => format!("x == ({c})0"),
+            IsNan => "x != x".into(),
+            IsInf => format!("{}(x) == {inf}", m(c, "fabs")),
+            IsPosInf => format!("x == {inf}"),
+            IsNegInf => format!("x == -{inf}"),
+            IsFinite => format!("{}(x) < {inf}", m(c, "fabs")),
+            BitwiseInvert | Real | Imag | Conjugate => return None,
+        });
+    }
+    let signed = matches!(d, Dtype::Int8 | Dtype::Int16 | Dtype::Int32 | Dtype::Int64);
+    let wrap = |e: &str| format!("({c})({e})");
+    Some(match op {
+        Abs if signed => wrap("x < 0 ? 0ull - (unsigned long long)x : (unsigned long long)x"),
+        Abs => "x".into(),
+        Negative if d != Dtype::Bool => wrap("0ull - (unsigned long long)x"),
+        Sign if signed => "(x > 0) - (x < 0)".into(),
+        Sign => "x != 0".into(),
+        Square if d != Dtype::Bool => wrap("(unsigned long long)x * (unsigned long long)x"),
+        LogicalNot => "x == 0".into(),
+        BitwiseInvert if d == Dtype::Bool => "!x".into(),
+        BitwiseInvert => wrap("~x"),
+        Floor | Ceil | Round => "x".into(),
+        _ => return None,
+    })
+}
+
+/// The expression of a binary op on `a`, `b` (both of dtype `d`), or `None`.
+fn binary_expr(op: BinaryOp, d: Dtype) -> Option<String> {
+    use BinaryOp::*;
+    let c = compute(d);
+    let cmp = |s: &str| Some(format!("a {s} b"));
+    match op {
+        Equal => return cmp("=="),
+        NotEqual => return cmp("!="),
+        Less => return cmp("<"),
+        LessEqual => return cmp("<="),
+        Greater => return cmp(">"),
+        GreaterEqual => return cmp(">="),
+        LogicalAnd => return Some(format!("(a != ({c})0) && (b != ({c})0)")),
+        LogicalOr => return Some(format!("(a != ({c})0) || (b != ({c})0)")),
+        _ => {}
+    }
+    if is_float(d) {
+        return Some(match op {
+            Add => "a + b".into(),
+            Subtract => "a - b".into(),
+            Multiply => "a * b".into(),
+            Divide => "a / b".into(),
+            FloorDivide => format!("{}(a / b)", m(c, "floor")),
+            // Python's remainder: the sign of the divisor.
+            Remainder => {
+                format!("[&]{{ {c} r = {}(a, b); return (r != ({c})0 && ((r < ({c})0) != (b < ({c})0))) ? r + b : r; }}()", m(c, "fmod"))
+            }
+            Power => format!("{}(a, b)", m(c, "pow")),
+            // NaN in either operand gives NaN (a + b is NaN then).
+            Maximum => "(a != a || b != b) ? a + b : (a > b ? a : b)".into(),
+            Minimum => "(a != a || b != b) ? a + b : (a < b ? a : b)".into(),
+            NanEqual => "(a == b) || (a != a && b != b)".into(),
+            ArcTan2 => format!("{}(a, b)", m(c, "atan2")),
+            LogAddExp => {
+                let inf = if c == "float" { "OXMX_INF_F" } else { "OXMX_INF_D" };
+                format!(
+                    "[&]{{ if (a != a || b != b) return a + b; {c} mx = a > b ? a : b; if (mx == -{inf}) return mx; \
+                     return mx + {}({}(-{}(a - b))); }}()",
+                    m(c, "log1p"),
+                    m(c, "exp"),
+                    m(c, "fabs")
+                )
+            }
+            _ => return None,
+        });
+    }
+    let wrap = |e: &str| Some(format!("({c})({e})"));
+    match op {
+        Add if d != Dtype::Bool => wrap("(unsigned long long)a + (unsigned long long)b"),
+        Subtract if d != Dtype::Bool => wrap("(unsigned long long)a - (unsigned long long)b"),
+        Multiply if d != Dtype::Bool => wrap("(unsigned long long)a * (unsigned long long)b"),
+        Maximum => Some("a > b ? a : b".into()),
+        Minimum => Some("a < b ? a : b".into()),
+        BitwiseAnd => wrap("a & b"),
+        BitwiseOr => wrap("a | b"),
+        BitwiseXor => wrap("a ^ b"),
+        NanEqual => cmp("=="),
+        _ => None,
+    }
+}
+
+/// Broadcast strides of `d` at the output `shape` (zero along broadcast and size-1 axes).
+fn strides_at(d: &Data, shape: &[usize]) -> Vec<isize> {
+    let lead = shape.len() - d.ndim();
+    (0..shape.len()).map(|ax| if ax < lead || d.shape[ax - lead] == 1 { 0 } else { d.strides[ax - lead] }).collect()
+}
+
+/// The `Index` for `inputs` read at the output `shape`, or `None` past `MAX_DIMS`.
+fn index(inputs: &[&Data], shape: &[usize]) -> Option<Index> {
+    let st: Vec<Vec<isize>> = inputs.iter().map(|d| strides_at(d, shape)).collect();
+    let refs: Vec<&[isize]> = st.iter().map(|s| s.as_slice()).collect();
+    let (cshape, cstrides) = collapse(shape, &refs);
+    if cshape.len() > MAX_DIMS {
+        return None;
+    }
+    let mut ix = Index {
+        ndim: cshape.len() as i32,
+        contiguous: (cshape.len() <= 1) as i32,
+        shape: [1; MAX_DIMS],
+        strides: [[0; MAX_DIMS]; MAX_INPUTS],
+        offset: [0; MAX_INPUTS],
+        step: [0; MAX_INPUTS],
+    };
+    for (i, &s) in cshape.iter().enumerate() {
+        ix.shape[i] = s as i64;
+    }
+    for (k, d) in inputs.iter().enumerate() {
+        ix.offset[k] = d.offset as i64;
+        for (i, &s) in cstrides[k].iter().enumerate() {
+            ix.strides[k][i] = s as i64;
+        }
+        ix.step[k] = cstrides[k].first().copied().unwrap_or(0) as i64;
+    }
+    Some(ix)
+}
+
+/// Generates, compiles (once) and runs `out[i] = expr(in0[..], in1[..], ...)`. `loads` are
+/// the input variable declarations (name, dtype, as compute value or raw storage).
+fn run(g: &Gpu, name: &str, inputs: &[&Data], vars: &[(&str, Dtype, bool)], expr: &str, out: &Spec) -> Result<Option<Data>> {
+    let (shape, odt) = out;
+    let Some(ot) = storage(*odt) else { return Ok(None) };
+    let mut ins = Vec::new();
+    for d in inputs {
+        match storage(d.dtype) {
+            Some(t) => ins.push(t),
+            None => return Ok(None),
+        }
+    }
+    let Some(ix) = index(inputs, shape) else { return Ok(None) };
+    let params: String = ins.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ in{k}, ")).collect();
+    let decls: String = vars
+        .iter()
+        .enumerate()
+        .map(|(k, (v, d, raw))| {
+            let elem = format!("in{k}[oxmx_offset(ix, {k}, i)]");
+            if *raw {
+                format!("{} {v} = {elem};\n", storage(*d).unwrap_or("float"))
+            } else {
+                format!("{} {v} = {};\n", compute(*d), load(*d, &elem))
+            }
+        })
+        .collect();
+    let body = format!(
+        "extern \"C\" __global__ void {name}({ot}* __restrict__ out, {params}long long n, Index ix) {{\n\
+         for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {{\n\
+         {decls}out[i] = {expr};\n}}\n}}\n"
+    );
+    let f = function(g, name, &body)?;
+    let n = size_of(shape);
+    let block = alloc(g.ordinal, n * odt.size())?;
+    if n > 0 {
+        let mut out_ptr = block.ptr();
+        let mut in_ptrs: Vec<u64> = Vec::with_capacity(inputs.len());
+        for d in inputs {
+            in_ptrs.push(d.buffer.device_block(g.ordinal)?.ptr());
+        }
+        let mut n64 = n as i64;
+        let mut ix = ix;
+        let mut params: Vec<*mut c_void> = vec![&mut out_ptr as *mut u64 as *mut c_void];
+        for p in in_ptrs.iter_mut() {
+            params.push(p as *mut u64 as *mut c_void);
+        }
+        params.push(&mut n64 as *mut i64 as *mut c_void);
+        params.push(&mut ix as *mut Index as *mut c_void);
+        launch(g, &f, n, &mut params)?;
+    }
+    Ok(Some(Data::dense(Buffer::on_device(block, n * odt.size()), shape.clone(), *odt)))
+}
+
+fn tag(d: Dtype) -> String {
+    format!("{d:?}").to_lowercase()
+}
+
+pub(crate) fn unary(g: &Gpu, op: UnaryOp, x: &Data, out: &Spec) -> Result<Option<Data>> {
+    let Some(e) = unary_expr(op, x.dtype) else { return Ok(None) };
+    let name = format!("unary_{op:?}_{}_{}", tag(x.dtype), tag(out.1));
+    run(g, &name, &[x], &[("x", x.dtype, false)], &store(out.1, &e), out)
+}
+
+pub(crate) fn binary(g: &Gpu, op: BinaryOp, a: &Data, b: &Data, out: &Spec) -> Result<Option<Data>> {
+    if a.dtype != b.dtype {
+        return Ok(None);
+    }
+    let Some(e) = binary_expr(op, a.dtype) else { return Ok(None) };
+    let name = format!("binary_{op:?}_{}_{}", tag(a.dtype), tag(out.1));
+    run(g, &name, &[a, b], &[("a", a.dtype, false), ("b", b.dtype, false)], &store(out.1, &e), out)
+}
+
+/// `where(cond, a, b)`: elements are copied as stored (bit for bit).
+pub(crate) fn select(g: &Gpu, c: &Data, a: &Data, b: &Data, out: &Spec) -> Result<Option<Data>> {
+    if a.dtype != out.1 || b.dtype != out.1 {
+        return Ok(None);
+    }
+    let name = format!("select_{}_{}", tag(c.dtype), tag(out.1));
+    let vars = [("c", c.dtype, false), ("a", a.dtype, true), ("b", b.dtype, true)];
+    run(g, &name, &[c, a, b], &vars, "c ? a : b", out)
+}
+
+/// Value conversion (`astype`); the same dtype is a bit-exact strided copy.
+pub(crate) fn cast(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
+    let name = format!("cast_{}_{}", tag(x.dtype), tag(out.1));
+    if x.dtype == out.1 {
+        return run(g, &name, &[x], &[("x", x.dtype, true)], "x", out);
+    }
+    run(g, &name, &[x], &[("x", x.dtype, false)], &store(out.1, "x"), out)
+}
+
+/// A dense row-major copy of `x` on the GPU (for ops that need contiguous input).
+pub(crate) fn contiguous(g: &Gpu, x: &Data) -> Result<Option<Data>> {
+    if x.is_row_contiguous() {
+        return Ok(Some(x.clone()));
+    }
+    cast(g, x, &(x.shape.clone(), x.dtype))
+}

@@ -1,0 +1,52 @@
+// Shared by every oxmx kernel (prepended by compiler.rs). No CUDA headers are included, so
+// NVRTC needs no include path: half and bfloat16 are 16-bit storage types converted with PTX.
+typedef unsigned short f16_t;
+typedef unsigned short bf16_t;
+typedef unsigned char bool_t;
+
+__device__ __forceinline__ float f16_to_f32(f16_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ f16_t f32_to_f16(float f) {
+    f16_t h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ float bf16_to_f32(bf16_t h) {
+    return __uint_as_float(((unsigned int)h) << 16);
+}
+__device__ __forceinline__ bf16_t f32_to_bf16(float f) {
+    bf16_t h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+#define OXMX_MAX_DIMS 8
+#define OXMX_MAX_INPUTS 3
+
+// Element offsets of up to three inputs for a flat output index: either contiguous (offset +
+// i * step, step 0 for a scalar) or strided over the collapsed output shape.
+struct Index {
+    int ndim;
+    int contiguous;
+    long long shape[OXMX_MAX_DIMS];
+    long long strides[OXMX_MAX_INPUTS][OXMX_MAX_DIMS];
+    long long offset[OXMX_MAX_INPUTS];
+    long long step[OXMX_MAX_INPUTS];
+};
+
+__device__ __forceinline__ long long oxmx_offset(const Index& ix, int k, long long i) {
+    if (ix.contiguous) return ix.offset[k] + i * ix.step[k];
+    long long o = ix.offset[k];
+    for (int d = ix.ndim - 1; d >= 0; --d) {
+        long long c = i % ix.shape[d];
+        i /= ix.shape[d];
+        o += c * ix.strides[k][d];
+    }
+    return o;
+}
+
+#define OXMX_INF_F __int_as_float(0x7f800000)
+#define OXMX_INF_D __longlong_as_double(0x7ff0000000000000LL)

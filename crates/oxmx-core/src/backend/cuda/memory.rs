@@ -1,0 +1,226 @@
+//! Device memory: a size-bucketed cache of freed blocks in front of `cuMemAlloc`, with exact
+//! active / peak / cached accounting per device and a limit. Running out is an `OutOfMemory`
+//! error, never a crash.
+//!
+//! Every use of a block is ordered on the device's one stream (see `device.rs`), so a block
+//! freed by a dropped buffer can be handed to the next kernel at once: the stream runs the
+//! earlier readers first.
+
+use super::device::{cuda_err, gpu, Gpu};
+use crate::error::{Error, ErrorKind, Result};
+use cudarc::driver::result as cu;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// A block of device memory owned by a `Buffer`; returned to the cache when dropped.
+pub struct DeviceBlock {
+    ordinal: usize,
+    ptr: u64,
+    capacity: usize,
+}
+
+impl DeviceBlock {
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+    pub(crate) fn ptr(&self) -> u64 {
+        self.ptr
+    }
+}
+
+impl Drop for DeviceBlock {
+    fn drop(&mut self) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut st = pool(self.ordinal);
+        st.active -= self.capacity;
+        st.cached += self.capacity;
+        st.cache.entry(self.capacity).or_default().push(self.ptr);
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    active: usize,
+    peak: usize,
+    cached: usize,
+    limit: usize,
+    cache: BTreeMap<usize, Vec<u64>>,
+}
+
+fn pools() -> MutexGuard<'static, HashMap<usize, &'static Mutex<Pool>>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, &'static Mutex<Pool>>>> = OnceLock::new();
+    POOLS.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pool(ordinal: usize) -> MutexGuard<'static, Pool> {
+    let mut map = pools();
+    let p: &'static Mutex<Pool> = map.entry(ordinal).or_insert_with(|| {
+        let limit = USER_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+        Box::leak(Box::new(Mutex::new(Pool { limit, ..Pool::default() })))
+    });
+    drop(map);
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The limit `memory::set_memory_limit` set for every GPU (0: the device's default).
+static USER_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every pool in use, for the totals `memory::active_memory` and friends report.
+fn each_pool(mut f: impl FnMut(usize, &mut Pool)) {
+    let list: Vec<(usize, &'static Mutex<Pool>)> = pools().iter().map(|(k, v)| (*k, *v)).collect();
+    for (ordinal, p) in list {
+        f(ordinal, &mut p.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// (active, peak, cached) bytes over all GPUs in use.
+pub(crate) fn totals() -> (usize, usize, usize) {
+    let mut t = (0, 0, 0);
+    each_pool(|_, p| {
+        t.0 += p.active;
+        t.1 += p.peak;
+        t.2 += p.cached;
+    });
+    t
+}
+
+pub(crate) fn reset_peaks() {
+    each_pool(|_, p| p.peak = p.active);
+}
+
+/// `memory::set_memory_limit` for every GPU (those not in use yet get it when they start).
+pub(crate) fn set_all_limits(limit: usize) {
+    USER_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
+    each_pool(|_, p| p.limit = limit);
+}
+
+pub(crate) fn clear_all_caches() {
+    let mut ordinals = Vec::new();
+    each_pool(|o, _| ordinals.push(o));
+    for o in ordinals {
+        let _ = clear_cache(o);
+    }
+}
+
+/// Small blocks round to powers of two (from 256 bytes), large ones to 2 MiB: few distinct
+/// sizes, so freed blocks are found again.
+fn round(bytes: usize) -> usize {
+    const LARGE: usize = 1 << 20;
+    if bytes == 0 {
+        0
+    } else if bytes < LARGE {
+        bytes.next_power_of_two().max(256)
+    } else {
+        bytes.div_ceil(2 << 20) * (2 << 20)
+    }
+}
+
+fn free_cached(g: &Gpu, st: &mut Pool) {
+    let _ = g.synchronize();
+    for (cap, ptrs) in std::mem::take(&mut st.cache) {
+        for p in ptrs {
+            // SAFETY: cached blocks belong to nobody; the stream is idle.
+            unsafe {
+                let _ = cu::free_sync(p);
+            }
+            st.cached -= cap;
+        }
+    }
+}
+
+/// A block of at least `bytes` bytes on GPU `ordinal` (contents undefined).
+pub(crate) fn alloc(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
+    let capacity = round(bytes);
+    if capacity == 0 {
+        return Ok(DeviceBlock { ordinal, ptr: 0, capacity: 0 });
+    }
+    let g = gpu(ordinal)?;
+    let mut st = pool(ordinal);
+    if st.limit == 0 {
+        // Like MLX: a large fraction of the device's memory.
+        st.limit = g.total_mem / 20 * 19;
+    }
+    let hit = st.cache.range_mut(capacity..=capacity.saturating_mul(2)).next().map(|(c, v)| (*c, v.pop()));
+    if let Some((cap, Some(ptr))) = hit {
+        if st.cache.get(&cap).is_some_and(|v| v.is_empty()) {
+            st.cache.remove(&cap);
+        }
+        st.cached -= cap;
+        st.active += cap;
+        st.peak = st.peak.max(st.active);
+        return Ok(DeviceBlock { ordinal, ptr, capacity: cap });
+    }
+    if st.active + capacity > st.limit {
+        return Err(oom(ordinal, capacity, &st));
+    }
+    // SAFETY: plain allocation on the bound context.
+    let ptr = match unsafe { cu::malloc_sync(capacity) } {
+        Ok(p) => p,
+        Err(_) => {
+            // Our own cache may hold the memory: release it and try once more.
+            free_cached(g, &mut st);
+            unsafe { cu::malloc_sync(capacity) }.map_err(|_| oom(ordinal, capacity, &st))?
+        }
+    };
+    st.active += capacity;
+    st.peak = st.peak.max(st.active);
+    Ok(DeviceBlock { ordinal, ptr, capacity })
+}
+
+fn oom(ordinal: usize, capacity: usize, st: &Pool) -> Error {
+    Error::without_location(
+        ErrorKind::OutOfMemory,
+        format!(
+            "[gpu] allocating {capacity} bytes on gpu {ordinal} would exceed its memory ({} bytes active, limit {})",
+            st.active, st.limit
+        ),
+    )
+}
+
+/// Copies host bytes into a new block on GPU `ordinal`.
+pub(crate) fn upload(ordinal: usize, bytes: &[u8]) -> Result<DeviceBlock> {
+    let block = alloc(ordinal, bytes.len())?;
+    if !bytes.is_empty() {
+        let g = gpu(ordinal)?;
+        // SAFETY: the block holds at least `bytes.len()` bytes; a copy from pageable memory
+        // returns once the source has been staged, so `bytes` may go away afterwards.
+        unsafe { cu::memcpy_htod_async(block.ptr, bytes, g.cu_stream()) }.map_err(|e| cuda_err("copying to the device", e))?;
+    }
+    Ok(block)
+}
+
+/// Copies a block's first `dst.len()` bytes to the host, after the work queued before it.
+pub(crate) fn download(block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let g = gpu(block.ordinal)?;
+    // SAFETY: the block holds at least `dst.len()` bytes.
+    unsafe { cu::memcpy_dtoh_async(dst, block.ptr, g.cu_stream()) }.map_err(|e| cuda_err("copying to the host", e))?;
+    g.synchronize()
+}
+
+/// (active, peak, cached) bytes on GPU `ordinal`.
+pub fn memory_stats(ordinal: usize) -> (usize, usize, usize) {
+    let st = pool(ordinal);
+    (st.active, st.peak, st.cached)
+}
+
+/// Sets the limit on active memory of GPU `ordinal`; returns the previous one.
+pub fn set_memory_limit(ordinal: usize, limit: usize) -> Result<usize> {
+    let g = gpu(ordinal)?;
+    let mut st = pool(ordinal);
+    if st.limit == 0 {
+        st.limit = g.total_mem / 20 * 19;
+    }
+    Ok(std::mem::replace(&mut st.limit, limit))
+}
+
+/// Returns the cached blocks of GPU `ordinal` to the driver.
+pub fn clear_cache(ordinal: usize) -> Result<()> {
+    let g = gpu(ordinal)?;
+    free_cached(g, &mut pool(ordinal));
+    Ok(())
+}

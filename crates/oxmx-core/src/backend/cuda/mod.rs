@@ -1,0 +1,102 @@
+//! The CUDA backend (through cudarc: the driver, NVRTC and cuBLAS are loaded at run time, so
+//! builds and CI need no CUDA toolkit).
+//!
+//! A primitive on a GPU stream runs its GPU kernel when this backend has one for its dtypes and
+//! layout; otherwise it runs the CPU kernel on host copies of its inputs and its output stays on
+//! the host until a GPU kernel reads it (each side of a buffer is made once, see
+//! `memory::Buffer`). So every primitive works on the GPU from the start, and `fallbacks()`
+//! shows which ones still run on the CPU. Families mirror `backend/cpu/` file by file.
+
+mod compiler;
+mod device;
+mod elementwise;
+mod matmul;
+mod memory;
+mod reduce;
+
+pub use device::device_count;
+pub(crate) use memory::{clear_all_caches, download, reset_peaks, set_all_limits, totals, upload};
+pub use memory::{clear_cache, memory_stats, set_memory_limit, DeviceBlock};
+
+use crate::error::Result;
+use crate::graph::{Data, Spec};
+use crate::primitives::{CastOp, Primitive, ReduceOp, ShapeOp};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Whether a CUDA device can be used (a driver library that loads and at least one device;
+/// `OXMX_DISABLE_GPU=1` says no).
+pub fn available() -> bool {
+    device_count() > 0
+}
+
+/// Waits for all work queued on GPU `ordinal`.
+pub fn synchronize(ordinal: usize) -> Result<()> {
+    device::gpu(ordinal)?.synchronize()
+}
+
+/// The device's name and compute capability, e.g. `("NVIDIA H200", "sm_90")`.
+pub fn device_info(ordinal: usize) -> Result<(String, String)> {
+    let g = device::gpu(ordinal)?;
+    let name = g.ctx.name().map_err(|e| device::cuda_err("reading the device name", e))?;
+    Ok((name, g.arch.to_string()))
+}
+
+fn fallback_counts() -> &'static Mutex<BTreeMap<String, u64>> {
+    static F: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+    &F
+}
+
+/// Primitives (by name) that ran on the CPU for a GPU stream, with counts.
+pub fn fallbacks() -> BTreeMap<String, u64> {
+    fallback_counts().lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Runs `prim` on GPU `ordinal`.
+pub(crate) fn eval(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
+    let g = device::gpu(ordinal)?;
+    if let Some(out) = gpu_kernel(g, prim, inputs, specs)? {
+        return Ok(out);
+    }
+    *fallback_counts().lock().unwrap_or_else(|p| p.into_inner()).entry(prim.name()).or_insert(0) += 1;
+    for d in inputs.iter() {
+        d.buffer.ensure_host()?;
+    }
+    crate::backend::cpu::eval(prim, inputs, specs)
+}
+
+/// The GPU kernel's outputs, or `None` when there is none for these inputs.
+fn gpu_kernel(g: &device::Gpu, prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Option<Vec<Data>>> {
+    let one = |r: Result<Option<Data>>| r.map(|o| o.map(|d| vec![d]));
+    match prim {
+        Primitive::Unary(op) => one(elementwise::unary(g, *op, &inputs[0], &specs[0])),
+        Primitive::Binary(op) => one(elementwise::binary(g, *op, &inputs[0], &inputs[1], &specs[0])),
+        Primitive::Ternary(_) => one(elementwise::select(g, &inputs[0], &inputs[1], &inputs[2], &specs[0])),
+        Primitive::Cast(CastOp::AsType(_)) => one(elementwise::cast(g, &inputs[0], &specs[0])),
+        Primitive::Matmul(_) => one(matmul::matmul(g, &inputs[0], &inputs[1], &specs[0])),
+        Primitive::Reduce(ReduceOp::Reduce { kind, axes, .. }) => one(reduce::reduce(g, *kind, axes, &inputs[0], &specs[0])),
+        Primitive::Reduce(ReduceOp::Softmax) => one(reduce::softmax(g, &inputs[0], &specs[0])),
+        Primitive::Shape(op) => shape(g, op, inputs, specs),
+        _ => Ok(None),
+    }
+}
+
+/// Views cost nothing on either device: they run the CPU's view code, which touches no bytes.
+/// Ops that need a dense input get a GPU copy first.
+fn shape(g: &device::Gpu, op: &ShapeOp, inputs: &[Data], specs: &[Spec]) -> Result<Option<Vec<Data>>> {
+    match op {
+        ShapeOp::Broadcast(_) | ShapeOp::Transpose(_) | ShapeOp::Slice { .. } | ShapeOp::StopGradient => {
+            crate::backend::cpu::shape::eval(op, inputs, specs).map(Some)
+        }
+        ShapeOp::Reshape(_) | ShapeOp::Copy | ShapeOp::AsStrided { .. } => {
+            if !inputs[0].is_row_contiguous()
+                && !matches!(op, ShapeOp::Reshape(_) if crate::backend::cpu::shape::reshapes_as_view(&inputs[0], specs))
+            {
+                let Some(dense) = elementwise::contiguous(g, &inputs[0])? else { return Ok(None) };
+                return crate::backend::cpu::shape::eval(op, &[dense], specs).map(Some);
+            }
+            crate::backend::cpu::shape::eval(op, inputs, specs).map(Some)
+        }
+        ShapeOp::Concatenate { .. } | ShapeOp::Pad { .. } => Ok(None),
+    }
+}

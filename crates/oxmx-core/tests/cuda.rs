@@ -1,0 +1,325 @@
+//! The CUDA backend against the CPU backend: every GPU kernel (element-wise, casts, select,
+//! matmul, reductions, softmax, views) on fresh random inputs of several shapes, dtypes and
+//! layouts (transposed, sliced, broadcast), primitives without a GPU kernel through the CPU
+//! fallback, memory accounting, migrations and errors. Skips (and says so) without a CUDA device.
+
+use oxmx_core::backend::cuda;
+use oxmx_core::ops::*;
+use oxmx_core::prelude::*;
+use oxmx_core::{random, with_device, Device};
+
+const GPU: Device = Device::Gpu(0);
+
+/// The GPU (tests take turns: memory counters and limits are process-wide), or `None` (and a
+/// message) without one.
+fn gpu() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if cuda::available() {
+        return Some(TURN.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    eprintln!("skipped: no CUDA device (driver library or GPU missing)");
+    None
+}
+
+/// The same function on the GPU and the CPU, evaluated.
+fn both(f: impl Fn() -> Array) -> (Array, Array) {
+    let g = with_device(GPU, &f);
+    let c = with_device(Device::Cpu, &f);
+    g.eval().unwrap();
+    c.eval().unwrap();
+    (g, c)
+}
+
+fn tol(d: Dtype) -> f64 {
+    match d {
+        Dtype::Float16 => 2e-3,
+        Dtype::Bfloat16 => 1.6e-2,
+        Dtype::Float64 => 1e-12,
+        _ => 2e-6,
+    }
+}
+
+/// |g - c| <= tol * (|c| + 1) element-wise, NaNs in the same places.
+fn assert_close(what: &str, g: &Array, c: &Array, tol: f64) {
+    assert_eq!(g.shape(), c.shape(), "{what}: shape");
+    assert_eq!(g.dtype(), c.dtype(), "{what}: dtype");
+    let (gv, cv) = (g.astype(Dtype::Float64).to_vec::<f64>().unwrap(), c.astype(Dtype::Float64).to_vec::<f64>().unwrap());
+    for (i, (a, b)) in gv.iter().zip(&cv).enumerate() {
+        let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol * (b.abs() + 1.0);
+        assert!(ok, "{what}: element {i}: gpu {a} cpu {b}");
+    }
+}
+
+fn rand(shape: &[usize], lo: f64, hi: f64, dt: Dtype, seed: u64) -> Array {
+    let x = random::uniform(lo, hi, shape, Dtype::Float32, Some(&random::key(seed))).astype(dt);
+    x.eval().unwrap();
+    x
+}
+
+/// Layouts of one logical input: dense, transposed view, strided slice, broadcast row.
+fn layouts(dt: Dtype, lo: f64, hi: f64, seed: u64) -> Vec<(&'static str, Array)> {
+    vec![
+        ("0-d", rand(&[], lo, hi, dt, seed)),
+        ("empty", rand(&[0, 3], lo, hi, dt, seed)),
+        ("dense", rand(&[37, 65], lo, hi, dt, seed)),
+        ("transposed", transpose(&rand(&[65, 37], lo, hi, dt, seed), &[1, 0])),
+        ("sliced", slice(&rand(&[74, 65], lo, hi, dt, seed), &[SliceSpec::new(None, None, 2)])),
+        ("broadcast", broadcast_to(&rand(&[1, 65], lo, hi, dt, seed), &[37, 65])),
+    ]
+}
+
+const FLOATS: [Dtype; 4] = [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16, Dtype::Float64];
+
+#[test]
+fn unary_ops_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    type F = fn(&Array) -> Array;
+    let ops: Vec<(&str, F, f64, f64)> = vec![
+        ("exp", exp, -4.0, 4.0),
+        ("log", log, 0.01, 10.0),
+        ("sqrt", sqrt, 0.0, 10.0),
+        ("rsqrt", rsqrt, 0.1, 10.0),
+        ("sin", sin, -6.0, 6.0),
+        ("tanh", tanh, -5.0, 5.0),
+        ("sigmoid", sigmoid, -9.0, 9.0),
+        ("erf", erf, -3.0, 3.0),
+        ("erfinv", erfinv, -0.99, 0.99),
+        ("expm1", expm1, -2.0, 2.0),
+        ("log1p", log1p, -0.9, 3.0),
+        ("arctan", arctan, -9.0, 9.0),
+        ("floor", floor, -9.0, 9.0),
+        ("abs", abs, -9.0, 9.0),
+        ("negative", negative, -9.0, 9.0),
+        ("sign", sign, -2.0, 2.0),
+        ("square", square, -9.0, 9.0),
+        ("isnan", isnan, -1.0, 1.0),
+    ];
+    for dt in FLOATS {
+        for (name, f, lo, hi) in &ops {
+            for (layout, x) in layouts(dt, *lo, *hi, 7) {
+                let (g, c) = both(|| f(&x));
+                assert_close(&format!("{name} {dt:?} {layout}"), &g, &c, tol(dt) * 4.0);
+            }
+        }
+    }
+    // Integers.
+    for dt in [Dtype::Int32, Dtype::Int64, Dtype::Uint8] {
+        let x = rand(&[33, 17], 0.0, 100.0, dt, 3);
+        for (name, f) in [("abs", abs as F), ("negative", negative), ("square", square), ("sign", sign)] {
+            let (g, c) = both(|| f(&x));
+            assert_close(&format!("{name} {dt:?}"), &g, &c, 0.0);
+        }
+    }
+    assert!(cuda::fallbacks().keys().all(|k| !k.contains("Exp")), "exp ran on the CPU: {:?}", cuda::fallbacks());
+}
+
+#[test]
+fn binary_ops_match_the_cpu_with_broadcasting() {
+    let Some(_turn) = gpu() else { return };
+    type F = fn(&Array, &Array) -> Array;
+    let ops: Vec<(&str, F)> = vec![
+        ("add", |a, b| add(a, b)),
+        ("subtract", |a, b| subtract(a, b)),
+        ("multiply", |a, b| multiply(a, b)),
+        ("divide", |a, b| divide(a, b)),
+        ("maximum", |a, b| maximum(a, b)),
+        ("minimum", |a, b| minimum(a, b)),
+        ("power", |a, b| power(&abs(a), b)),
+        ("remainder", |a, b| remainder(a, b)),
+        ("floor_divide", |a, b| floor_divide(a, b)),
+        ("equal", |a, b| equal(a, b)),
+        ("less", |a, b| less(a, b)),
+        ("logaddexp", |a, b| logaddexp(a, b)),
+        ("arctan2", |a, b| arctan2(a, b)),
+    ];
+    for dt in FLOATS {
+        let a = rand(&[4, 1, 33], -3.0, 3.0, dt, 1);
+        let b = rand(&[5, 33], 0.5, 3.0, dt, 2);
+        let bt = transpose(&rand(&[33, 5], 0.5, 3.0, dt, 4), &[1, 0]);
+        for (name, f) in &ops {
+            for (layout, bb) in [("broadcast", &b), ("transposed", &bt)] {
+                let (g, c) = both(|| f(&a, bb));
+                assert_close(&format!("{name} {dt:?} {layout}"), &g, &c, tol(dt) * 4.0);
+            }
+        }
+    }
+    for dt in [Dtype::Int32, Dtype::Int64, Dtype::Uint32, Dtype::Int8] {
+        let a = rand(&[7, 9], 0.0, 100.0, dt, 5);
+        let b = rand(&[9], 1.0, 50.0, dt, 6);
+        for (name, f) in [("add", ops[0].1), ("multiply", ops[2].1), ("maximum", ops[4].1), ("equal", ops[9].1)] {
+            let (g, c) = both(|| f(&a, &b));
+            assert_close(&format!("{name} {dt:?}"), &g, &c, 0.0);
+        }
+        let (g, c) = both(|| bitwise_xor(&a, &b));
+        assert_close(&format!("xor {dt:?}"), &g, &c, 0.0);
+    }
+    // NaN propagates through maximum as on the CPU.
+    let n = Array::from_slice(&[f32::NAN, 1.0, 2.0], &[3]);
+    let m = Array::from_slice(&[0.0f32, f32::NAN, 3.0], &[3]);
+    let (g, c) = both(|| maximum(&n, &m));
+    assert_close("maximum with NaN", &g, &c, 0.0);
+}
+
+#[test]
+fn casts_select_and_copies_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    let all = [
+        Dtype::Bool,
+        Dtype::Uint8,
+        Dtype::Int16,
+        Dtype::Int32,
+        Dtype::Int64,
+        Dtype::Uint32,
+        Dtype::Float16,
+        Dtype::Bfloat16,
+        Dtype::Float32,
+        Dtype::Float64,
+    ];
+    for from in all {
+        for to in all {
+            for (layout, x) in layouts(from, 0.0, 120.0, 9) {
+                let (g, c) = both(|| x.astype(to));
+                assert_close(&format!("astype {from:?} -> {to:?} {layout}"), &g, &c, 0.0);
+            }
+        }
+    }
+    for dt in FLOATS {
+        let cond = greater(&rand(&[6, 40], -1.0, 1.0, Dtype::Float32, 11), &Array::scalar(0.0f32));
+        let (a, b) = (rand(&[6, 40], -1.0, 1.0, dt, 12), rand(&[40], -1.0, 1.0, dt, 13));
+        let (g, c) = both(|| where_(&cond, &a, &b));
+        assert_close(&format!("where {dt:?}"), &g, &c, 0.0);
+        // A reshape of a transposed view needs a dense copy first.
+        let t = transpose(&rand(&[8, 6, 5], -1.0, 1.0, dt, 14), &[2, 0, 1]);
+        let (g, c) = both(|| reshape(&t, &[5, 48]));
+        assert_close(&format!("reshape of a transposed view {dt:?}"), &g, &c, 0.0);
+    }
+}
+
+#[test]
+fn matmul_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in FLOATS {
+        let cases: Vec<(&str, Array, Array)> = vec![
+            ("square", rand(&[64, 64], -1.0, 1.0, dt, 1), rand(&[64, 64], -1.0, 1.0, dt, 2)),
+            ("odd", rand(&[33, 70], -1.0, 1.0, dt, 3), rand(&[70, 5], -1.0, 1.0, dt, 4)),
+            ("vector", rand(&[1, 300], -1.0, 1.0, dt, 5), rand(&[300, 17], -1.0, 1.0, dt, 6)),
+            ("batched", rand(&[3, 2, 9, 31], -1.0, 1.0, dt, 7), rand(&[3, 2, 31, 12], -1.0, 1.0, dt, 8)),
+            ("transposed", transpose(&rand(&[70, 33], -1.0, 1.0, dt, 9), &[1, 0]), transpose(&rand(&[5, 70], -1.0, 1.0, dt, 10), &[1, 0])),
+            ("broadcast batch", rand(&[4, 9, 31], -1.0, 1.0, dt, 11), rand(&[31, 12], -1.0, 1.0, dt, 12)),
+            ("permuted batch", transpose(&rand(&[9, 4, 31], -1.0, 1.0, dt, 13), &[1, 0, 2]), rand(&[4, 31, 6], -1.0, 1.0, dt, 14)),
+            ("empty k", rand(&[3, 0], -1.0, 1.0, dt, 15), rand(&[0, 4], -1.0, 1.0, dt, 16)),
+        ];
+        for (name, a, b) in &cases {
+            let (g, c) = both(|| matmul(a, b));
+            // Sums of k products: the tolerance grows with sqrt(k).
+            let k = a.shape()[a.ndim() - 1].max(1) as f64;
+            assert_close(&format!("matmul {name} {dt:?}"), &g, &c, tol(dt) * k.sqrt() * 4.0);
+        }
+    }
+    assert!(!cuda::fallbacks().contains_key("Matmul"), "matmul fell back: {:?}", cuda::fallbacks());
+}
+
+#[test]
+fn reductions_and_softmax_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in FLOATS {
+        let x = rand(&[6, 7, 300], -2.0, 2.0, dt, 21);
+        let xt = transpose(&rand(&[300, 6, 7], -2.0, 2.0, dt, 22), &[1, 2, 0]);
+        for (layout, x) in [("dense", &x), ("transposed", &xt)] {
+            for axes in [vec![-1isize], vec![-2, -1], vec![0], vec![0, 1, 2]] {
+                let what = |op: &str| format!("{op} {dt:?} {layout} axes {axes:?}");
+                let (g, c) = both(|| sum(x, axes.clone(), false));
+                assert_close(&what("sum"), &g, &c, tol(dt) * 30.0);
+                let (g, c) = both(|| max(x, axes.clone(), true));
+                assert_close(&what("max"), &g, &c, 0.0);
+                let (g, c) = both(|| min(x, axes.clone(), false));
+                assert_close(&what("min"), &g, &c, 0.0);
+                let (g, c) = both(|| any(&greater(x, &Array::scalar(1.9f32).astype(dt)), axes.clone(), false));
+                assert_close(&what("any"), &g, &c, 0.0);
+            }
+            let (g, c) = both(|| softmax(x, -1, false));
+            assert_close(&format!("softmax {dt:?} {layout}"), &g, &c, tol(dt) * 4.0);
+        }
+    }
+    let i = rand(&[5, 1000], -50.0, 50.0, Dtype::Int32, 23);
+    let (g, c) = both(|| sum(&i, -1, false));
+    assert_close("int sum", &g, &c, 0.0);
+    let (g, c) = both(|| prod(&rand(&[4, 20], 0.5, 1.5, Dtype::Float32, 24), -1, false));
+    assert_close("prod", &g, &c, 1e-5);
+}
+
+#[test]
+fn primitives_without_a_gpu_kernel_fall_back_to_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    let x = rand(&[9, 50], -1.0, 1.0, Dtype::Float32, 31);
+    let (g, c) = both(|| sort(&exp(&x), Some(-1)));
+    // exp on the GPU and the CPU may differ in the last bit.
+    assert_close("sort after a GPU exp", &g, &c, 1e-6);
+    let (g, c) = both(|| concatenate(&[x.clone(), exp(&x)], 0));
+    assert_close("concatenate", &g, &c, 1e-6);
+    let f = cuda::fallbacks();
+    assert!(f.keys().any(|k| k.contains("Sort")), "sort should be counted as a fallback: {f:?}");
+    // Gradients through mixed GPU kernels and fallbacks.
+    let loss = |p: Array| sum(&tanh(&matmul(&p, &transpose(&p, &[1, 0]))), None, false);
+    let p = rand(&[6, 8], -1.0, 1.0, Dtype::Float32, 32);
+    let gg = with_device(GPU, || oxmx_core::grad(loss)(p.clone()));
+    let gc = with_device(Device::Cpu, || oxmx_core::grad(loss)(p.clone()));
+    assert_close("grad through the GPU", &gg, &gc, 1e-5);
+}
+
+#[test]
+fn memory_is_accounted_and_migrates_once() {
+    let Some(_turn) = gpu() else { return };
+    let (active0, _, _) = cuda::memory_stats(0);
+    // Made on the host, so that the GPU kernels below must upload it.
+    let x = with_device(Device::Cpu, || rand(&[1 << 20], -1.0, 1.0, Dtype::Float32, 41));
+    let (_, up0) = oxmx_core::memory::migrations();
+    let y = with_device(GPU, || exp(&x));
+    let z = with_device(GPU, || add(&x, &y));
+    oxmx_core::eval(&[&y, &z]).unwrap();
+    let (active1, peak, _) = cuda::memory_stats(0);
+    assert!(active1 >= active0 + 3 * (4 << 20), "x uploaded, y and z made on the GPU: {active0} -> {active1}");
+    assert!(peak >= active1);
+    let (_, up1) = oxmx_core::memory::migrations();
+    assert_eq!(up1 - up0, 1, "x is uploaded once although two kernels read it");
+    // Reading on the host downloads once.
+    let (down0, _) = oxmx_core::memory::migrations();
+    let v = z.to_vec::<f32>().unwrap();
+    let _ = z.to_vec::<f32>().unwrap();
+    assert_eq!(oxmx_core::memory::migrations().0 - down0, 1);
+    let xv = x.to_vec::<f32>().unwrap();
+    assert!((v[5] - (xv[5] + xv[5].exp())).abs() < 1e-5);
+    drop((y, z));
+    // An allocation over the limit is an error, not a crash; the device keeps working.
+    let old = cuda::set_memory_limit(0, 1 << 20).unwrap();
+    let big = with_device(GPU, || exp(&x));
+    let err = big.eval().unwrap_err();
+    assert!(format!("{err}").contains("exceed"), "{err}");
+    cuda::set_memory_limit(0, old).unwrap();
+    let ok = with_device(GPU, || exp(&x));
+    ok.eval().unwrap();
+    cuda::clear_cache(0).unwrap();
+}
+
+#[test]
+fn the_default_device_is_the_gpu() {
+    let Some(_turn) = gpu() else { return };
+    assert_eq!(oxmx_core::default_device(), GPU);
+    let (name, arch) = cuda::device_info(0).unwrap();
+    eprintln!("gpu 0: {name} ({arch}), {} device(s)", cuda::device_count());
+    assert!(arch.starts_with("sm_"));
+    let bad = with_device(Device::Gpu(99), || exp(&Array::scalar(1.0f32)));
+    let err = bad.eval().unwrap_err();
+    assert!(format!("{err}").contains("gpu 99"), "{err}");
+}
+
+#[test]
+fn without_a_gpu_gpu_streams_give_a_clear_error() {
+    if cuda::available() {
+        return;
+    }
+    let x = with_device(GPU, || exp(&Array::scalar(1.0f32)));
+    let err = x.eval().unwrap_err();
+    assert!(format!("{err}").contains("no CUDA device"), "{err}");
+    assert_eq!(oxmx_core::default_device(), Device::Cpu);
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""GPU rows of the benchmark harness: oxmx's CUDA backend against PyTorch on the same GPU, in one run.
+
+Runs `oxmx-bench` (its default device is the GPU when one is present; every row synchronizes the
+device inside the timed region) and the same workloads in PyTorch timed with CUDA events, then
+prints one table with the ratio (PyTorch time / oxmx time: above 1 means oxmx is faster) and the
+device's copy bandwidth (a large device-to-device copy, bytes read + written).
+
+    python3 scripts/bench_gpu.py path/to/oxmx-bench [filter]
+"""
+import json
+import subprocess
+import sys
+
+import torch
+
+ROWS = ["add_16M_f32", "mul_scalar_16M_f32", "exp_16M_f32", "tanh_16M_f32", "sum_4096x4096_axis-1",
+        "softmax_4096x4096", "matmul_1024_float32", "matmul_2048_float32", "matmul_4096_float32",
+        "matmul_4096_bfloat16", "matmul_4096_float16"]
+
+
+def cuda_ms(fn, iters):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def torch_rows():
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    x = torch.rand(1 << 24, device=dev, generator=g) * 2 - 1
+    y = torch.rand(1 << 24, device=dev, generator=g) * 2 - 1
+    m = torch.rand(4096, 4096, device=dev, generator=g) * 2 - 1
+    rows = {
+        "add_16M_f32": lambda: x + y,
+        "mul_scalar_16M_f32": lambda: x * 3.0,
+        "exp_16M_f32": lambda: torch.exp(x),
+        "tanh_16M_f32": lambda: torch.tanh(x),
+        "sum_4096x4096_axis-1": lambda: m.sum(-1),
+        "softmax_4096x4096": lambda: torch.softmax(m, -1),
+    }
+    for n in (1024, 2048, 4096):
+        for dt, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16"), (torch.float16, "float16")):
+            a = (torch.rand(n, n, device=dev, generator=g) * 2 - 1).to(dt)
+            b = (torch.rand(n, n, device=dev, generator=g) * 2 - 1).to(dt)
+            rows[f"matmul_{n}_{name}"] = lambda a=a, b=b: a @ b
+    big = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
+    copy_ms = cuda_ms(lambda: big.clone(), 20)
+    return {k: cuda_ms(f, 20) for k, f in rows.items()}, 2 * (1 << 28) / copy_ms / 1e6
+
+
+def main():
+    binary = sys.argv[1]
+    want = sys.argv[2] if len(sys.argv) > 2 else ""
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 as float32, as oxmx computes it
+    peers, copy_gbps = torch_rows()
+    ours = {}
+    for row in ROWS:
+        if want and want not in row:
+            continue
+        out = subprocess.run([binary, row], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            r = json.loads(line)
+            if r.get("impl") == "oxmx" and r["bench"] == row:
+                ours[row] = r
+    print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {copy_gbps:.0f} GB/s (torch clone of 256 MB)")
+    print("| workload | oxmx ms | oxmx GB/s or TFLOP/s | torch ms | torch / oxmx |")
+    print("|---|---:|---:|---:|---:|")
+    for row, r in ours.items():
+        rate = f"{r['gflops'] / 1e3:.1f} TFLOP/s" if r["gflops"] > 1e3 and row.startswith("matmul") else f"{r['gbps']:.0f} GB/s"
+        t = peers.get(row)
+        print(f"| {row} | {r['ms']:.3f} | {rate} | {t:.3f} | {t / r['ms']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
