@@ -120,7 +120,9 @@ fn solo_path_with_kv_bits_and_max_kv_size() {
             let hs: Vec<_> = (0..3)
                 .map(|i| {
                     let b = b.clone();
-                    s.spawn(move || post(&b, "/v1/completions", &json!({"prompt": format!("Story {i}: once"), "temperature": 0, "max_tokens": 80})).1)
+                    s.spawn(move || {
+                        post(&b, "/v1/completions", &json!({"prompt": format!("Story {i}: once"), "temperature": 0, "max_tokens": 80})).1
+                    })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()

@@ -86,7 +86,11 @@ fn greedy_chat_and_completion_equal_generate() {
     let q = "What is the capital of France?";
     let ids = chat_ids(q);
     let (want, want_ids) = reference(&ids, 40);
-    let (s, r) = post(b, "/v1/chat/completions", &json!({"model": "smollm2", "messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 40}));
+    let (s, r) = post(
+        b,
+        "/v1/chat/completions",
+        &json!({"model": "smollm2", "messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 40}),
+    );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["object"], "chat.completion");
     assert!(r["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -116,7 +120,8 @@ fn greedy_chat_and_completion_equal_generate() {
 #[test]
 fn streaming_is_openai_sse() {
     let Some(b) = base() else { return };
-    let body = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Name two fruits."}], "temperature": 0, "max_tokens": 30});
+    let body =
+        json!({"model": "smollm2", "messages": [{"role": "user", "content": "Name two fruits."}], "temperature": 0, "max_tokens": 30});
     let (_, full) = post(b, "/v1/chat/completions", &body);
     let mut sb = body.clone();
     sb["stream"] = json!(true);
@@ -220,7 +225,8 @@ fn stop_strings_max_tokens_and_n() {
     let nb = json!({"prompt": "My favourite animal is", "n": 3, "temperature": 1.0, "seed": 7, "max_tokens": 12});
     let (s, r1) = post(b, "/v1/completions", &nb);
     assert_eq!(s, 200, "{r1}");
-    let texts = |r: &Value| -> Vec<String> { r["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()).collect() };
+    let texts =
+        |r: &Value| -> Vec<String> { r["choices"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap().to_string()).collect() };
     let idx: Vec<u64> = r1["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
     assert_eq!(idx, vec![0, 1, 2]);
     let (_, r2) = post(b, "/v1/completions", &nb);
@@ -285,7 +291,11 @@ fn bad_inputs_get_statuses_and_the_server_keeps_serving() {
         (json!({"messages": msgs, "stream": "yes"}), 400, "stream"),
         (json!({"messages": msgs, "stream_options": {"include_usage": true}}), 400, "stream_options"),
         (json!({"messages": msgs, "response_format": {"type": "xml"}}), 400, "response_format"),
-        (json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"schema": {"anyOf": []}}}}), 400, "response_format"),
+        (
+            json!({"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {"schema": {"anyOf": []}}}}),
+            400,
+            "response_format",
+        ),
         (json!({"messages": msgs, "tool_choice": "required"}), 400, "tool_choice"),
         (json!({"messages": []}), 400, "messages"),
         (json!({}), 400, "messages"),
@@ -336,14 +346,27 @@ fn concurrent_requests_share_decode_steps_and_match_solo_output() {
     c.engine.prompt_cache_bytes = 0; // every request prefills for itself
     let srv = serve(c);
     let b = srv.url();
-    let prompts = ["Hi", "Write a haiku about the sea and the sky at night.", "What is 2+2?", "List three colors, then three animals, then three cities."];
+    let prompts = [
+        "Hi",
+        "Write a haiku about the sea and the sky at night.",
+        "What is 2+2?",
+        "List three colors, then three animals, then three cities.",
+    ];
     let body = |p: &str| json!({"messages": [{"role": "user", "content": p}], "temperature": 0, "max_tokens": 24});
-    let solo: Vec<String> = prompts.iter().map(|p| post(&b, "/v1/chat/completions", &body(p)).1["choices"][0]["message"]["content"].as_str().unwrap().to_string()).collect();
+    let solo: Vec<String> = prompts
+        .iter()
+        .map(|p| post(&b, "/v1/chat/completions", &body(p)).1["choices"][0]["message"]["content"].as_str().unwrap().to_string())
+        .collect();
     let together: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = prompts.iter().map(|p| {
-            let b = b.clone();
-            s.spawn(move || post(&b, "/v1/chat/completions", &body(p)).1["choices"][0]["message"]["content"].as_str().unwrap().to_string())
-        }).collect();
+        let hs: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let b = b.clone();
+                s.spawn(move || {
+                    post(&b, "/v1/chat/completions", &body(p)).1["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let (_, h) = get(&b, "/health");
@@ -360,9 +383,15 @@ fn a_client_that_disconnects_frees_its_slot() {
     let b = url.as_str();
     let addr = b.trim_start_matches("http://");
     let body = json!({"messages": [{"role": "user", "content": "Tell me a very long story."}], "max_tokens": 4000, "stream": true,
-        "logit_bias": {"0": -100, "1": -100, "2": -100}}).to_string();
+        "logit_bias": {"0": -100, "1": -100, "2": -100}})
+    .to_string();
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
-    write!(sock, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    write!(
+        sock,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut buf = [0u8; 4096];
     let mut got = 0;
     while got < 600 {
@@ -421,4 +450,47 @@ fn forced_tool_call_is_parsed() {
     let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).expect("arguments are a JSON string");
     assert!(args.is_object());
     assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
+    assert!(args.get("city").is_some_and(|c| c.is_string()), "arguments follow the parameter schema: {args}");
+    // "required" with one tool is the same forced call.
+    let (_, r) = post(
+        b,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Weather in Rome?"}], "tools": tools, "tool_choice": "required", "max_tokens": 40}),
+    );
+    let call = &r["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather", "{r}");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+}
+
+#[test]
+fn streaming_n_choices_with_logprobs() {
+    let Some(b) = base() else { return };
+    let body = json!({"messages": [{"role": "user", "content": "Pick a number."}], "n": 2, "temperature": 0.8, "seed": 3,
+        "max_tokens": 10, "logprobs": true, "top_logprobs": 2});
+    let (_, full) = post(b, "/v1/chat/completions", &body);
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["stream_options"] = json!({"include_usage": true});
+    let (_, events) = stream(b, "/v1/chat/completions", &sb);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let mut text = [String::new(), String::new()];
+    let mut lps = [0usize, 0];
+    let mut finishes = [0, 0];
+    for e in &events[..events.len() - 1] {
+        for c in e["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            text[i].push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            lps[i] += c["logprobs"]["content"].as_array().map_or(0, |a| a.len());
+            finishes[i] += usize::from(!c["finish_reason"].is_null());
+        }
+    }
+    assert_eq!(finishes, [1, 1], "one finish_reason per choice");
+    for i in 0..2 {
+        // Seeded sampling: the streamed choices are the non-streamed ones.
+        assert_eq!(text[i], full["choices"][i]["message"]["content"].as_str().unwrap(), "choice {i}");
+        assert_eq!(lps[i], full["choices"][i]["logprobs"]["content"].as_array().unwrap().len(), "choice {i}: one logprob per token");
+    }
+    let usage = &events[events.len() - 2]["usage"];
+    assert_eq!(usage["completion_tokens"], full["usage"]["completion_tokens"]);
 }

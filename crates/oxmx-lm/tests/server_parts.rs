@@ -44,7 +44,9 @@ fn json_schema_keys_types_required_enums() {
     assert!(m.accepts("[{\"ok\": true}, {\"ok\": false}]"));
     assert!(!m.accepts("[{}"));
     // Unsupported or invalid schemas are refused with the reason, not ignored.
-    for bad in [json!({"anyOf": []}), json!({"type": "string"}), json!({"type": ["string", "null"]}), json!({"type": "object", "required": ["x"]})] {
+    for bad in
+        [json!({"anyOf": []}), json!({"type": "string"}), json!({"type": ["string", "null"]}), json!({"type": "object", "required": ["x"]})]
+    {
         let e = JsonMask::schema(&bad).unwrap_err();
         assert!(!e.is_empty());
     }

@@ -96,8 +96,8 @@ pub fn spawn(model: Box<dyn LanguageModel>, tok: Arc<Tokenizer>, cfg: EngineConf
 /// Whether sequences can share one batch buffer (plain growing caches, no window).
 fn batchable(model: &dyn LanguageModel, cfg: &EngineConfig) -> bool {
     let raw = &model.config().raw;
-    let window = raw.get("sliding_window").is_some_and(|w| !w.is_null())
-        && raw.get("use_sliding_window").and_then(|u| u.as_bool()) != Some(false);
+    let window =
+        raw.get("sliding_window").is_some_and(|w| !w.is_null()) && raw.get("use_sliding_window").and_then(|u| u.as_bool()) != Some(false);
     cfg.kv_bits.is_none() && cfg.max_kv_size.is_none() && model.make_cache(None).is_none() && !window
 }
 

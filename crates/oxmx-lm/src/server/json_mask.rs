@@ -25,7 +25,11 @@ const MAX_DEPTH: usize = 32;
 enum Schema {
     Any,
     /// `props` empty and `free`: any keys.
-    Object { props: Vec<(String, usize)>, required: Vec<usize>, free: bool },
+    Object {
+        props: Vec<(String, usize)>,
+        required: Vec<usize>,
+        free: bool,
+    },
     Array(usize),
     Str(Option<Vec<String>>),
     Integer,
@@ -127,10 +131,20 @@ enum Mode {
     /// After `,` in an object: a key.
     Key,
     /// Inside a string; `esc`: 0 plain, 1 after `\`, 2..=5 hex digits of `\u` left + 1.
-    Str { key: bool, esc: u8, schema: usize },
+    Str {
+        key: bool,
+        esc: u8,
+        schema: usize,
+    },
     Colon,
-    Num { s: Num, int_only: bool },
-    Lit { word: &'static str, pos: u8 },
+    Num {
+        s: Num,
+        int_only: bool,
+    },
+    Lit {
+        word: &'static str,
+        pos: u8,
+    },
     /// After a value inside a container: `,` or the closing bracket.
     After,
     Done,
@@ -196,11 +210,7 @@ impl JsonMask {
         let done = self.is_complete();
         let m: Vec<f32> = (0..size as u32)
             .map(|id| {
-                let ok = if eos.contains(&id) {
-                    done
-                } else {
-                    !done && vocab.text(id).is_some_and(|t| self.accepts(t))
-                };
+                let ok = if eos.contains(&id) { done } else { !done && vocab.text(id).is_some_and(|t| self.accepts(t)) };
                 if ok {
                     0.0
                 } else {
@@ -488,4 +498,3 @@ impl JsonMask {
         false
     }
 }
-

@@ -107,9 +107,10 @@ pub fn start(cfg: ServerConfig) -> Result<RunningServer> {
             eos.push(e);
         }
     }
-    let model_id = cfg.model_id.clone().unwrap_or_else(|| {
-        cfg.model_path.file_name().map_or_else(|| "default_model".to_string(), |n| n.to_string_lossy().into_owned())
-    });
+    let model_id = cfg
+        .model_id
+        .clone()
+        .unwrap_or_else(|| cfg.model_path.file_name().map_or_else(|| "default_model".to_string(), |n| n.to_string_lossy().into_owned()));
     let vocab = loaded.config.vocab_size;
     let context = loaded.config.max_position_embeddings;
     let engine_cfg = EngineConfig { eos_token_ids: eos, ..cfg.engine.clone() };

@@ -205,7 +205,9 @@ pub fn common(o: &Map<String, Value>, chat: bool, vocab: usize, d: &Defaults) ->
             if !stream {
                 return Err(ApiError::invalid("stream_options", "'stream_options' is only allowed with 'stream': true"));
             }
-            boolean(so, "include_usage").map_err(|_| ApiError::invalid("stream_options", "'include_usage' must be a bool"))?.unwrap_or(false)
+            boolean(so, "include_usage")
+                .map_err(|_| ApiError::invalid("stream_options", "'include_usage' must be a bool"))?
+                .unwrap_or(false)
         }
         Some(_) => return Err(ApiError::invalid("stream_options", "'stream_options' must be an object")),
     };
@@ -306,7 +308,12 @@ fn template_messages(o: &Map<String, Value>) -> Result<Vec<Value>, ApiError> {
         let role = match role {
             "system" | "user" | "assistant" | "tool" => role,
             "developer" => "system",
-            _ => return Err(ApiError::invalid("messages", format!("messages[{i}].role must be system, developer, user, assistant or tool, got '{role}'"))),
+            _ => {
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("messages[{i}].role must be system, developer, user, assistant or tool, got '{role}'"),
+                ))
+            }
         };
         let mut msg = json!({"role": role, "content": content_text(m, i)?});
         if let Some(Value::Array(calls)) = get(m, "tool_calls") {
@@ -343,6 +350,15 @@ fn tools_system_text(tools: &[Value]) -> String {
     )
 }
 
+/// A call of `name` the server starts: it writes the call's head, the model writes the arguments,
+/// held to the function's parameter schema when the constrained decoder supports it (else to any
+/// JSON object). Returns (constraint, head, tail).
+fn forced_call(tools: &[Value], name: &str) -> (Option<JsonMask>, String, String) {
+    let params = tools.iter().find(|t| t["function"]["name"].as_str() == Some(name)).and_then(|t| t["function"].get("parameters"));
+    let mask = params.and_then(|p| JsonMask::schema(p).ok()).unwrap_or_else(JsonMask::object);
+    (Some(mask), format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": "), "}\n</tool_call>".into())
+}
+
 pub fn chat_prompt(o: &Map<String, Value>, tok: &Tokenizer, d: &Defaults) -> Result<ChatPrompt, ApiError> {
     let mut msgs = template_messages(o)?;
     let tools = match get(o, "tools") {
@@ -350,7 +366,10 @@ pub fn chat_prompt(o: &Map<String, Value>, tok: &Tokenizer, d: &Defaults) -> Res
         Some(Value::Array(t)) => {
             for (i, x) in t.iter().enumerate() {
                 if x.get("function").and_then(|f| f.get("name")).and_then(|n| n.as_str()).is_none() {
-                    return Err(ApiError::invalid("tools", format!("tools[{i}] needs {{\"type\": \"function\", \"function\": {{\"name\", ...}}}}")));
+                    return Err(ApiError::invalid(
+                        "tools",
+                        format!("tools[{i}] needs {{\"type\": \"function\", \"function\": {{\"name\", ...}}}}"),
+                    ));
                 }
             }
             t.clone()
@@ -367,6 +386,12 @@ pub fn chat_prompt(o: &Map<String, Value>, tok: &Tokenizer, d: &Defaults) -> Res
         Some(Value::String(s)) => match s.as_str() {
             "none" => false,
             "auto" => !tools.is_empty(),
+            "required" if tools.len() == 1 => {
+                // One tool: the same as naming it.
+                let name = tools[0]["function"]["name"].as_str().unwrap_or("").to_string();
+                (json, forced, close) = forced_call(&tools, &name);
+                true
+            }
             "required" => {
                 if tools.is_empty() {
                     return Err(ApiError::invalid("tool_choice", "tool_choice 'required' needs 'tools'"));
@@ -380,19 +405,16 @@ pub fn chat_prompt(o: &Map<String, Value>, tok: &Tokenizer, d: &Defaults) -> Res
                 close = "\n</tool_call>".into();
                 true
             }
-            _ => return Err(ApiError::invalid("tool_choice", format!("tool_choice must be none, auto, required or a function, got '{s}'"))),
+            _ => {
+                return Err(ApiError::invalid("tool_choice", format!("tool_choice must be none, auto, required or a function, got '{s}'")))
+            }
         },
         Some(Value::Object(c)) => {
             let name = c.get("function").and_then(|f| f.get("name")).and_then(|n| n.as_str()).unwrap_or("");
             if !tools.iter().any(|t| t["function"]["name"].as_str() == Some(name)) {
                 return Err(ApiError::invalid("tool_choice", format!("tool_choice names '{name}', which is not in 'tools'")));
             }
-            // The server writes the call's head; the model writes the arguments, held to the
-            // function's parameter schema when the constrained decoder supports it.
-            let params = tools.iter().find(|t| t["function"]["name"].as_str() == Some(name)).and_then(|t| t["function"].get("parameters"));
-            json = Some(params.and_then(|p| JsonMask::schema(p).ok()).unwrap_or_else(JsonMask::object));
-            forced = format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": ");
-            close = "}\n</tool_call>".into();
+            (json, forced, close) = forced_call(&tools, name);
             true
         }
         Some(_) => return Err(ApiError::invalid("tool_choice", "tool_choice must be a string or an object")),

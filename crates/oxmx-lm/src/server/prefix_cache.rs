@@ -60,12 +60,8 @@ impl PrefixCache {
     /// The longest stored prefix of `prompt`, at most `max_tokens` long (a request must leave at
     /// least its last token to compute, for the logits of its first reply token).
     pub fn lookup(&mut self, prompt: &[u32], max_tokens: usize) -> Result<Option<Hit>> {
-        let best = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(max_tokens)))
-            .max_by_key(|&(_, n)| n);
+        let best =
+            self.entries.iter().enumerate().map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(max_tokens))).max_by_key(|&(_, n)| n);
         let Some((i, n)) = best.filter(|&(_, n)| n > 0) else { return Ok(None) };
         self.clock += 1;
         let e = &mut self.entries[i];

@@ -43,7 +43,12 @@ impl ReplyParser {
     /// `in_reasoning`: the prompt left a `<think>` open (the template started the reasoning).
     /// `tools`: tool calls are parsed (the request offered tools).
     pub fn new(in_reasoning: bool, tools: bool) -> ReplyParser {
-        ReplyParser { state: if in_reasoning { State::Reasoning } else { State::Normal }, pending: String::new(), tool_text: String::new(), tools }
+        ReplyParser {
+            state: if in_reasoning { State::Reasoning } else { State::Normal },
+            pending: String::new(),
+            tool_text: String::new(),
+            tools,
+        }
     }
 
     fn markers(&self) -> Vec<&'static str> {
@@ -167,4 +172,3 @@ pub fn parse_tool_calls(text: &str) -> Option<Vec<ToolCall>> {
         })
         .collect()
 }
-

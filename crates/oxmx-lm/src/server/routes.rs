@@ -262,10 +262,7 @@ pub fn completion_logprobs(ts: &[TokenLogprob], mut offset: usize) -> Value {
         offsets.push(offset);
         offset += t.token.len();
     }
-    let top: Vec<Value> = ts
-        .iter()
-        .map(|t| Value::Object(t.top.iter().map(|(tok, _, lp)| (tok.clone(), json!(lp))).collect()))
-        .collect();
+    let top: Vec<Value> = ts.iter().map(|t| Value::Object(t.top.iter().map(|(tok, _, lp)| (tok.clone(), json!(lp))).collect())).collect();
     json!({
         "tokens": ts.iter().map(|t| t.token.clone()).collect::<Vec<_>>(),
         "token_logprobs": ts.iter().map(|t| t.logprob).collect::<Vec<_>>(),
@@ -333,7 +330,8 @@ async fn collect(job: Job, mut rx: UnboundedReceiver<(usize, Event)>) -> Result<
                 pieces.extend(p.finish());
                 let (message, has_calls) = message_of(pieces);
                 let finish = if has_calls && finish == "stop" { "tool_calls" } else { finish };
-                let lp = if job.logprobs { json!({"content": ch.logprobs.iter().map(chat_logprob).collect::<Vec<_>>()}) } else { Value::Null };
+                let lp =
+                    if job.logprobs { json!({"content": ch.logprobs.iter().map(chat_logprob).collect::<Vec<_>>()}) } else { Value::Null };
                 json!({"index": i, "message": message, "logprobs": lp, "finish_reason": finish})
             } else {
                 let lp = if job.logprobs { completion_logprobs(&ch.logprobs, 0) } else { Value::Null };

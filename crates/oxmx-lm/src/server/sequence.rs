@@ -64,9 +64,19 @@ impl Finish {
 #[derive(Clone, Debug)]
 pub enum Event {
     /// New text (possibly empty when held back for a stop string) and the token's logprobs.
-    Delta { text: String, logprob: Option<TokenLogprob> },
-    Done { finish: Finish, prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize },
-    Error { message: String },
+    Delta {
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    Done {
+        finish: Finish,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        cached_tokens: usize,
+    },
+    Error {
+        message: String,
+    },
 }
 
 pub struct Sequence<'t> {
@@ -177,12 +187,8 @@ impl<'t> Sequence<'t> {
         };
         let mut ok = self.tx.send((self.index, Event::Delta { text, logprob: lp })).is_ok();
         if let Some(f) = finish {
-            let done = Event::Done {
-                finish: f,
-                prompt_tokens: self.prompt_len,
-                completion_tokens: generated,
-                cached_tokens: self.cached_tokens,
-            };
+            let done =
+                Event::Done { finish: f, prompt_tokens: self.prompt_len, completion_tokens: generated, cached_tokens: self.cached_tokens };
             ok = self.tx.send((self.index, done)).is_ok() && ok;
         }
         Ok(finish.is_some() || !ok)
@@ -213,11 +219,8 @@ impl<'t> Sequence<'t> {
             self.sent = text.len();
             return (out, true);
         }
-        let hold = fresh
-            .char_indices()
-            .map(|(i, _)| i)
-            .find(|&i| self.stop.iter().any(|s| s.starts_with(&fresh[i..])))
-            .unwrap_or(fresh.len());
+        let hold =
+            fresh.char_indices().map(|(i, _)| i).find(|&i| self.stop.iter().any(|s| s.starts_with(&fresh[i..]))).unwrap_or(fresh.len());
         let out = fresh[..hold].to_string();
         self.sent += hold;
         (out, false)
