@@ -67,7 +67,10 @@ fn serve_greedy_chat_equals_generate() {
     let Some(m) = model() else { return };
     let m = m.to_str().unwrap();
     let q = "Give me one tip for learning Rust.";
-    let out = Command::new(env!("CARGO_BIN_EXE_oxmx")).args(["generate", "--model", m, "--temp", "0", "-m", "40", "--json", "-p", q]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oxmx"))
+        .args(["generate", "--model", m, "--temp", "0", "-m", "40", "--json", "-p", q])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let want: Value = serde_json::from_slice(&out.stdout).unwrap();
     let srv = start(&["--model", m, "--model-id", "smollm2"]);

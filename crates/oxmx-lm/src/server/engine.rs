@@ -24,6 +24,7 @@ use crate::models::LanguageModel;
 use crate::tokenizer::Tokenizer;
 use oxmx_core::{eval, memory, ops, Array, Error, Result};
 use std::collections::{BTreeSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -147,11 +148,16 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
             if let Some(r) = waiting.pop_front() {
                 let (tx, index) = (r.tx.clone(), r.index);
                 match Sequence::new(tok, vocab.clone(), &eos, r) {
-                    Ok(seq) => {
-                        if let Some(a) = e.admit(seq) {
-                            active.push(a);
+                    Ok(seq) => match catch_unwind(AssertUnwindSafe(|| e.admit(seq))) {
+                        Ok(Some(a)) => active.push(a),
+                        Ok(None) => {}
+                        Err(p) => {
+                            // The sequence was dropped with the panic; its client sees the error.
+                            let _ =
+                                tx.send((index, super::sequence::Event::Error { message: format!("internal error: {}", panic_text(&p)) }));
+                            e.reset(&mut active);
                         }
-                    }
+                    },
                     Err(err) => {
                         let _ = tx.send((index, super::sequence::Event::Error { message: err.message().to_string() }));
                     }
@@ -165,7 +171,9 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
         stats.active.store(active.len(), Ordering::Relaxed);
         if !active.is_empty() {
             stats.max_batch.fetch_max(active.len(), Ordering::Relaxed);
-            let finished = match e.step(&mut active) {
+            let stepped = catch_unwind(AssertUnwindSafe(|| e.step(&mut active)))
+                .unwrap_or_else(|p| Err(Error::invalid(format!("internal error: {}", panic_text(&p)))));
+            let finished = match stepped {
                 Ok(f) => f,
                 Err(err) => {
                     let msg = format!("generation failed: {}", err.message());
@@ -183,7 +191,25 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
     }
 }
 
+/// A panic's message (a bug, not bad input: the engine keeps serving the other requests).
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
+}
+
 impl<'a> Engine<'a> {
+    /// After a panic mid-admission the batch may hold a partial row: every active request fails
+    /// and the batch starts empty.
+    fn reset(&mut self, active: &mut Vec<Active>) {
+        for a in active.iter() {
+            a.seq.fail("generation failed: the batch was reset after an internal error");
+        }
+        active.clear();
+        for l in &self.layers {
+            let all: Vec<usize> = (0..l.len()).collect();
+            l.remove_rows(&all);
+        }
+    }
+
     fn maybe_quantize(&self, cache: &mut [Box<dyn KvCache>]) -> Result<()> {
         maybe_quantize_kv_cache(cache, self.cfg.kv_bits, self.cfg.kv_group_size, self.cfg.quantized_kv_start)
     }
