@@ -494,3 +494,52 @@ fn streaming_n_choices_with_logprobs() {
     let usage = &events[events.len() - 2]["usage"];
     assert_eq!(usage["completion_tokens"], full["usage"]["completion_tokens"]);
 }
+
+#[test]
+fn a_long_prompt_does_not_freeze_running_streams() {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let Some(path) = model() else { return };
+    let mut c = config(path);
+    c.engine.prompt_cache_bytes = 0;
+    let srv = serve(c);
+    let b = srv.url();
+    let stop = AtomicBool::new(false);
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 2000, "stream": true, "logit_bias": {"0": -100, "1": -100, "2": -100}});
+    let long = format!("{}\nSummary:", (0..240).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" "));
+    let (times, window) = std::thread::scope(|s| {
+        let streamer = s.spawn(|| {
+            let mut resp = agent().post(format!("{b}/v1/completions")).send(body.to_string()).unwrap();
+            let mut times = Vec::new();
+            for line in std::io::BufReader::new(resp.body_mut().as_reader()).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("data: {") {
+                    times.push(Instant::now());
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break; // dropping the response closes the connection
+                }
+            }
+            times
+        });
+        wait_health(&b, |h| h["active_requests"] == 1);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let t0 = Instant::now();
+        let (s1, r) = post(&b, "/v1/completions", &json!({"prompt": long, "max_tokens": 1}));
+        let t1 = Instant::now();
+        assert_eq!(s1, 200, "{r}");
+        assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 2 * 256, "a prompt of several chunks: {r}");
+        stop.store(true, Ordering::Relaxed);
+        (streamer.join().unwrap(), (t0, t1))
+    });
+    // Without interleaving the stream would stall for the whole prefill; with chunks of 256
+    // tokens (four here) its longest silence is about one chunk.
+    let during = times.iter().filter(|&&t| t > window.0 && t < window.1).count();
+    let longest = times.windows(2).filter(|w| w[1] > window.0 && w[0] < window.1).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let prefill = window.1 - window.0;
+    eprintln!("{during} tokens during a {prefill:?} prefill, longest gap {longest:?}");
+    assert!(during >= 2, "the running stream got {during} tokens while the long prompt was prefilled");
+    assert!(longest.as_secs_f64() < 0.7 * prefill.as_secs_f64(), "the stream stalled {longest:?} of {prefill:?}");
+    wait_health(&b, |h| h["active_requests"] == 0);
+}

@@ -1,9 +1,10 @@
 //! The engine thread (DESIGN.md: the server owns one engine thread; HTTP handlers talk to it
 //! through channels). It owns the model and runs continuous batching:
 //!
-//! - each loop admits one waiting request (when a slot is free): its prompt is prefilled alone,
-//!   reusing the longest stored prefix from the shared prompt cache, its first token is sampled,
-//!   and it joins the decode batch;
+//! - one waiting request at a time is prefilled (when a slot is free), reusing the longest stored
+//!   prefix from the shared prompt cache; while other requests decode, its prompt runs in chunks
+//!   of `INTERLEAVED_PREFILL` tokens between their steps, so a long prompt does not freeze them;
+//!   then its first token is sampled and it joins the decode batch;
 //! - then one decode step runs for every active sequence together: one `[B, 1]` forward pass over
 //!   the batch cache ([`BatchLayer`]), then each sequence samples from its own row;
 //! - a sequence leaves the batch when it finishes or when its client has gone (its event
@@ -13,7 +14,6 @@
 //! cache layout or a sliding window) run "solo": each sequence keeps its own cache and the step
 //! runs one forward pass per sequence. Requests still interleave step by step.
 //!
-//! Admitting one request per step keeps running streams flowing while new prompts arrive.
 
 use super::batch_cache::BatchLayer;
 use super::prefix_cache::PrefixCache;
@@ -108,6 +108,25 @@ struct Active<'t> {
     cache: Option<PromptCache>,
 }
 
+/// Tokens per prefill chunk while other requests are decoding.
+const INTERLEAVED_PREFILL: usize = 256;
+
+/// A request whose prompt is being prefilled.
+struct Pending<'t> {
+    seq: Sequence<'t>,
+    cache: PromptCache,
+    prompt: Vec<u32>,
+    /// Prompt tokens in `cache`.
+    done: usize,
+}
+
+enum Progress<'t> {
+    More(Pending<'t>),
+    Joined(Active<'t>),
+    /// Finished at its first token, or failed (its client got the error).
+    Ended,
+}
+
 struct Engine<'a> {
     model: &'a dyn LanguageModel,
     cfg: &'a EngineConfig,
@@ -133,8 +152,10 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
     };
     let mut active: Vec<Active> = Vec::new();
     let mut waiting: VecDeque<EngineRequest> = VecDeque::new();
+    // The request being prefilled (one at a time, in chunks between decode steps).
+    let mut pending: Option<Pending> = None;
     loop {
-        if active.is_empty() && waiting.is_empty() {
+        if active.is_empty() && waiting.is_empty() && pending.is_none() {
             match rx.recv() {
                 Ok(r) => waiting.push_back(r),
                 Err(_) => return, // the server is gone
@@ -144,22 +165,34 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
             waiting.push_back(r);
         }
         waiting.retain(|r| !r.tx.is_closed());
-        if active.len() < cfg.max_concurrency {
+        if pending.is_none() && active.len() < cfg.max_concurrency {
             if let Some(r) = waiting.pop_front() {
                 let (tx, index) = (r.tx.clone(), r.index);
+                let fail = |m: String| {
+                    let _ = tx.send((index, super::sequence::Event::Error { message: m }));
+                };
                 match Sequence::new(tok, vocab.clone(), &eos, r) {
-                    Ok(seq) => match catch_unwind(AssertUnwindSafe(|| e.admit(seq))) {
-                        Ok(Some(a)) => active.push(a),
-                        Ok(None) => {}
-                        Err(p) => {
-                            // The sequence was dropped with the panic; its client sees the error.
-                            let _ =
-                                tx.send((index, super::sequence::Event::Error { message: format!("internal error: {}", panic_text(&p)) }));
-                            e.reset(&mut active);
-                        }
+                    Ok(seq) => match catch_unwind(AssertUnwindSafe(|| e.begin(seq))) {
+                        Ok(p) => pending = p,
+                        Err(p) => fail(format!("internal error: {}", panic_text(&p))),
                     },
-                    Err(err) => {
-                        let _ = tx.send((index, super::sequence::Event::Error { message: err.message().to_string() }));
+                    Err(err) => fail(err.message().to_string()),
+                }
+            }
+        }
+        if let Some(p) = pending.take() {
+            if !p.seq.is_disconnected() {
+                // Alone, a prompt runs in full chunks; with streams running, in short ones so
+                // their tokens keep flowing.
+                let chunk = if active.is_empty() { cfg.prefill_step_size } else { INTERLEAVED_PREFILL.min(cfg.prefill_step_size) };
+                let (tx, index) = (p.seq.sender(), p.seq.index());
+                match catch_unwind(AssertUnwindSafe(|| e.advance(p, chunk))) {
+                    Ok(Progress::More(p)) => pending = Some(p),
+                    Ok(Progress::Joined(a)) => active.push(a),
+                    Ok(Progress::Ended) => {}
+                    Err(p) => {
+                        let _ = tx.send((index, super::sequence::Event::Error { message: format!("internal error: {}", panic_text(&p)) }));
+                        e.reset(&mut active);
                     }
                 }
             }
@@ -168,7 +201,7 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
         let gone: Vec<usize> = (0..active.len()).filter(|&i| active[i].seq.is_disconnected()).collect();
         e.remove(&mut active, &gone);
         stats.waiting.store(waiting.len(), Ordering::Relaxed);
-        stats.active.store(active.len(), Ordering::Relaxed);
+        stats.active.store(active.len() + usize::from(pending.is_some()), Ordering::Relaxed);
         if !active.is_empty() {
             stats.max_batch.fetch_max(active.len(), Ordering::Relaxed);
             let stepped = catch_unwind(AssertUnwindSafe(|| e.step(&mut active)))
@@ -185,7 +218,7 @@ fn run(model: &dyn LanguageModel, tok: &Tokenizer, cfg: &EngineConfig, rx: Recei
             };
             e.remove(&mut active, &finished);
         }
-        stats.active.store(active.len(), Ordering::Relaxed);
+        stats.active.store(active.len() + usize::from(pending.is_some()), Ordering::Relaxed);
         stats.prompt_cache_bytes.store(e.prefix.bytes(), Ordering::Relaxed);
         stats.prompt_cache_entries.store(e.prefix.len(), Ordering::Relaxed);
     }
@@ -214,79 +247,93 @@ impl<'a> Engine<'a> {
         maybe_quantize_kv_cache(cache, self.cfg.kv_bits, self.cfg.kv_group_size, self.cfg.quantized_kv_start)
     }
 
-    /// Prefills `seq`'s prompt, samples its first token and puts it in the batch; `None` when it
-    /// finished at once or failed (its client got the error).
-    fn admit<'t>(&mut self, mut seq: Sequence<'t>) -> Option<Active<'t>> {
-        match self.prefill(&mut seq) {
-            Ok((cache, done)) => {
-                if done {
-                    return None;
-                }
-                if !self.batched {
-                    return Some(Active { seq, cache: Some(cache) });
-                }
-                for (k, (layer, c)) in self.layers.iter().zip(cache.iter()).enumerate() {
-                    let st = c.state();
-                    let n = c.offset() as isize;
-                    let cut = |a: &Array| {
-                        let s = a.shape();
-                        ops::slice_range(a, &[0, 0, 0, 0], &[s[0] as isize, s[1] as isize, n, s[3] as isize])
-                    };
-                    let joined = match st.as_slice() {
-                        [key, val] => layer.push_row(&cut(key), &cut(val)),
-                        _ => Err(Error::invalid("[serve] a prefilled cache without keys and values")),
-                    };
-                    if let Err(e) = joined {
-                        seq.fail(&format!("cannot join the batch: {}", e.message()));
-                        // The layers before this one took the row already: take it back out.
-                        for l in &self.layers[..k] {
-                            l.remove_rows(&[l.len() - 1]);
-                        }
-                        return None;
-                    }
-                }
-                Some(Active { seq, cache: None })
-            }
+    /// Starts a request: its cache, from the longest stored prefix of its prompt when there is
+    /// one. `None` when it failed (its client got the error).
+    fn begin<'t>(&mut self, seq: Sequence<'t>) -> Option<Pending<'t>> {
+        let prompt = seq.prompt().to_vec();
+        if prompt.is_empty() {
+            seq.fail("the prompt has no tokens");
+            return None;
+        }
+        let (cache, cached) = match self.prefix.lookup(&prompt, prompt.len() - 1) {
+            Ok(Some(hit)) => (hit.cache, hit.tokens),
+            Ok(None) => (make_prompt_cache(self.model, self.cfg.max_kv_size), 0),
             Err(e) => {
                 seq.fail(&e.message().to_string());
-                None
+                return None;
+            }
+        };
+        let mut seq = seq;
+        seq.cached_tokens = cached;
+        Some(Pending { seq, cache, prompt, done: cached })
+    }
+
+    /// Runs one prefill chunk of at most `chunk` tokens; once only the last prompt token is
+    /// left, runs it, samples the first token and puts the request in the batch.
+    fn advance<'t>(&mut self, mut p: Pending<'t>, chunk: usize) -> Progress<'t> {
+        let r = (|| -> Result<Option<bool>> {
+            let rest = &p.prompt[p.done..];
+            if rest.len() > 1 {
+                let n = (rest.len() - 1).min(chunk.max(1));
+                let ids: Vec<i32> = rest[..n].iter().map(|&t| t as i32).collect();
+                let _ = self.model.forward(&Array::from_slice(&ids, &[1, n]), Some(&mut p.cache));
+                self.maybe_quantize(&mut p.cache)?;
+                eval_cache(&p.cache)?;
+                memory::clear_cache();
+                p.done += n;
+                return Ok(None);
+            }
+            let last = Array::from_slice(&[rest[0] as i32], &[1, 1]);
+            let logits = self.model.forward(&last, Some(&mut p.cache));
+            self.maybe_quantize(&mut p.cache)?;
+            let v = logits.shape().last().copied().unwrap_or(0);
+            let (next, lp) = p.seq.next_graph(&ops::reshape(&logits, &[1, v as isize]));
+            eval(&[&next, &lp])?;
+            eval_cache(&p.cache)?;
+            self.prefix.insert(&p.prompt, &p.cache);
+            let token = next.to_vec::<u32>()?[0];
+            Ok(Some(p.seq.accept(token, &lp)?))
+        })();
+        match r {
+            Ok(None) => Progress::More(p),
+            Ok(Some(true)) => Progress::Ended,
+            Ok(Some(false)) => match self.join(p.seq, p.cache) {
+                Some(a) => Progress::Joined(a),
+                None => Progress::Ended,
+            },
+            Err(e) => {
+                p.seq.fail(&e.message().to_string());
+                Progress::Ended
             }
         }
     }
 
-    /// Runs the prompt through a fresh (or prefix-cached) cache and takes the first token.
-    /// Returns the cache and whether the sequence is already finished.
-    fn prefill(&mut self, seq: &mut Sequence) -> Result<(PromptCache, bool)> {
-        let prompt = seq.prompt().to_vec();
-        if prompt.is_empty() {
-            return Err(Error::invalid("the prompt has no tokens"));
+    /// Puts a prefilled sequence into the decode batch (or keeps its own cache when solo).
+    fn join<'t>(&mut self, seq: Sequence<'t>, cache: PromptCache) -> Option<Active<'t>> {
+        if !self.batched {
+            return Some(Active { seq, cache: Some(cache) });
         }
-        let (mut cache, cached) = match self.prefix.lookup(&prompt, prompt.len() - 1)? {
-            Some(hit) => (hit.cache, hit.tokens),
-            None => (make_prompt_cache(self.model, self.cfg.max_kv_size), 0),
-        };
-        seq.cached_tokens = cached;
-        let mut rest = &prompt[cached..];
-        while rest.len() > 1 {
-            let n = (rest.len() - 1).min(self.cfg.prefill_step_size);
-            let ids: Vec<i32> = rest[..n].iter().map(|&t| t as i32).collect();
-            let _ = self.model.forward(&Array::from_slice(&ids, &[1, n]), Some(&mut cache));
-            self.maybe_quantize(&mut cache)?;
-            eval_cache(&cache)?;
-            memory::clear_cache();
-            rest = &rest[n..];
+        for (k, (layer, c)) in self.layers.iter().zip(cache.iter()).enumerate() {
+            let st = c.state();
+            let n = c.offset() as isize;
+            let cut = |a: &Array| {
+                let s = a.shape();
+                ops::slice_range(a, &[0, 0, 0, 0], &[s[0] as isize, s[1] as isize, n, s[3] as isize])
+            };
+            let joined = match st.as_slice() {
+                [key, val] => layer.push_row(&cut(key), &cut(val)),
+                _ => Err(Error::invalid("[serve] a prefilled cache without keys and values")),
+            };
+            if let Err(e) = joined {
+                seq.fail(&format!("cannot join the batch: {}", e.message()));
+                // The layers before this one took the row already: take it back out.
+                for l in &self.layers[..k] {
+                    l.remove_rows(&[l.len() - 1]);
+                }
+                return None;
+            }
         }
-        let last = Array::from_slice(&[rest[0] as i32], &[1, 1]);
-        let logits = self.model.forward(&last, Some(&mut cache));
-        self.maybe_quantize(&mut cache)?;
-        let v = logits.shape().last().copied().unwrap_or(0);
-        let (next, lp) = seq.next_graph(&ops::reshape(&logits, &[1, v as isize]));
-        eval(&[&next, &lp])?;
-        eval_cache(&cache)?;
-        self.prefix.insert(&prompt, &cache);
-        let token = next.to_vec::<u32>()?[0];
-        let done = seq.accept(token, &lp)?;
-        Ok((cache, done))
+        Some(Active { seq, cache: None })
     }
 
     /// One decode step for every active sequence; returns the indices that finished.

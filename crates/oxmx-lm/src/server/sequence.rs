@@ -136,6 +136,14 @@ impl<'t> Sequence<'t> {
         self.tx.is_closed()
     }
 
+    pub fn sender(&self) -> UnboundedSender<(usize, Event)> {
+        self.tx.clone()
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn fail(&self, message: &str) {
         let _ = self.tx.send((self.index, Event::Error { message: message.to_string() }));
     }
