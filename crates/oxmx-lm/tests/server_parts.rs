@@ -101,3 +101,24 @@ fn tool_call_lists_unclosed_and_broken_blocks() {
     assert!(parse_tool_calls("{\"arguments\": {}}").is_none(), "a call needs a name");
     assert!(parse_tool_calls("[]").is_none());
 }
+
+#[test]
+fn parsed_reply_becomes_an_openai_message() {
+    use oxmx_lm::server::routes::message_of;
+    let mut p = ReplyParser::new(true, true);
+    let mut pieces = p.push("let me think</think>Calling.<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1]}}</tool_call>");
+    pieces.extend(p.finish());
+    let (m, has_calls) = message_of(pieces);
+    assert!(has_calls);
+    assert_eq!(m["role"], "assistant");
+    assert_eq!(m["reasoning_content"], "let me think");
+    assert_eq!(m["content"], "Calling.");
+    assert_eq!(m["tool_calls"][0]["type"], "function");
+    assert_eq!(m["tool_calls"][0]["function"]["name"], "f");
+    assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"a\":[1]}");
+    assert!(m["tool_calls"][0]["id"].as_str().unwrap().starts_with("call-"));
+    // Only a tool call: content is null, as OpenAI sends it.
+    let (m, _) = message_of(vec![Piece::Tool(ToolCall { name: "g".into(), arguments: "{}".into() })]);
+    assert!(m["content"].is_null());
+    assert!(m.get("reasoning_content").is_none());
+}
