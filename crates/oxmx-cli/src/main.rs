@@ -10,6 +10,7 @@ mod engine;
 mod generate;
 mod perplexity;
 mod resolve;
+mod serve;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Convert a Hugging Face folder or a GGUF file to an MLX folder; quantize or dequantize (mlx_lm.convert).
     Convert(convert::ConvertArgs),
+    /// An OpenAI-compatible HTTP server with continuous batching (mlx_lm.server).
+    Serve(serve::ServeArgs),
 }
 
 /// Model and prompt-building flags shared by the commands.
@@ -169,6 +172,7 @@ fn main() {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run_convert(a),
+        Command::Serve(a) => serve::run(a),
     });
     match r {
         Ok(Ok(())) => {}

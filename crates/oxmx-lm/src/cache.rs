@@ -96,6 +96,12 @@ pub trait KvCache: Send + Sync {
     fn quantization(&self) -> Option<(usize, usize)> {
         None
     }
+    /// For a cache holding sequences of different lengths in one batch (the server's): the start
+    /// position of the `n` new tokens of each row (`[B]` int32, for RoPE) and the attention mask
+    /// for them (`None`: plain causal), asked before the update. `None` for single-layout caches.
+    fn batch_layout(&self, _n: usize) -> Option<(Array, Option<Array>)> {
+        None
+    }
     /// Bytes held by the state arrays.
     fn nbytes(&self) -> usize {
         self.state().iter().map(|a| a.nbytes()).sum()

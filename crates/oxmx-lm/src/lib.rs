@@ -14,6 +14,7 @@ pub mod models;
 pub mod perplexity;
 pub mod prompt_cache;
 pub mod sample;
+pub mod server;
 pub mod tokenizer;
 
 pub use chat::{ChatTemplate, ChatTemplateSource};

@@ -100,9 +100,16 @@ fn window_mask(window: Option<usize>, base: AttentionMask, offset: usize, l: usi
 pub fn attend(spec: &AttnSpec, q: &Array, k: &Array, v: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
     let (b, l) = (q.shape()[0] as isize, q.shape()[2]);
     let offset = cache.as_ref().map_or(0, |c| c.offset());
-    let base = cache_mask(&cache, l);
-    let q = spec.rope.apply(q, offset);
-    let k = spec.rope.apply(k, offset);
+    // A cache of several sequences (the server's batch) gives per-row positions and its own mask.
+    let rows = cache.as_ref().and_then(|c| c.batch_layout(l));
+    let base = match &rows {
+        Some((_, Some(m))) => AttentionMask::Array(m.clone()),
+        Some((_, None)) if l <= 1 => AttentionMask::None,
+        Some((_, None)) => AttentionMask::Causal,
+        None => cache_mask(&cache, l),
+    };
+    let q = spec.rope.apply_rows(q, offset, rows.as_ref().map(|r| &r.0));
+    let k = spec.rope.apply_rows(k, offset, rows.as_ref().map(|r| &r.0));
     let fetched = match cache {
         Some(c) => c.update_and_fetch_kv(&k, v),
         None => FetchedKv::Plain(k, v.clone()),

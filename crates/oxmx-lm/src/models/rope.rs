@@ -135,10 +135,21 @@ impl Rope {
     /// (mlx-lm's `SuScaledRoPE` always uses the long factors, which differs from transformers on
     /// short prompts).
     pub fn apply(&self, x: &Array, offset: usize) -> Array {
+        self.apply_rows(x, offset, None)
+    }
+
+    /// As [`Rope::apply`], with one start position per batch row when `rows` (`[B]` integers) is
+    /// given: the server's batch holds sequences of different lengths. `offset` (the longest
+    /// row) still picks the length-dependent frequencies.
+    pub fn apply_rows(&self, x: &Array, offset: usize, rows: Option<&Array>) -> Array {
         let len = x.shape().get(2).copied().unwrap_or(0);
         let seq = (offset + len) as f64;
         let rope = |x: &Array, base: Option<f64>, scale: f64, freqs: Option<&Array>| {
-            fast::rope(x, self.dims, false, base.map(|b| b as f32), scale as f32, offset, freqs)
+            let off: fast::RopeOffset = match rows {
+                Some(r) => r.into(),
+                None => offset.into(),
+            };
+            fast::rope(x, self.dims, false, base.map(|b| b as f32), scale as f32, off, freqs)
         };
         match &self.freqs {
             Freqs::Base { base, scale } => rope(&self.scaled(x, self.mscale), Some(*base), *scale, None),
