@@ -7,7 +7,9 @@ mod bench;
 mod cache_prompt;
 mod convert;
 mod engine;
+mod fuse;
 mod generate;
+mod lora;
 mod perplexity;
 mod resolve;
 
@@ -36,6 +38,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Convert a Hugging Face folder or a GGUF file to an MLX folder; quantize or dequantize (mlx_lm.convert).
     Convert(convert::ConvertArgs),
+    /// Fine-tune with LoRA, DoRA or fully, and/or report the test loss (mlx_lm.lora).
+    Lora(Box<lora::LoraArgs>),
+    /// Merge adapters into the base model and write an MLX folder (mlx_lm.fuse).
+    Fuse(fuse::FuseArgs),
 }
 
 /// Model and prompt-building flags shared by the commands.
@@ -119,6 +125,9 @@ pub struct GenerateArgs {
     /// Maximum number of tokens to generate.
     #[arg(long, short = 'm', default_value_t = 100)]
     pub max_tokens: usize,
+    /// Trained adapters to apply (a folder with adapters.safetensors and adapter_config.json).
+    #[arg(long)]
+    pub adapter_path: Option<String>,
     /// Print the prompt, separators and speed / peak-memory statistics, as mlx_lm does.
     #[arg(long)]
     pub verbose: bool,
@@ -169,6 +178,8 @@ fn main() {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run_convert(a),
+        Command::Lora(a) => lora::run(*a),
+        Command::Fuse(a) => fuse::run(a),
     });
     match r {
         Ok(Ok(())) => {}
