@@ -7,14 +7,15 @@ mlx-lm's own tuner code (mlx-lm 0.32, mlx CPU):
   block), `dora` (keys q_proj/v_proj, all blocks), `full` (last block), and `qlora` over a 4-bit
   copy of the base (written as an MLX folder `qbase/`). Each folder holds mlx-lm's
   `adapters.safetensors` and `adapter_config.json` and `expected.safetensors` with the adapted
-  model's eval-mode logits for a fixed token batch;
+  model's eval-mode logits for a fixed token batch; `qlora/fused_expected.safetensors` holds the
+  logits of mlx-lm's fuse of the QLoRA adapter (re-quantized to 4 bits);
 * `schedule.json`: the learning rates of mlx-lm's `build_schedule` (cosine decay after a linear
   warm-up) for steps 0..24;
 * `data/`: chat, completions and text jsonl files and, when the SmolLM2 tokenizer is at
   /work/models/smollm2-hf, `data_expected.json` with mlx-lm's (tokens, offset) for each record
   with and without --mask-prompt.
 
-Rerun: python3 scripts/gen_lora_fixtures.py
+Rerun: python3 scripts/gen_lora_fixtures.py  (--only-fused: just qlora/fused_expected)
 """
 import json
 import os
@@ -169,11 +170,31 @@ def data():
     (OUT / "data_expected.json").write_text(json.dumps(expected))
 
 
+
+
+def fused_qlora():
+    """mlx-lm's fuse of the QLoRA adapter, re-quantized (`qlora/fused_expected.safetensors`)."""
+    from mlx.utils import tree_unflatten
+    from mlx_lm.tuner.utils import load_adapters
+
+    model, _ = base_model(OUT / "qbase")
+    load_adapters(model, str(OUT / "qlora"))
+    fused = [(n, m.fuse(dequantize=False)) for n, m in model.named_modules() if hasattr(m, "fuse")]
+    model.update_modules(tree_unflatten(fused))
+    model.eval()
+    logits = model(TOKENS).astype(mx.float32)
+    mx.save_safetensors(str(OUT / "qlora" / "fused_expected.safetensors"), {"tokens": TOKENS, "logits": logits})
+
+
 if __name__ == "__main__":
+    import sys
+
     OUT.mkdir(parents=True, exist_ok=True)
-    make_adapter("lora", "lora", 1, {"rank": 4, "dropout": 0.0, "scale": 10.0})
-    make_adapter("dora", "dora", -1, {"rank": 4, "dropout": 0.0, "scale": 10.0, "keys": ["self_attn.q_proj", "self_attn.v_proj"]})
-    make_adapter("full", "full", 1, None)
-    make_adapter("qlora", "lora", 2, {"rank": 4, "dropout": 0.0, "scale": 10.0}, base=quantized_base())
-    schedule()
-    data()
+    if "--only-fused" not in sys.argv:
+        make_adapter("lora", "lora", 1, {"rank": 4, "dropout": 0.0, "scale": 10.0})
+        make_adapter("dora", "dora", -1, {"rank": 4, "dropout": 0.0, "scale": 10.0, "keys": ["self_attn.q_proj", "self_attn.v_proj"]})
+        make_adapter("full", "full", 1, None)
+        make_adapter("qlora", "lora", 2, {"rank": 4, "dropout": 0.0, "scale": 10.0}, base=quantized_base())
+        schedule()
+        data()
+    fused_qlora()

@@ -265,7 +265,8 @@ pub fn run(a: LoraArgs) -> Result<()> {
             let w = lora::apply::read_adapter_file(Path::new(f))?;
             lora::apply::load_adapter_weights(model.as_dyn_mut(), &w, args.fine_tune_type == "full", f)?;
         }
-        let total = model.num_parameters();
+        // Packed weights count as the values they hold, as mlx-lm counts them.
+        let total = lora::apply::count_parameters(model.as_dyn_mut());
         println!(
             "Trainable parameters: {:.3}% ({:.3}M/{:.3}M)",
             100.0 * trainable as f64 / total.max(1) as f64,

@@ -211,3 +211,22 @@ pub fn load_adapters(model: &mut dyn LanguageModel, dir: &Path) -> Result<Adapte
     load_adapter_weights(model.as_dyn_mut(), &weights, full, &file.display().to_string())?;
     Ok(cfg)
 }
+
+/// The parameter count as mlx-lm's `get_total_parameters` reports it: a quantized layer counts
+/// the values its packed weight holds (`size · 32 / bits`) plus its bias, not the packed words,
+/// scales and biases.
+pub fn count_parameters(model: &mut dyn Module) -> usize {
+    let mut n = 0;
+    model.apply_to_modules(&mut |path, m| {
+        let mut local = BTreeMap::new();
+        m.visit_local_params(path, &mut |p, a| {
+            local.insert(p.rsplit('.').next().unwrap_or(p).to_string(), a.size());
+        });
+        let bits = m.quantizable().and_then(|q| q.quant_spec().map(|s| s.bits)).filter(|b| *b > 0);
+        n += match bits {
+            Some(b) => local.get("weight").map_or(0, |w| w * 32 / b) + local.get("bias").copied().unwrap_or(0),
+            None => local.values().sum(),
+        };
+    });
+    n
+}

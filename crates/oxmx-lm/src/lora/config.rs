@@ -164,8 +164,20 @@ impl TrainArgs {
                 }
             }
         }
-        let args: TrainArgs =
-            serde_json::from_value(Value::Object(merged)).map_err(|e| Error::invalid(format!("[lora] invalid configuration: {e}")))?;
+        let args: TrainArgs = match serde_json::from_value(Value::Object(merged.clone())) {
+            Ok(a) => a,
+            Err(e) => {
+                // serde names the type but not the key: find the key whose value fails alone.
+                let defaults = serde_json::to_value(TrainArgs::default()).unwrap_or(Value::Null);
+                let culprit = merged.iter().find(|(k, v)| {
+                    let mut probe = defaults.clone();
+                    probe[k.as_str()] = (*v).clone();
+                    serde_json::from_value::<TrainArgs>(probe).is_err()
+                });
+                let key = culprit.map_or(String::new(), |(k, _)| format!(" `{k}`"));
+                return Err(Error::invalid(format!("[lora] invalid configuration{key}: {e}")));
+            }
+        };
         args.validate()?;
         Ok(args)
     }
