@@ -53,6 +53,12 @@ impl Engine {
         let cache = make_prompt_cache(loaded.model.as_ref(), max_kv_size);
         Ok(Engine { loaded, cache, max_kv_size })
     }
+    /// Applies trained adapters (`oxmx lora`'s output) and puts the model in eval mode.
+    pub fn load_adapters(&mut self, dir: &Path) -> Result<()> {
+        oxmx_lm::lora::load_adapters(self.loaded.model.as_mut(), dir)?;
+        oxmx_nn::Module::set_eval(self.loaded.model.as_mut());
+        Ok(())
+    }
     /// Replaces the KV cache (a prompt cache loaded from a file); its layer count must match.
     pub fn set_cache(&mut self, cache: PromptCache) -> Result<()> {
         let n = self.loaded.model.num_layers();

@@ -214,6 +214,9 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
         None => prompt_ids(&tok, &a.model, &prompt, a.prefill_response.as_deref())?,
     };
     let mut engine = Engine::load(&path, a.sample.max_kv_size)?;
+    if let Some(dir) = &a.adapter_path {
+        engine.load_adapters(std::path::Path::new(dir))?;
+    }
     if let Some((cache, _)) = cached {
         engine.set_cache(cache)?;
     }

@@ -7,7 +7,9 @@ mod bench;
 mod cache_prompt;
 mod convert;
 mod engine;
+mod fuse;
 mod generate;
+mod lora;
 mod perplexity;
 mod resolve;
 mod serve;
@@ -39,6 +41,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// An OpenAI-compatible HTTP server with continuous batching (mlx_lm.server).
     Serve(serve::ServeArgs),
+    /// Fine-tune with LoRA, DoRA or fully, and/or report the test loss (mlx_lm.lora).
+    Lora(Box<lora::LoraArgs>),
+    /// Merge adapters into the base model and write an MLX folder (mlx_lm.fuse).
+    Fuse(fuse::FuseArgs),
 }
 
 /// Model and prompt-building flags shared by the commands.
@@ -122,6 +128,9 @@ pub struct GenerateArgs {
     /// Maximum number of tokens to generate.
     #[arg(long, short = 'm', default_value_t = 100)]
     pub max_tokens: usize,
+    /// Trained adapters to apply (a folder with adapters.safetensors and adapter_config.json).
+    #[arg(long)]
+    pub adapter_path: Option<String>,
     /// Print the prompt, separators and speed / peak-memory statistics, as mlx_lm does.
     #[arg(long)]
     pub verbose: bool,
@@ -173,6 +182,8 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run_convert(a),
         Command::Serve(a) => serve::run(a),
+        Command::Lora(a) => lora::run(*a),
+        Command::Fuse(a) => fuse::run(a),
     });
     match r {
         Ok(Ok(())) => {}

@@ -71,6 +71,8 @@ pub struct ConvertOptions {
     pub dequantize: bool,
     /// Shard size limit in bytes ([`MAX_SHARD_BYTES`] unless a test wants small shards).
     pub max_shard_bytes: u64,
+    /// Adapters to fuse into the weights first (`oxmx fuse`; see `lora::fuse`).
+    pub adapter_path: Option<PathBuf>,
 }
 
 impl ConvertOptions {
@@ -87,6 +89,7 @@ impl ConvertOptions {
             dtype: None,
             dequantize: false,
             max_shard_bytes: MAX_SHARD_BYTES,
+            adapter_path: None,
         }
     }
 }
@@ -377,6 +380,11 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
     let mut loaded = loader::load(src, &lopts)?;
     let mut cfg = source_config(src, &loaded)?;
     let model: &mut dyn LanguageModel = loaded.model.as_mut();
+    if let Some(dir) = &opts.adapter_path {
+        progress(Progress::Info("Fusing adapters"));
+        crate::lora::load_adapters(model, dir)?;
+        crate::lora::fuse::fuse_model(model.as_dyn_mut(), opts.dequantize)?;
+    }
 
     // The quantization block of the source: config.json's, or for a GGUF file one that names
     // every layer kept quantized (global values: the commonest layer parameters).

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod generate;
 pub mod hub;
 pub mod loader;
+pub mod lora;
 pub mod models;
 pub mod perplexity;
 pub mod prompt_cache;

@@ -39,6 +39,11 @@ pub trait Quantizable {
     /// Packs the weight with `spec`, adds scales (and biases) and freezes them.
     fn quantize_in_place(&mut self, spec: &QuantSpec) -> Result<()>;
     fn quant_spec(&self) -> Option<&QuantSpec>;
+    /// The concrete layer, for code that needs more than quantization (LoRA reaches `Linear`
+    /// through this while walking a model); `None` unless the type opts in.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 fn pack(weight: &oxmx_core::Array, spec: &QuantSpec) -> Result<(oxmx_core::Array, oxmx_core::Array, Option<oxmx_core::Array>)> {
@@ -74,6 +79,9 @@ macro_rules! quantizable {
             }
             fn quant_spec(&self) -> Option<&QuantSpec> {
                 self.quant.as_ref()
+            }
+            fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+                Some(self)
             }
         }
     };

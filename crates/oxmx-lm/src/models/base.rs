@@ -304,7 +304,7 @@ impl<L: Layer> DecoderLM<L> {
         }
         // Through the layer, so a quantized embedding dequantizes just the rows it looks up.
         let h = oxmx_nn::UnaryModule::forward(&self.model.embed_tokens, tokens);
-        let h = run_layers(&self.model.layers, h, cache, |layer, h, c| layer.forward(h, c));
+        let h = run_layers(&self.model.layers, h, cache, crate::lora::checkpoint::layer_forward);
         let h = rms_norm(&self.model.norm, &h);
         match &self.lm_head {
             Some(head) => linear(head, &h),

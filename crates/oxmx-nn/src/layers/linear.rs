@@ -1,6 +1,7 @@
 //! `Linear`, `Identity` and `Embedding`, as in `mlx.nn`. `Linear` and `Embedding` are also
 //! MLX's `QuantizedLinear` / `QuantizedEmbedding`: see `crate::quantize` for the design.
 
+use super::lora::LoraSpec;
 use crate::quantize::QuantSpec;
 use crate::{init, Module, ModuleState, UnaryModule};
 use oxmx_core::{ops, Array, Dtype};
@@ -8,6 +9,8 @@ use oxmx_core::{ops, Array, Dtype};
 /// `y = x W^T + b` with `weight: [output_dims, input_dims]` (PyTorch's and MLX's layout).
 /// Quantized (`quant` set, see `crate::quantize`), `weight` holds the packed `uint32` matrix
 /// and `scales`/`biases` its group parameters, under MLX's `QuantizedLinear` keys.
+/// With an adapter (`lora` set, see `layers/lora.rs`), `lora_a`/`lora_b` (and DoRA's `m`) are
+/// mlx-lm's `LoRALinear`/`DoRALinear` parameters under mlx-lm's adapter keys.
 #[derive(Module, Clone, Debug)]
 #[module(quantizable)]
 pub struct Linear {
@@ -15,8 +18,13 @@ pub struct Linear {
     pub scales: Option<Array>,
     pub biases: Option<Array>,
     pub bias: Option<Array>,
+    pub lora_a: Option<Array>,
+    pub lora_b: Option<Array>,
+    pub m: Option<Array>,
     #[module(skip)]
     pub quant: Option<QuantSpec>,
+    #[module(skip)]
+    pub lora: Option<LoraSpec>,
     pub state: ModuleState,
 }
 
@@ -29,13 +37,28 @@ impl Linear {
             bias: bias.then(|| init::uniform(&[output_dims], Dtype::Float32, -scale, scale)),
             scales: None,
             biases: None,
+            lora_a: None,
+            lora_b: None,
+            m: None,
             quant: None,
+            lora: None,
             state: ModuleState::default(),
         }
     }
 
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Linear {
-        Linear { weight, bias, scales: None, biases: None, quant: None, state: ModuleState::default() }
+        Linear {
+            weight,
+            bias,
+            scales: None,
+            biases: None,
+            lora_a: None,
+            lora_b: None,
+            m: None,
+            quant: None,
+            lora: None,
+            state: ModuleState::default(),
+        }
     }
 
     /// MLX's `QuantizedLinear.from_linear` / `Linear.to_quantized`: a quantized copy.
@@ -54,6 +77,16 @@ fn packed_matmul_t(x: &Array, w: &Array, scales: Option<&Array>, biases: Option<
 
 impl UnaryModule for Linear {
     fn forward(&self, x: &Array) -> Array {
+        match (&self.lora, &self.lora_a, &self.lora_b) {
+            (Some(spec), Some(a), Some(b)) => self.forward_lora(x, spec, a, b),
+            _ => self.forward_base(x),
+        }
+    }
+}
+
+impl Linear {
+    /// The layer without its adapter.
+    pub(crate) fn forward_base(&self, x: &Array) -> Array {
         if let Some(q) = &self.quant {
             let y = packed_matmul_t(x, &self.weight, self.scales.as_ref(), self.biases.as_ref(), q);
             return match &self.bias {

@@ -7,6 +7,7 @@ mod bilinear;
 mod conv;
 mod dropout;
 mod linear;
+mod lora;
 mod norm;
 mod pooling;
 mod positional;
@@ -18,6 +19,7 @@ mod upsample;
 pub use activation::*;
 pub use dropout::{Dropout, Dropout2d, Dropout3d};
 pub use linear::{Embedding, Identity, Linear};
+pub use lora::LoraSpec;
 pub use norm::{layer_norm, rms_norm, LayerNorm, RMSNorm};
 pub use sequential::Sequential;
 #[allow(unused_imports)]

@@ -1,0 +1,143 @@
+//! `oxmx lora` / `oxmx fuse` / `oxmx generate --adapter-path` end to end on the default SmolLM2
+//! GGUF (QLoRA over its 4-bit weights) with the repository's example data; skipped with a note
+//! when the model is absent. Argument errors need no model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn oxmx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oxmx")).args(args).output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "oxmx failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn err(o: &Output) -> String {
+    assert!(!o.status.success(), "expected a failure, got: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("oxmx_cli_lora_{tag}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("OXMX_MODELS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not found");
+        None
+    }
+}
+
+fn data_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lora/data").display().to_string()
+}
+
+#[test]
+fn argument_errors_name_the_problem() {
+    let e = err(&oxmx(&["lora", "--model", "/nonexistent.gguf"]));
+    assert!(e.contains("at least one of --train or --test"), "{e}");
+    let dir = tmpdir("badcfg");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, "batch_size: four\n").unwrap();
+    let e = err(&oxmx(&["lora", "--train", "-c", cfg.to_str().unwrap()]));
+    assert!(e.contains("invalid configuration") && e.contains("batch_size"), "{e}");
+    let e = err(&oxmx(&["fuse", "--export-gguf"]));
+    assert!(e.contains("--export-gguf is not implemented"), "{e}");
+}
+
+#[test]
+fn train_test_generate_and_fuse_on_the_default_model() {
+    let Some(model) = smollm2() else { return };
+    let model = model.to_str().unwrap().to_string();
+    let dir = tmpdir("run");
+    let adapters = dir.join("adapters");
+    let ad = adapters.to_str().unwrap();
+    // YAML sets the rank and 3 iterations; the command line overrides the iterations.
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, "iters: 3\nlora_parameters:\n  rank: 4\n  scale: 20.0\nlearning_rate: 2e-4\n").unwrap();
+    let data = data_dir();
+    let out = ok(&oxmx(&[
+        "lora",
+        "--train",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "-c",
+        cfg.to_str().unwrap(),
+        "--iters",
+        "4",
+        "--batch-size",
+        "2",
+        "--num-layers",
+        "2",
+        "--steps-per-report",
+        "2",
+        "--steps-per-eval",
+        "2",
+        "--val-batches",
+        "1",
+        "--save-every",
+        "2",
+        "--max-seq-length",
+        "128",
+        "--mask-prompt",
+        "--adapter-path",
+        ad,
+    ]));
+    println!("{out}");
+    assert!(out.contains("Trainable parameters: "), "{out}");
+    for line in ["Iter 1: Val loss ", "Iter 2: Train loss ", "Iter 4: Train loss ", "Iter 4: Val loss "] {
+        assert!(out.contains(line), "missing `{line}` in:\n{out}");
+    }
+    assert!(out.contains("Tokens/sec") && out.contains("Peak mem"), "{out}");
+    for f in ["adapters.safetensors", "0000002_adapters.safetensors", "0000004_adapters.safetensors", "adapter_config.json"] {
+        assert!(adapters.join(f).is_file(), "{f} was not written");
+    }
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(adapters.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(c["iters"], 4, "the command line wins over the YAML file");
+    assert_eq!(c["lora_parameters"]["rank"], 4, "the YAML file wins over the defaults");
+    assert_eq!(c["learning_rate"], 2e-4);
+    assert_eq!((c["fine_tune_type"].as_str(), c["num_layers"].as_i64(), c["mask_prompt"].as_bool()), (Some("lora"), Some(2), Some(true)));
+
+    let out = ok(&oxmx(&["lora", "--test", "--model", &model, "--data", &data, "--adapter-path", ad, "--batch-size", "2"]));
+    let line = out.lines().find(|l| l.starts_with("Test loss ")).unwrap_or_else(|| panic!("no test line in:\n{out}"));
+    let loss: f64 = line["Test loss ".len()..].split(',').next().unwrap().parse().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{line}");
+
+    let out = ok(&oxmx(&["generate", "--model", &model, "--adapter-path", ad, "-p", "Who is the mascot of oxmx?", "-m", "4"]));
+    assert!(!out.trim().is_empty());
+
+    // Re-quantized to the base's 4 bits (as mlx-lm's fuse): a working model folder.
+    let fused = dir.join("fused");
+    ok(&oxmx(&["fuse", "--model", &model, "--adapter-path", ad, "--save-path", fused.to_str().unwrap()]));
+    assert!(fused.join("config.json").is_file() && fused.join("tokenizer.json").is_file());
+    let cfg = std::fs::read_to_string(fused.join("config.json")).unwrap();
+    assert!(cfg.contains("\"quantization\""), "a quantized base stays quantized");
+    ok(&oxmx(&["generate", "--model", fused.to_str().unwrap(), "-p", "hi", "-m", "2"]));
+    // Dequantized, the fused weights are the adapted ones: the same greedy tokens.
+    let plain = dir.join("fused_float");
+    ok(&oxmx(&["fuse", "--model", &model, "--adapter-path", ad, "--save-path", plain.to_str().unwrap(), "--dequantize"]));
+    assert!(!std::fs::read_to_string(plain.join("config.json")).unwrap().contains("\"quantization\""));
+    let a = ok(&oxmx(&["generate", "--model", &model, "--adapter-path", ad, "-p", "What is oxmx?", "-m", "8", "--json"]));
+    let b = ok(&oxmx(&["generate", "--model", plain.to_str().unwrap(), "-p", "What is oxmx?", "-m", "8", "--json"]));
+    let tokens = |s: &str| serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["tokens"].clone();
+    println!("adapter: {a}\nfused:   {b}");
+    assert_eq!(tokens(&a), tokens(&b), "the dequantized fused model and base + adapter disagree");
+}
