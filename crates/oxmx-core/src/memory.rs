@@ -236,6 +236,15 @@ impl Buffer {
         self.host.get().expect("host copy was just made")
     }
 
+    /// The device copy on GPU `ordinal` for a kernel that writes it in place (the buffer is that
+    /// kernel's alone): made if missing; the host copy is dropped, as it would go stale.
+    pub(crate) fn device_block_mut(&mut self, ordinal: usize) -> Result<&crate::backend::cuda::DeviceBlock> {
+        assert!(!self.is_mapped(), "mapped buffers are read-only");
+        self.device_block(ordinal)?;
+        self.host.take();
+        Ok(self.device.get().expect("device copy was just made"))
+    }
+
     /// The device copy on GPU `ordinal`, uploading the host bytes on first use.
     pub(crate) fn device_block(&self, ordinal: usize) -> Result<&crate::backend::cuda::DeviceBlock> {
         if let Some(b) = self.device.get() {

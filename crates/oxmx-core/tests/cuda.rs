@@ -6,55 +6,10 @@
 use oxmx_core::backend::cuda;
 use oxmx_core::ops::*;
 use oxmx_core::prelude::*;
-use oxmx_core::{random, with_device, Device};
+use oxmx_core::{with_device, Device};
 
-const GPU: Device = Device::Gpu(0);
-
-/// The GPU (tests take turns: memory counters and limits are process-wide), or `None` (and a
-/// message) without one.
-fn gpu() -> Option<std::sync::MutexGuard<'static, ()>> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    if cuda::available() {
-        return Some(TURN.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-    eprintln!("skipped: no CUDA device (driver library or GPU missing)");
-    None
-}
-
-/// The same function on the GPU and the CPU, evaluated.
-fn both(f: impl Fn() -> Array) -> (Array, Array) {
-    let g = with_device(GPU, &f);
-    let c = with_device(Device::Cpu, &f);
-    g.eval().unwrap();
-    c.eval().unwrap();
-    (g, c)
-}
-
-fn tol(d: Dtype) -> f64 {
-    match d {
-        Dtype::Float16 => 2e-3,
-        Dtype::Bfloat16 => 1.6e-2,
-        Dtype::Float64 => 1e-12,
-        _ => 2e-6,
-    }
-}
-
-/// |g - c| <= tol * (|c| + 1) element-wise, NaNs in the same places.
-fn assert_close(what: &str, g: &Array, c: &Array, tol: f64) {
-    assert_eq!(g.shape(), c.shape(), "{what}: shape");
-    assert_eq!(g.dtype(), c.dtype(), "{what}: dtype");
-    let (gv, cv) = (g.astype(Dtype::Float64).to_vec::<f64>().unwrap(), c.astype(Dtype::Float64).to_vec::<f64>().unwrap());
-    for (i, (a, b)) in gv.iter().zip(&cv).enumerate() {
-        let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol * (b.abs() + 1.0);
-        assert!(ok, "{what}: element {i}: gpu {a} cpu {b}");
-    }
-}
-
-fn rand(shape: &[usize], lo: f64, hi: f64, dt: Dtype, seed: u64) -> Array {
-    let x = random::uniform(lo, hi, shape, Dtype::Float32, Some(&random::key(seed))).astype(dt);
-    x.eval().unwrap();
-    x
-}
+mod common;
+use common::gpu::{assert_close, both, gpu, rand, tol, GPU};
 
 /// Layouts of one logical input: dense, transposed view, strided slice, broadcast row.
 fn layouts(dt: Dtype, lo: f64, hi: f64, seed: u64) -> Vec<(&'static str, Array)> {

@@ -59,19 +59,34 @@ pub fn random_prompts(vocab: usize, batch: usize, len: usize, seed: u64) -> Vec<
     (0..batch).map(|_| (0..len).map(|_| (rng.next_u64() % vocab.max(1) as u64) as u32).collect()).collect()
 }
 
-/// The model for `config` with random weights: normal(0, 0.02) matrices, unit norm weights, zero
-/// biases; quantized with the config's `quantization` block when it has one.
+/// The dtype a checkpoint of `config` stores its weights in (`torch_dtype`, or `dtype` in newer
+/// configs); float32 when it says nothing.
+fn config_dtype(config: &ModelConfig) -> Result<Dtype> {
+    let name = config.raw.get("torch_dtype").or_else(|| config.raw.get("dtype")).and_then(|v| v.as_str());
+    Ok(match name {
+        None | Some("float32") => Dtype::Float32,
+        Some("bfloat16") => Dtype::Bfloat16,
+        Some("float16") => Dtype::Float16,
+        Some(other) => return Err(Error::invalid(format!("[bench] config.json: unsupported torch_dtype \"{other}\""))),
+    })
+}
+
+/// The model for `config` with random weights in the config's `torch_dtype`: normal(0, 0.02)
+/// matrices, unit norm weights, zero biases; quantized with the config's `quantization` block
+/// when it has one.
 pub fn random_weights_model(config: &ModelConfig, seed: u64) -> Result<Box<dyn LanguageModel>> {
     let tied = config.tie_word_embeddings.unwrap_or(false);
     let mut model = build_model(config, tied)?;
+    let dtype = config_dtype(config)?;
     random::seed(seed);
     model.visit_params_mut("", &mut |name: &str, a: &mut Array| {
         let leaf = name.rsplit('.').next().unwrap_or(name);
         let parent = name.rsplit('.').nth(1).unwrap_or("");
         if parent.contains("norm") || leaf == "bias" {
-            return; // RMSNorm weights start at one, biases at zero
+            *a = a.astype(dtype); // RMSNorm weights start at one, biases at zero
+            return;
         }
-        *a = random::normal(a.shape(), Dtype::Float32, 0.0, 0.02, None);
+        *a = random::normal(a.shape(), dtype, 0.0, 0.02, None);
     });
     if let Some(q) = config.quantization.as_ref().and_then(|q| q.default.as_ref()) {
         oxmx_nn::quantize(model.as_dyn_mut(), q.group_size, q.bits, &q.mode, None)?;

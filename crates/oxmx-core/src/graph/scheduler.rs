@@ -117,7 +117,9 @@ pub fn async_eval(outputs: &[&Array]) {
         }
     }
     for (s, ops) in per_stream {
-        let in_pool = !waits_on_other_streams(s, &ops);
+        // A GPU stream's ops only queue kernels: the stream's own thread launches them (a hop
+        // to a pool thread would add a wake-up per eval and buy nothing).
+        let in_pool = !s.device.is_gpu() && !waits_on_other_streams(s, &ops);
         submit(s, Task::Run(ops, in_pool));
     }
 }

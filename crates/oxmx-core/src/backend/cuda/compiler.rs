@@ -9,10 +9,31 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::path::PathBuf;
 
 /// Helpers every kernel source starts with (half / bfloat16 conversions, index arithmetic).
-const COMMON: &str = include_str!("kernels/common.cuh");
+const COMMON: Family = Family { file: "common.cuh", text: include_str!("kernels/common.cuh") };
+
+/// A kernel source file of `kernels/`, built into the binary. With `OXMX_CUDA_KERNELS_DIR` set
+/// (kernel development), the file of that name in that folder is read instead, so a kernel can
+/// be changed and rerun without rebuilding the crate (the on-disk PTX cache is keyed by the
+/// source, so the change is compiled).
+#[derive(Clone, Copy)]
+pub(crate) struct Family {
+    pub file: &'static str,
+    pub text: &'static str,
+}
+
+impl Family {
+    fn source(&self) -> std::borrow::Cow<'static, str> {
+        if let Some(dir) = std::env::var_os("OXMX_CUDA_KERNELS_DIR") {
+            if let Ok(t) = std::fs::read_to_string(PathBuf::from(dir).join(self.file)) {
+                return t.into();
+            }
+        }
+        self.text.into()
+    }
+}
 
 /// FNV-1a: a stable hash for cache file names (std's hasher may change between releases).
-fn fnv(parts: &[&str]) -> u64 {
+pub(crate) fn fnv(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for p in parts {
         for b in p.bytes().chain([0xff]) {
@@ -36,18 +57,25 @@ fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// The kernel `name` from `body` (COMMON is prepended), compiled once per device.
-pub(crate) fn function(g: &Gpu, name: &str, body: &str) -> Result<CudaFunction> {
-    let key = format!("{name}:{:016x}", fnv(&[body]));
-    if let Some(f) = g.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+/// The kernel `name`, compiled once per device from the source `body()` makes (COMMON is
+/// prepended). `name` must determine the source (callers encode every parameter in it): the
+/// source is only generated on a cache miss, which keeps a launch's host cost to a map lookup.
+pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Result<CudaFunction> {
+    if let Some(f) = g.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
         return Ok(f.clone());
     }
-    let src = format!("{COMMON}\n{body}");
+    let src = format!("{}\n{}", COMMON.source(), body());
     let ptx = ptx_for(g, name, &src)?;
     let module = g.ctx.load_module(ptx).map_err(|e| cuda_err(&format!("loading kernel {name}"), e))?;
     let f = module.load_function(name).map_err(|e| cuda_err(&format!("finding kernel {name}"), e))?;
-    g.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(key, f.clone());
+    g.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), f.clone());
     Ok(f)
+}
+
+/// The kernel `name` from a templated family source (`kernels/*.cu`) and the one-line call
+/// that instantiates it: `extern "C" __global__ void name(params) { call; }`.
+pub(crate) fn template_function(g: &Gpu, family: Family, name: &str, params: &str, call: &str) -> Result<CudaFunction> {
+    function(g, name, || format!("{}\nextern \"C\" __global__ void {name}({params}) {{ {call}; }}\n", family.source()))
 }
 
 fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
@@ -81,19 +109,46 @@ fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
 pub(crate) fn launch(g: &Gpu, f: &CudaFunction, n: usize, params: &mut [*mut std::ffi::c_void]) -> Result<()> {
     const THREADS: usize = 256;
     let blocks = n.div_ceil(THREADS).clamp(1, g.sm_count as usize * 32);
-    launch_grid(g, f, blocks as u32, THREADS as u32, 0, params)
+    launch_grid(g, f, (blocks as u32, 1), THREADS as u32, 0, params)
 }
 
 pub(crate) fn launch_grid(
     g: &Gpu,
     f: &CudaFunction,
-    blocks: u32,
+    blocks: (u32, u32),
     threads: u32,
     shared: u32,
     params: &mut [*mut std::ffi::c_void],
 ) -> Result<()> {
     // SAFETY: the callers pass parameter lists that match their kernels' signatures, with
     // device pointers to blocks that stay alive while the stream uses them.
-    unsafe { cudarc::driver::result::launch_kernel(f.cu_function(), (blocks, 1, 1), (threads, 1, 1), shared, g.cu_stream(), params) }
-        .map_err(|e| cuda_err("launching a kernel", e))
+    unsafe {
+        cudarc::driver::result::launch_kernel(f.cu_function(), (blocks.0, blocks.1, 1), (threads, 1, 1), shared, g.cu_stream(), params)
+    }
+    .map_err(|e| cuda_err("launching a kernel", e))
+}
+
+/// Kernel arguments by value, in order (the driver copies each from its pointer at launch).
+#[derive(Default)]
+pub(crate) struct Args(Vec<Box<[u8]>>);
+
+impl Args {
+    pub fn new() -> Args {
+        Args::default()
+    }
+
+    /// Appends `v` (a plain value whose layout matches the kernel parameter: integers, floats,
+    /// device pointers as u64, `#[repr(C)]` structs).
+    pub fn arg<T: Copy + 'static>(mut self, v: T) -> Args {
+        // SAFETY: reads the bytes of a Copy value that lives for the call.
+        let bytes = unsafe { std::slice::from_raw_parts(&v as *const T as *const u8, std::mem::size_of::<T>()) };
+        self.0.push(bytes.to_vec().into_boxed_slice());
+        self
+    }
+
+    /// Launches `f` with these arguments.
+    pub fn launch(mut self, g: &Gpu, f: &CudaFunction, blocks: (u32, u32), threads: u32) -> Result<()> {
+        let mut ptrs: Vec<*mut std::ffi::c_void> = self.0.iter_mut().map(|b| b.as_mut_ptr() as *mut std::ffi::c_void).collect();
+        launch_grid(g, f, blocks, threads, 0, &mut ptrs)
+    }
 }

@@ -97,7 +97,7 @@ fn m(c: &str, name: &str) -> String {
 }
 
 /// The expression of a unary op on `x` of input dtype `d`, or `None` without a GPU kernel.
-fn unary_expr(op: UnaryOp, d: Dtype) -> Option<String> {
+pub(crate) fn unary_expr(op: UnaryOp, d: Dtype) -> Option<String> {
     use UnaryOp::*;
     let c = compute(d);
     if is_float(d) {
@@ -163,7 +163,7 @@ fn unary_expr(op: UnaryOp, d: Dtype) -> Option<String> {
 }
 
 /// The expression of a binary op on `a`, `b` (both of dtype `d`), or `None`.
-fn binary_expr(op: BinaryOp, d: Dtype) -> Option<String> {
+pub(crate) fn binary_expr(op: BinaryOp, d: Dtype) -> Option<String> {
     use BinaryOp::*;
     let c = compute(d);
     let cmp = |s: &str| Some(format!("a {s} b"));
@@ -224,17 +224,22 @@ fn binary_expr(op: BinaryOp, d: Dtype) -> Option<String> {
 }
 
 /// Broadcast strides of `d` at the output `shape` (zero along broadcast and size-1 axes).
-fn strides_at(d: &Data, shape: &[usize]) -> Vec<isize> {
+pub(crate) fn strides_at(d: &Data, shape: &[usize]) -> Vec<isize> {
     let lead = shape.len() - d.ndim();
     (0..shape.len()).map(|ax| if ax < lead || d.shape[ax - lead] == 1 { 0 } else { d.strides[ax - lead] }).collect()
 }
 
 /// The `Index` for `inputs` read at the output `shape`, or `None` past `MAX_DIMS`.
 fn index(inputs: &[&Data], shape: &[usize]) -> Option<Index> {
-    let st: Vec<Vec<isize>> = inputs.iter().map(|d| strides_at(d, shape)).collect();
-    let refs: Vec<&[isize]> = st.iter().map(|s| s.as_slice()).collect();
+    let parts: Vec<(isize, Vec<isize>)> = inputs.iter().map(|d| (d.offset, strides_at(d, shape))).collect();
+    index_raw(shape, &parts)
+}
+
+/// The `Index` over `shape` for operands given as (element offset, strides).
+fn index_raw(shape: &[usize], parts: &[(isize, Vec<isize>)]) -> Option<Index> {
+    let refs: Vec<&[isize]> = parts.iter().map(|p| p.1.as_slice()).collect();
     let (cshape, cstrides) = collapse(shape, &refs);
-    if cshape.len() > MAX_DIMS {
+    if cshape.len() > MAX_DIMS || parts.len() > MAX_INPUTS {
         return None;
     }
     let mut ix = Index {
@@ -248,14 +253,53 @@ fn index(inputs: &[&Data], shape: &[usize]) -> Option<Index> {
     for (i, &s) in cshape.iter().enumerate() {
         ix.shape[i] = s as i64;
     }
-    for (k, d) in inputs.iter().enumerate() {
-        ix.offset[k] = d.offset as i64;
+    for (k, (off, _)) in parts.iter().enumerate() {
+        ix.offset[k] = *off as i64;
         for (i, &s) in cstrides[k].iter().enumerate() {
             ix.strides[k][i] = s as i64;
         }
         ix.step[k] = cstrides[k].first().copied().unwrap_or(0) as i64;
     }
     Some(ix)
+}
+
+/// The unsigned C type of an element of `bytes` bytes (raw copies move bits, any dtype).
+fn raw_type(bytes: usize) -> Option<&'static str> {
+    Some(match bytes {
+        1 => "unsigned char",
+        2 => "unsigned short",
+        4 => "unsigned int",
+        8 => "unsigned long long",
+        _ => return None,
+    })
+}
+
+/// Copies every element of `src` (any layout) into the device memory at `dst` (the base of a
+/// buffer of `src`'s dtype) at element offset `dst_off` with `dst_strides`; `false` when the
+/// layout has too many dimensions for the kernel.
+pub(crate) fn copy_into(g: &Gpu, src: &Data, dst: u64, dst_strides: &[isize], dst_off: isize) -> Result<bool> {
+    let Some(t) = raw_type(src.dtype.size()) else { return Ok(false) };
+    let n = src.size();
+    let Some(ix) = index_raw(&src.shape, &[(src.offset, src.strides.clone()), (dst_off, dst_strides.to_vec())]) else { return Ok(false) };
+    if n == 0 {
+        return Ok(true);
+    }
+    let name = format!("copy_into_{}", src.dtype.size());
+    let f = function(g, &name, || {
+        format!(
+            "extern \"C\" __global__ void {name}({t}* __restrict__ out, const {t}* __restrict__ in0, long long n, Index ix) {{\n\
+             for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)\n\
+             out[oxmx_offset(ix, 1, i)] = in0[oxmx_offset(ix, 0, i)];\n}}\n"
+        )
+    })?;
+    let mut out_ptr = dst;
+    let mut in_ptr = src.buffer.device_block(g.ordinal)?.ptr();
+    let mut n64 = n as i64;
+    let mut ix = ix;
+    let mut params: Vec<*mut c_void> =
+        vec![&mut out_ptr as *mut u64 as _, &mut in_ptr as *mut u64 as _, &mut n64 as *mut i64 as _, &mut ix as *mut Index as _];
+    launch(g, &f, n, &mut params)?;
+    Ok(true)
 }
 
 /// Generates, compiles (once) and runs `out[i] = expr(in0[..], in1[..], ...)`. `loads` are
@@ -271,25 +315,27 @@ fn run(g: &Gpu, name: &str, inputs: &[&Data], vars: &[(&str, Dtype, bool)], expr
         }
     }
     let Some(ix) = index(inputs, shape) else { return Ok(None) };
-    let params: String = ins.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ in{k}, ")).collect();
-    let decls: String = vars
-        .iter()
-        .enumerate()
-        .map(|(k, (v, d, raw))| {
-            let elem = format!("in{k}[oxmx_offset(ix, {k}, i)]");
-            if *raw {
-                format!("{} {v} = {elem};\n", storage(*d).unwrap_or("float"))
-            } else {
-                format!("{} {v} = {};\n", compute(*d), load(*d, &elem))
-            }
-        })
-        .collect();
-    let body = format!(
-        "extern \"C\" __global__ void {name}({ot}* __restrict__ out, {params}long long n, Index ix) {{\n\
+    let body = || {
+        let params: String = ins.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ in{k}, ")).collect();
+        let decls: String = vars
+            .iter()
+            .enumerate()
+            .map(|(k, (v, d, raw))| {
+                let elem = format!("in{k}[oxmx_offset(ix, {k}, i)]");
+                if *raw {
+                    format!("{} {v} = {elem};\n", storage(*d).unwrap_or("float"))
+                } else {
+                    format!("{} {v} = {};\n", compute(*d), load(*d, &elem))
+                }
+            })
+            .collect();
+        format!(
+            "extern \"C\" __global__ void {name}({ot}* __restrict__ out, {params}long long n, Index ix) {{\n\
          for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {{\n\
          {decls}out[i] = {expr};\n}}\n}}\n"
-    );
-    let f = function(g, name, &body)?;
+        )
+    };
+    let f = function(g, name, body)?;
     let n = size_of(shape);
     let block = alloc(g.ordinal, n * odt.size())?;
     if n > 0 {

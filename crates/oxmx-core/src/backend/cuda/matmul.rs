@@ -78,8 +78,17 @@ fn types(d: Dtype) -> Option<(bsys::cudaDataType, bsys::cublasComputeType_t)> {
 }
 
 pub(crate) fn matmul(g: &Gpu, a: &Data, b: &Data, out: &Spec) -> Result<Option<Data>> {
+    gemm(g, a, b, &out.0, out.1, 1.0)
+}
+
+/// `alpha · a @ b` of `shape` as `odt`: the operands' dtype, or float32 for half-precision
+/// operands (attention scores). `None` for dtypes cuBLAS does not take.
+pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alpha: f32) -> Result<Option<Data>> {
     let Some((dtype, compute)) = types(a.dtype) else { return Ok(None) };
-    let (shape, odt) = out;
+    let Some((otype, _)) = types(odt) else { return Ok(None) };
+    if b.dtype != a.dtype || !(odt == a.dtype || (odt == Dtype::Float32 && a.dtype != Dtype::Float64)) {
+        return Ok(None);
+    }
     let nd = shape.len();
     let (m, n, k) = (shape[nd - 2], shape[nd - 1], a.shape[nd - 1]);
     let batch: usize = shape[..nd - 2].iter().product();
@@ -102,12 +111,12 @@ pub(crate) fn matmul(g: &Gpu, a: &Data, b: &Data, out: &Spec) -> Result<Option<D
             (&b_dense, layout(&b_dense).expect("dense layout"))
         }
     };
-    let esize = odt.size();
+    let (esize, isize_) = (odt.size(), a.dtype.size());
     let total = size_of(shape);
     let block = alloc(g.ordinal, total * esize)?;
     if total > 0 {
-        let ap = a.buffer.device_block(g.ordinal)?.ptr() + (a.offset as u64) * esize as u64;
-        let bp = b.buffer.device_block(g.ordinal)?.ptr() + (b.offset as u64) * esize as u64;
+        let ap = a.buffer.device_block(g.ordinal)?.ptr() + (a.offset as u64) * isize_ as u64;
+        let bp = b.buffer.device_block(g.ordinal)?.ptr() + (b.offset as u64) * isize_ as u64;
         let mut handle = g.blas.lock().unwrap_or_else(|p| p.into_inner());
         if handle.is_none() {
             let h = blas::create_handle().map_err(|e| cuda_err("creating the cuBLAS handle", e))?;
@@ -124,9 +133,9 @@ pub(crate) fn matmul(g: &Gpu, a: &Data, b: &Data, out: &Spec) -> Result<Option<D
         }
         let h = handle.as_ref().expect("handle was just made").0;
         let op = |t: bool| if t { bsys::cublasOperation_t::CUBLAS_OP_T } else { bsys::cublasOperation_t::CUBLAS_OP_N };
-        let (alpha_f, beta_f) = (1.0f32, 0.0f32);
-        let (alpha_d, beta_d) = (1.0f64, 0.0f64);
-        let (alpha, beta): (*const c_void, *const c_void) = if *odt == Dtype::Float64 {
+        let (alpha_f, beta_f) = (alpha, 0.0f32);
+        let (alpha_d, beta_d) = (alpha as f64, 0.0f64);
+        let (alpha, beta): (*const c_void, *const c_void) = if odt == Dtype::Float64 {
             (&alpha_d as *const f64 as _, &beta_d as *const f64 as _)
         } else {
             (&alpha_f as *const f32 as _, &beta_f as *const f32 as _)
@@ -153,7 +162,7 @@ pub(crate) fn matmul(g: &Gpu, a: &Data, b: &Data, out: &Spec) -> Result<Option<D
                 la.batch_stride,
                 beta,
                 block.ptr() as *mut c_void,
-                dtype,
+                otype,
                 n as i32,
                 (m * n) as i64,
                 batch as i32,
@@ -163,5 +172,5 @@ pub(crate) fn matmul(g: &Gpu, a: &Data, b: &Data, out: &Spec) -> Result<Option<D
         }
         .map_err(|e| cuda_err("cuBLAS gemm", e))?;
     }
-    Ok(Some(Data::dense(Buffer::on_device(block, total * esize), shape.clone(), *odt)))
+    Ok(Some(Data::dense(Buffer::on_device(block, total * esize), shape.to_vec(), odt)))
 }

@@ -10,8 +10,12 @@
 mod compiler;
 mod device;
 mod elementwise;
+mod fast;
+mod fused;
+mod index;
 mod matmul;
 mod memory;
+mod quantized;
 mod reduce;
 
 pub use device::device_count;
@@ -55,7 +59,7 @@ pub fn fallbacks() -> BTreeMap<String, u64> {
 /// Runs `prim` on GPU `ordinal`.
 pub(crate) fn eval(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
     let g = device::gpu(ordinal)?;
-    if let Some(out) = gpu_kernel(g, prim, inputs, specs)? {
+    if let Some(out) = gpu_kernel(g, prim, &mut *inputs, specs)? {
         return Ok(out);
     }
     *fallback_counts().lock().unwrap_or_else(|p| p.into_inner()).entry(prim.name()).or_insert(0) += 1;
@@ -66,7 +70,7 @@ pub(crate) fn eval(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs:
 }
 
 /// The GPU kernel's outputs, or `None` when there is none for these inputs.
-fn gpu_kernel(g: &device::Gpu, prim: &Primitive, inputs: &[Data], specs: &[Spec]) -> Result<Option<Vec<Data>>> {
+fn gpu_kernel(g: &device::Gpu, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Option<Vec<Data>>> {
     let one = |r: Result<Option<Data>>| r.map(|o| o.map(|d| vec![d]));
     match prim {
         Primitive::Unary(op) => one(elementwise::unary(g, *op, &inputs[0], &specs[0])),
@@ -76,7 +80,14 @@ fn gpu_kernel(g: &device::Gpu, prim: &Primitive, inputs: &[Data], specs: &[Spec]
         Primitive::Matmul(_) => one(matmul::matmul(g, &inputs[0], &inputs[1], &specs[0])),
         Primitive::Reduce(ReduceOp::Reduce { kind, axes, .. }) => one(reduce::reduce(g, *kind, axes, &inputs[0], &specs[0])),
         Primitive::Reduce(ReduceOp::Softmax) => one(reduce::softmax(g, &inputs[0], &specs[0])),
+        Primitive::Reduce(ReduceOp::LogSumExp) => one(reduce::logsumexp(g, &inputs[0], &specs[0])),
+        Primitive::Reduce(ReduceOp::ArgMax { axis }) => one(reduce::arg_reduce(g, *axis, true, &inputs[0], &specs[0])),
+        Primitive::Reduce(ReduceOp::ArgMin { axis }) => one(reduce::arg_reduce(g, *axis, false, &inputs[0], &specs[0])),
         Primitive::Shape(op) => shape(g, op, inputs, specs),
+        Primitive::Fast(op) => fast::eval(g, op, inputs, specs),
+        Primitive::Quantized(op) => quantized::eval(g, op, inputs, specs),
+        Primitive::Index(op) => index::eval(g, op, inputs, specs),
+        Primitive::Fused(op) => fused::eval(g, op, inputs, specs),
         _ => Ok(None),
     }
 }
@@ -97,6 +108,6 @@ fn shape(g: &device::Gpu, op: &ShapeOp, inputs: &[Data], specs: &[Spec]) -> Resu
             }
             crate::backend::cpu::shape::eval(op, inputs, specs).map(Some)
         }
-        ShapeOp::Concatenate { .. } | ShapeOp::Pad { .. } => Ok(None),
+        ShapeOp::Concatenate { .. } | ShapeOp::Pad { .. } => index::assemble(g, op, inputs, &specs[0]),
     }
 }

@@ -39,7 +39,7 @@ fn is_float(d: Dtype) -> bool {
 }
 
 /// Launches one block per row over a dense `[rows, cols]` input.
-fn run_rows(g: &Gpu, name: &str, body: &str, x: &Data, rows: usize, cols: usize, out: &Spec) -> Result<Data> {
+fn run_rows(g: &Gpu, name: &str, body: impl FnOnce() -> String, x: &Data, rows: usize, cols: usize, out: &Spec) -> Result<Data> {
     let (shape, odt) = out;
     let f = function(g, name, body)?;
     let bytes = size_of(shape) * odt.size();
@@ -52,7 +52,7 @@ fn run_rows(g: &Gpu, name: &str, body: &str, x: &Data, rows: usize, cols: usize,
         if rows > i32::MAX as usize {
             return Err(crate::error::Error::runtime(format!("[gpu] {name}: {rows} rows exceed the grid limit")));
         }
-        launch_grid(g, &f, rows as u32, THREADS, 0, &mut params)?;
+        launch_grid(g, &f, (rows as u32, 1), THREADS, 0, &mut params)?;
     }
     Ok(Data::dense(Buffer::on_device(block, bytes), shape.clone(), *odt))
 }
@@ -87,8 +87,9 @@ pub(crate) fn reduce(g: &Gpu, kind: ReduceKind, axes: &[usize], x: &Data, out: &
     let name = format!("reduce_{kind:?}_{}_{}", format!("{it:?}").to_lowercase(), format!("{ot:?}").to_lowercase());
     let v = format!("({acc})({})", load(it, "x[(long long)row * cols + c]"));
     let combine = step.replace("v", "o").replace("acc = acc", "acc = acc");
-    let body = format!(
-        "extern \"C\" __global__ void {name}({ost}* __restrict__ out, const {ist}* __restrict__ x, long long cols) {{\n\
+    let body = || {
+        format!(
+            "extern \"C\" __global__ void {name}({ost}* __restrict__ out, const {ist}* __restrict__ x, long long cols) {{\n\
          __shared__ {acc} part[{THREADS}];\n\
          long long row = blockIdx.x;\n\
          {acc} acc = ({acc})({init});\n\
@@ -101,9 +102,10 @@ pub(crate) fn reduce(g: &Gpu, kind: ReduceKind, axes: &[usize], x: &Data, out: &
          }}\n\
          if (threadIdx.x == 0) out[row] = {};\n\
          }}\n",
-        store(ot, "part[0]")
-    );
-    Ok(Some(run_rows(g, &name, &body, &x, rows, cols, out)?))
+            store(ot, "part[0]")
+        )
+    };
+    Ok(Some(run_rows(g, &name, body, &x, rows, cols, out)?))
 }
 
 /// Softmax along the last axis (max-subtracted, sums in f32 or f64).
@@ -120,7 +122,8 @@ pub(crate) fn softmax(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
     let inf = if c == "double" { "OXMX_INF_D" } else { "OXMX_INF_F" };
     let ex = if c == "double" { "exp" } else { "expf" };
     let v = load(d, "xr[i]");
-    let body = format!(
+    let body = || {
+        format!(
         "extern \"C\" __global__ void {name}({t}* __restrict__ out, const {t}* __restrict__ x, long long cols) {{\n\
          __shared__ {c} part[{THREADS}];\n\
          long long row = blockIdx.x;\n\
@@ -138,6 +141,81 @@ pub(crate) fn softmax(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
          for (long long i = threadIdx.x; i < cols; i += blockDim.x) orow[i] = {};\n\
          }}\n",
         store(d, &format!("{ex}({v} - mx) * inv"))
-    );
-    Ok(Some(run_rows(g, &name, &body, &x, rows, cols, out)?))
+    )
+    };
+    Ok(Some(run_rows(g, &name, body, &x, rows, cols, out)?))
+}
+
+/// argmax / argmin of a float array along its last axis (uint32): the first extreme wins, and
+/// a NaN wins over numbers (the first NaN), as on the CPU. `None` for other axes and dtypes.
+pub(crate) fn arg_reduce(g: &Gpu, axis: usize, is_max: bool, x: &Data, out: &Spec) -> Result<Option<Data>> {
+    let d = x.dtype;
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    if !is_float(d) || inner != 1 || x.shape[axis] == 0 || out.1 != Dtype::Uint32 {
+        return Ok(None);
+    }
+    let Some(x) = contiguous(g, x)? else { return Ok(None) };
+    let cols = x.shape[axis];
+    let rows = size_of(&x.shape) / cols;
+    let (t, c) = (storage(d).unwrap_or("float"), compute(d));
+    let name = format!("arg{}_{}", if is_max { "max" } else { "min" }, format!("{d:?}").to_lowercase());
+    let cmp = if is_max { ">" } else { "<" };
+    let v = load(d, "xr[i]");
+    let body = || {
+        format!(
+            "__device__ __forceinline__ bool arg_better({c} a, long long ia, {c} b, long long ib) {{\n\
+             bool na = a != a, nb = b != b;\n\
+             if (na || nb) return na && (!nb || ia < ib);\n\
+             return a {cmp} b || (a == b && ia < ib);\n}}\n\
+             extern \"C\" __global__ void {name}(unsigned int* __restrict__ out, const {t}* __restrict__ x, long long cols) {{\n\
+             __shared__ {c} bv[{THREADS}]; __shared__ long long bi[{THREADS}];\n\
+             const {t}* xr = x + (long long)blockIdx.x * cols;\n\
+             {c} best = {v0}; long long at = 0;\n\
+             for (long long i = threadIdx.x; i < cols; i += blockDim.x) {{ {c} v = {v}; if (i == threadIdx.x || arg_better(v, i, best, at)) {{ best = v; at = i; }} }}\n\
+             if (threadIdx.x >= cols) {{ at = -1; }}\n\
+             bv[threadIdx.x] = best; bi[threadIdx.x] = at; __syncthreads();\n\
+             for (int s = blockDim.x / 2; s > 0; s >>= 1) {{\n\
+             if (threadIdx.x < s) {{ long long j = bi[threadIdx.x + s]; if (j >= 0 && (bi[threadIdx.x] < 0 || arg_better(bv[threadIdx.x + s], j, bv[threadIdx.x], bi[threadIdx.x]))) {{ bv[threadIdx.x] = bv[threadIdx.x + s]; bi[threadIdx.x] = j; }} }}\n\
+             __syncthreads();\n}}\n\
+             if (threadIdx.x == 0) out[blockIdx.x] = (unsigned int)bi[0];\n}}\n",
+            v0 = load(d, "xr[0]")
+        )
+    };
+    Ok(Some(run_rows(g, &name, body, &x, rows, cols, out)?))
+}
+
+/// logsumexp along the last axis (kept as size 1), max-shifted with float32 or float64 sums;
+/// an infinite maximum is the result (as on the CPU), a NaN propagates.
+pub(crate) fn logsumexp(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
+    let d = x.dtype;
+    if !is_float(d) || out.1 != d || x.shape.last().copied().unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let Some(x) = contiguous(g, x)? else { return Ok(None) };
+    let cols = *x.shape.last().unwrap_or(&1);
+    let rows = size_of(&x.shape) / cols;
+    let (t, c) = (storage(d).unwrap_or("float"), compute(d));
+    let name = format!("logsumexp_{}", format!("{d:?}").to_lowercase());
+    let (ex, lg, inf) = if c == "double" { ("exp", "log", "OXMX_INF_D") } else { ("expf", "logf", "OXMX_INF_F") };
+    let v = load(d, "xr[i]");
+    let body = || {
+        format!(
+            "extern \"C\" __global__ void {name}({t}* __restrict__ out, const {t}* __restrict__ x, long long cols) {{\n\
+             __shared__ {c} part[{THREADS}];\n\
+             const {t}* xr = x + (long long)blockIdx.x * cols;\n\
+             {c} mx = -{inf};\n\
+             for (long long i = threadIdx.x; i < cols; i += blockDim.x) {{ {c} v = {v}; mx = (v != v || mx != mx) ? v + mx : (v > mx ? v : mx); }}\n\
+             part[threadIdx.x] = mx; __syncthreads();\n\
+             for (int s = blockDim.x / 2; s > 0; s >>= 1) {{ if (threadIdx.x < s) {{ {c} a = part[threadIdx.x], b = part[threadIdx.x + s]; part[threadIdx.x] = (a != a || b != b) ? a + b : (a > b ? a : b); }} __syncthreads(); }}\n\
+             mx = part[0]; __syncthreads();\n\
+             bool finite = mx == mx && mx != {inf} && mx != -{inf};\n\
+             {c} sum = 0;\n\
+             if (finite) for (long long i = threadIdx.x; i < cols; i += blockDim.x) sum += {ex}({v} - mx);\n\
+             part[threadIdx.x] = sum; __syncthreads();\n\
+             for (int s = blockDim.x / 2; s > 0; s >>= 1) {{ if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s]; __syncthreads(); }}\n\
+             if (threadIdx.x == 0) out[blockIdx.x] = {};\n}}\n",
+            store(d, &format!("finite ? {lg}(part[0]) + mx : mx"))
+        )
+    };
+    Ok(Some(run_rows(g, &name, body, &x, rows, cols, out)?))
 }

@@ -50,3 +50,44 @@ __device__ __forceinline__ long long oxmx_offset(const Index& ix, int k, long lo
 
 #define OXMX_INF_F __int_as_float(0x7f800000)
 #define OXMX_INF_D __longlong_as_double(0x7ff0000000000000LL)
+#define OXMX_FLT_MAX 3.402823466e+38f
+
+// Float element types by code for templated kernels (f16_t and bf16_t are both 16-bit
+// integers, so templates pick the conversion by this code, not by the C type): 0 float32,
+// 1 float16, 2 bfloat16. Arithmetic is in float32.
+template <int DT> struct Elem;
+template <> struct Elem<0> {
+    typedef float T;
+    static __device__ __forceinline__ float load(float v) { return v; }
+    static __device__ __forceinline__ float store(float v) { return v; }
+};
+template <> struct Elem<1> {
+    typedef f16_t T;
+    static __device__ __forceinline__ float load(f16_t v) { return f16_to_f32(v); }
+    static __device__ __forceinline__ f16_t store(float v) { return f32_to_f16(v); }
+};
+template <> struct Elem<2> {
+    typedef bf16_t T;
+    static __device__ __forceinline__ float load(bf16_t v) { return bf16_to_f32(v); }
+    static __device__ __forceinline__ bf16_t store(float v) { return f32_to_bf16(v); }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// The sum of `v` over the block (every thread gets it); `red` holds 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(t);
+}

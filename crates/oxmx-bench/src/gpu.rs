@@ -1,0 +1,76 @@
+//! GPU rows (`gpu_*`, only when the default device is a GPU), named as in scripts/bench_gpu.py,
+//! which times the same workloads in PyTorch in the same run: the bf16 GEMMs (8192³
+//! and the Llama-3-8B projections for a 512-token prefill), causal attention 1×32×4096×128,
+//! and the decode mat-vecs at the Llama-3-8B shapes, dense bf16 and 4-bit g64 (floor: the
+//! weight bytes at copy bandwidth).
+
+use crate::{input, report, time};
+use oxmx_core::ops;
+use oxmx_core::prelude::*;
+
+/// (name, m, n, k) of the prefill projections: q/k/v fused, o, gate and up, down.
+const GEMMS: &[(&str, usize, usize, usize)] = &[
+    ("gpu_gemm_8192_bf16", 8192, 8192, 8192),
+    ("gpu_gemm_512x6144x4096_bf16", 512, 6144, 4096),
+    ("gpu_gemm_512x4096x4096_bf16", 512, 4096, 4096),
+    ("gpu_gemm_512x14336x4096_bf16", 512, 14336, 4096),
+    ("gpu_gemm_512x4096x14336_bf16", 512, 4096, 14336),
+];
+
+/// (n, k) of the decode mat-vecs: q/k/v fused, o, gate/up, down.
+const MATVECS: &[(usize, usize)] = &[(6144, 4096), (4096, 4096), (14336, 4096), (4096, 14336)];
+
+pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
+    if !oxmx_core::default_device().is_gpu() || !want("gpu_") {
+        return;
+    }
+    for &(name, m, n, k) in GEMMS {
+        if want(name) {
+            let a = input(&[m, k], 1).astype(Dtype::Bfloat16);
+            let b = ops::transpose(&input(&[n, k], 2).astype(Dtype::Bfloat16), &[1, 0]);
+            oxmx_core::eval(&[&a, &b]).unwrap();
+            report(name, time(10, || ops::matmul(&a, &b)), 0.0, 2.0 * (m * n * k) as f64);
+        }
+    }
+    if want("gpu_sdpa_causal_1x32x4096x128_bf16") {
+        let q = input(&[1, 32, 4096, 128], 3).astype(Dtype::Bfloat16);
+        let k = input(&[1, 32, 4096, 128], 4).astype(Dtype::Bfloat16);
+        let v = input(&[1, 32, 4096, 128], 5).astype(Dtype::Bfloat16);
+        oxmx_core::eval(&[&q, &k, &v]).unwrap();
+        let scale = 1.0 / (128f32).sqrt();
+        // Causal: half of the 4 · 32 · 4096² · 128 multiply-adds count.
+        let flops = 2.0 * 2.0 * 32.0 * 4096.0 * 4096.0 * 128.0 / 2.0;
+        report(
+            "gpu_sdpa_causal_1x32x4096x128_bf16",
+            time(10, || oxmx_core::fast::scaled_dot_product_attention(&q, &k, &v, scale, "causal", None)),
+            0.0,
+            flops,
+        );
+    }
+    for &(n, k) in MATVECS {
+        let dense = format!("gpu_matvec_{n}x{k}_bf16");
+        let q4 = format!("gpu_qmv_{n}x{k}_q4g64_bf16");
+        if !want(&dense) && !want(&q4) {
+            continue;
+        }
+        let w = input(&[n, k], 6).astype(Dtype::Bfloat16);
+        let x = input(&[1, k], 7).astype(Dtype::Bfloat16);
+        oxmx_core::eval(&[&w, &x]).unwrap();
+        if want(&dense) {
+            let wt = ops::transpose(&w, &[1, 0]);
+            report(&dense, time(50, || ops::matmul(&x, &wt)), w.nbytes() as f64, 2.0 * (n * k) as f64);
+        }
+        if want(&q4) {
+            let (wq, s, b) = ops::quantize(&w, Some(64), Some(4), "affine");
+            let b = b.unwrap();
+            oxmx_core::eval(&[&wq, &s, &b]).unwrap();
+            let bytes = (wq.nbytes() + s.nbytes() + b.nbytes()) as f64;
+            report(
+                &q4,
+                time(50, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(4), "affine")),
+                bytes,
+                2.0 * (n * k) as f64,
+            );
+        }
+    }
+}

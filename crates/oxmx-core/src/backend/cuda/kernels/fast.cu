@@ -1,0 +1,384 @@
+// mx.fast on the GPU: norms, rope and attention (see fast.rs for the launches). Templated on
+// the element code DT (common.cuh); fast.rs instantiates each variant under an extern "C" name.
+
+// rms_norm / layer_norm over the last axis: one block per row, float32 statistics.
+template <int DT, bool LAYER, bool HAS_W, bool HAS_B>
+__device__ void norm_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T* x,
+                          const typename Elem<DT>::T* w, const typename Elem<DT>::T* b, long long d, float eps) {
+    typedef Elem<DT> E;
+    __shared__ float red[32];
+    const typename E::T* xr = x + (long long)blockIdx.x * d;
+    typename E::T* orow = out + (long long)blockIdx.x * d;
+    float mean = 0.0f;
+    if (LAYER) {
+        float s = 0.0f;
+        for (long long i = threadIdx.x; i < d; i += blockDim.x) s += E::load(xr[i]);
+        mean = block_sum(s, red) / (float)d;
+    }
+    float ss = 0.0f;
+    for (long long i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = E::load(xr[i]) - mean;
+        ss += v * v;
+    }
+    float inv = 1.0f / sqrtf(block_sum(ss, red) / (float)d + eps);
+    for (long long i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = (E::load(xr[i]) - mean) * inv;
+        if (HAS_W && HAS_B) v = fmaf(v, E::load(w[i]), E::load(b[i]));
+        else if (HAS_W) v = v * E::load(w[i]);
+        else if (HAS_B) v = v + E::load(b[i]);
+        orow[i] = E::store(v);
+    }
+}
+
+// Rotary embedding of rows of length d (positions along the second-to-last axis, t per
+// batch slot): per row, `half` rotated pairs then d - 2*half copied elements. The inverse
+// frequency of pair k is exp(k * c) (base mode, c = -ln(base)/half) or 1/freqs[k].
+template <int DT, bool TRAD, bool FREQS>
+__device__ void rope_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const int* offs,
+                          const float* freqs, long long rows, long long t, long long d, long long half,
+                          long long rows_per_batch, int per_offset, float c, float scale) {
+    typedef Elem<DT> E;
+    long long per_row = d - half;
+    long long n = rows * per_row;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
+        long long r = e / per_row, k = e % per_row;
+        const typename E::T* xr = x + r * d;
+        typename E::T* orow = out + r * d;
+        if (k < half) {
+            int off = offs[per_offset ? r / rows_per_batch : 0];
+            float pos = ((float)(r % t) + (float)off) * scale;
+            float inv = FREQS ? 1.0f / freqs[k] : expf((float)k * c);
+            float s, co;
+            sincosf(pos * inv, &s, &co);
+            long long i1 = TRAD ? 2 * k : k, i2 = TRAD ? 2 * k + 1 : half + k;
+            float x1 = E::load(xr[i1]), x2 = E::load(xr[i2]);
+            orow[i1] = E::store(x1 * co - x2 * s);
+            orow[i2] = E::store(x1 * s + x2 * co);
+        } else {
+            long long j = 2 * half + (k - half);
+            orow[j] = xr[j];
+        }
+    }
+}
+
+// Element strides of a [B, H, L, D] operand read in place (a KV cache is a prefix view).
+struct Rows4 {
+    long long off, b, h, l;
+};
+
+#define SDPA_WARPS 4
+#define MASK_NONE 0
+#define MASK_CAUSAL 1
+#define MASK_BOOL 2
+#define MASK_ADD 3
+
+// Attention for few query rows (decoding): block (row, split) walks its key range with one
+// warp per key (lane i holds elements [i*KPL, (i+1)*KPL) of q and k, [i*VPL, ..) of v),
+// online softmax per warp, then the warps merge and write (max, denominator, weighted sum)
+// for sdpa_merge. Rows are (batch, head, position) of q [B, Hq, Lq, D] (dense).
+template <int DT, int KPL, int VPL, int MASK>
+__device__ void sdpa_vector(float* part, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+                            const typename Elem<DT>::T* v, const void* mask, Rows4 ks, Rows4 vs, Rows4 ms,
+                            long long ms_k, int d, int dv, int hq, int hkv, int ql, long long kl, float scale,
+                            long long split_len) {
+    typedef Elem<DT> E;
+    __shared__ float sm[SDPA_WARPS], sl[SDPA_WARPS];
+    __shared__ float sacc[SDPA_WARPS][VPL * 32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    long long r = blockIdx.x;
+    int split = blockIdx.y, n_split = gridDim.y;
+    int i = (int)(r % ql), h = (int)((r / ql) % hq);
+    long long bi = r / ((long long)ql * hq);
+    int hk = h / (hq / hkv);
+    float qv[KPL];
+    for (int e = 0; e < KPL; ++e) {
+        int c = lane * KPL + e;
+        qv[e] = c < d ? E::load(q[r * d + c]) * scale : 0.0f;
+    }
+    long long k0 = (long long)split * split_len;
+    long long k1 = k0 + split_len < kl ? k0 + split_len : kl;
+    if (MASK == MASK_CAUSAL) {
+        long long lim = (long long)i + kl - ql + 1;
+        if (lim < k1) k1 = lim;
+    }
+    float m = -__int_as_float(0x7f800000), l = 0.0f, acc[VPL];
+    for (int e = 0; e < VPL; ++e) acc[e] = 0.0f;
+    const typename E::T* kb = k + ks.off + bi * ks.b + hk * ks.h;
+    const typename E::T* vb = v + vs.off + bi * vs.b + hk * vs.h;
+    long long mrow = ms.off + bi * ms.b + h * ms.h + i * ms.l;
+    for (long long j = k0 + warp; j < k1; j += SDPA_WARPS) {
+        const typename E::T* kr = kb + j * ks.l;
+        float s = 0.0f;
+        for (int e = 0; e < KPL; ++e) {
+            int c = lane * KPL + e;
+            if (c < d) s += qv[e] * E::load(kr[c]);
+        }
+        s = warp_sum(s);
+        if (MASK == MASK_BOOL && !((const bool_t*)mask)[mrow + j * ms_k]) s = -OXMX_FLT_MAX;
+        if (MASK == MASK_ADD) s += E::load(((const typename E::T*)mask)[mrow + j * ms_k]);
+        float mn = fmaxf(m, s);
+        if (mn == -__int_as_float(0x7f800000)) continue;
+        float corr = expf(m - mn), p = expf(s - mn);
+        l = l * corr + p;
+        const typename E::T* vr = vb + j * vs.l;
+        for (int e = 0; e < VPL; ++e) {
+            int c = lane * VPL + e;
+            acc[e] = acc[e] * corr + (c < dv ? p * E::load(vr[c]) : 0.0f);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+    for (int e = 0; e < VPL; ++e) sacc[warp][lane * VPL + e] = acc[e];
+    __syncthreads();
+    float M = sm[0];
+    for (int w = 1; w < SDPA_WARPS; ++w) M = fmaxf(M, sm[w]);
+    float* out = part + (r * n_split + split) * (2 + (long long)dv);
+    float L = 0.0f, c[SDPA_WARPS];
+    for (int w = 0; w < SDPA_WARPS; ++w) {
+        c[w] = sm[w] == -__int_as_float(0x7f800000) ? 0.0f : expf(sm[w] - M);
+        L += sl[w] * c[w];
+    }
+    if (threadIdx.x == 0) {
+        out[0] = M;
+        out[1] = L;
+    }
+    for (int x = threadIdx.x; x < dv; x += blockDim.x) {
+        float a = 0.0f;
+        for (int w = 0; w < SDPA_WARPS; ++w) a += sacc[w][x] * c[w];
+        out[2 + x] = a;
+    }
+}
+
+// Merges the key splits of each row (and the row's sink logit, a split with one zero value).
+template <int DT, bool SINKS>
+__device__ void sdpa_merge(typename Elem<DT>::T* out, const float* part, const float* sinks, int n_split, int dv,
+                           int hq, int ql) {
+    typedef Elem<DT> E;
+    long long r = blockIdx.x;
+    int h = (int)((r / ql) % hq);
+    const float* p = part + r * n_split * (2 + (long long)dv);
+    float M = SINKS ? sinks[h] : -__int_as_float(0x7f800000);
+    for (int s = 0; s < n_split; ++s) M = fmaxf(M, p[s * (2 + dv)]);
+    float L = SINKS ? expf(sinks[h] - M) : 0.0f;
+    for (int s = 0; s < n_split; ++s) {
+        float ms = p[s * (2 + dv)];
+        if (ms != -__int_as_float(0x7f800000)) L += p[s * (2 + dv) + 1] * expf(ms - M);
+    }
+    float inv = 1.0f / L;
+    for (int x = threadIdx.x; x < dv; x += blockDim.x) {
+        float a = 0.0f;
+        for (int s = 0; s < n_split; ++s) {
+            float ms = p[s * (2 + dv)];
+            if (ms != -__int_as_float(0x7f800000)) a += p[s * (2 + dv) + 2 + x] * expf(ms - M);
+        }
+        out[r * dv + x] = E::store(a * inv);
+    }
+}
+
+// The masked softmax of attention scores (float32, [B*Hkv, G*Lq, Lk], rows ordered (batch,
+// kv head, head in group, position)) into probabilities of the input dtype: one block per row.
+template <int DT, int MASK, bool SINKS>
+__device__ void sdpa_softmax(typename Elem<DT>::T* p, const float* s, const void* mask, const float* sinks, Rows4 ms,
+                             long long ms_k, long long kl, int ql, int g, int hkv) {
+    typedef Elem<DT> E;
+    __shared__ float red[32];
+    long long r = blockIdx.x;
+    long long w = r % ((long long)g * ql), bh = r / ((long long)g * ql);
+    int gi = (int)(w / ql), i = (int)(w % ql);
+    int hk = (int)(bh % hkv);
+    long long bi = bh / hkv;
+    int h = hk * g + gi;
+    const float* sr = s + r * kl;
+    typename E::T* pr = p + r * kl;
+    long long mrow = ms.off + bi * ms.b + h * ms.h + i * ms.l;
+    long long lim = (long long)i + kl - ql;
+    const float NEG = -__int_as_float(0x7f800000);
+#define SDPA_SCORE(j)                                                                          \
+    (MASK == MASK_CAUSAL ? ((j) > lim ? NEG : sr[j])                                           \
+     : MASK == MASK_BOOL ? (((const bool_t*)mask)[mrow + (j) * ms_k] ? sr[j] : -OXMX_FLT_MAX) \
+     : MASK == MASK_ADD  ? sr[j] + E::load(((const typename E::T*)mask)[mrow + (j) * ms_k])   \
+                         : sr[j])
+    float mx = SINKS ? sinks[h] : NEG;
+    for (long long j = threadIdx.x; j < kl; j += blockDim.x) mx = fmaxf(mx, SDPA_SCORE(j));
+    mx = warp_max(mx);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    mx = (threadIdx.x & 31) < (int)((blockDim.x + 31) >> 5) ? red[threadIdx.x & 31] : NEG;
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    if (mx != NEG)
+        for (long long j = threadIdx.x; j < kl; j += blockDim.x) sum += expf(SDPA_SCORE(j) - mx);
+    sum = block_sum(sum, red);
+    if (SINKS) sum += expf(sinks[h] - mx);
+    float inv = 1.0f / sum;
+    for (long long j = threadIdx.x; j < kl; j += blockDim.x) pr[j] = E::store(mx == NEG ? 0.0f * inv : expf(SDPA_SCORE(j) - mx) * inv);
+#undef SDPA_SCORE
+}
+
+// ---- Flash attention (prefill): tensor-core tiles, online softmax in registers ----
+
+// D = A(16x16, row) * B(16x8, col) + C with float32 accumulation (sm_80+).
+template <int DT> __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, const unsigned int* b);
+template <> __device__ __forceinline__ void mma16816<1>(float* c, const unsigned int* a, const unsigned int* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> __device__ __forceinline__ void mma16816<2>(float* c, const unsigned int* a, const unsigned int* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Two floats rounded into one register of two 16-bit elements (lo in the low half).
+template <int DT> __device__ __forceinline__ unsigned int pack2(float lo, float hi);
+template <> __device__ __forceinline__ unsigned int pack2<1>(float lo, float hi) {
+    unsigned int d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+template <> __device__ __forceinline__ unsigned int pack2<2>(float lo, float hi) {
+    unsigned int d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+#define FA_BR 64
+#define FA_BC 64
+#define FA_PAD 8
+
+// One block per (64 query rows, batch x head): 4 warps of 16 rows each. Q stays in registers
+// as mma fragments; each 64-key tile of K (rows) and V (transposed) goes through shared memory;
+// scores, the running max and the output accumulate in registers (FlashAttention-2's loop).
+// Scores are scaled by scale * log2(e) and exponentiated with exp2. q [B, Hq, Lq, D] dense;
+// k, v read in place (a KV cache's prefix view); out [B, Hq, Lq, D] dense. fp16 / bf16 only.
+template <int DT, int D, bool CAUSAL, bool SINKS>
+__device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+                                const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv,
+                                int ql, long long kl, float scale_log2) {
+    typedef typename Elem<DT>::T T;
+    __shared__ __align__(16) unsigned short Ks[FA_BC][D + FA_PAD];
+    __shared__ __align__(16) unsigned short Vt[D][FA_BC + FA_PAD];
+    const float NEG = -__int_as_float(0x7f800000);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int gid = lane >> 2, tig = lane & 3;
+    long long bh = blockIdx.y;
+    int h = (int)(bh % hq);
+    long long bi = bh / hq;
+    int hk = h / (hq / hkv);
+    long long q0 = (long long)blockIdx.x * FA_BR;
+    const T* qb = q + bh * (long long)ql * D;
+    long long row0 = q0 + warp * 16 + gid, row1 = row0 + 8;
+    unsigned int qa[D / 16][4];
+    for (int kk = 0; kk < D / 16; ++kk) {
+        int col = kk * 16 + tig * 2;
+        qa[kk][0] = row0 < ql ? *(const unsigned int*)(qb + row0 * D + col) : 0u;
+        qa[kk][1] = row1 < ql ? *(const unsigned int*)(qb + row1 * D + col) : 0u;
+        qa[kk][2] = row0 < ql ? *(const unsigned int*)(qb + row0 * D + col + 8) : 0u;
+        qa[kk][3] = row1 < ql ? *(const unsigned int*)(qb + row1 * D + col + 8) : 0u;
+    }
+    float m[2] = {NEG, NEG}, l[2] = {0.0f, 0.0f};
+    float o[D / 8][4];
+    for (int nt = 0; nt < D / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+    long long shift = kl - ql;  // key j is visible to query row i when j <= i + shift (causal)
+    long long kend = kl;
+    if (CAUSAL) {
+        long long last = q0 + FA_BR - 1 + shift + 1;
+        if (last < kend) kend = last;
+    }
+    const T* kb = k + ks.off + bi * ks.b + hk * ks.h;
+    const T* vb = v + vs.off + bi * vs.b + hk * vs.h;
+    for (long long j0 = 0; j0 < kend; j0 += FA_BC) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < FA_BC * D / 2; idx += blockDim.x) {
+            int r = idx / (D / 2), c = (idx % (D / 2)) * 2;
+            long long j = j0 + r;
+            unsigned int kv = 0u, vv = 0u;
+            if (j < kl) {
+                kv = *(const unsigned int*)(kb + j * ks.l + c);
+                vv = *(const unsigned int*)(vb + j * vs.l + c);
+            }
+            *(unsigned int*)&Ks[r][c] = kv;
+            Vt[c][r] = (unsigned short)(vv & 0xffffu);
+            Vt[c + 1][r] = (unsigned short)(vv >> 16);
+        }
+        __syncthreads();
+        float s[FA_BC / 8][4];
+        for (int nt = 0; nt < FA_BC / 8; ++nt) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            for (int kk = 0; kk < D / 16; ++kk) {
+                unsigned int b[2];
+                b[0] = *(const unsigned int*)&Ks[nt * 8 + gid][kk * 16 + tig * 2];
+                b[1] = *(const unsigned int*)&Ks[nt * 8 + gid][kk * 16 + tig * 2 + 8];
+                mma16816<DT>(s[nt], qa[kk], b);
+            }
+        }
+        for (int nt = 0; nt < FA_BC / 8; ++nt)
+            for (int e = 0; e < 4; ++e) {
+                long long row = e < 2 ? row0 : row1;
+                long long j = j0 + nt * 8 + tig * 2 + (e & 1);
+                float x = s[nt][e] * scale_log2;
+                if (j >= kl || (CAUSAL && j > row + shift)) x = NEG;
+                s[nt][e] = x;
+            }
+        for (int rr = 0; rr < 2; ++rr) {
+            float mx = NEG;
+            for (int nt = 0; nt < FA_BC / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[rr], mx);
+            float corr = mn == NEG ? 1.0f : exp2f(m[rr] - mn);
+            float sum = 0.0f;
+            for (int nt = 0; nt < FA_BC / 8; ++nt)
+                for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
+                    float p = mn == NEG ? 0.0f : exp2f(s[nt][e] - mn);
+                    s[nt][e] = p;
+                    sum += p;
+                }
+            l[rr] = l[rr] * corr + sum;
+            for (int nt = 0; nt < D / 8; ++nt) {
+                o[nt][2 * rr] *= corr;
+                o[nt][2 * rr + 1] *= corr;
+            }
+            m[rr] = mn;
+        }
+        for (int kk = 0; kk < FA_BC / 16; ++kk) {
+            unsigned int pa[4];
+            pa[0] = pack2<DT>(s[2 * kk][0], s[2 * kk][1]);
+            pa[1] = pack2<DT>(s[2 * kk][2], s[2 * kk][3]);
+            pa[2] = pack2<DT>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[3] = pack2<DT>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            for (int nt = 0; nt < D / 8; ++nt) {
+                unsigned int b[2];
+                b[0] = *(const unsigned int*)&Vt[nt * 8 + gid][kk * 16 + tig * 2];
+                b[1] = *(const unsigned int*)&Vt[nt * 8 + gid][kk * 16 + tig * 2 + 8];
+                mma16816<DT>(o[nt], pa, b);
+            }
+        }
+    }
+    for (int rr = 0; rr < 2; ++rr) {
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
+        if (SINKS) {
+            float sl = sinks[h] * 1.4426950408889634f;
+            float mn = fmaxf(m[rr], sl);
+            float corr = m[rr] == NEG ? 0.0f : exp2f(m[rr] - mn);
+            l[rr] = l[rr] * corr + exp2f(sl - mn);
+            for (int nt = 0; nt < D / 8; ++nt) {
+                o[nt][2 * rr] *= corr;
+                o[nt][2 * rr + 1] *= corr;
+            }
+        }
+    }
+    float inv0 = 1.0f / l[0], inv1 = 1.0f / l[1];
+    T* ob = out + bh * (long long)ql * D;
+    for (int nt = 0; nt < D / 8; ++nt) {
+        int col = nt * 8 + tig * 2;
+        if (row0 < ql) *(unsigned int*)(ob + row0 * D + col) = pack2<DT>(o[nt][0] * inv0, o[nt][1] * inv0);
+        if (row1 < ql) *(unsigned int*)(ob + row1 * D + col) = pack2<DT>(o[nt][2] * inv1, o[nt][3] * inv1);
+    }
+}

@@ -1,0 +1,145 @@
+//! Affine-quantized matmul and dequantization on the GPU (kernels/quantized.cu).
+//!
+//! `quantized_matmul` with a transposed 2-d weight and at most `QMV_ROWS` rows of x (decoding)
+//! runs the fused mat-vec kernel, which reads each packed weight once; larger products
+//! dequantize the weight into the activations' dtype and multiply with cuBLAS (the weight is
+//! read once either way and tensor cores do the arithmetic). The float modes (mxfp4, mxfp8,
+//! nvfp4), batched weights and `gather_qmm` still run on the CPU.
+
+use super::compiler::{template_function, Args, Family};
+use super::device::Gpu;
+use super::elementwise::{contiguous, storage};
+use super::fast::{dptr, dt_code, output};
+use super::matmul::gemm;
+use crate::error::Result;
+use crate::graph::{Data, Spec};
+use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
+use crate::shape::row_major_strides;
+
+const QUANTIZED: Family = Family { file: "quantized.cu", text: include_str!("kernels/quantized.cu") };
+
+/// Rows of x up to which the mat-vec kernel runs.
+const QMV_ROWS: usize = 8;
+
+pub(crate) fn eval(g: &Gpu, op: &QuantizedOp, inputs: &[Data], specs: &[Spec]) -> Result<Option<Vec<Data>>> {
+    let out = match op {
+        QuantizedOp::Dequantize { p, .. } if p.mode == QuantMode::Affine => dequantize(g, p, &inputs[0], &inputs[1], &inputs[2])?,
+        QuantizedOp::Matmul { p, transpose } if p.mode == QuantMode::Affine => matmul(g, p, *transpose, inputs, &specs[0])?,
+        _ => None,
+    };
+    Ok(out.map(|d| vec![d]))
+}
+
+/// The float matrix of affine codes, in the scales' dtype.
+fn dequantize(g: &Gpu, p: &QuantParams, wq: &Data, scales: &Data, biases: &Data) -> Result<Option<Data>> {
+    let dt = scales.dtype;
+    let Some(code) = dt_code(dt) else { return Ok(None) };
+    if biases.dtype != dt || !(2..=8).contains(&p.bits) {
+        return Ok(None);
+    }
+    let (Some(w), Some(s), Some(b)) = (contiguous(g, wq)?, contiguous(g, scales)?, contiguous(g, biases)?) else { return Ok(None) };
+    let mut shape = w.shape.clone();
+    let last = shape.len() - 1;
+    shape[last] = shape[last] * 32 / p.bits;
+    let ty = storage(dt).unwrap_or("float");
+    let f = template_function(
+        g,
+        QUANTIZED,
+        &format!("dequantize_affine_{code}"),
+        &format!("{ty}* out, const unsigned char* w, const {ty}* scales, const {ty}* biases, long long n, int bits, int gs"),
+        &format!("dequantize_affine<{code}>(out, w, scales, biases, n, bits, gs)"),
+    )?;
+    let (out, optr) = output(g, &shape, dt)?;
+    let n = out.size();
+    if n > 0 {
+        let blocks = n.div_ceil(256).clamp(1, g.sm_count as usize * 32) as u32;
+        Args::new()
+            .arg(optr)
+            .arg(dptr(g, &w)?)
+            .arg(dptr(g, &s)?)
+            .arg(dptr(g, &b)?)
+            .arg(n as i64)
+            .arg(p.bits as i32)
+            .arg(p.group_size as i32)
+            .launch(g, &f, (blocks, 1), 256)?;
+    }
+    Ok(Some(out))
+}
+
+fn matmul(g: &Gpu, p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Option<Data>> {
+    let (x, wq, scales) = (&inputs[0], &inputs[1], &inputs[2]);
+    let Some(biases) = inputs.get(3) else { return Ok(None) };
+    let dt = x.dtype;
+    if dt_code(dt).is_none() || scales.dtype != dt || spec.1 != dt || wq.ndim() != 2 {
+        return Ok(None);
+    }
+    let Some(x) = contiguous(g, x)? else { return Ok(None) };
+    let k = *x.shape.last().unwrap_or(&0);
+    let m = if k == 0 { 0 } else { x.size() / k };
+    let n = *spec.0.last().unwrap_or(&0);
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(None); // empty products: the CPU's definition
+    }
+    if transpose && m <= QMV_ROWS {
+        if let Some(out) = qmv(g, p, &x, wq, scales, biases, m, n, k, spec)? {
+            return Ok(Some(out));
+        }
+    }
+    let Some(w) = dequantize(g, p, wq, scales, biases)? else { return Ok(None) };
+    let xm = x.view(vec![m, k], vec![k as isize, 1], x.offset);
+    // transpose: x @ Wᵀ with W [n, k]; otherwise x @ W with W [k, n].
+    let wv = if transpose { w.view(vec![k, n], vec![1, k as isize], 0) } else { w };
+    let Some(out) = gemm(g, &xm, &wv, &[m, n], dt, 1.0)? else { return Ok(None) };
+    Ok(Some(out.view(spec.0.clone(), row_major_strides(&spec.0), 0)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn qmv(
+    g: &Gpu,
+    p: &QuantParams,
+    x: &Data,
+    wq: &Data,
+    scales: &Data,
+    biases: &Data,
+    m: usize,
+    n: usize,
+    k: usize,
+    spec: &Spec,
+) -> Result<Option<Data>> {
+    let (bits, gs) = (p.bits, p.group_size);
+    if ![2, 4, 8].contains(&bits) {
+        return Ok(None);
+    }
+    // Codes per 16-byte chunk: a chunk must sit inside one group and rows must hold whole chunks.
+    let vpc = 128 / bits;
+    if gs % vpc != 0 || k % gs != 0 {
+        return Ok(None);
+    }
+    let (Some(w), Some(s), Some(b)) = (contiguous(g, wq)?, contiguous(g, scales)?, contiguous(g, biases)?) else { return Ok(None) };
+    let (xp, wp) = (dptr(g, x)?, dptr(g, &w)?);
+    if xp % 16 != 0 || wp % 16 != 0 {
+        return Ok(None);
+    }
+    let dt = x.dtype;
+    let code = dt_code(dt).unwrap_or(0);
+    // Output columns per warp: more share each x load; fewer keep enough warps in flight.
+    let r = if n >= 8192 { 4 } else { 2 };
+    let ty = storage(dt).unwrap_or("float");
+    let f = template_function(
+        g,
+        QUANTIZED,
+        &format!("qmv_{code}_{bits}_{gs}_{m}_{r}"),
+        &format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k"),
+        &format!("qmv<{code}, {bits}, {gs}, {m}, {r}>(out, x, w, scales, biases, n, k)"),
+    )?;
+    let (out, optr) = output(g, &spec.0, dt)?;
+    const WARPS: usize = 8;
+    let blocks = n.div_ceil(r * WARPS) as u32;
+    Args::new().arg(optr).arg(xp).arg(wp).arg(dptr(g, &s)?).arg(dptr(g, &b)?).arg(n as i64).arg(k as i64).launch(
+        g,
+        &f,
+        (blocks, 1),
+        32 * WARPS as u32,
+    )?;
+    Ok(Some(out))
+}

@@ -1,0 +1,253 @@
+//! The GPU kernels an LLM step runs, against the CPU backend on the same random inputs:
+//! rms_norm / layer_norm, rope, attention (decoding kernel and the cuBLAS path, every mask
+//! kind, GQA, sinks, KV caches read in place), affine quantized matmul (mat-vec kernel and
+//! dequantize + cuBLAS), dequantize, gather, slice_update in place, concatenate, pad and
+//! argmax. Each test also checks that the GPU kernel, not the CPU fallback, ran. Skips (and
+//! says so) without a CUDA device.
+
+use oxmx_core::fast;
+use oxmx_core::ops::*;
+use oxmx_core::prelude::*;
+use oxmx_core::{with_device, Device};
+
+mod common;
+use common::gpu::{assert_close, assert_close_scaled, assert_no_fallback, both, gpu, rand, tol, GPU};
+
+const HALF_FLOATS: [Dtype; 3] = [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16];
+
+#[test]
+fn norms_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in HALF_FLOATS {
+        for shape in [vec![3, 7, 64], vec![5, 4096], vec![2, 1000]] {
+            let d = *shape.last().unwrap();
+            let x = rand(&shape, -3.0, 3.0, dt, 1);
+            let w = rand(&[d], 0.5, 1.5, dt, 2);
+            let b = rand(&[d], -0.5, 0.5, dt, 3);
+            let what = format!("{dt:?} {shape:?}");
+            let (g, c) = both(|| fast::rms_norm(&x, Some(&w), 1e-5));
+            assert_close(&format!("rms_norm {what}"), &g, &c, tol(dt) * 2.0);
+            let (g, c) = both(|| fast::rms_norm(&x, None, 1e-6));
+            assert_close(&format!("rms_norm no weight {what}"), &g, &c, tol(dt) * 2.0);
+            let (g, c) = both(|| fast::layer_norm(&x, Some(&w), Some(&b), 1e-5));
+            assert_close(&format!("layer_norm {what}"), &g, &c, tol(dt) * 4.0);
+            let (g, c) = both(|| fast::layer_norm(&x, None, Some(&b), 1e-5));
+            assert_close(&format!("layer_norm bias only {what}"), &g, &c, tol(dt) * 4.0);
+        }
+        // A transposed input is made dense on the GPU first.
+        let x = transpose(&rand(&[64, 6], -2.0, 2.0, dt, 4), &[1, 0]);
+        let (g, c) = both(|| fast::rms_norm(&x, None, 1e-5));
+        assert_close(&format!("rms_norm transposed {dt:?}"), &g, &c, tol(dt) * 2.0);
+    }
+    assert_no_fallback(&["RMSNorm", "LayerNorm"]);
+}
+
+#[test]
+fn rope_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in HALF_FLOATS {
+        let x = rand(&[2, 4, 9, 64], -2.0, 2.0, dt, 5);
+        for traditional in [false, true] {
+            for dims in [64, 32] {
+                let what = format!("{dt:?} traditional={traditional} dims={dims}");
+                let (g, c) = both(|| fast::rope(&x, dims, traditional, Some(10000.0), 1.0, 7, None));
+                assert_close(&format!("rope {what}"), &g, &c, tol(dt) * 4.0 + 2e-5);
+                let offs = Array::from_slice(&[3i32, 250], &[2]);
+                let (g, c) = both(|| fast::rope(&x, dims, traditional, Some(500000.0), 0.5, offs.clone(), None));
+                assert_close(&format!("rope per-batch offsets {what}"), &g, &c, tol(dt) * 4.0 + 2e-5);
+                let freqs = rand(&[dims / 2], 1.0, 100.0, Dtype::Float32, 6);
+                let (g, c) = both(|| fast::rope(&x, dims, traditional, None, 1.0, 11, Some(&freqs)));
+                assert_close(&format!("rope freqs {what}"), &g, &c, tol(dt) * 4.0 + 2e-5);
+            }
+        }
+        // A [B, L, H, D] -> [B, H, L, D] transposed input, as attention layers pass it.
+        let xt = transpose(&rand(&[1, 5, 3, 32], -1.0, 1.0, dt, 8), &[0, 2, 1, 3]);
+        let (g, c) = both(|| fast::rope(&xt, 32, false, Some(10000.0), 1.0, 2, None));
+        assert_close(&format!("rope transposed {dt:?}"), &g, &c, tol(dt) * 4.0 + 2e-5);
+    }
+    assert_no_fallback(&["RoPE"]);
+}
+
+/// q [b, hq, ql, d]; k and v as the first kl rows of a longer cache [b, hkv, cap, d].
+fn attention_inputs(b: usize, hq: usize, hkv: usize, ql: usize, kl: usize, d: usize, dt: Dtype, seed: u64) -> (Array, Array, Array) {
+    let q = rand(&[b, hq, ql, d], -1.0, 1.0, dt, seed);
+    let cap = kl + 13;
+    let prefix = |a: Array| slice(&a, &[SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(None, Some(kl as isize), 1)]);
+    let k = prefix(rand(&[b, hkv, cap, d], -1.0, 1.0, dt, seed + 1));
+    let v = prefix(rand(&[b, hkv, cap, d], -1.0, 1.0, dt, seed + 2));
+    (q, k, v)
+}
+
+#[test]
+fn attention_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    // (batch, q heads, kv heads, q length, k length, head dim): decoding steps (vector kernel,
+    // split over keys) and prefill chunks (cuBLAS path).
+    let cases = [(1, 8, 2, 1, 300, 64), (2, 4, 4, 3, 40, 128), (1, 6, 2, 1, 2000, 128), (1, 8, 2, 37, 37, 64), (2, 4, 1, 9, 50, 80)];
+    for dt in HALF_FLOATS {
+        for (ci, &(b, hq, hkv, ql, kl, d)) in cases.iter().enumerate() {
+            let (q, k, v) = attention_inputs(b, hq, hkv, ql, kl, d, dt, 10 + ci as u64);
+            let scale = 1.0 / (d as f32).sqrt();
+            let what = format!("{dt:?} b={b} hq={hq} hkv={hkv} ql={ql} kl={kl} d={d}");
+            let t = tol(dt) * 4.0 + 1e-5;
+            let (g, c) = both(|| fast::scaled_dot_product_attention(&q, &k, &v, scale, oxmx_core::ops::fast::AttentionMask::None, None));
+            assert_close(&format!("sdpa {what}"), &g, &c, t);
+            let (g, c) = both(|| fast::scaled_dot_product_attention(&q, &k, &v, scale, "causal", None));
+            assert_close(&format!("sdpa causal {what}"), &g, &c, t);
+            let bool_mask = greater(&rand(&[ql, kl], 0.0, 1.0, Dtype::Float32, 20 + ci as u64), 0.3f32);
+            let (g, c) = both(|| fast::scaled_dot_product_attention(&q, &k, &v, scale, &bool_mask, None));
+            assert_close(&format!("sdpa bool mask {what}"), &g, &c, t);
+            let add_mask = rand(&[b, 1, ql, kl], -4.0, 0.0, dt, 30 + ci as u64);
+            let (g, c) = both(|| fast::scaled_dot_product_attention(&q, &k, &v, scale, &add_mask, None));
+            assert_close(&format!("sdpa additive mask {what}"), &g, &c, t);
+            let sinks = rand(&[hq], -1.0, 2.0, dt, 40 + ci as u64);
+            let (g, c) = both(|| fast::scaled_dot_product_attention(&q, &k, &v, scale, "causal", Some(&sinks)));
+            assert_close(&format!("sdpa sinks {what}"), &g, &c, t);
+        }
+    }
+    assert_no_fallback(&["ScaledDotProductAttention"]);
+}
+
+#[test]
+fn quantized_matmul_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    let (n, k) = (96, 512);
+    for dt in HALF_FLOATS {
+        for bits in [2, 3, 4, 6, 8] {
+            for gs in [32, 64, 128] {
+                let wf = rand(&[n, k], -1.0, 1.0, dt, (bits * gs) as u64);
+                let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(gs), Some(bits), "affine"));
+                let b = b.expect("affine biases");
+                // Dequantization is exact (the same rounding as the CPU and MLX).
+                let (g, c) = both(|| dequantize(&wq, &s, Some(&b), Some(gs), Some(bits), "affine", None));
+                assert_close(&format!("dequantize {dt:?} bits={bits} gs={gs}"), &g, &c, 0.0);
+                // Rows of x: mat-vec kernel (1..8) and dequantize + cuBLAS (more), 3-d x.
+                for rows in [1, 3, 8, 33] {
+                    let x = rand(&[rows, k], -1.0, 1.0, dt, rows as u64);
+                    let what = format!("qmm {dt:?} bits={bits} gs={gs} rows={rows}");
+                    let (g, c) = both(|| quantized_matmul(&x, &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine"));
+                    let t = match dt {
+                        Dtype::Float32 => 2e-5,
+                        _ => tol(dt),
+                    };
+                    assert_close_scaled(&what, &g, &c, t);
+                }
+                let x3 = rand(&[2, 2, k], -1.0, 1.0, dt, 99);
+                let (g, c) = both(|| quantized_matmul(&x3, &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine"));
+                assert_close_scaled(&format!("qmm 3-d x {dt:?} bits={bits} gs={gs}"), &g, &c, tol(dt).max(2e-5));
+                // Not transposed: x [m, n] @ w [n, k].
+                let xt = rand(&[5, n], -1.0, 1.0, dt, 98);
+                let (g, c) = both(|| quantized_matmul(&xt, &wq, &s, Some(&b), false, Some(gs), Some(bits), "affine"));
+                assert_close_scaled(&format!("qmm not transposed {dt:?} bits={bits} gs={gs}"), &g, &c, tol(dt).max(2e-5));
+            }
+        }
+    }
+    assert_no_fallback(&["QuantizedMatmul", "Dequantize"]);
+}
+
+#[test]
+fn gather_slice_update_concatenate_and_pad_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in [Dtype::Float32, Dtype::Bfloat16, Dtype::Int64, Dtype::Uint8, Dtype::Bool] {
+        let table = rand(&[50, 24], 0.0, 2.0, dt, 50);
+        // Embedding lookup (negative index counted from the end), 2-d ids, two index arrays.
+        let ids = Array::from_slice(&[3i32, 0, 49, -1, 7], &[5]);
+        let (g, c) = both(|| take(&table, &ids, Some(0)));
+        assert_close(&format!("take {dt:?}"), &g, &c, 0.0);
+        let ids2 = Array::from_slice(&[1u32, 2, 3, 4, 5, 6], &[2, 3]);
+        let (g, c) = both(|| take(&table, &ids2, Some(1)));
+        assert_close(&format!("take axis 1 {dt:?}"), &g, &c, 0.0);
+        let rows = Array::from_slice(&[0i64, 5, 9], &[3]);
+        let cols = Array::from_slice(&[1i64, 2, 23], &[3]);
+        let (g, c) = both(|| gather(&table, &[rows.clone(), cols.clone()], &[0, 1], &[1, 1]));
+        assert_close(&format!("gather 2 axes {dt:?}"), &g, &c, 0.0);
+        // Concatenate and pad (of a transposed view, a broadcast and a slice).
+        let a = transpose(&rand(&[24, 6], 0.0, 2.0, dt, 51), &[1, 0]);
+        let bb = broadcast_to(&rand(&[1, 24], 0.0, 2.0, dt, 52), &[4, 24]);
+        let (g, c) = both(|| concatenate(&[table.clone(), a.clone(), bb.clone()], 0));
+        assert_close(&format!("concatenate {dt:?}"), &g, &c, 0.0);
+        let (g, c) = both(|| concatenate(&[a.clone(), a.clone()], 1));
+        assert_close(&format!("concatenate axis 1 {dt:?}"), &g, &c, 0.0);
+        let (g, c) = both(|| pad_constant(&a, &[(1, 2), (0, 3)], 1));
+        assert_close(&format!("pad {dt:?}"), &g, &c, 0.0);
+    }
+    // A host-side index outside the axis is the CPU's error, not a wild read.
+    let table = rand(&[10, 4], 0.0, 1.0, Dtype::Float32, 53);
+    let bad = Array::from_slice(&[2i32, 10], &[2]);
+    let r = with_device(GPU, || take(&table, &bad, Some(0)));
+    let err = r.eval().expect_err("index 10 of 10 rows");
+    assert!(err.to_string().contains("out of bounds"), "{err}");
+    assert_no_fallback(&["Gather", "Concatenate", "Pad"]);
+}
+
+#[test]
+fn kv_cache_updates_run_in_place_on_the_gpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in [Dtype::Float32, Dtype::Bfloat16] {
+        let run = |dev: Device| {
+            with_device(dev, || {
+                let mut cache = zeros(&[1, 2, 16, 8], dt);
+                cache.eval().unwrap();
+                for step in 0..5usize {
+                    let kv = rand(&[1, 2, 1 + step % 2, 8], -1.0, 1.0, dt, 60 + step as u64);
+                    let at = step * 2;
+                    let len = kv.shape()[2];
+                    cache = slice_update(
+                        &cache,
+                        &kv,
+                        &[SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(Some(at as isize), Some((at + len) as isize), 1)],
+                    );
+                    cache.eval().unwrap();
+                }
+                cache
+            })
+        };
+        let (to_host_before, _) = oxmx_core::memory::migrations();
+        let g = run(GPU);
+        let (to_host_after, _) = oxmx_core::memory::migrations();
+        assert_eq!(to_host_before, to_host_after, "the cache came back to the host during the updates");
+        let c = run(Device::Cpu);
+        assert_close(&format!("slice_update {dt:?}"), &g, &c, 0.0);
+        // A strided update into a shared buffer (no donation: the copying path).
+        let base = rand(&[6, 10], -1.0, 1.0, dt, 70);
+        let upd = rand(&[3, 5], -1.0, 1.0, dt, 71);
+        let (g, c) = both(|| slice_update(&base, &upd, &[SliceSpec::new(Some(0), None, 2), SliceSpec::new(Some(1), Some(10), 2)]));
+        assert_close(&format!("strided slice_update {dt:?}"), &g, &c, 0.0);
+        let (g2, _) = both(|| base.clone());
+        assert_close("the shared input is unchanged", &g2, &base, 0.0);
+    }
+    assert_no_fallback(&["SliceUpdate"]);
+}
+
+#[test]
+fn argmax_argmin_and_logsumexp_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in HALF_FLOATS {
+        for cols in [1, 7, 300, 5000] {
+            let x = rand(&[6, cols], -3.0, 3.0, dt, cols as u64);
+            let (g, c) = both(|| argmax(&x, Some(-1), false));
+            assert_close(&format!("argmax {dt:?} {cols}"), &g, &c, 0.0);
+            let (g, c) = both(|| argmin(&x, Some(-1), true));
+            assert_close(&format!("argmin {dt:?} {cols}"), &g, &c, 0.0);
+        }
+    }
+    // Ties go to the first index; the first NaN wins.
+    let x = Array::from_slice(&[1.0f32, 5.0, 5.0, 0.0, f32::NAN, 2.0, f32::NAN, 9.0], &[2, 4]);
+    let (g, c) = both(|| argmax(&x, Some(-1), false));
+    assert_close("argmax ties and NaN", &g, &c, 0.0);
+    let (g, c) = both(|| argmin(&x, Some(-1), false));
+    assert_close("argmin ties and NaN", &g, &c, 0.0);
+    // logsumexp (the generator's logprobs), with an infinite and a NaN row.
+    for dt in HALF_FLOATS {
+        let x = rand(&[4, 32000], -20.0, 20.0, dt, 80);
+        let (g, c) = both(|| logsumexp(&x, -1isize, true));
+        assert_close(&format!("logsumexp {dt:?}"), &g, &c, tol(dt) * 2.0);
+    }
+    let special = Array::from_slice(
+        &[1.0f32, f32::INFINITY, 0.0, 2.0, f32::NAN, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY],
+        &[3, 3],
+    );
+    let (g, c) = both(|| logsumexp(&special, -1isize, true));
+    assert_close("logsumexp inf and NaN rows", &g, &c, 0.0);
+    assert_no_fallback(&["ArgMax", "ArgMin", "LogSumExp"]);
+}
