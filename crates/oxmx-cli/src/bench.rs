@@ -108,6 +108,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         results.push(r);
     }
     let avg = average(&results);
+    gpu_report();
     if a.json {
         let trials: Vec<serde_json::Value> = results.iter().map(as_json).collect();
         let _ = writeln!(
@@ -124,4 +125,32 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// On a GPU, where the work ran: primitives that fell back to the CPU (with counts) and buffer
+/// migrations between host and device, on stderr (a fast GPU run has neither beyond loading).
+fn gpu_report() {
+    if !oxmx_core::default_device().is_gpu() {
+        return;
+    }
+    let (to_host, to_device) = oxmx_core::memory::migrations();
+    eprintln!("[gpu] buffer migrations: {to_host} to the host, {to_device} to the device");
+    let f = oxmx_core::backend::cuda::fallbacks();
+    if f.is_empty() {
+        eprintln!("[gpu] every primitive ran on the GPU");
+    } else {
+        let list: Vec<String> = f.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        eprintln!("[gpu] ran on the CPU: {}", list.join(", "));
+    }
+    // OXMX_GPU_PROFILE=1: host time per primitive, largest first.
+    let mut prof: Vec<(String, (u64, f64))> = oxmx_core::backend::cuda::profile().into_iter().collect();
+    prof.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let total: f64 = prof.iter().map(|p| p.1 .1).sum();
+    if total > 0.0 {
+        let calls: u64 = prof.iter().map(|p| p.1 .0).sum();
+        eprintln!("[gpu] host dispatch: {calls} ops, {:.1} ms, {:.2} us/op", total * 1e3, total * 1e6 / calls as f64);
+        for (name, (n, t)) in prof.iter().take(16) {
+            eprintln!("[gpu]   {name:40} {n:8} calls {:9.1} ms {:7.2} us/call", t * 1e3, t * 1e6 / *n as f64);
+        }
+    }
 }

@@ -149,3 +149,25 @@ fn bench_runs_on_random_weights() {
     assert!(r.generation_tps > 0.0);
     assert!(bench_run(qm.as_ref(), &[vec![]], &BenchOptions::default()).is_err());
 }
+
+#[test]
+fn random_weights_follow_the_config_dtype() {
+    let cfg = |dtype: &str| {
+        ModelConfig::from_json_str(&format!(
+            r#"{{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "intermediate_size": 128,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "rms_norm_eps": 1e-5,
+                "rope_theta": 10000.0, "tie_word_embeddings": false, "torch_dtype": "{dtype}"}}"#
+        ))
+        .unwrap()
+    };
+    for (name, want) in
+        [("bfloat16", oxmx_core::Dtype::Bfloat16), ("float16", oxmx_core::Dtype::Float16), ("float32", oxmx_core::Dtype::Float32)]
+    {
+        let model = random_weights_model(&cfg(name), 0).unwrap();
+        for (key, p) in model.parameters() {
+            assert_eq!(p.dtype(), want, "{key} for torch_dtype {name}");
+        }
+    }
+    let err = random_weights_model(&cfg("int8"), 0).err().expect("int8 is not a weight dtype");
+    assert!(err.to_string().contains("torch_dtype"), "{err}");
+}

@@ -57,6 +57,11 @@ fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// The kernel `name` if this device has compiled it already.
+pub(crate) fn cached(g: &Gpu, name: &str) -> Option<CudaFunction> {
+    g.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+}
+
 /// The kernel `name`, compiled once per device from the source `body()` makes (COMMON is
 /// prepended). `name` must determine the source (callers encode every parameter in it): the
 /// source is only generated on a cache miss, which keeps a launch's host cost to a map lookup.

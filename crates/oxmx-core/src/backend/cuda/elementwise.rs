@@ -6,7 +6,7 @@
 //! shape), so broadcast and transposed views need no copies. Ops and dtypes without a kernel
 //! here return `None` and the caller runs the CPU kernel instead.
 
-use super::compiler::{function, launch};
+use super::compiler::{cached, function, launch};
 use super::device::Gpu;
 use super::memory::alloc;
 use crate::backend::cpu::elementwise::collapse;
@@ -21,17 +21,20 @@ use std::ffi::c_void;
 const MAX_DIMS: usize = 8;
 const MAX_INPUTS: usize = 3;
 
-/// Mirrors `struct Index` in kernels/common.cuh.
+/// Element offsets of up to K inputs for a flat output index: `struct Index` in
+/// kernels/common.cuh (K = 3), or the fused kernels' `struct FIndex` (K = 8).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Index {
+pub(crate) struct IndexN<const K: usize> {
     ndim: i32,
     contiguous: i32,
     shape: [i64; MAX_DIMS],
-    strides: [[i64; MAX_DIMS]; MAX_INPUTS],
-    offset: [i64; MAX_INPUTS],
-    step: [i64; MAX_INPUTS],
+    strides: [[i64; MAX_DIMS]; K],
+    offset: [i64; K],
+    step: [i64; K],
 }
+
+type Index = IndexN<MAX_INPUTS>;
 
 /// The C storage type of a dtype (`None`: no GPU kernels for it).
 pub(crate) fn storage(d: Dtype) -> Option<&'static str> {
@@ -235,20 +238,21 @@ fn index(inputs: &[&Data], shape: &[usize]) -> Option<Index> {
     index_raw(shape, &parts)
 }
 
-/// The `Index` over `shape` for operands given as (element offset, strides).
-fn index_raw(shape: &[usize], parts: &[(isize, Vec<isize>)]) -> Option<Index> {
+/// The index over `shape` for operands given as (element offset, strides), or `None` past
+/// `MAX_DIMS` dimensions or K operands.
+pub(crate) fn index_raw<const K: usize>(shape: &[usize], parts: &[(isize, Vec<isize>)]) -> Option<IndexN<K>> {
     let refs: Vec<&[isize]> = parts.iter().map(|p| p.1.as_slice()).collect();
     let (cshape, cstrides) = collapse(shape, &refs);
-    if cshape.len() > MAX_DIMS || parts.len() > MAX_INPUTS {
+    if cshape.len() > MAX_DIMS || parts.len() > K {
         return None;
     }
-    let mut ix = Index {
+    let mut ix = IndexN {
         ndim: cshape.len() as i32,
         contiguous: (cshape.len() <= 1) as i32,
         shape: [1; MAX_DIMS],
-        strides: [[0; MAX_DIMS]; MAX_INPUTS],
-        offset: [0; MAX_INPUTS],
-        step: [0; MAX_INPUTS],
+        strides: [[0; MAX_DIMS]; K],
+        offset: [0; K],
+        step: [0; K],
     };
     for (i, &s) in cshape.iter().enumerate() {
         ix.shape[i] = s as i64;
@@ -304,7 +308,14 @@ pub(crate) fn copy_into(g: &Gpu, src: &Data, dst: u64, dst_strides: &[isize], ds
 
 /// Generates, compiles (once) and runs `out[i] = expr(in0[..], in1[..], ...)`. `loads` are
 /// the input variable declarations (name, dtype, as compute value or raw storage).
-fn run(g: &Gpu, name: &str, inputs: &[&Data], vars: &[(&str, Dtype, bool)], expr: &str, out: &Spec) -> Result<Option<Data>> {
+fn run(
+    g: &Gpu,
+    name: &str,
+    inputs: &[&Data],
+    vars: &[(&str, Dtype, bool)],
+    expr: &dyn Fn() -> Option<String>,
+    out: &Spec,
+) -> Result<Option<Data>> {
     let (shape, odt) = out;
     let Some(ot) = storage(*odt) else { return Ok(None) };
     let mut ins = Vec::new();
@@ -315,7 +326,7 @@ fn run(g: &Gpu, name: &str, inputs: &[&Data], vars: &[(&str, Dtype, bool)], expr
         }
     }
     let Some(ix) = index(inputs, shape) else { return Ok(None) };
-    let body = || {
+    let body = |expr: String| {
         let params: String = ins.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ in{k}, ")).collect();
         let decls: String = vars
             .iter()
@@ -335,7 +346,14 @@ fn run(g: &Gpu, name: &str, inputs: &[&Data], vars: &[(&str, Dtype, bool)], expr
          {decls}out[i] = {expr};\n}}\n}}\n"
         )
     };
-    let f = function(g, name, body)?;
+    // Names determine the source: a cached kernel needs no expression built.
+    let f = match cached(g, name) {
+        Some(f) => f,
+        None => {
+            let Some(e) = expr() else { return Ok(None) };
+            function(g, name, || body(e))?
+        }
+    };
     let n = size_of(shape);
     let block = alloc(g.ordinal, n * odt.size())?;
     if n > 0 {
@@ -357,23 +375,21 @@ fn run(g: &Gpu, name: &str, inputs: &[&Data], vars: &[(&str, Dtype, bool)], expr
     Ok(Some(Data::dense(Buffer::on_device(block, n * odt.size()), shape.clone(), *odt)))
 }
 
-fn tag(d: Dtype) -> String {
-    format!("{d:?}").to_lowercase()
+fn tag(d: Dtype) -> &'static str {
+    d.name()
 }
 
 pub(crate) fn unary(g: &Gpu, op: UnaryOp, x: &Data, out: &Spec) -> Result<Option<Data>> {
-    let Some(e) = unary_expr(op, x.dtype) else { return Ok(None) };
     let name = format!("unary_{op:?}_{}_{}", tag(x.dtype), tag(out.1));
-    run(g, &name, &[x], &[("x", x.dtype, false)], &store(out.1, &e), out)
+    run(g, &name, &[x], &[("x", x.dtype, false)], &|| unary_expr(op, x.dtype).map(|e| store(out.1, &e)), out)
 }
 
 pub(crate) fn binary(g: &Gpu, op: BinaryOp, a: &Data, b: &Data, out: &Spec) -> Result<Option<Data>> {
     if a.dtype != b.dtype {
         return Ok(None);
     }
-    let Some(e) = binary_expr(op, a.dtype) else { return Ok(None) };
     let name = format!("binary_{op:?}_{}_{}", tag(a.dtype), tag(out.1));
-    run(g, &name, &[a, b], &[("a", a.dtype, false), ("b", b.dtype, false)], &store(out.1, &e), out)
+    run(g, &name, &[a, b], &[("a", a.dtype, false), ("b", b.dtype, false)], &|| binary_expr(op, a.dtype).map(|e| store(out.1, &e)), out)
 }
 
 /// `where(cond, a, b)`: elements are copied as stored (bit for bit).
@@ -383,16 +399,16 @@ pub(crate) fn select(g: &Gpu, c: &Data, a: &Data, b: &Data, out: &Spec) -> Resul
     }
     let name = format!("select_{}_{}", tag(c.dtype), tag(out.1));
     let vars = [("c", c.dtype, false), ("a", a.dtype, true), ("b", b.dtype, true)];
-    run(g, &name, &[c, a, b], &vars, "c ? a : b", out)
+    run(g, &name, &[c, a, b], &vars, &|| Some("c ? a : b".into()), out)
 }
 
 /// Value conversion (`astype`); the same dtype is a bit-exact strided copy.
 pub(crate) fn cast(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
     let name = format!("cast_{}_{}", tag(x.dtype), tag(out.1));
     if x.dtype == out.1 {
-        return run(g, &name, &[x], &[("x", x.dtype, true)], "x", out);
+        return run(g, &name, &[x], &[("x", x.dtype, true)], &|| Some("x".into()), out);
     }
-    run(g, &name, &[x], &[("x", x.dtype, false)], &store(out.1, "x"), out)
+    run(g, &name, &[x], &[("x", x.dtype, false)], &|| Some(store(out.1, "x")), out)
 }
 
 /// A dense row-major copy of `x` on the GPU (for ops that need contiguous input).

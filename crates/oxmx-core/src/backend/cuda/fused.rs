@@ -6,9 +6,8 @@
 
 use super::compiler::{fnv, function, launch};
 use super::device::Gpu;
-use super::elementwise::{binary_expr, compute, load, storage, store, strides_at, unary_expr};
+use super::elementwise::{binary_expr, compute, index_raw, load, storage, store, strides_at, unary_expr, IndexN};
 use super::fast::output;
-use crate::backend::cpu::elementwise::collapse;
 use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::graph::{Data, Spec};
@@ -17,19 +16,6 @@ use crate::shape::size_of;
 use std::ffi::c_void;
 
 const MAX_FUSED_INPUTS: usize = 8;
-const MAX_DIMS: usize = 8;
-
-/// Mirrors `struct FIndex` in the generated source.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct FIndex {
-    ndim: i32,
-    contiguous: i32,
-    shape: [i64; MAX_DIMS],
-    strides: [[i64; MAX_DIMS]; MAX_FUSED_INPUTS],
-    offset: [i64; MAX_FUSED_INPUTS],
-    step: [i64; MAX_FUSED_INPUTS],
-}
 
 const FINDEX: &str =
     "struct FIndex { int ndim; int contiguous; long long shape[8]; long long strides[8][8]; long long offset[8]; long long step[8]; };\n\
@@ -86,12 +72,8 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
         return Ok(None);
     }
     let shape = &specs[0].0;
-    let st: Vec<Vec<isize>> = inputs.iter().map(|d| strides_at(d, shape)).collect();
-    let refs: Vec<&[isize]> = st.iter().map(|s| s.as_slice()).collect();
-    let (cshape, cstrides) = collapse(shape, &refs);
-    if cshape.len() > MAX_DIMS {
-        return Ok(None);
-    }
+    let parts: Vec<(isize, Vec<isize>)> = inputs.iter().map(|d| (d.offset, strides_at(d, shape))).collect();
+    let Some(ix) = index_raw::<MAX_FUSED_INPUTS>(shape, &parts) else { return Ok(None) };
     let name = format!("fused_{:016x}", fnv(&[&format!("{op:?}")]));
     let mut failed = false;
     let f = function(g, &name, || {
@@ -118,24 +100,7 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
         return Ok(None);
     }
     let f = f?;
-    let mut ix = FIndex {
-        ndim: cshape.len() as i32,
-        contiguous: (cshape.len() <= 1) as i32,
-        shape: [1; MAX_DIMS],
-        strides: [[0; MAX_DIMS]; MAX_FUSED_INPUTS],
-        offset: [0; MAX_FUSED_INPUTS],
-        step: [0; MAX_FUSED_INPUTS],
-    };
-    for (i, &s) in cshape.iter().enumerate() {
-        ix.shape[i] = s as i64;
-    }
-    for (k, d) in inputs.iter().enumerate() {
-        ix.offset[k] = d.offset as i64;
-        for (i, &s) in cstrides[k].iter().enumerate() {
-            ix.strides[k][i] = s as i64;
-        }
-        ix.step[k] = cstrides[k].first().copied().unwrap_or(0) as i64;
-    }
+    let mut ix: IndexN<MAX_FUSED_INPUTS> = ix;
     let mut outs = Vec::with_capacity(specs.len());
     let mut ptrs: Vec<u64> = Vec::new();
     for s in specs {
@@ -151,7 +116,7 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
         let mut n64 = total as i64;
         let mut params: Vec<*mut c_void> = ptrs.iter_mut().map(|p| p as *mut u64 as *mut c_void).collect();
         params.push(&mut n64 as *mut i64 as *mut c_void);
-        params.push(&mut ix as *mut FIndex as *mut c_void);
+        params.push(&mut ix as *mut IndexN<MAX_FUSED_INPUTS> as *mut c_void);
         launch(g, &f, total, &mut params)?;
     }
     Ok(Some(outs))

@@ -56,8 +56,40 @@ pub fn fallbacks() -> BTreeMap<String, u64> {
     fallback_counts().lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Whether `OXMX_GPU_PROFILE` asks for host-side timings of GPU primitives.
+fn profiling() -> bool {
+    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::env::var_os("OXMX_GPU_PROFILE").is_some())
+}
+
+fn profile_table() -> &'static Mutex<BTreeMap<String, (u64, f64)>> {
+    static T: Mutex<BTreeMap<String, (u64, f64)>> = Mutex::new(BTreeMap::new());
+    &T
+}
+
+/// With `OXMX_GPU_PROFILE` set: per primitive name, (calls, seconds) of host time spent
+/// dispatching it for a GPU stream (kernel launches are asynchronous, so this is the host's
+/// cost per op, not the kernel's run time; fallbacks include their CPU kernel). Empty otherwise.
+pub fn profile() -> BTreeMap<String, (u64, f64)> {
+    profile_table().lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// Runs `prim` on GPU `ordinal`.
 pub(crate) fn eval(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
+    if profiling() {
+        let t0 = std::time::Instant::now();
+        let r = eval_on(ordinal, prim, inputs, specs);
+        let dt = t0.elapsed().as_secs_f64();
+        let mut t = profile_table().lock().unwrap_or_else(|p| p.into_inner());
+        let e = t.entry(prim.name()).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += dt;
+        return r;
+    }
+    eval_on(ordinal, prim, inputs, specs)
+}
+
+fn eval_on(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
     let g = device::gpu(ordinal)?;
     if let Some(out) = gpu_kernel(g, prim, &mut *inputs, specs)? {
         return Ok(out);

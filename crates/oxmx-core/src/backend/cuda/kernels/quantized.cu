@@ -31,16 +31,41 @@ __device__ __forceinline__ float code_f(unsigned int q) {
     return __uint_as_float(0x4B000000u | q) - 8388608.0f;
 }
 
+// Four consecutive codes of `w` as float32: byte-sized codes (8-bit words, or the even/odd
+// nibbles of a 4-bit word spread into bytes) placed in the mantissa of 2^23 by one byte permute.
+__device__ __forceinline__ void bytes_f(unsigned int w, float* o) {
+    o[0] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7650)) - 8388608.0f;
+    o[1] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7651)) - 8388608.0f;
+    o[2] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7652)) - 8388608.0f;
+    o[3] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7653)) - 8388608.0f;
+}
+
+// The VPW codes of one word as float32, in order.
+template <int BITS> __device__ __forceinline__ void word_codes(unsigned int w, float* q) {
+    if (BITS == 8) {
+        bytes_f(w, q);
+    } else if (BITS == 4) {
+        float e[4], o[4];
+        bytes_f(w & 0x0F0F0F0Fu, e);
+        bytes_f((w >> 4) & 0x0F0F0F0Fu, o);
+        for (int i = 0; i < 4; ++i) {
+            q[2 * i] = e[i];
+            q[2 * i + 1] = o[i];
+        }
+    } else {
+        for (int v = 0; v < 32 / BITS; ++v) q[v] = code_f((w >> (v * BITS)) & ((1u << BITS) - 1u));
+    }
+}
+
 // out[m, n] = sum_k x[m, k] * (s[n, k/GS] * q[n, k] + b[n, k/GS]) for M <= 8 rows of x (decode).
 // Each warp owns R consecutive output columns; lane c reads 16-byte chunks c, c+32, ... of
-// those rows (VPC codes each, all in one group), so a chunk's x values are loaded once for R
-// rows. Sums are float32: per chunk s * (q . x) + b * sum(x).
+// those rows (VPC codes each, all in one group), two chunks in flight per step, so a chunk's
+// x values are loaded once for R rows. Sums are float32: per chunk s * (q . x) + b * sum(x).
 template <int DT, int BITS, int GS, int M, int R>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
     typedef Elem<DT> E;
     const int VPW = 32 / BITS, VPC = 4 * VPW;
-    const unsigned int MASKV = (1u << BITS) - 1u;
     long long warp_id = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     long long n0 = warp_id * R;
@@ -49,32 +74,38 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
     float acc[M][R];
     for (int m = 0; m < M; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
-    for (long long c = lane; c < chunks; c += 32) {
-        unsigned int wq[R][4];
-        float s[R], b[R];
-        long long gi = c * VPC / GS;
-        for (int r = 0; r < R; ++r) {
-            if (n0 + r < n) {
-                uint4 u = ((const uint4*)(w + (n0 + r) * words))[c];
-                wq[r][0] = u.x; wq[r][1] = u.y; wq[r][2] = u.z; wq[r][3] = u.w;
-                s[r] = E::load(scales[(n0 + r) * groups + gi]);
-                b[r] = E::load(biases[(n0 + r) * groups + gi]);
-            } else {
-                wq[r][0] = wq[r][1] = wq[r][2] = wq[r][3] = 0u;
-                s[r] = b[r] = 0.0f;
+    for (long long c0 = lane; c0 < chunks; c0 += 64) {
+        uint4 wq[2][R];
+        float s[2][R], b[2][R];
+        for (int u = 0; u < 2; ++u) {
+            long long c = c0 + 32 * u;
+            long long gi = c * VPC / GS;
+            for (int r = 0; r < R; ++r) {
+                bool ok = c < chunks && n0 + r < n;
+                wq[u][r] = ok ? ((const uint4*)(w + (n0 + r) * words))[c] : make_uint4(0u, 0u, 0u, 0u);
+                s[u][r] = ok ? E::load(scales[(n0 + r) * groups + gi]) : 0.0f;
+                b[u][r] = ok ? E::load(biases[(n0 + r) * groups + gi]) : 0.0f;
             }
         }
-        for (int m = 0; m < M; ++m) {
-            float xv[VPC];
-            const typename E::T* xp = x + m * k + c * VPC;
-            for (int j = 0; j < VPC / 8; ++j) load8<DT>(xp + 8 * j, xv + 8 * j);
-            float xs = 0.0f;
-            for (int j = 0; j < VPC; ++j) xs += xv[j];
-            for (int r = 0; r < R; ++r) {
-                float dot = 0.0f;
-                for (int wi = 0; wi < 4; ++wi)
-                    for (int v = 0; v < VPW; ++v) dot = fmaf(code_f((wq[r][wi] >> (v * BITS)) & MASKV), xv[wi * VPW + v], dot);
-                acc[m][r] += s[r] * dot + b[r] * xs;
+        for (int u = 0; u < 2; ++u) {
+            long long c = c0 + 32 * u;
+            if (c >= chunks) break;
+            for (int m = 0; m < M; ++m) {
+                float xv[VPC];
+                const typename E::T* xp = x + m * k + c * VPC;
+                for (int j = 0; j < VPC / 8; ++j) load8<DT>(xp + 8 * j, xv + 8 * j);
+                float xs = 0.0f;
+                for (int j = 0; j < VPC; ++j) xs += xv[j];
+                for (int r = 0; r < R; ++r) {
+                    unsigned int ws[4] = {wq[u][r].x, wq[u][r].y, wq[u][r].z, wq[u][r].w};
+                    float dot = 0.0f;
+                    for (int wi = 0; wi < 4; ++wi) {
+                        float q[VPW];
+                        word_codes<BITS>(ws[wi], q);
+                        for (int v = 0; v < VPW; ++v) dot = fmaf(q[v], xv[wi * VPW + v], dot);
+                    }
+                    acc[m][r] += s[u][r] * dot + b[u][r] * xs;
+                }
             }
         }
     }
