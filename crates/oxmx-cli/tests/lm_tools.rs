@@ -2,44 +2,12 @@
 //! `--kv-bits`. The bench runs on a config-only folder (`--random-weights`); the others use the
 //! default SmolLM2 GGUF when it is present (skipped with a note otherwise).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+
+mod common;
+use common::{ok, oxmx, smollm2, tmpdir};
 
 use serde_json::Value;
-
-fn oxmx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oxmx")).args(args).output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "oxmx failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("oxmx_cli_{tag}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("OXMX_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not found");
-        None
-    }
-}
 
 #[test]
 fn bench_with_random_weights_on_a_config_only_folder() {

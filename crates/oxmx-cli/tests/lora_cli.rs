@@ -2,47 +2,10 @@
 //! GGUF (QLoRA over its 4-bit weights) with the repository's example data; skipped with a note
 //! when the model is absent. Argument errors need no model.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn oxmx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oxmx")).args(args).output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "oxmx failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn err(o: &Output) -> String {
-    assert!(!o.status.success(), "expected a failure, got: {}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("oxmx_cli_lora_{tag}_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("OXMX_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf not found");
-        None
-    }
-}
+mod common;
+use common::{err, ok, oxmx, smollm2, tmpdir};
 
 fn data_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lora/data").display().to_string()

@@ -3,23 +3,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-fn model() -> Option<PathBuf> {
-    let dir = std::env::var_os("OXMX_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: the default model is not at {} (run scripts/setup.sh)", p.display());
-        None
-    }
-}
+mod common;
+use common::smollm2 as model;
 
 /// Kills the server when the test ends, whatever happens.
 struct Server(Child, String);

@@ -32,18 +32,10 @@ impl Linear {
     /// Weight and bias drawn from U(-1/sqrt(in), 1/sqrt(in)), as MLX.
     pub fn new(input_dims: usize, output_dims: usize, bias: bool) -> Linear {
         let scale = (1.0 / input_dims as f64).sqrt();
-        Linear {
-            weight: init::uniform(&[output_dims, input_dims], Dtype::Float32, -scale, scale),
-            bias: bias.then(|| init::uniform(&[output_dims], Dtype::Float32, -scale, scale)),
-            scales: None,
-            biases: None,
-            lora_a: None,
-            lora_b: None,
-            m: None,
-            quant: None,
-            lora: None,
-            state: ModuleState::default(),
-        }
+        Linear::from_weights(
+            init::uniform(&[output_dims, input_dims], Dtype::Float32, -scale, scale),
+            bias.then(|| init::uniform(&[output_dims], Dtype::Float32, -scale, scale)),
+        )
     }
 
     pub fn from_weights(weight: Array, bias: Option<Array>) -> Linear {
