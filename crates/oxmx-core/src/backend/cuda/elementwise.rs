@@ -268,7 +268,7 @@ pub(crate) fn index_raw<const K: usize>(shape: &[usize], parts: &[(isize, Vec<is
 }
 
 /// The unsigned C type of an element of `bytes` bytes (raw copies move bits, any dtype).
-fn raw_type(bytes: usize) -> Option<&'static str> {
+pub(crate) fn raw_type(bytes: usize) -> Option<&'static str> {
     Some(match bytes {
         1 => "unsigned char",
         2 => "unsigned short",

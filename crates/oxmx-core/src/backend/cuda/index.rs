@@ -9,7 +9,7 @@
 use super::compiler::function;
 use super::compiler::Args;
 use super::device::Gpu;
-use super::elementwise::{contiguous, copy_into, storage};
+use super::elementwise::{contiguous, copy_into, raw_type, storage};
 use super::fast::{dptr, output};
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
@@ -65,14 +65,7 @@ fn check_on_host(idx: &Data, axis: usize, n: usize) -> Result<()> {
 fn gather(g: &Gpu, axes: &[usize], slice_sizes: &[usize], inputs: &[Data], spec: &Spec) -> Result<Option<Vec<Data>>> {
     let x = &inputs[0];
     let idx = &inputs[1..];
-    let raw = |d: &Data| match d.dtype.size() {
-        1 => Some("unsigned char"),
-        2 => Some("unsigned short"),
-        4 => Some("unsigned int"),
-        8 => Some("unsigned long long"),
-        _ => None,
-    };
-    let Some(et) = raw(x) else { return Ok(None) };
+    let Some(et) = raw_type(x.dtype.size()) else { return Ok(None) };
     if idx.len() > MAX_INDICES || x.ndim() > MAX_DIMS || idx.iter().any(|i| !i.dtype.is_integer()) {
         return Ok(None);
     }
