@@ -203,6 +203,11 @@ impl Buffer {
         self.host.get().is_some()
     }
 
+    /// Whether a device copy exists (made by a GPU kernel or uploaded once).
+    pub fn is_on_device(&self) -> bool {
+        self.device.get().is_some()
+    }
+
     /// Makes the host copy of a GPU-made buffer now; errors (a failed device copy, host memory
     /// limit) are returned instead of panicking in a later `bytes()`.
     pub fn ensure_host(&self) -> Result<()> {

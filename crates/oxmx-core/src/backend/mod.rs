@@ -9,6 +9,29 @@ use crate::graph::{Data, Spec};
 use crate::primitives::Primitive;
 use crate::stream::Stream;
 
+/// A stream worker starts a task of `ops` ops in order; `true` when the device batches their
+/// launches (GPU: CUDA graphs), and then `after_op` / `end_batch` must follow.
+pub fn begin_batch(stream: Stream, ops: usize) -> bool {
+    match stream.device {
+        Device::Cpu => false,
+        Device::Gpu(n) => cuda::begin_batch(n, ops),
+    }
+}
+
+pub fn after_op(stream: Stream) {
+    if let Device::Gpu(n) = stream.device {
+        cuda::after_op(n);
+    }
+}
+
+/// Ends a batched task: its work is launched. An error means some of it never ran.
+pub fn end_batch(stream: Stream) -> Result<()> {
+    match stream.device {
+        Device::Cpu => Ok(()),
+        Device::Gpu(n) => cuda::end_batch(n),
+    }
+}
+
 /// Runs one primitive on the device of `stream`.
 /// `inputs` is mutable so a kernel may write into an input buffer the scheduler donated (see
 /// `Primitive::donates_input`).

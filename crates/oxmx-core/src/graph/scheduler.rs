@@ -81,7 +81,7 @@ fn submit(stream: Stream, task: Task) {
                         // (two wake-ups per op, most of a small decode op's cost). Each op is
                         // dropped once it has run, releasing its inputs early.
                         Task::Run(ops, true) => rayon::scope(move |_| ops.into_iter().for_each(|op| run_op(&op))),
-                        Task::Run(ops, false) => ops.into_iter().for_each(|op| run_op(&op)),
+                        Task::Run(ops, false) => run_in_order(ops),
                         Task::Fence(done) => {
                             let _ = done.send(());
                         }
@@ -250,6 +250,29 @@ fn donate_first_input(op: &Arc<Op>, inputs: &mut [Data]) {
             drop(st);
             debug_assert_eq!(Arc::strong_count(&inputs[0].buffer), 1);
         }
+    }
+}
+
+/// Runs a task's ops in order on this thread; a device that batches their launches (CUDA
+/// graphs) gets told where the task and each op end. If batched work could not be launched, it
+/// never ran: the task's outputs become that error instead of garbage.
+fn run_in_order(ops: Vec<Arc<Op>>) {
+    let Some(stream) = ops.first().map(|op| op.stream) else { return };
+    if !backend::begin_batch(stream, ops.len()) {
+        ops.into_iter().for_each(|op| run_op(&op));
+        return;
+    }
+    let mut outputs: Vec<std::sync::Weak<Node>> = Vec::new();
+    for op in ops {
+        outputs.extend(op.outputs.get().into_iter().flatten().cloned());
+        run_op(&op);
+        backend::after_op(stream);
+    }
+    if let Err(e) = backend::end_batch(stream) {
+        for n in outputs.iter().filter_map(|w| w.upgrade()) {
+            *n.lock() = State::Failed(e.clone());
+        }
+        notify_all();
     }
 }
 

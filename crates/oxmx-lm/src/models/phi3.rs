@@ -41,7 +41,7 @@ pub struct Phi3Mlp {
 impl Phi3Mlp {
     fn forward(&self, x: &Array) -> Array {
         let gu = ops::split_equal(&linear(&self.gate_up_proj, x), 2, -1);
-        linear(&self.down_proj, &(&oxmx_nn::activations::silu(&gu[0]) * &gu[1]))
+        linear(&self.down_proj, &super::base::swiglu(&gu[0], &gu[1]))
     }
 }
 

@@ -119,7 +119,7 @@ impl SwitchGlu {
         // One row per token, broadcast over its k experts by gather_mm's batch axes.
         let x = ops::reshape_to(x, &[s[0], s[1], 1, 1, s[2]]);
         let g = self.gate_proj.forward(&x, idx);
-        let h = &oxmx_nn::activations::silu(&g) * &self.up_proj.forward(&x, idx);
+        let h = super::base::swiglu(&g, &self.up_proj.forward(&x, idx));
         ops::squeeze(&self.down_proj.forward(&h, idx), &[-2])
     }
 }

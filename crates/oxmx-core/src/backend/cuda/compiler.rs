@@ -37,11 +37,15 @@ pub(crate) fn fnv(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for p in parts {
         for b in p.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
+            h = fnv_step(h, b as u64);
         }
     }
     h
+}
+
+/// One FNV-1a step over a value.
+pub(crate) fn fnv_step(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x100000001b3)
 }
 
 fn cache_dir() -> Option<PathBuf> {
@@ -59,15 +63,15 @@ fn nvrtc_present() -> bool {
 
 /// The kernel `name` if this device has compiled it already.
 pub(crate) fn cached(g: &Gpu, name: &str) -> Option<CudaFunction> {
-    g.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    super::timed("~kernel lookup", || g.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
 }
 
 /// The kernel `name`, compiled once per device from the source `body()` makes (COMMON is
 /// prepended). `name` must determine the source (callers encode every parameter in it): the
 /// source is only generated on a cache miss, which keeps a launch's host cost to a map lookup.
 pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Result<CudaFunction> {
-    if let Some(f) = g.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-        return Ok(f.clone());
+    if let Some(f) = cached(g, name) {
+        return Ok(f);
     }
     let src = format!("{}\n{}", COMMON.source(), body());
     let ptx = ptx_for(g, name, &src)?;
@@ -125,12 +129,17 @@ pub(crate) fn launch_grid(
     shared: u32,
     params: &mut [*mut std::ffi::c_void],
 ) -> Result<()> {
-    // SAFETY: the callers pass parameter lists that match their kernels' signatures, with
-    // device pointers to blocks that stay alive while the stream uses them.
-    unsafe {
-        cudarc::driver::result::launch_kernel(f.cu_function(), (blocks.0, blocks.1, 1), (threads, 1, 1), shared, g.cu_stream(), params)
-    }
-    .map_err(|e| cuda_err("launching a kernel", e))
+    // The graph cache keys on the kernel sequence only: grids change from step to step (the
+    // attention kernel's splits grow with the cache) and cuGraphExecUpdate takes new ones.
+    super::graph::launch(g, &[f.cu_function() as u64], || {
+        // SAFETY: the callers pass parameter lists that match their kernels' signatures, with
+        // device pointers to blocks that stay alive while the stream uses them (the driver
+        // copies the values at the call, captured or not).
+        unsafe {
+            cudarc::driver::result::launch_kernel(f.cu_function(), (blocks.0, blocks.1, 1), (threads, 1, 1), shared, g.cu_stream(), params)
+        }
+        .map_err(|e| cuda_err("launching a kernel", e))
+    })
 }
 
 /// Kernel arguments by value, in order (the driver copies each from its pointer at launch).

@@ -23,6 +23,8 @@ pub(crate) struct Gpu {
     pub total_mem: usize,
     pub blas: Mutex<Option<super::matmul::BlasHandle>>,
     pub kernels: Mutex<HashMap<String, CudaFunction>>,
+    /// CUDA graph capture of batched ops (graph.rs); also orders every use of the stream.
+    pub capture: Mutex<super::graph::Capture>,
 }
 
 // The raw handles inside are used under the context binding each entry point makes.
@@ -51,6 +53,10 @@ pub fn device_count() -> usize {
 
 /// The device `ordinal`, created on first use and bound to the calling thread.
 pub(crate) fn gpu(ordinal: usize) -> Result<&'static Gpu> {
+    super::timed("~gpu() lookup", || gpu_untimed(ordinal))
+}
+
+fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
     static GPUS: OnceLock<Mutex<HashMap<usize, &'static Gpu>>> = OnceLock::new();
     let n = device_count();
     if ordinal >= n {
@@ -84,6 +90,7 @@ pub(crate) fn gpu(ordinal: usize) -> Result<&'static Gpu> {
         total_mem,
         blas: Mutex::new(None),
         kernels: Mutex::new(HashMap::new()),
+        capture: Mutex::new(Default::default()),
     }));
     map.insert(ordinal, g);
     Ok(g)
@@ -99,8 +106,8 @@ impl Gpu {
         self.stream.cu_stream()
     }
 
-    /// Waits for all work queued on this device.
+    /// Waits for all work queued on this device (captured work is launched first).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| cuda_err("synchronizing the stream", e))
+        super::graph::outside_capture(self, || self.stream.synchronize().map_err(|e| cuda_err("synchronizing the stream", e)))
     }
 }

@@ -97,7 +97,17 @@ fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, h
 
 fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base: Option<f32>, scale: f32) -> Result<Option<Data>> {
     let Some(x) = contiguous(g, &inputs[0])? else { return Ok(None) };
-    let Some(offs) = contiguous(g, &inputs[1])? else { return Ok(None) };
+    // A scalar offset still on the host (decoding's position) goes by value: uploading it
+    // would cost a copy per call, two per layer per token.
+    let host_off = (inputs[1].size() == 1 && inputs[1].buffer.is_on_host() && !inputs[1].buffer.is_on_device())
+        .then(|| inputs[1].get_as::<i64>(0));
+    let offs = match host_off {
+        Some(_) => None,
+        None => match contiguous(g, &inputs[1])? {
+            Some(o) => Some(o),
+            None => return Ok(None),
+        },
+    };
     let freqs = match base {
         Some(_) => None,
         None => match contiguous(g, &inputs[2])? {
@@ -119,10 +129,10 @@ fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base:
         &name,
         &format!(
             "{ty}* out, const {ty}* x, const int* offs, const float* freqs, long long rows, long long t, long long d, \
-             long long half, long long rows_per_batch, int per_offset, float c, float scale"
+             long long half, long long rows_per_batch, int per_offset, int off0, float c, float scale"
         ),
         &format!(
-            "rope_rows<{dt}, {traditional}, {}>(out, x, offs, freqs, rows, t, d, half, rows_per_batch, per_offset, c, scale)",
+            "rope_rows<{dt}, {traditional}, {}>(out, x, offs, freqs, rows, t, d, half, rows_per_batch, per_offset, off0, c, scale)",
             freqs.is_some()
         ),
     )?;
@@ -137,14 +147,18 @@ fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base:
         Args::new()
             .arg(optr)
             .arg(dptr(g, &x)?)
-            .arg(dptr(g, &offs)?)
+            .arg(match &offs {
+                Some(o) => dptr(g, o)?,
+                None => 0,
+            })
             .arg(fptr)
             .arg(rows as i64)
             .arg(t.max(1) as i64)
             .arg(d as i64)
             .arg(half as i64)
             .arg(rows_per_batch.max(1) as i64)
-            .arg((offs.size() > 1) as i32)
+            .arg(offs.as_ref().is_some_and(|o| o.size() > 1) as i32)
+            .arg(host_off.unwrap_or(0) as i32)
             .arg(c)
             .arg(scale)
             .launch(g, &f, (blocks, 1), 256)?;

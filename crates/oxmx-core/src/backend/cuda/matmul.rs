@@ -21,6 +21,9 @@ use std::ffi::c_void;
 /// A cuBLAS handle bound to the device's stream.
 pub(crate) struct BlasHandle(bsys::cublasHandle_t);
 
+/// cuBLAS's workspace (its recommendation for Hopper is 32 MiB).
+const BLAS_WORKSPACE: usize = 32 << 20;
+
 // Used only under the Gpu's mutex.
 unsafe impl Send for BlasHandle {}
 
@@ -119,7 +122,8 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
         let bp = b.buffer.device_block(g.ordinal)?.ptr() + (b.offset as u64) * isize_ as u64;
         let mut handle = g.blas.lock().unwrap_or_else(|p| p.into_inner());
         if handle.is_none() {
-            let h = blas::create_handle().map_err(|e| cuda_err("creating the cuBLAS handle", e))?;
+            // Made outside any graph capture (handle creation allocates and synchronises).
+            let h = super::graph::outside_capture(g, || blas::create_handle().map_err(|e| cuda_err("creating the cuBLAS handle", e)))?;
             // SAFETY: a fresh handle and this device's live stream.
             unsafe { blas::set_stream(h, g.cu_stream() as _) }.map_err(|e| cuda_err("binding cuBLAS to the stream", e))?;
             // Split-K partial sums stay in float32 for half-precision outputs: by default
@@ -129,6 +133,15 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
             unsafe { bsys::cublasSetMathMode(h, bsys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) }
                 .result()
                 .map_err(|e| cuda_err("setting cuBLAS's math mode", e))?;
+            // A workspace set once: cuBLAS then allocates nothing while a CUDA graph captures
+            // its kernels (graph.rs). Like cuBLAS's own default one, it lives as long as the
+            // handle (the process) and is not counted as arrays' memory.
+            // SAFETY: plain allocation on the bound context; a valid handle and a block of
+            // that size that is never freed.
+            let ws = unsafe { cudarc::driver::result::malloc_sync(BLAS_WORKSPACE) }.map_err(|e| cuda_err("allocating cuBLAS's workspace", e))?;
+            unsafe { bsys::cublasSetWorkspace_v2(h, ws as *mut c_void, BLAS_WORKSPACE) }
+                .result()
+                .map_err(|e| cuda_err("setting cuBLAS's workspace", e))?;
             *handle = Some(BlasHandle(h));
         }
         let h = handle.as_ref().expect("handle was just made").0;
@@ -141,9 +154,19 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
             (&alpha_f as *const f32 as _, &beta_f as *const f32 as _)
         };
         // Column-major: C' (n x m) = B' (n x k) · A' (k x m).
+        // cuBLAS picks its kernels from the problem: the graph cache key is the problem
+        // (a different problem may capture different kernels or node counts).
+        let key = [
+            0xb1a5,
+            ((lb.transposed as u64) << 1) | la.transposed as u64,
+            (n as u64) << 32 | m as u64,
+            (k as u64) << 32 | batch as u64,
+            (lb.ld as u64) << 32 | la.ld as u64,
+            (dtype as u64) << 32 | otype as u64,
+        ];
         // SAFETY: pointers and strides describe live device blocks of the sizes checked by
         // the op's output specs; alpha/beta live until the call returns.
-        unsafe {
+        super::graph::launch(g, &key, || unsafe {
             blas::gemm_strided_batched_ex(
                 h,
                 op(lb.transposed),
@@ -169,8 +192,8 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
                 compute,
                 bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
-        }
-        .map_err(|e| cuda_err("cuBLAS gemm", e))?;
+            .map_err(|e| cuda_err("cuBLAS gemm", e))
+        })?;
     }
     Ok(Some(Data::dense(Buffer::on_device(block, total * esize), shape.to_vec(), odt)))
 }

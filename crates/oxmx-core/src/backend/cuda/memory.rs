@@ -132,6 +132,10 @@ fn free_cached(g: &Gpu, st: &mut Pool) {
 
 /// A block of at least `bytes` bytes on GPU `ordinal` (contents undefined).
 pub(crate) fn alloc(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
+    super::timed("~alloc", || alloc_untimed(ordinal, bytes))
+}
+
+fn alloc_untimed(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
     let capacity = round(bytes);
     if capacity == 0 {
         return Ok(DeviceBlock { ordinal, ptr: 0, capacity: 0 });
@@ -185,8 +189,11 @@ pub(crate) fn upload(ordinal: usize, bytes: &[u8]) -> Result<DeviceBlock> {
     if !bytes.is_empty() {
         let g = gpu(ordinal)?;
         // SAFETY: the block holds at least `bytes.len()` bytes; a copy from pageable memory
-        // returns once the source has been staged, so `bytes` may go away afterwards.
-        unsafe { cu::memcpy_htod_async(block.ptr, bytes, g.cu_stream()) }.map_err(|e| cuda_err("copying to the device", e))?;
+        // returns once the source has been staged, so `bytes` may go away afterwards (which is
+        // also why it cannot be captured into a graph).
+        super::graph::outside_capture(g, || {
+            unsafe { cu::memcpy_htod_async(block.ptr, bytes, g.cu_stream()) }.map_err(|e| cuda_err("copying to the device", e))
+        })?;
     }
     Ok(block)
 }
@@ -198,7 +205,9 @@ pub(crate) fn download(block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
     }
     let g = gpu(block.ordinal)?;
     // SAFETY: the block holds at least `dst.len()` bytes.
-    unsafe { cu::memcpy_dtoh_async(dst, block.ptr, g.cu_stream()) }.map_err(|e| cuda_err("copying to the host", e))?;
+    super::graph::outside_capture(g, || {
+        unsafe { cu::memcpy_dtoh_async(dst, block.ptr, g.cu_stream()) }.map_err(|e| cuda_err("copying to the host", e))
+    })?;
     g.synchronize()
 }
 

@@ -12,6 +12,7 @@ mod device;
 mod elementwise;
 mod fast;
 mod fused;
+mod graph;
 mod index;
 mod matmul;
 mod memory;
@@ -62,6 +63,22 @@ fn profiling() -> bool {
     *P.get_or_init(|| std::env::var_os("OXMX_GPU_PROFILE").is_some())
 }
 
+/// With `OXMX_GPU_PROFILE` set, adds the host time of `f` to the profile row `name` (rows for
+/// parts of a primitive's dispatch start with `~`).
+pub(crate) fn timed<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    if !profiling() {
+        return f();
+    }
+    let t0 = std::time::Instant::now();
+    let r = f();
+    let dt = t0.elapsed().as_secs_f64();
+    let mut t = profile_table().lock().unwrap_or_else(|p| p.into_inner());
+    let e = t.entry(name.to_string()).or_insert((0, 0.0));
+    e.0 += 1;
+    e.1 += dt;
+    r
+}
+
 fn profile_table() -> &'static Mutex<BTreeMap<String, (u64, f64)>> {
     static T: Mutex<BTreeMap<String, (u64, f64)>> = Mutex::new(BTreeMap::new());
     &T
@@ -74,17 +91,29 @@ pub fn profile() -> BTreeMap<String, (u64, f64)> {
     profile_table().lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// A stream worker starts a task of `ops` ops on GPU `ordinal`; `true` when its kernels are
+/// batched into CUDA graphs (then `after_op` follows each op and `end_batch` the task).
+pub(crate) fn begin_batch(ordinal: usize, ops: usize) -> bool {
+    device::gpu(ordinal).is_ok_and(|g| graph::begin_batch(g, ops))
+}
+
+/// Between two ops of a batched task: launches the captured work once there is enough of it.
+pub(crate) fn after_op(ordinal: usize) {
+    if let Ok(g) = device::gpu(ordinal) {
+        // A failure is kept and reported by `end_batch`.
+        let _ = graph::flush_if_long(g);
+    }
+}
+
+/// The batched task ended: launches what it captured. An error means captured work never ran.
+pub(crate) fn end_batch(ordinal: usize) -> Result<()> {
+    graph::end_batch(device::gpu(ordinal)?)
+}
+
 /// Runs `prim` on GPU `ordinal`.
 pub(crate) fn eval(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
     if profiling() {
-        let t0 = std::time::Instant::now();
-        let r = eval_on(ordinal, prim, inputs, specs);
-        let dt = t0.elapsed().as_secs_f64();
-        let mut t = profile_table().lock().unwrap_or_else(|p| p.into_inner());
-        let e = t.entry(prim.name()).or_insert((0, 0.0));
-        e.0 += 1;
-        e.1 += dt;
-        return r;
+        return timed(&prim.name(), || eval_on(ordinal, prim, inputs, specs));
     }
     eval_on(ordinal, prim, inputs, specs)
 }

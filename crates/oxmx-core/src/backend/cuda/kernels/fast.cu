@@ -36,7 +36,7 @@ __device__ void norm_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T*
 template <int DT, bool TRAD, bool FREQS>
 __device__ void rope_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const int* offs,
                           const float* freqs, long long rows, long long t, long long d, long long half,
-                          long long rows_per_batch, int per_offset, float c, float scale) {
+                          long long rows_per_batch, int per_offset, int off0, float c, float scale) {
     typedef Elem<DT> E;
     long long per_row = d - half;
     long long n = rows * per_row;
@@ -45,7 +45,8 @@ __device__ void rope_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T*
         const typename E::T* xr = x + r * d;
         typename E::T* orow = out + r * d;
         if (k < half) {
-            int off = offs[per_offset ? r / rows_per_batch : 0];
+            // A host scalar offset comes by value (offs is null): no upload per call.
+            int off = offs ? offs[per_offset ? r / rows_per_batch : 0] : off0;
             float pos = ((float)(r % t) + (float)off) * scale;
             float inv = FREQS ? 1.0f / freqs[k] : expf((float)k * c);
             float s, co;
