@@ -12,8 +12,8 @@ use crate::cache::{create_causal_mask, FetchedKv, KvCache};
 use crate::config::ModelConfig;
 use oxmx_core::fast::{self, AttentionMask};
 use oxmx_core::{compile_shapeless, ops, Array, CompiledFn, Dtype, Result};
-use std::sync::OnceLock;
 use oxmx_nn::{Embedding, Linear, Module, ModuleState, RMSNorm};
+use std::sync::OnceLock;
 
 // ---- the kernels: oxmx_core::fast and (through nn::Linear) quantized matmuls ----
 

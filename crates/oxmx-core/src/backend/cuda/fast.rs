@@ -99,8 +99,8 @@ fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base:
     let Some(x) = contiguous(g, &inputs[0])? else { return Ok(None) };
     // A scalar offset still on the host (decoding's position) goes by value: uploading it
     // would cost a copy per call, two per layer per token.
-    let host_off = (inputs[1].size() == 1 && inputs[1].buffer.is_on_host() && !inputs[1].buffer.is_on_device())
-        .then(|| inputs[1].get_as::<i64>(0));
+    let host_off =
+        (inputs[1].size() == 1 && inputs[1].buffer.is_on_host() && !inputs[1].buffer.is_on_device()).then(|| inputs[1].get_as::<i64>(0));
     let offs = match host_off {
         Some(_) => None,
         None => match contiguous(g, &inputs[1])? {

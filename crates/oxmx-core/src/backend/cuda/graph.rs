@@ -19,7 +19,15 @@
 //!
 //! Failures: if a capture cannot be turned into a graph, the work in it never ran; the error
 //! is kept and returned by `end_batch`, whose caller fails the task's outputs, and capturing is
-//! switched off for the rest of the process. `OXMX_CUDA_GRAPHS=0` switches it off from the start.
+//! switched off for the rest of the process.
+//!
+//! Off by default (`OXMX_CUDA_GRAPHS=1` turns it on; the CUDA tests pass either way). Measured
+//! on an H100 host (BENCHMARKS.md, eleventh session): a captured launch costs 0.69 µs against
+//! 3.33 µs direct, but ending a capture, updating and launching costs ~0.7 µs per node, and
+//! every copy to the device (still ~7 per decoding step) ends a capture early with a sequence
+//! that must be instantiated anew (~140 µs a flush), so Llama-3-8B decoding got slower (4-bit
+//! 99 vs 124 tok/s). It pays once small uploads are captured too (as kernel parameters) and
+//! the dense mat-vec stops going through cuBLAS (17 µs of host time per call).
 
 use super::compiler::fnv_step;
 use super::device::{cuda_err, Gpu};
@@ -40,7 +48,7 @@ static DISABLED: AtomicBool = AtomicBool::new(false);
 
 fn enabled() -> bool {
     static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let env_on = *ENV.get_or_init(|| std::env::var("OXMX_CUDA_GRAPHS").map_or(true, |v| v != "0"));
+    let env_on = *ENV.get_or_init(|| std::env::var("OXMX_CUDA_GRAPHS").is_ok_and(|v| v == "1"));
     env_on && !DISABLED.load(Ordering::Relaxed)
 }
 
@@ -139,7 +147,7 @@ fn flush_locked(g: &Gpu, st: &mut Capture) -> Result<()> {
     if let Err(e) = &r {
         DISABLED.store(true, Ordering::Relaxed);
         st.execs.clear();
-        st.failed = Some(Error::runtime(format!("{e} (CUDA graphs are now off: OXMX_CUDA_GRAPHS=0 skips them)")));
+        st.failed = Some(Error::runtime(format!("{e} (CUDA graphs are now off for this process)")));
     }
     r
 }

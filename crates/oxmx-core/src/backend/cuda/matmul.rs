@@ -138,7 +138,8 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
             // handle (the process) and is not counted as arrays' memory.
             // SAFETY: plain allocation on the bound context; a valid handle and a block of
             // that size that is never freed.
-            let ws = unsafe { cudarc::driver::result::malloc_sync(BLAS_WORKSPACE) }.map_err(|e| cuda_err("allocating cuBLAS's workspace", e))?;
+            let ws =
+                unsafe { cudarc::driver::result::malloc_sync(BLAS_WORKSPACE) }.map_err(|e| cuda_err("allocating cuBLAS's workspace", e))?;
             unsafe { bsys::cublasSetWorkspace_v2(h, ws as *mut c_void, BLAS_WORKSPACE) }
                 .result()
                 .map_err(|e| cuda_err("setting cuBLAS's workspace", e))?;
