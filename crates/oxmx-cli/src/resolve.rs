@@ -6,18 +6,7 @@
 use std::path::PathBuf;
 
 use oxmx_core::{Error, Result};
-
-/// The file scripts/setup.sh downloads.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// `$OXMX_MODELS_DIR`, else `~/.cache/oxmx/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("OXMX_MODELS_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("oxmx").join("models")
-}
+pub use oxmx_lm::models_dir::{models_dir, DEFAULT_MODEL_FILE};
 
 /// The model path for `--model` (or the default).
 pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod loader;
 pub mod lora;
 pub mod models;
+pub mod models_dir;
 pub mod perplexity;
 pub mod prompt_cache;
 pub mod sample;

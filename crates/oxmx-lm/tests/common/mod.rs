@@ -34,9 +34,5 @@ pub fn cols(a: &Array, lo: usize, hi: usize) -> Array {
 
 /// The default model (SmolLM2-135M-Instruct Q4_1 GGUF) when scripts/setup.sh has placed it.
 pub fn smollm2_gguf() -> Option<PathBuf> {
-    let dir = std::env::var_os("OXMX_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    p.is_file().then_some(p)
+    oxmx_lm::models_dir::default_model()
 }

@@ -9,16 +9,12 @@ use std::path::PathBuf;
 
 /// The default model (SmolLM2-135M-Instruct Q4_1 GGUF) when scripts/setup.sh has placed it.
 pub fn model() -> Option<PathBuf> {
-    let dir = std::env::var_os("OXMX_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/oxmx/models")))?;
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
+    let found = oxmx_lm::models_dir::default_model();
+    if found.is_none() {
+        let p = oxmx_lm::models_dir::models_dir().join(oxmx_lm::models_dir::DEFAULT_MODEL_FILE);
         eprintln!("skipped: the default model is not at {} (run scripts/setup.sh)", p.display());
-        None
     }
+    found
 }
 
 pub fn config(model: PathBuf) -> ServerConfig {
