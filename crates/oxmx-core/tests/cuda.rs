@@ -174,6 +174,51 @@ fn matmul_matches_the_cpu() {
     assert!(!cuda::fallbacks().contains_key("Matmul"), "matmul fell back: {:?}", cuda::fallbacks());
 }
 
+/// Decoding's mat-vecs (at most 8 rows against a transposed weight): the GPU's own mat-vec
+/// kernel, including a batch folded into the rows, a strided weight and more rows than it
+/// takes (cuBLAS), for every float dtype.
+#[test]
+fn matvec_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in FLOATS {
+        let weight = |n: usize, k: usize, seed: u64| transpose(&rand(&[n, k], -1.0, 1.0, dt, seed), &[1, 0]);
+        let mut cases: Vec<(String, Array, Array)> = Vec::new();
+        for m in [1usize, 2, 3, 5, 8, 9] {
+            cases.push((format!("m={m}"), rand(&[m, 264], -1.0, 1.0, dt, 30 + m as u64), weight(37, 264, 40)));
+        }
+        cases.push(("long k".into(), rand(&[1, 4104], -1.0, 1.0, dt, 50), weight(130, 4104, 51)));
+        cases.push(("wide n".into(), rand(&[2, 64], -1.0, 1.0, dt, 52), weight(9000, 64, 53)));
+        cases.push(("batch of rows".into(), rand(&[2, 3, 128], -1.0, 1.0, dt, 54), weight(19, 128, 55)));
+        // Every other row of a [2n, k] weight: rows 2k apart.
+        let strided = slice(&rand(&[2 * 21, 96], -1.0, 1.0, dt, 56), &[SliceSpec::new(None, None, 2)]);
+        cases.push(("strided weight".into(), rand(&[1, 96], -1.0, 1.0, dt, 57), transpose(&strided, &[1, 0])));
+        for (name, a, b) in &cases {
+            let (g, c) = both(|| matmul(a, b));
+            let k = a.shape()[a.ndim() - 1] as f64;
+            assert_close(&format!("matvec {name} {dt:?}"), &g, &c, tol(dt) * k.sqrt() * 4.0);
+        }
+    }
+    assert!(!cuda::fallbacks().contains_key("Matmul"), "matmul fell back: {:?}", cuda::fallbacks());
+}
+
+/// Large contiguous element-wise ops (the unrolled path, with a ragged tail) and softmax rows
+/// kept in registers (up to 4096) or not.
+#[test]
+fn long_elementwise_and_softmax_rows_match_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in FLOATS {
+        let a = rand(&[(1 << 20) + 3], -2.0, 2.0, dt, 60);
+        let b = rand(&[(1 << 20) + 3], -2.0, 2.0, dt, 61);
+        let (g, c) = both(|| multiply(&exp(&a), &b));
+        assert_close(&format!("exp(a) * b {dt:?}"), &g, &c, tol(dt) * 4.0);
+        for cols in [1usize, 31, 4096, 5000] {
+            let x = rand(&[3, cols], -4.0, 4.0, dt, 62 + cols as u64);
+            let (g, c) = both(|| softmax(&x, -1, false));
+            assert_close(&format!("softmax {cols} {dt:?}"), &g, &c, tol(dt) * 4.0);
+        }
+    }
+}
+
 #[test]
 fn reductions_and_softmax_match_the_cpu() {
     let Some(_turn) = gpu() else { return };

@@ -82,8 +82,18 @@ fn attention_inputs(b: usize, hq: usize, hkv: usize, ql: usize, kl: usize, d: us
 fn attention_matches_the_cpu() {
     let Some(_turn) = gpu() else { return };
     // (batch, q heads, kv heads, q length, k length, head dim): decoding steps (vector kernel,
-    // split over keys) and prefill chunks (cuBLAS path).
-    let cases = [(1, 8, 2, 1, 300, 64), (2, 4, 4, 3, 40, 128), (1, 6, 2, 1, 2000, 128), (1, 8, 2, 37, 37, 64), (2, 4, 1, 9, 50, 80)];
+    // split over keys), prefill chunks (flash attention for heads of 64 and 128: several
+    // 128-row blocks and 64-key tiles with ragged ends, more keys than queries) and the
+    // cuBLAS path (head size 80).
+    let cases = [
+        (1, 8, 2, 1, 300, 64),
+        (2, 4, 4, 3, 40, 128),
+        (1, 6, 2, 1, 2000, 128),
+        (1, 8, 2, 37, 37, 64),
+        (1, 4, 2, 200, 200, 128),
+        (2, 2, 1, 130, 300, 64),
+        (2, 4, 1, 9, 50, 80),
+    ];
     for dt in HALF_FLOATS {
         for (ci, &(b, hq, hkv, ql, kl, d)) in cases.iter().enumerate() {
             let (q, k, v) = attention_inputs(b, hq, hkv, ql, kl, d, dt, 10 + ci as u64);
@@ -139,6 +149,19 @@ fn quantized_matmul_matches_the_cpu() {
                 let xt = rand(&[5, n], -1.0, 1.0, dt, 98);
                 let (g, c) = both(|| quantized_matmul(&xt, &wq, &s, Some(&b), false, Some(gs), Some(bits), "affine"));
                 assert_close_scaled(&format!("qmm not transposed {dt:?} bits={bits} gs={gs}"), &g, &c, tol(dt).max(2e-5));
+            }
+        }
+    }
+    // Long rows: the mat-vec kernel splits each row over several warps of a block.
+    for dt in HALF_FLOATS {
+        for (bits, k) in [(4, 4096), (4, 14336), (8, 4096), (2, 8192)] {
+            let wf = rand(&[40, k], -1.0, 1.0, dt, k as u64);
+            let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(64), Some(bits), "affine"));
+            let b = b.expect("affine biases");
+            for rows in [1, 3] {
+                let x = rand(&[rows, k], -1.0, 1.0, dt, 7 + rows as u64);
+                let (g, c) = both(|| quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(bits), "affine"));
+                assert_close_scaled(&format!("qmv long rows {dt:?} bits={bits} k={k} rows={rows}"), &g, &c, tol(dt));
             }
         }
     }

@@ -166,3 +166,12 @@ impl Args {
         launch_grid(g, f, blocks, threads, 0, &mut ptrs)
     }
 }
+
+/// A kernel-tuning override `R,U` from the environment (each in 1..=8), for trying launch
+/// shapes on a device without rebuilding.
+pub(crate) fn env_pair(name: &str) -> Option<(usize, usize)> {
+    let v = std::env::var(name).ok()?;
+    let (a, b) = v.split_once(',')?;
+    let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    ((1..=8).contains(&a) && (1..=8).contains(&b)).then_some((a, b))
+}

@@ -306,6 +306,46 @@ pub(crate) fn copy_into(g: &Gpu, src: &Data, dst: u64, dst_strides: &[isize], ds
     Ok(true)
 }
 
+/// Elements each thread loads before computing on any, in `element_loop`'s contiguous case.
+pub(crate) const UNROLL: usize = 4;
+
+/// The statements of a grid-stride element-wise kernel over `n` elements, reading input `in{k}`
+/// through the index struct `ix` (`offset_fn`: `oxmx_offset` or the fused kernels' `foffset`).
+/// `inputs[k]` is (storage type, declaration of its variable with `@` standing for the stored
+/// element); `body` computes from the variables and stores element `i`.
+///
+/// When every input is contiguous (or a scalar) each thread first loads `UNROLL` elements of
+/// every input, `gridDim * blockDim` apart (so each load instruction stays coalesced), and only
+/// then computes: one 4-byte load in flight per thread leaves DRAM mostly idle (measured at
+/// 24–46% of copy bandwidth on an H200, tenth session). Launch with `n / UNROLL` threads.
+pub(crate) fn element_loop(offset_fn: &str, inputs: &[(&str, String)], body: &str) -> String {
+    let mut raw_decls = String::new();
+    let mut raw_loads = String::new();
+    let mut from_raw = String::new();
+    let mut from_mem = String::new();
+    for (k, (t, decl)) in inputs.iter().enumerate() {
+        raw_decls += &format!("{t} r{k}_[{UNROLL}]; ");
+        raw_loads += &format!("r{k}_[u_] = in{k}[ix.offset[{k}] + i * ix.step[{k}]]; ");
+        from_raw += &decl.replace('@', &format!("r{k}_[u_]"));
+        from_mem += &decl.replace('@', &format!("in{k}[{offset_fn}(ix, {k}, i)]"));
+    }
+    format!(
+        "long long s_ = (long long)gridDim.x * blockDim.x;\n\
+         long long i0_ = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n\
+         if (ix.contiguous) {{\n\
+         for (long long b_ = i0_; b_ < n; b_ += {UNROLL} * s_) {{\n\
+         {raw_decls}\n\
+         #pragma unroll\n\
+         for (int u_ = 0; u_ < {UNROLL}; ++u_) {{ long long i = b_ + u_ * s_; if (i < n) {{ {raw_loads}}} }}\n\
+         #pragma unroll\n\
+         for (int u_ = 0; u_ < {UNROLL}; ++u_) {{ long long i = b_ + u_ * s_; if (i < n) {{ {from_raw}\n{body} }} }}\n\
+         }}\n\
+         }} else {{\n\
+         for (long long i = i0_; i < n; i += s_) {{ {from_mem}\n{body} }}\n\
+         }}\n"
+    )
+}
+
 /// Generates, compiles (once) and runs `out[i] = expr(in0[..], in1[..], ...)`. `loads` are
 /// the input variable declarations (name, dtype, as compute value or raw storage).
 fn run(
@@ -328,23 +368,16 @@ fn run(
     let Some(ix) = index(inputs, shape) else { return Ok(None) };
     let body = |expr: String| {
         let params: String = ins.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ in{k}, ")).collect();
-        let decls: String = vars
+        let loads: Vec<(&str, String)> = vars
             .iter()
-            .enumerate()
-            .map(|(k, (v, d, raw))| {
-                let elem = format!("in{k}[oxmx_offset(ix, {k}, i)]");
-                if *raw {
-                    format!("{} {v} = {elem};\n", storage(*d).unwrap_or("float"))
-                } else {
-                    format!("{} {v} = {};\n", compute(*d), load(*d, &elem))
-                }
+            .zip(&ins)
+            .map(|((v, d, raw), t)| {
+                let decl = if *raw { format!("{t} {v} = @;") } else { format!("{} {v} = {};", compute(*d), load(*d, "@")) };
+                (*t, decl)
             })
             .collect();
-        format!(
-            "extern \"C\" __global__ void {name}({ot}* __restrict__ out, {params}long long n, Index ix) {{\n\
-         for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {{\n\
-         {decls}out[i] = {expr};\n}}\n}}\n"
-        )
+        let lp = element_loop("oxmx_offset", &loads, &format!("out[i] = {expr};"));
+        format!("extern \"C\" __global__ void {name}({ot}* __restrict__ out, {params}long long n, Index ix) {{\n{lp}}}\n")
     };
     // Names determine the source: a cached kernel needs no expression built.
     let f = match cached(g, name) {
@@ -370,7 +403,7 @@ fn run(
         }
         params.push(&mut n64 as *mut i64 as *mut c_void);
         params.push(&mut ix as *mut Index as *mut c_void);
-        launch(g, &f, n, &mut params)?;
+        launch(g, &f, n.div_ceil(UNROLL), &mut params)?;
     }
     Ok(Some(Data::dense(Buffer::on_device(block, n * odt.size()), shape.clone(), *odt)))
 }

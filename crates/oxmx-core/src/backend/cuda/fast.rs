@@ -23,6 +23,9 @@ const FAST: Family = Family { file: "fast.cu", text: include_str!("kernels/fast.
 /// Query positions up to which attention runs the vector (decoding) kernel.
 const VECTOR_ROWS: usize = 4;
 /// Warps per vector-attention block (SDPA_WARPS in fast.cu).
+/// Query rows per flash-attention block and its warps (FA_BR, FA_WARPS in fast.cu).
+const FA_ROWS: usize = 128;
+const FA_WARPS: u32 = 8;
 const SDPA_WARPS: u32 = 4;
 
 /// The element code of a float dtype for templated kernels (Elem<DT> in common.cuh).
@@ -291,9 +294,10 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
         return Ok(Some(out));
     }
     // Half-precision heads of 64 or 128 without an array mask: flash attention (tensor cores,
-    // nothing of size L² in memory). K and V rows are read as pairs of elements.
-    let pairs = |d: &Data| d.offset % 2 == 0 && d.strides[..3].iter().all(|s| s % 2 == 0);
-    if dt != 0 && d == dv && (d == 64 || d == 128) && !has_mask && pairs(&k) && pairs(&v) && b * hq <= 65535 {
+    // nothing of size L² in memory). K and V rows are copied 16 bytes at a time, so they must
+    // start on 8-element boundaries.
+    let rows16 = |d: &Data| d.offset % 8 == 0 && d.strides[..3].iter().all(|s| s % 8 == 0);
+    if dt != 0 && d == dv && (d == 64 || d == 128) && !has_mask && rows16(&k) && rows16(&v) && b * hq <= 65535 {
         let causal = kind == MaskKind::Causal;
         let name = format!("flash_attention_{dt}_{d}_{}_{}", causal as u8, has_sinks as u8);
         let f = template_function(
@@ -320,7 +324,7 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             .arg(ql as i32)
             .arg(kl as i64)
             .arg(scale * std::f32::consts::LOG2_E)
-            .launch(g, &f, (ql.div_ceil(64) as u32, (b * hq) as u32), 128)?;
+            .launch(g, &f, (ql.div_ceil(FA_ROWS) as u32, (b * hq) as u32), 32 * FA_WARPS)?;
         return Ok(Some(out));
     }
     // Scores = scale · Q Kᵀ per (batch, kv head) with the group's heads stacked as rows.

@@ -6,7 +6,7 @@
 
 use super::compiler::{fnv, function, launch};
 use super::device::Gpu;
-use super::elementwise::{binary_expr, compute, index_raw, load, storage, store, strides_at, unary_expr, IndexN};
+use super::elementwise::{binary_expr, compute, element_loop, index_raw, load, storage, store, strides_at, unary_expr, IndexN, UNROLL};
 use super::fast::output;
 use crate::dtype::Dtype;
 use crate::error::Result;
@@ -29,13 +29,11 @@ fn float_or_bool(d: Dtype) -> bool {
     matches!(d, Dtype::Bool | Dtype::Float16 | Dtype::Bfloat16 | Dtype::Float32 | Dtype::Float64)
 }
 
-/// The kernel body's statements (one register per value), or `None` without an expression.
+/// The kernel body's statements after the inputs' variables `v0..` (one register per value),
+/// or `None` without an expression.
 fn program(op: &FusedOp) -> Option<String> {
     let n = op.input_dtypes.len();
     let mut code = String::new();
-    for (k, d) in op.input_dtypes.iter().enumerate() {
-        code += &format!("{} v{k} = {};\n", compute(*d), load(*d, &format!("in{k}[foffset(ix, {k}, i)]")));
-    }
     for (k, ins) in op.instrs.iter().enumerate() {
         let dst = n + k;
         let ct = compute(ins.dtype());
@@ -90,11 +88,15 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
             specs.iter().enumerate().map(|(j, s)| format!("{}* __restrict__ out{j}, ", storage(s.1).unwrap_or("float"))).collect();
         let stores: String =
             op.outputs.iter().enumerate().map(|(j, &v)| format!("out{j}[i] = {};\n", store(specs[j].1, &format!("v{v}")))).collect();
-        format!(
-            "{FINDEX}extern \"C\" __global__ void {name}({outs}{ins}long long n, FIndex ix) {{\n\
-             for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {{\n\
-             {code}{stores}}}\n}}\n"
-        )
+        let loads: Vec<(&str, String)> = op
+            .input_dtypes
+            .iter()
+            .zip(inputs)
+            .enumerate()
+            .map(|(k, (d, data))| (storage(data.dtype).unwrap_or("float"), format!("{} v{k} = {};", compute(*d), load(*d, "@"))))
+            .collect();
+        let lp = element_loop("foffset", &loads, &format!("{code}{stores}"));
+        format!("{FINDEX}extern \"C\" __global__ void {name}({outs}{ins}long long n, FIndex ix) {{\n{lp}}}\n")
     });
     if failed {
         return Ok(None);
@@ -117,7 +119,7 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
         let mut params: Vec<*mut c_void> = ptrs.iter_mut().map(|p| p as *mut u64 as *mut c_void).collect();
         params.push(&mut n64 as *mut i64 as *mut c_void);
         params.push(&mut ix as *mut IndexN<MAX_FUSED_INPUTS> as *mut c_void);
-        launch(g, &f, total, &mut params)?;
+        launch(g, &f, total.div_ceil(UNROLL), &mut params)?;
     }
     Ok(Some(outs))
 }

@@ -118,6 +118,12 @@ pub(crate) fn launch(g: &Gpu, key: &[u64], op: impl FnOnce() -> Result<()>) -> R
     super::timed("~launch (driver)", op)
 }
 
+/// Whether a batching task is running with graphs on (then small uploads travel as kernel
+/// parameters, memory.rs, instead of ending the capture).
+pub(crate) fn batching(g: &Gpu) -> bool {
+    enabled() && lock(g).batching > 0
+}
+
 /// Runs `op` (a copy or synchronisation) directly on the stream, after launching whatever is
 /// captured so far.
 pub(crate) fn outside_capture<T>(g: &Gpu, op: impl FnOnce() -> Result<T>) -> Result<T> {

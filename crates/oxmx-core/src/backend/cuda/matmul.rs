@@ -5,7 +5,8 @@
 //! must be one uniform stride (dense batches, or stride 0 for a broadcast operand); anything
 //! else is first copied to a dense layout on the GPU. float32 computes in float32 (no TF32, so
 //! results match the CPU to float32 rounding); float16 and bfloat16 accumulate in float32,
-//! split-K partial sums included.
+//! split-K partial sums included. Products of at most a few rows with a weight (decoding's
+//! mat-vecs) run matvec.rs's kernel instead.
 
 use super::device::{cuda_err, Gpu};
 use super::elementwise::contiguous;
@@ -28,13 +29,13 @@ const BLAS_WORKSPACE: usize = 32 << 20;
 unsafe impl Send for BlasHandle {}
 
 /// How one operand's matrices sit in memory.
-struct Layout {
+pub(crate) struct Layout {
     /// Element stride between consecutive matrices (0: broadcast).
-    batch_stride: i64,
+    pub batch_stride: i64,
     /// True when each matrix is stored transposed (column-major) relative to its logical shape.
-    transposed: bool,
+    pub transposed: bool,
     /// The leading dimension cuBLAS needs.
-    ld: i64,
+    pub ld: i64,
 }
 
 /// The layout of `d` ([..., r, c]) or `None` when it needs a copy first.
@@ -114,6 +115,10 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
             (&b_dense, layout(&b_dense).expect("dense layout"))
         }
     };
+    // Decoding's mat-vecs: one launch of our kernel instead of cuBLAS's host overhead.
+    if let Some(out) = super::matvec::gemv(g, a, &la, b, &lb, shape, odt, alpha)? {
+        return Ok(Some(out));
+    }
     let (esize, isize_) = (odt.size(), a.dtype.size());
     let total = size_of(shape);
     let block = alloc(g.ordinal, total * esize)?;

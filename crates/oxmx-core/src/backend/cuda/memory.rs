@@ -183,11 +183,23 @@ fn oom(ordinal: usize, capacity: usize, st: &Pool) -> Error {
     )
 }
 
+/// Uploads up to this many bytes as a kernel's parameter while CUDA graphs are capturing (a
+/// copy from host memory would end the capture, graph.rs).
+const PARAM_UPLOAD: usize = 1024;
+
 /// Copies host bytes into a new block on GPU `ordinal`.
 pub(crate) fn upload(ordinal: usize, bytes: &[u8]) -> Result<DeviceBlock> {
     let block = alloc(ordinal, bytes.len())?;
     if !bytes.is_empty() {
         let g = gpu(ordinal)?;
+        if bytes.len() <= PARAM_UPLOAD && super::graph::batching(g) {
+            if bytes.len() <= 64 {
+                write_bytes::<64>(g, block.ptr, bytes)?;
+            } else {
+                write_bytes::<PARAM_UPLOAD>(g, block.ptr, bytes)?;
+            }
+            return Ok(block);
+        }
         // SAFETY: the block holds at least `bytes.len()` bytes; a copy from pageable memory
         // returns once the source has been staged, so `bytes` may go away afterwards (which is
         // also why it cannot be captured into a graph).
@@ -196,6 +208,23 @@ pub(crate) fn upload(ordinal: usize, bytes: &[u8]) -> Result<DeviceBlock> {
         })?;
     }
     Ok(block)
+}
+
+/// Writes `bytes` (at most N) at `dst` with a kernel that carries them as its parameter: a
+/// launch like any other, so it is captured into the current graph (the driver copies
+/// parameters at launch; a graph update takes the next step's bytes).
+fn write_bytes<const N: usize>(g: &Gpu, dst: u64, bytes: &[u8]) -> Result<()> {
+    let name = format!("write_bytes_{N}");
+    let f = super::compiler::function(g, &name, || {
+        format!(
+            "struct Bytes{N} {{ unsigned char b[{N}]; }};\n\
+             extern \"C\" __global__ void {name}(unsigned char* dst, Bytes{N} src, int n) {{\n\
+             for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src.b[i];\n}}\n"
+        )
+    })?;
+    let mut payload = [0u8; N];
+    payload[..bytes.len()].copy_from_slice(bytes);
+    super::compiler::Args::new().arg(dst).arg(payload).arg(bytes.len() as i32).launch(g, &f, (1, 1), 256)
 }
 
 /// Copies a block's first `dst.len()` bytes to the host, after the work queued before it.

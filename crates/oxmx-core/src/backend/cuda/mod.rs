@@ -15,6 +15,7 @@ mod fused;
 mod graph;
 mod index;
 mod matmul;
+mod matvec;
 mod memory;
 mod quantized;
 mod reduce;

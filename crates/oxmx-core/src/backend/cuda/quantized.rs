@@ -6,11 +6,12 @@
 //! read once either way and tensor cores do the arithmetic). The float modes (mxfp4, mxfp8,
 //! nvfp4), batched weights and `gather_qmm` still run on the CPU.
 
-use super::compiler::{template_function, Args, Family};
+use super::compiler::{env_pair, template_function, Args, Family};
 use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
 use super::matmul::gemm;
+use super::matvec::{k_split, WARPS};
 use crate::error::Result;
 use crate::graph::{Data, Spec};
 use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
@@ -122,19 +123,21 @@ fn qmv(
     }
     let dt = x.dtype;
     let code = dt_code(dt).unwrap_or(0);
-    // Output columns per warp: more share each x load; fewer keep enough warps in flight.
-    let r = if n >= 8192 { 4 } else { 2 };
+    // Output columns per block (R: more share each x load) and 16-byte chunks of each in flight
+    // per lane (U: enough bytes outstanding to cover DRAM latency; a 4-bit row of 4096 is then
+    // one round trip).
+    let (r, u) = qmv_shape();
+    let w = k_split(k / vpc, u);
     let ty = storage(dt).unwrap_or("float");
     let f = template_function(
         g,
         QUANTIZED,
-        &format!("qmv_{code}_{bits}_{gs}_{m}_{r}"),
+        &format!("qmv_{code}_{bits}_{gs}_{m}_{r}_{u}_{w}"),
         &format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k"),
-        &format!("qmv<{code}, {bits}, {gs}, {m}, {r}>(out, x, w, scales, biases, n, k)"),
+        &format!("qmv<{code}, {bits}, {gs}, {m}, {r}, {u}, {w}>(out, x, w, scales, biases, n, k)"),
     )?;
     let (out, optr) = output(g, &spec.0, dt)?;
-    const WARPS: usize = 8;
-    let blocks = n.div_ceil(r * WARPS) as u32;
+    let blocks = n.div_ceil(r * (WARPS / w)) as u32;
     Args::new().arg(optr).arg(xp).arg(wp).arg(dptr(g, &s)?).arg(dptr(g, &b)?).arg(n as i64).arg(k as i64).launch(
         g,
         &f,
@@ -142,4 +145,10 @@ fn qmv(
         32 * WARPS as u32,
     )?;
     Ok(Some(out))
+}
+
+/// (R, U) of the mat-vec kernel. `OXMX_QMV_SHAPE=R,U` overrides it (kernel tuning on a device).
+fn qmv_shape() -> (usize, usize) {
+    static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(|| env_pair("OXMX_QMV_SHAPE")).unwrap_or((2, 4))
 }

@@ -108,7 +108,23 @@ pub(crate) fn reduce(g: &Gpu, kind: ReduceKind, axes: &[usize], x: &Data, out: &
     Ok(Some(run_rows(g, &name, body, &x, rows, cols, out)?))
 }
 
-/// Softmax along the last axis (max-subtracted, sums in f32 or f64).
+/// Row elements per thread that softmax keeps in registers (rows up to `THREADS * SOFTMAX_PER`
+/// read memory once; longer ones read it three times).
+const SOFTMAX_PER: usize = 16;
+
+/// A block-wide reduction of the variable `a_` (type `c`) with `combine(a_, b_)` (a C
+/// expression), leaving the result in `a_` on every thread; `part` is `__shared__ c part[32]`.
+fn block_reduce(c: &str, combine: &str, identity: &str) -> String {
+    format!(
+        "{{ for (int o_ = 16; o_ > 0; o_ >>= 1) {{ {c} b_ = __shfl_xor_sync(0xffffffffu, a_, o_); a_ = {combine}; }}\n\
+         __syncthreads(); if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = a_; __syncthreads();\n\
+         a_ = (threadIdx.x & 31) < ((blockDim.x + 31) >> 5) ? part[threadIdx.x & 31] : {identity};\n\
+         for (int o_ = 16; o_ > 0; o_ >>= 1) {{ {c} b_ = __shfl_xor_sync(0xffffffffu, a_, o_); a_ = {combine}; }} }}\n"
+    )
+}
+
+/// Softmax along the last axis (max-subtracted, sums in f32 or f64). Rows up to
+/// `THREADS * SOFTMAX_PER` long stay in registers between the max, the sum and the write.
 pub(crate) fn softmax(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
     let d = x.dtype;
     if !is_float(d) || out.1 != d {
@@ -118,30 +134,50 @@ pub(crate) fn softmax(g: &Gpu, x: &Data, out: &Spec) -> Result<Option<Data>> {
     let cols = *x.shape.last().unwrap_or(&1);
     let rows = size_of(&x.shape) / cols.max(1);
     let (t, c) = (storage(d).unwrap_or("float"), compute(d));
-    let name = format!("softmax_{}", format!("{d:?}").to_lowercase());
+    let in_registers = cols <= THREADS as usize * SOFTMAX_PER;
+    let name = format!("softmax_{}_{}", format!("{d:?}").to_lowercase(), in_registers as u8);
     let inf = if c == "double" { "OXMX_INF_D" } else { "OXMX_INF_F" };
     let ex = if c == "double" { "exp" } else { "expf" };
     let v = load(d, "xr[i]");
+    // NaN-propagating max, as the CPU's.
+    let max = "(a_ != a_ || b_ != b_) ? a_ + b_ : (a_ > b_ ? a_ : b_)";
+    let reduce_max = block_reduce(c, max, &format!("-{inf}"));
+    let reduce_sum = block_reduce(c, "a_ + b_", "0");
     let body = || {
-        format!(
-        "extern \"C\" __global__ void {name}({t}* __restrict__ out, const {t}* __restrict__ x, long long cols) {{\n\
-         __shared__ {c} part[{THREADS}];\n\
-         long long row = blockIdx.x;\n\
-         const {t}* xr = x + row * cols; {t}* orow = out + row * cols;\n\
-         {c} mx = -{inf};\n\
-         for (long long i = threadIdx.x; i < cols; i += blockDim.x) {{ {c} v = {v}; mx = (v != v || mx != mx) ? v + mx : (v > mx ? v : mx); }}\n\
-         part[threadIdx.x] = mx; __syncthreads();\n\
-         for (int s = blockDim.x / 2; s > 0; s >>= 1) {{ if (threadIdx.x < s) {{ {c} a = part[threadIdx.x], b = part[threadIdx.x + s]; part[threadIdx.x] = (a != a || b != b) ? a + b : (a > b ? a : b); }} __syncthreads(); }}\n\
-         mx = part[0]; __syncthreads();\n\
-         {c} sum = 0;\n\
-         for (long long i = threadIdx.x; i < cols; i += blockDim.x) sum += {ex}({v} - mx);\n\
-         part[threadIdx.x] = sum; __syncthreads();\n\
-         for (int s = blockDim.x / 2; s > 0; s >>= 1) {{ if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s]; __syncthreads(); }}\n\
-         {c} inv = ({c})1 / part[0];\n\
-         for (long long i = threadIdx.x; i < cols; i += blockDim.x) orow[i] = {};\n\
-         }}\n",
-        store(d, &format!("{ex}({v} - mx) * inv"))
-    )
+        let head = format!(
+            "extern \"C\" __global__ void {name}({t}* __restrict__ out, const {t}* __restrict__ x, long long cols) {{\n\
+             __shared__ {c} part[32];\n\
+             long long row = blockIdx.x;\n\
+             const {t}* xr = x + row * cols; {t}* orow = out + row * cols;\n"
+        );
+        if in_registers {
+            format!(
+                "{head}{c} r_[{SOFTMAX_PER}]; {c} a_ = -{inf};\n\
+                 #pragma unroll\n\
+                 for (int p = 0; p < {SOFTMAX_PER}; ++p) {{ long long i = threadIdx.x + (long long)p * blockDim.x; r_[p] = i < cols ? {v} : -{inf}; }}\n\
+                 #pragma unroll\n\
+                 for (int p = 0; p < {SOFTMAX_PER}; ++p) {{ {c} b_ = r_[p]; a_ = {max}; }}\n\
+                 {reduce_max}{c} mx = a_; a_ = 0;\n\
+                 #pragma unroll\n\
+                 for (int p = 0; p < {SOFTMAX_PER}; ++p) {{ long long i = threadIdx.x + (long long)p * blockDim.x; r_[p] = i < cols ? {ex}(r_[p] - mx) : 0; a_ += r_[p]; }}\n\
+                 {reduce_sum}{c} inv = ({c})1 / a_;\n\
+                 #pragma unroll\n\
+                 for (int p = 0; p < {SOFTMAX_PER}; ++p) {{ long long i = threadIdx.x + (long long)p * blockDim.x; if (i < cols) orow[i] = {}; }}\n\
+                 }}\n",
+                store(d, "r_[p] * inv")
+            )
+        } else {
+            format!(
+                "{head}{c} a_ = -{inf};\n\
+                 for (long long i = threadIdx.x; i < cols; i += blockDim.x) {{ {c} b_ = {v}; a_ = {max}; }}\n\
+                 {reduce_max}{c} mx = a_; a_ = 0;\n\
+                 for (long long i = threadIdx.x; i < cols; i += blockDim.x) a_ += {ex}({v} - mx);\n\
+                 {reduce_sum}{c} inv = ({c})1 / a_;\n\
+                 for (long long i = threadIdx.x; i < cols; i += blockDim.x) orow[i] = {};\n\
+                 }}\n",
+                store(d, &format!("{ex}({v} - mx) * inv"))
+            )
+        }
     };
     Ok(Some(run_rows(g, &name, body, &x, rows, cols, out)?))
 }

@@ -72,6 +72,51 @@ template <> struct Elem<2> {
     static __device__ __forceinline__ bf16_t store(float v) { return f32_to_bf16(v); }
 };
 
+// Eight consecutive elements (16-byte aligned) held as raw bits: one 16-byte load for 16-bit
+// types, two for float32. Mat-vec kernels keep weights raw while loads are in flight and
+// convert once the data is there.
+template <int DT> struct Chunk8 {
+    uint4 v[DT == 0 ? 2 : 1];
+};
+template <int DT> __device__ __forceinline__ Chunk8<DT> chunk8_load(const typename Elem<DT>::T* p) {
+    Chunk8<DT> c;
+    const uint4* q = (const uint4*)p;
+    for (int i = 0; i < (DT == 0 ? 2 : 1); ++i) c.v[i] = q[i];
+    return c;
+}
+template <int DT> __device__ __forceinline__ Chunk8<DT> chunk8_zero() {
+    Chunk8<DT> c;
+    for (int i = 0; i < (DT == 0 ? 2 : 1); ++i) c.v[i] = make_uint4(0u, 0u, 0u, 0u);
+    return c;
+}
+template <int DT> __device__ __forceinline__ void chunk8_f(const Chunk8<DT>& c, float* o);
+template <> __device__ __forceinline__ void chunk8_f<0>(const Chunk8<0>& c, float* o) {
+    for (int i = 0; i < 2; ++i) {
+        o[4 * i] = __uint_as_float(c.v[i].x);
+        o[4 * i + 1] = __uint_as_float(c.v[i].y);
+        o[4 * i + 2] = __uint_as_float(c.v[i].z);
+        o[4 * i + 3] = __uint_as_float(c.v[i].w);
+    }
+}
+template <> __device__ __forceinline__ void chunk8_f<1>(const Chunk8<1>& c, float* o) {
+    unsigned int w[4] = {c.v[0].x, c.v[0].y, c.v[0].z, c.v[0].w};
+    for (int i = 0; i < 4; ++i) {
+        o[2 * i] = f16_to_f32((f16_t)(w[i] & 0xffffu));
+        o[2 * i + 1] = f16_to_f32((f16_t)(w[i] >> 16));
+    }
+}
+template <> __device__ __forceinline__ void chunk8_f<2>(const Chunk8<2>& c, float* o) {
+    unsigned int w[4] = {c.v[0].x, c.v[0].y, c.v[0].z, c.v[0].w};
+    for (int i = 0; i < 4; ++i) {
+        o[2 * i] = __uint_as_float(w[i] << 16);
+        o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+// Eight consecutive elements at p (16-byte aligned) as float32.
+template <int DT> __device__ __forceinline__ void load8(const typename Elem<DT>::T* p, float* o) {
+    chunk8_f<DT>(chunk8_load<DT>(p), o);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

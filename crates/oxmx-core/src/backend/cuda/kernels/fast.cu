@@ -248,25 +248,69 @@ template <> __device__ __forceinline__ unsigned int pack2<2>(float lo, float hi)
     return d;
 }
 
-#define FA_BR 64
+#define FA_BR 128
 #define FA_BC 64
 #define FA_PAD 8
+#define FA_WARPS 8
 
-// One block per (64 query rows, batch x head): 4 warps of 16 rows each. Q stays in registers
-// as mma fragments; each 64-key tile of K (rows) and V (transposed) goes through shared memory;
-// scores, the running max and the output accumulate in registers (FlashAttention-2's loop).
-// Scores are scaled by scale * log2(e) and exponentiated with exp2. q [B, Hq, Lq, D] dense;
-// k, v read in place (a KV cache's prefix view); out [B, Hq, Lq, D] dense. fp16 / bf16 only.
+// The shared-memory address of a generic pointer into shared memory.
+__device__ __forceinline__ unsigned int smem_addr(const void* p) {
+    unsigned int a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+// 16 bytes global -> shared without passing through registers; zero-filled when !ok.
+__device__ __forceinline__ void cp_async16(unsigned int dst, const void* src, bool ok) {
+    int n = ok ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Four 8x8 matrices of 16-bit elements from shared memory (lane i gives row i % 8 of matrix
+// i / 8); lane t receives row t / 4, columns 2 (t % 4) and 2 (t % 4) + 1 of each (of its
+// transpose with .trans).
+__device__ __forceinline__ void ldmatrix_x4(unsigned int* r, unsigned int addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned int* r, unsigned int addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// FA_BC rows of D elements (keys or values from j0 on; rows past kl are zeros) into S, 16
+// bytes per copy, asynchronously (cp_async_commit / cp_async_wait_all around it).
+template <int D>
+__device__ __forceinline__ void fa_load_tile(unsigned short (*S)[D + FA_PAD], const unsigned short* base, long long rstride,
+                                             long long j0, long long kl) {
+    for (int idx = threadIdx.x; idx < FA_BC * D / 8; idx += blockDim.x) {
+        int r = idx / (D / 8), c = (idx % (D / 8)) * 8;
+        long long j = j0 + r;
+        bool ok = j < kl;
+        cp_async16(smem_addr(&S[r][c]), ok ? base + j * rstride + c : base, ok);
+    }
+}
+
+// One block per (128 query rows, batch x head): 8 warps of 16 rows each (FlashAttention-2's
+// loop). Q stays in registers as mma fragments; each 64-key tile of K and of V goes to shared
+// memory by cp.async (V's copy overlaps the scores, the next K's the P.V product) and into
+// fragments by ldmatrix (V transposed on the way); scores, the running max and the output
+// accumulate in registers. Scores are scaled by scale * log2(e) and exponentiated with exp2.
+// q [B, Hq, Lq, D] dense; k, v read in place (a KV cache's prefix view, rows 16-byte
+// aligned); out [B, Hq, Lq, D] dense. fp16 / bf16 only.
 template <int DT, int D, bool CAUSAL, bool SINKS>
 __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
                                 const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv,
                                 int ql, long long kl, float scale_log2) {
     typedef typename Elem<DT>::T T;
     __shared__ __align__(16) unsigned short Ks[FA_BC][D + FA_PAD];
-    __shared__ __align__(16) unsigned short Vt[D][FA_BC + FA_PAD];
+    __shared__ __align__(16) unsigned short Vs[FA_BC][D + FA_PAD];
     const float NEG = -__int_as_float(0x7f800000);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int gid = lane >> 2, tig = lane & 3;
+    int mi = lane >> 3, mr = lane & 7;  // ldmatrix: this lane's matrix and row
     long long bh = blockIdx.y;
     int h = (int)(bh % hq);
     long long bi = bh / hq;
@@ -274,6 +318,18 @@ __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<D
     long long q0 = (long long)blockIdx.x * FA_BR;
     const T* qb = q + bh * (long long)ql * D;
     long long row0 = q0 + warp * 16 + gid, row1 = row0 + 8;
+    const unsigned short* kb = (const unsigned short*)(k + ks.off + bi * ks.b + hk * ks.h);
+    const unsigned short* vb = (const unsigned short*)(v + vs.off + bi * vs.b + hk * vs.h);
+    long long shift = kl - ql;  // key j is visible to query row i when j <= i + shift (causal)
+    long long kend = kl;
+    if (CAUSAL) {
+        long long last = q0 + FA_BR - 1 + shift + 1;
+        if (last < kend) kend = last;
+    }
+    if (kend > 0) {
+        fa_load_tile<D>(Ks, kb, ks.l, 0, kl);
+        cp_async_commit();
+    }
     unsigned int qa[D / 16][4];
     for (int kk = 0; kk < D / 16; ++kk) {
         int col = kk * 16 + tig * 2;
@@ -285,45 +341,33 @@ __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<D
     float m[2] = {NEG, NEG}, l[2] = {0.0f, 0.0f};
     float o[D / 8][4];
     for (int nt = 0; nt < D / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
-    long long shift = kl - ql;  // key j is visible to query row i when j <= i + shift (causal)
-    long long kend = kl;
-    if (CAUSAL) {
-        long long last = q0 + FA_BR - 1 + shift + 1;
-        if (last < kend) kend = last;
-    }
-    const T* kb = k + ks.off + bi * ks.b + hk * ks.h;
-    const T* vb = v + vs.off + bi * vs.b + hk * vs.h;
     for (long long j0 = 0; j0 < kend; j0 += FA_BC) {
+        // K(j0) has landed and every warp is done with the previous V tile.
+        cp_async_wait_all();
         __syncthreads();
-        for (int idx = threadIdx.x; idx < FA_BC * D / 2; idx += blockDim.x) {
-            int r = idx / (D / 2), c = (idx % (D / 2)) * 2;
-            long long j = j0 + r;
-            unsigned int kv = 0u, vv = 0u;
-            if (j < kl) {
-                kv = *(const unsigned int*)(kb + j * ks.l + c);
-                vv = *(const unsigned int*)(vb + j * vs.l + c);
-            }
-            *(unsigned int*)&Ks[r][c] = kv;
-            Vt[c][r] = (unsigned short)(vv & 0xffffu);
-            Vt[c + 1][r] = (unsigned short)(vv >> 16);
-        }
-        __syncthreads();
+        fa_load_tile<D>(Vs, vb, vs.l, j0, kl);
+        cp_async_commit();
         float s[FA_BC / 8][4];
-        for (int nt = 0; nt < FA_BC / 8; ++nt) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            for (int kk = 0; kk < D / 16; ++kk) {
-                unsigned int b[2];
-                b[0] = *(const unsigned int*)&Ks[nt * 8 + gid][kk * 16 + tig * 2];
-                b[1] = *(const unsigned int*)&Ks[nt * 8 + gid][kk * 16 + tig * 2 + 8];
-                mma16816<DT>(s[nt], qa[kk], b);
+        for (int nt = 0; nt < FA_BC / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+            for (int np = 0; np < FA_BC / 16; ++np) {
+                unsigned int b[4];
+                ldmatrix_x4(b, smem_addr(&Ks[np * 16 + (mi >> 1) * 8 + mr][kk * 16 + (mi & 1) * 8]));
+                mma16816<DT>(s[2 * np], qa[kk], b);
+                mma16816<DT>(s[2 * np + 1], qa[kk], b + 2);
             }
-        }
+        // Masking only where the tile reaches past the keys or the block's first row's horizon.
+        bool edge = j0 + FA_BC > kl || (CAUSAL && j0 + FA_BC - 1 > q0 + shift);
         for (int nt = 0; nt < FA_BC / 8; ++nt)
             for (int e = 0; e < 4; ++e) {
-                long long row = e < 2 ? row0 : row1;
-                long long j = j0 + nt * 8 + tig * 2 + (e & 1);
                 float x = s[nt][e] * scale_log2;
-                if (j >= kl || (CAUSAL && j > row + shift)) x = NEG;
+                if (edge) {
+                    long long row = e < 2 ? row0 : row1;
+                    long long j = j0 + nt * 8 + tig * 2 + (e & 1);
+                    if (j >= kl || (CAUSAL && j > row + shift)) x = NEG;
+                }
                 s[nt][e] = x;
             }
         for (int rr = 0; rr < 2; ++rr) {
@@ -347,17 +391,26 @@ __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<D
             }
             m[rr] = mn;
         }
+        // V(j0) has landed and every warp is done with K(j0): fetch the next K meanwhile.
+        cp_async_wait_all();
+        __syncthreads();
+        if (j0 + FA_BC < kend) {
+            fa_load_tile<D>(Ks, kb, ks.l, j0 + FA_BC, kl);
+            cp_async_commit();
+        }
+#pragma unroll
         for (int kk = 0; kk < FA_BC / 16; ++kk) {
             unsigned int pa[4];
             pa[0] = pack2<DT>(s[2 * kk][0], s[2 * kk][1]);
             pa[1] = pack2<DT>(s[2 * kk][2], s[2 * kk][3]);
             pa[2] = pack2<DT>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             pa[3] = pack2<DT>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            for (int nt = 0; nt < D / 8; ++nt) {
-                unsigned int b[2];
-                b[0] = *(const unsigned int*)&Vt[nt * 8 + gid][kk * 16 + tig * 2];
-                b[1] = *(const unsigned int*)&Vt[nt * 8 + gid][kk * 16 + tig * 2 + 8];
-                mma16816<DT>(o[nt], pa, b);
+#pragma unroll
+            for (int np = 0; np < D / 16; ++np) {
+                unsigned int b[4];
+                ldmatrix_x4_trans(b, smem_addr(&Vs[kk * 16 + (mi & 1) * 8 + mr][np * 16 + (mi >> 1) * 8]));
+                mma16816<DT>(o[2 * np], pa, b);
+                mma16816<DT>(o[2 * np + 1], pa, b + 2);
             }
         }
     }

@@ -1,30 +1,6 @@
 // Affine-quantized weights on the GPU (layout as MLX: each row of w is a little-endian bit
 // stream of `bits`-bit codes, groups of GS codes share a scale and a bias; w = s * q + b).
 
-// Eight consecutive elements at p (16-byte aligned) as float32.
-template <int DT> __device__ __forceinline__ void load8(const typename Elem<DT>::T* p, float* o);
-template <> __device__ __forceinline__ void load8<0>(const float* p, float* o) {
-    float4 a = ((const float4*)p)[0], b = ((const float4*)p)[1];
-    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-    o[4] = b.x; o[5] = b.y; o[6] = b.z; o[7] = b.w;
-}
-template <> __device__ __forceinline__ void load8<1>(const f16_t* p, float* o) {
-    uint4 u = *(const uint4*)p;
-    unsigned int w[4] = {u.x, u.y, u.z, u.w};
-    for (int i = 0; i < 4; ++i) {
-        o[2 * i] = f16_to_f32((f16_t)(w[i] & 0xffffu));
-        o[2 * i + 1] = f16_to_f32((f16_t)(w[i] >> 16));
-    }
-}
-template <> __device__ __forceinline__ void load8<2>(const bf16_t* p, float* o) {
-    uint4 u = *(const uint4*)p;
-    unsigned int w[4] = {u.x, u.y, u.z, u.w};
-    for (int i = 0; i < 4; ++i) {
-        o[2 * i] = __uint_as_float(w[i] << 16);
-        o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-
 // A small code as float32 without an int-to-float conversion: 2^23 + q has q in its low
 // mantissa bits.
 __device__ __forceinline__ float code_f(unsigned int q) {
@@ -57,29 +33,53 @@ template <int BITS> __device__ __forceinline__ void word_codes(unsigned int w, f
     }
 }
 
+// Four codes of a 4-bit word's even (or odd) nibbles spread into bytes, as 128 + q in float32:
+// one byte permute puts the byte in the top mantissa bits under the exponent of 128, saving
+// the subtraction bytes_f needs (the caller takes 128 * sum(x) off once per chunk).
+__device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
+    o[0] = __uint_as_float(__byte_perm(w, 0x43u, 0x4055));
+    o[1] = __uint_as_float(__byte_perm(w, 0x43u, 0x4155));
+    o[2] = __uint_as_float(__byte_perm(w, 0x43u, 0x4255));
+    o[3] = __uint_as_float(__byte_perm(w, 0x43u, 0x4355));
+}
+
 // out[m, n] = sum_k x[m, k] * (s[n, k/GS] * q[n, k] + b[n, k/GS]) for M <= 8 rows of x (decode).
-// Each warp owns R consecutive output columns; lane c reads 16-byte chunks c, c+32, ... of
-// those rows (VPC codes each, all in one group), two chunks in flight per step, so a chunk's
-// x values are loaded once for R rows. Sums are float32: per chunk s * (q . x) + b * sum(x).
-template <int DT, int BITS, int GS, int M, int R>
+// A block's BLOCK_WARPS warps form groups of W; each group owns R consecutive output columns
+// and splits k between its warps: lane c of the group's warp v reads the 16-byte chunks
+// v * 32 + c, + 32 W, ... of those rows (VPC codes each, all in one group), U chunks of each
+// row in flight before any arithmetic, so a chunk's x values are loaded once for R rows (the
+// caller picks W from the row length: long rows split, short ones do not). Sums are float32: per chunk
+// s * (q . x) + b * sum(x), reduced across the warp and then the block. For 4-bit codes with
+// half-precision activations the dot runs on 128 + q (one permute per code, bytes_f128) and
+// 128 * sum(x) comes off per chunk: float32 keeps ~1e-6 relative error, far below the
+// output's rounding.
+#ifndef BLOCK_WARPS
+#define BLOCK_WARPS 8
+#endif
+
+template <int DT, int BITS, int GS, int M, int R, int U, int W>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
     typedef Elem<DT> E;
     const int VPW = 32 / BITS, VPC = 4 * VPW;
-    long long warp_id = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    long long n0 = warp_id * R;
-    if (n0 >= n) return;
+    const bool OFFSET128 = BITS == 4 && DT != 0;
+    __shared__ float red[BLOCK_WARPS][M][R];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // Warp = (row group, k slice): BLOCK_WARPS / W groups of R rows, each split W ways.
+    int kw = warp % W;
+    long long n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + warp / W) * R;
     long long words = k / VPW, chunks = words / 4, groups = k / GS;
     float acc[M][R];
     for (int m = 0; m < M; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
-    for (long long c0 = lane; c0 < chunks; c0 += 64) {
-        uint4 wq[2][R];
-        float s[2][R], b[2][R];
-        for (int u = 0; u < 2; ++u) {
-            long long c = c0 + 32 * u;
+    for (long long c0 = kw * 32 + lane; c0 < chunks; c0 += 32 * W * U) {
+        uint4 wq[U][R];
+        float s[U][R], b[U][R];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            long long c = c0 + 32 * W * u;
             long long gi = c * VPC / GS;
+#pragma unroll
             for (int r = 0; r < R; ++r) {
                 bool ok = c < chunks && n0 + r < n;
                 wq[u][r] = ok ? ((const uint4*)(w + (n0 + r) * words))[c] : make_uint4(0u, 0u, 0u, 0u);
@@ -87,23 +87,37 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
                 b[u][r] = ok ? E::load(biases[(n0 + r) * groups + gi]) : 0.0f;
             }
         }
-        for (int u = 0; u < 2; ++u) {
-            long long c = c0 + 32 * u;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            long long c = c0 + 32 * W * u;
             if (c >= chunks) break;
+#pragma unroll
             for (int m = 0; m < M; ++m) {
                 float xv[VPC];
                 const typename E::T* xp = x + m * k + c * VPC;
                 for (int j = 0; j < VPC / 8; ++j) load8<DT>(xp + 8 * j, xv + 8 * j);
                 float xs = 0.0f;
                 for (int j = 0; j < VPC; ++j) xs += xv[j];
+#pragma unroll
                 for (int r = 0; r < R; ++r) {
                     unsigned int ws[4] = {wq[u][r].x, wq[u][r].y, wq[u][r].z, wq[u][r].w};
                     float dot = 0.0f;
                     for (int wi = 0; wi < 4; ++wi) {
                         float q[VPW];
-                        word_codes<BITS>(ws[wi], q);
+                        if (OFFSET128) {
+                            float e[4], o[4];
+                            bytes_f128(ws[wi] & 0x0F0F0F0Fu, e);
+                            bytes_f128((ws[wi] >> 4) & 0x0F0F0F0Fu, o);
+                            for (int i = 0; i < 4; ++i) {
+                                q[2 * i] = e[i];
+                                q[2 * i + 1] = o[i];
+                            }
+                        } else {
+                            word_codes<BITS>(ws[wi], q);
+                        }
                         for (int v = 0; v < VPW; ++v) dot = fmaf(q[v], xv[wi * VPW + v], dot);
                     }
+                    if (OFFSET128) dot = fmaf(-128.0f, xs, dot);
                     acc[m][r] += s[u][r] * dot + b[u][r] * xs;
                 }
             }
@@ -112,8 +126,16 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
     for (int m = 0; m < M; ++m)
         for (int r = 0; r < R; ++r) {
             float v = warp_sum(acc[m][r]);
-            if (lane == 0 && n0 + r < n) out[m * n + n0 + r] = E::store(v);
+            if (lane == 0) red[warp][m][r] = v;
         }
+    __syncthreads();
+    if (threadIdx.x < (BLOCK_WARPS / W) * M * R) {
+        int grp = threadIdx.x / (M * R), m = threadIdx.x % (M * R) / R, r = threadIdx.x % R;
+        n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + grp) * R;
+        float v = 0.0f;
+        for (int i = 0; i < W; ++i) v += red[grp * W + i][m][r];
+        if (n0 + r < n) out[m * n + n0 + r] = E::store(v);
+    }
 }
 
 // The float matrix of affine codes of any width (2..8 bits; a code may straddle two bytes),
