@@ -9,6 +9,7 @@ use oxmx_lm::cache::{make_prompt_cache, PromptCache};
 use oxmx_lm::generate::{generate_step, GenerateOptions};
 use oxmx_lm::loader::{load, LoadOptions, LoadedModel};
 use oxmx_lm::sample::{Sampler, SamplerConfig};
+use oxmx_lm::speculative::speculative_generate_step;
 
 /// What `generate` needs besides the prompt.
 #[derive(Clone, Debug)]
@@ -45,13 +46,35 @@ pub struct Engine {
     loaded: LoadedModel,
     cache: PromptCache,
     max_kv_size: Option<usize>,
+    /// Speculative decoding: the draft model, its cache and tokens proposed per round.
+    draft: Option<(LoadedModel, PromptCache, usize)>,
 }
 
 impl Engine {
     pub fn load(path: &Path, max_kv_size: Option<usize>) -> Result<Engine> {
         let loaded = load(path, &LoadOptions::default())?;
         let cache = make_prompt_cache(loaded.model.as_ref(), max_kv_size);
-        Ok(Engine { loaded, cache, max_kv_size })
+        Ok(Engine { loaded, cache, max_kv_size, draft: None })
+    }
+    /// Loads a draft model for speculative decoding (`--draft-model`): it must share the
+    /// model's vocabulary, and caches must be trimmable (no `max_kv_size`).
+    pub fn load_draft(&mut self, path: &Path, num_draft: usize) -> Result<()> {
+        let draft = load(path, &LoadOptions::default())?;
+        let (vm, vd) = (self.loaded.model.config().vocab_size, draft.model.config().vocab_size);
+        if vm != vd {
+            return Err(oxmx_core::Error::invalid(format!(
+                "the draft model {} has a vocabulary of {vd} but the model's is {vm}: they must share a tokenizer",
+                path.display()
+            )));
+        }
+        if self.max_kv_size.is_some() {
+            return Err(oxmx_core::Error::invalid(
+                "--draft-model cannot be combined with --max-kv-size (a rotating cache cannot be trimmed)",
+            ));
+        }
+        let cache = make_prompt_cache(draft.model.as_ref(), None);
+        self.draft = Some((draft, cache, num_draft));
+        Ok(())
     }
     /// Applies trained adapters (`oxmx lora`'s output) and puts the model in eval mode.
     pub fn load_adapters(&mut self, dir: &Path) -> Result<()> {
@@ -81,6 +104,9 @@ impl Engine {
     }
     pub fn reset_cache(&mut self) {
         self.cache = make_prompt_cache(self.loaded.model.as_ref(), self.max_kv_size);
+        if let Some((d, c, _)) = &mut self.draft {
+            *c = make_prompt_cache(d.model.as_ref(), None);
+        }
     }
     /// Generates after `prompt` (continuing the cache), calling `on_token` for every id.
     pub fn generate(&mut self, prompt: &[u32], p: &GenParams, on_token: &mut dyn FnMut(u32) -> Result<()>) -> Result<Stats> {
@@ -100,11 +126,21 @@ impl Engine {
             quantized_kv_start: p.quantized_kv_start,
             ..GenerateOptions::default()
         };
-        let mut it = generate_step(self.loaded.model.as_ref(), prompt, &mut self.cache, sampler, vec![], opts)?;
-        for step in it.by_ref() {
-            on_token(step?.token)?;
-        }
-        let st = it.stats();
+        let st = if let Some((draft, dcache, k)) = &mut self.draft {
+            let model = self.loaded.model.as_ref();
+            let mut it =
+                speculative_generate_step(model, draft.model.as_ref(), prompt, &mut self.cache, dcache, sampler, vec![], opts, *k)?;
+            for step in it.by_ref() {
+                on_token(step?.token)?;
+            }
+            it.stats().clone()
+        } else {
+            let mut it = generate_step(self.loaded.model.as_ref(), prompt, &mut self.cache, sampler, vec![], opts)?;
+            for step in it.by_ref() {
+                on_token(step?.token)?;
+            }
+            it.stats().clone()
+        };
         Ok(Stats {
             prompt_tokens: st.prompt_tokens,
             prompt_tps: st.prompt_tps,

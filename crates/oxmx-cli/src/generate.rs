@@ -217,6 +217,12 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
     if let Some(dir) = &a.adapter_path {
         engine.load_adapters(std::path::Path::new(dir))?;
     }
+    if let Some(d) = &a.draft_model {
+        if cached.is_some() {
+            return Err(Error::invalid("--draft-model cannot be combined with --prompt-cache-file (the file holds no draft cache)"));
+        }
+        engine.load_draft(&resolve_model(Some(d))?, a.num_draft_tokens)?;
+    }
     if let Some((cache, _)) = cached {
         engine.set_cache(cache)?;
     }

@@ -131,6 +131,13 @@ pub struct GenerateArgs {
     /// Trained adapters to apply (a folder with adapters.safetensors and adapter_config.json).
     #[arg(long)]
     pub adapter_path: Option<String>,
+    /// A smaller model with the same tokenizer that proposes tokens for the model to verify
+    /// (speculative decoding; the output is the model's own).
+    #[arg(long)]
+    pub draft_model: Option<String>,
+    /// Tokens the draft model proposes per round.
+    #[arg(long, default_value_t = 3)]
+    pub num_draft_tokens: usize,
     /// Print the prompt, separators and speed / peak-memory statistics, as mlx_lm does.
     #[arg(long)]
     pub verbose: bool,

@@ -124,6 +124,31 @@ fn generate_with_kv_bits() {
     assert!(!o.status.success() && err.contains("kv bits 7"), "{err}");
 }
 
+/// `--draft-model`: speculative decoding gives the model's own greedy tokens (the default model
+/// as its own draft accepts every proposal); bad combinations are one-line errors.
+#[test]
+fn generate_with_a_draft_model() {
+    let Some(model) = smollm2() else { return };
+    let m = model.to_str().unwrap();
+    let run = |extra: &[&str]| -> Value {
+        let mut a = vec!["generate", "--model", m, "--prompt", "Name three rivers of Europe.", "-m", "32", "--json"];
+        a.extend_from_slice(extra);
+        serde_json::from_str(ok(&oxmx(&a)).trim()).unwrap()
+    };
+    let plain = run(&[]);
+    for k in ["1", "3"] {
+        let spec = run(&["--draft-model", m, "--num-draft-tokens", k]);
+        assert_eq!(spec["tokens"], plain["tokens"], "--num-draft-tokens {k}");
+        assert_eq!(spec["text"], plain["text"]);
+    }
+    let o = oxmx(&["generate", "--model", m, "--prompt", "x", "--draft-model", m, "--max-kv-size", "64"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--max-kv-size"), "{err}");
+    let o = oxmx(&["generate", "--model", m, "--prompt", "x", "--draft-model", m, "--num-draft-tokens", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("num_draft_tokens"), "{err}");
+}
+
 #[test]
 fn perplexity_command() {
     let Some(model) = smollm2() else { return };

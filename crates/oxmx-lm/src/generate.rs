@@ -119,16 +119,9 @@ pub struct GenerateStep<'a> {
     stats: GenerationStats,
 }
 
-/// Generates token ids after `prompt`, updating `cache` in place. Each item is one token with
-/// its logprobs; the item that ends the run carries its `finish_reason`.
-pub fn generate_step<'a>(
-    model: &'a dyn LanguageModel,
-    prompt: &[u32],
-    cache: &'a mut [Box<dyn KvCache>],
-    sampler: Sampler,
-    processors: Vec<Box<dyn LogitsProcessor>>,
-    opts: GenerateOptions,
-) -> Result<GenerateStep<'a>> {
+/// The checks every generation loop makes before touching the cache: a non-empty prompt inside
+/// the vocabulary, one cache entry per layer, sane options.
+pub(crate) fn check_inputs(model: &dyn LanguageModel, prompt: &[u32], cache: &[Box<dyn KvCache>], opts: &GenerateOptions) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::invalid("[generate] the prompt must have at least one token"));
     }
@@ -142,7 +135,20 @@ pub fn generate_step<'a>(
     if let Some(&t) = prompt.iter().find(|&&t| t as usize >= vocab) {
         return Err(Error::invalid(format!("[generate] prompt token {t} is outside the vocabulary ({vocab})")));
     }
-    check_kv_options(model, cache, &opts)?;
+    check_kv_options(model, cache, opts)
+}
+
+/// Generates token ids after `prompt`, updating `cache` in place. Each item is one token with
+/// its logprobs; the item that ends the run carries its `finish_reason`.
+pub fn generate_step<'a>(
+    model: &'a dyn LanguageModel,
+    prompt: &[u32],
+    cache: &'a mut [Box<dyn KvCache>],
+    sampler: Sampler,
+    processors: Vec<Box<dyn LogitsProcessor>>,
+    opts: GenerateOptions,
+) -> Result<GenerateStep<'a>> {
+    check_inputs(model, prompt, cache, &opts)?;
     Ok(GenerateStep {
         model,
         cache,
@@ -158,6 +164,30 @@ pub fn generate_step<'a>(
         done: false,
         stats: GenerationStats { prompt_tokens: prompt.len(), ..Default::default() },
     })
+}
+
+/// Runs every prompt token but the last through `cache` in chunks of `prefill_step_size`
+/// (cache evaluated and the allocator's cache cleared between chunks, KV quantization applied)
+/// and returns the last token, which the first decoding step processes.
+pub(crate) fn prefill_but_last(
+    model: &dyn LanguageModel,
+    cache: &mut [Box<dyn KvCache>],
+    prompt: &[u32],
+    opts: &GenerateOptions,
+) -> Result<u32> {
+    let Some((&last, mut rest)) = prompt.split_last() else {
+        return Err(Error::invalid("[generate] the prompt must have at least one token"));
+    };
+    while !rest.is_empty() {
+        let n = rest.len().min(opts.prefill_step_size);
+        let ids: Vec<i32> = rest[..n].iter().map(|&t| t as i32).collect();
+        let _ = model.forward(&Array::from_slice(&ids, &[1, n]), Some(&mut *cache));
+        maybe_quantize_kv_cache(cache, opts.kv_bits, opts.kv_group_size, opts.quantized_kv_start)?;
+        eval_cache(cache)?;
+        memory::clear_cache();
+        rest = &rest[n..];
+    }
+    Ok(last)
 }
 
 impl GenerateStep<'_> {
@@ -188,18 +218,8 @@ impl GenerateStep<'_> {
     }
 
     fn prefill(&mut self) -> Result<(Array, Array)> {
-        let mut rest: &[u32] = &self.prompt.clone();
-        while rest.len() > 1 {
-            let n = (rest.len() - 1).min(self.opts.prefill_step_size);
-            let ids: Vec<i32> = rest[..n].iter().map(|&t| t as i32).collect();
-            let _ = self.model.forward(&Array::from_slice(&ids, &[1, n]), Some(&mut *self.cache));
-            self.maybe_quantize()?;
-            eval_cache(self.cache)?;
-            memory::clear_cache();
-            rest = &rest[n..];
-        }
-        let ids: Vec<i32> = rest.iter().map(|&t| t as i32).collect();
-        Ok(self.step(&Array::vec(&ids)))
+        let last = prefill_but_last(self.model, self.cache, &self.prompt, &self.opts)?;
+        Ok(self.step(&Array::vec(&[last as i32])))
     }
 
     fn advance(&mut self) -> Result<Option<GenerationStep>> {

@@ -17,6 +17,7 @@ pub mod perplexity;
 pub mod prompt_cache;
 pub mod sample;
 pub mod server;
+pub mod speculative;
 pub mod tokenizer;
 
 pub use chat::{ChatTemplate, ChatTemplateSource};
