@@ -126,6 +126,32 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Mat-vec blocks: BLOCK_WARPS warps in groups of W, each group owning R consecutive rows of
+// the output and splitting k between its warps. Sums each thread's acc[m][r] over its warp,
+// then over its group (through shared memory), and writes out[m * n + row] = scale * sum as
+// element type E for the rows below n.
+#ifndef BLOCK_WARPS
+#define BLOCK_WARPS 8
+#endif
+template <typename E, int M, int R, int W>
+__device__ __forceinline__ void group_reduce_store(float (&acc)[M][R], typename E::T* out, long long n, float scale) {
+    __shared__ float red[BLOCK_WARPS][M][R];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int m = 0; m < M; ++m)
+        for (int r = 0; r < R; ++r) {
+            float v = warp_sum(acc[m][r]);
+            if (lane == 0) red[warp][m][r] = v;
+        }
+    __syncthreads();
+    if (threadIdx.x < (BLOCK_WARPS / W) * M * R) {
+        int grp = threadIdx.x / (M * R), m = threadIdx.x % (M * R) / R, r = threadIdx.x % R;
+        long long n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + grp) * R;
+        float v = 0.0f;
+        for (int i = 0; i < W; ++i) v += red[grp * W + i][m][r];
+        if (n0 + r < n) out[m * n + n0 + r] = E::store(scale * v);
+    }
+}
+
 // The sum of `v` over the block (every thread gets it); `red` holds 32 floats of shared memory.
 __device__ __forceinline__ float block_sum(float v, float* red) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;

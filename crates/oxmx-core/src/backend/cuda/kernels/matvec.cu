@@ -10,15 +10,10 @@
 // SM full even when n is small (the caller picks W from the row length). A chunk of x is
 // loaded once per step for all R rows. Sums are float32, reduced across the warp, then across
 // the group in shared memory.
-#ifndef BLOCK_WARPS
-#define BLOCK_WARPS 8
-#endif
-
 template <int DT, int M, int R, int U, int W>
 __device__ void gemv_t(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const typename Elem<DT>::T* w, long long n,
                        long long k, long long ldx, long long ldw, float alpha) {
     typedef Elem<DT> E;
-    __shared__ float red[BLOCK_WARPS][M][R];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     // Warp = (row group, k slice): BLOCK_WARPS / W groups of R rows, each split W ways.
     int kw = warp % W;
@@ -57,17 +52,5 @@ __device__ void gemv_t(typename Elem<DT>::T* out, const typename Elem<DT>::T* x,
             }
         }
     }
-    for (int m = 0; m < M; ++m)
-        for (int r = 0; r < R; ++r) {
-            float v = warp_sum(acc[m][r]);
-            if (lane == 0) red[warp][m][r] = v;
-        }
-    __syncthreads();
-    if (threadIdx.x < (BLOCK_WARPS / W) * M * R) {
-        int grp = threadIdx.x / (M * R), m = threadIdx.x % (M * R) / R, r = threadIdx.x % R;
-        n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + grp) * R;
-        float v = 0.0f;
-        for (int i = 0; i < W; ++i) v += red[grp * W + i][m][r];
-        if (n0 + r < n) out[m * n + n0 + r] = E::store(alpha * v);
-    }
+    group_reduce_store<E, M, R, W>(acc, out, n, alpha);
 }

@@ -53,17 +53,12 @@ __device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
 // half-precision activations the dot runs on 128 + q (one permute per code, bytes_f128) and
 // 128 * sum(x) comes off per chunk: float32 keeps ~1e-6 relative error, far below the
 // output's rounding.
-#ifndef BLOCK_WARPS
-#define BLOCK_WARPS 8
-#endif
-
 template <int DT, int BITS, int GS, int M, int R, int U, int W>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
     typedef Elem<DT> E;
     const int VPW = 32 / BITS, VPC = 4 * VPW;
     const bool OFFSET128 = BITS == 4 && DT != 0;
-    __shared__ float red[BLOCK_WARPS][M][R];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     // Warp = (row group, k slice): BLOCK_WARPS / W groups of R rows, each split W ways.
     int kw = warp % W;
@@ -123,19 +118,7 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
             }
         }
     }
-    for (int m = 0; m < M; ++m)
-        for (int r = 0; r < R; ++r) {
-            float v = warp_sum(acc[m][r]);
-            if (lane == 0) red[warp][m][r] = v;
-        }
-    __syncthreads();
-    if (threadIdx.x < (BLOCK_WARPS / W) * M * R) {
-        int grp = threadIdx.x / (M * R), m = threadIdx.x % (M * R) / R, r = threadIdx.x % R;
-        n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + grp) * R;
-        float v = 0.0f;
-        for (int i = 0; i < W; ++i) v += red[grp * W + i][m][r];
-        if (n0 + r < n) out[m * n + n0 + r] = E::store(v);
-    }
+    group_reduce_store<E, M, R, W>(acc, out, n, 1.0f);
 }
 
 // The float matrix of affine codes of any width (2..8 bits; a code may straddle two bytes),
