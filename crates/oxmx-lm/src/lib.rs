@@ -2,6 +2,7 @@
 //! checkpoints, tokenization and chat templates, models by `model_type`, KV caches, sampling and
 //! generation.
 
+pub mod batch;
 pub mod bench;
 pub mod cache;
 pub mod chat;

@@ -211,3 +211,36 @@ impl KvCache for BatchLayer {
         vec![] // never written to a prompt-cache file
     }
 }
+
+/// Whether `model`'s sequences can share batch layers: plain growing caches (no model-made
+/// caches such as gemma3's rings) and no sliding window.
+pub fn model_fits_batch_cache(model: &dyn crate::models::LanguageModel) -> bool {
+    let raw = &model.config().raw;
+    let window =
+        raw.get("sliding_window").is_some_and(|w| !w.is_null()) && raw.get("use_sliding_window").and_then(|u| u.as_bool()) != Some(false);
+    model.make_cache(None).is_none() && !window
+}
+
+/// Appends one sequence's prefilled cache (one plain cache per layer) as a new row of every
+/// layer; on failure the layers that took it give it back, so the batch is unchanged.
+pub fn join_rows(layers: &[BatchLayer], cache: &[Box<dyn KvCache>]) -> Result<()> {
+    for (k, (layer, c)) in layers.iter().zip(cache.iter()).enumerate() {
+        let st = c.state();
+        let n = c.offset() as isize;
+        let cut = |a: &Array| {
+            let s = a.shape();
+            ops::slice_range(a, &[0, 0, 0, 0], &[s[0] as isize, s[1] as isize, n, s[3] as isize])
+        };
+        let joined = match st.as_slice() {
+            [key, val] => layer.push_row(&cut(key), &cut(val)),
+            _ => Err(Error::invalid("[batch] a prefilled cache without keys and values")),
+        };
+        if let Err(e) = joined {
+            for l in &layers[..k] {
+                l.remove_rows(&[l.len() - 1]);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -15,7 +15,7 @@
 //! runs one forward pass per sequence. Requests still interleave step by step.
 //!
 
-use super::batch_cache::BatchLayer;
+use super::batch_cache::{join_rows, model_fits_batch_cache, BatchLayer};
 use super::prefix_cache::PrefixCache;
 use super::sequence::{EngineRequest, Sequence};
 use super::vocab::Vocab;
@@ -96,10 +96,7 @@ pub fn spawn(model: Box<dyn LanguageModel>, tok: Arc<Tokenizer>, cfg: EngineConf
 
 /// Whether sequences can share one batch buffer (plain growing caches, no window).
 fn batchable(model: &dyn LanguageModel, cfg: &EngineConfig) -> bool {
-    let raw = &model.config().raw;
-    let window =
-        raw.get("sliding_window").is_some_and(|w| !w.is_null()) && raw.get("use_sliding_window").and_then(|u| u.as_bool()) != Some(false);
-    cfg.kv_bits.is_none() && cfg.max_kv_size.is_none() && model.make_cache(None).is_none() && !window
+    cfg.kv_bits.is_none() && cfg.max_kv_size.is_none() && model_fits_batch_cache(model)
 }
 
 struct Active<'t> {
@@ -313,25 +310,9 @@ impl<'a> Engine<'a> {
         if !self.batched {
             return Some(Active { seq, cache: Some(cache) });
         }
-        for (k, (layer, c)) in self.layers.iter().zip(cache.iter()).enumerate() {
-            let st = c.state();
-            let n = c.offset() as isize;
-            let cut = |a: &Array| {
-                let s = a.shape();
-                ops::slice_range(a, &[0, 0, 0, 0], &[s[0] as isize, s[1] as isize, n, s[3] as isize])
-            };
-            let joined = match st.as_slice() {
-                [key, val] => layer.push_row(&cut(key), &cut(val)),
-                _ => Err(Error::invalid("[serve] a prefilled cache without keys and values")),
-            };
-            if let Err(e) = joined {
-                seq.fail(&format!("cannot join the batch: {}", e.message()));
-                // The layers before this one took the row already: take it back out.
-                for l in &self.layers[..k] {
-                    l.remove_rows(&[l.len() - 1]);
-                }
-                return None;
-            }
+        if let Err(e) = join_rows(&self.layers, &cache) {
+            seq.fail(&format!("cannot join the batch: {}", e.message()));
+            return None;
         }
         Some(Active { seq, cache: None })
     }
