@@ -301,14 +301,10 @@ impl GenerateStep<'_> {
 impl Iterator for GenerateStep<'_> {
     type Item = Result<GenerationStep>;
     fn next(&mut self) -> Option<Self::Item> {
-        match self.advance() {
-            Ok(Some(s)) => Some(Ok(s)),
-            Ok(None) => None,
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let r = self.advance();
+        // An error ends the run.
+        self.done |= r.is_err();
+        r.transpose()
     }
 }
 

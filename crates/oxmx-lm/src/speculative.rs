@@ -145,7 +145,7 @@ impl SpeculativeStep<'_> {
     }
 
     /// `k` draft proposals (lazy ids `[1]` each, started as they are built).
-    fn propose(&mut self, k: usize) -> Result<Vec<Array>> {
+    fn propose(&mut self, k: usize) -> Vec<Array> {
         let mut input = ids_array(&self.draft_y);
         let mut out = Vec::with_capacity(k);
         for _ in 0..k {
@@ -156,7 +156,7 @@ impl SpeculativeStep<'_> {
             input = ops::reshape(&d.astype(Dtype::Int32), &[1, 1]);
             out.push(d);
         }
-        Ok(out)
+        out
     }
 
     /// The main model over `y + drafts`: its `k + 1` sampled ids and their logprobs `[k+1, V]`.
@@ -195,7 +195,7 @@ impl SpeculativeStep<'_> {
     fn round(&mut self) -> Result<()> {
         let left = self.opts.max_tokens.map_or(usize::MAX, |m| m - self.n);
         let k = self.num_draft.min(left);
-        let drafts = self.propose(k)?;
+        let drafts = self.propose(k);
         let (main, lp) = self.verify(&drafts)?;
         self.quantize()?;
         let mut drafted = Vec::with_capacity(k);
@@ -295,14 +295,12 @@ impl SpeculativeStep<'_> {
 impl Iterator for SpeculativeStep<'_> {
     type Item = Result<SpeculativeToken>;
     fn next(&mut self) -> Option<Self::Item> {
-        match self.advance() {
-            Ok(Some(s)) => Some(Ok(s)),
-            Ok(None) => None,
-            Err(e) => {
-                self.done = true;
-                self.ready.clear();
-                Some(Err(e))
-            }
+        let r = self.advance();
+        if r.is_err() {
+            // An error ends the run; tokens queued from the failed round are not handed out.
+            self.done = true;
+            self.ready.clear();
         }
+        r.transpose()
     }
 }

@@ -82,9 +82,16 @@ pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Re
 }
 
 /// The kernel `name` from a templated family source (`kernels/*.cu`) and the one-line call
-/// that instantiates it: `extern "C" __global__ void name(params) { call; }`.
-pub(crate) fn template_function(g: &Gpu, family: Family, name: &str, params: &str, call: &str) -> Result<CudaFunction> {
-    function(g, name, || format!("{}\nextern \"C\" __global__ void {name}({params}) {{ {call}; }}\n", family.source()))
+/// that instantiates it: `extern "C" __global__ void name(params()) { call(); }`. The two
+/// strings are only built on a cache miss (this runs on every launch).
+pub(crate) fn template_function(
+    g: &Gpu,
+    family: Family,
+    name: &str,
+    params: impl FnOnce() -> String,
+    call: impl FnOnce() -> String,
+) -> Result<CudaFunction> {
+    function(g, name, || format!("{}\nextern \"C\" __global__ void {name}({}) {{ {}; }}\n", family.source(), params(), call()))
 }
 
 fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {

@@ -87,8 +87,8 @@ fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, h
         g,
         FAST,
         &name,
-        &format!("{t}* out, const {t}* x, const {t}* w, const {t}* b, long long d, float eps"),
-        &format!("norm_rows<{dt}, {layer}, {has_w}, {has_b}>(out, x, w, b, d, eps)"),
+        || format!("{t}* out, const {t}* x, const {t}* w, const {t}* b, long long d, float eps"),
+        || format!("norm_rows<{dt}, {layer}, {has_w}, {has_b}>(out, x, w, b, d, eps)"),
     )?;
     let (out, optr) = output(g, &x.shape, x.dtype)?;
     if rows > 0 {
@@ -130,14 +130,18 @@ fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base:
         g,
         FAST,
         &name,
-        &format!(
-            "{ty}* out, const {ty}* x, const int* offs, const float* freqs, long long rows, long long t, long long d, \
+        || {
+            format!(
+                "{ty}* out, const {ty}* x, const int* offs, const float* freqs, long long rows, long long t, long long d, \
              long long half, long long rows_per_batch, int per_offset, int off0, float c, float scale"
-        ),
-        &format!(
-            "rope_rows<{dt}, {traditional}, {}>(out, x, offs, freqs, rows, t, d, half, rows_per_batch, per_offset, off0, c, scale)",
-            freqs.is_some()
-        ),
+            )
+        },
+        || {
+            format!(
+                "rope_rows<{dt}, {traditional}, {}>(out, x, offs, freqs, rows, t, d, half, rows_per_batch, per_offset, off0, c, scale)",
+                freqs.is_some()
+            )
+        },
     )?;
     let (out, optr) = output(g, &x.shape, x.dtype)?;
     let work = rows * (d - half);
@@ -244,13 +248,17 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             g,
             FAST,
             &name,
-            &format!(
-                "float* part, const {ty}* q, const {ty}* k, const {ty}* v, const void* mask, Rows4 ks, Rows4 vs, Rows4 ms, \
+            || {
+                format!(
+                    "float* part, const {ty}* q, const {ty}* k, const {ty}* v, const void* mask, Rows4 ks, Rows4 vs, Rows4 ms, \
                  long long ms_k, int d, int dv, int hq, int hkv, int ql, long long kl, float scale, long long split_len"
-            ),
-            &format!(
+                )
+            },
+            || {
+                format!(
                 "sdpa_vector<{dt}, {kpl}, {vpl}, {mc}>(part, q, k, v, mask, ks, vs, ms, ms_k, d, dv, hq, hkv, ql, kl, scale, split_len)"
-            ),
+            )
+            },
         )?;
         let want = (2 * g.sm_count as usize).div_ceil(rows);
         let n_split = want.clamp(1, kl.div_ceil(128)).min(65535);
@@ -281,8 +289,8 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             g,
             FAST,
             &name,
-            &format!("{ty}* out, const float* part, const float* sinks, int n_split, int dv, int hq, int ql"),
-            &format!("sdpa_merge<{dt}, {has_sinks}>(out, part, sinks, n_split, dv, hq, ql)"),
+            || format!("{ty}* out, const float* part, const float* sinks, int n_split, int dv, int hq, int ql"),
+            || format!("sdpa_merge<{dt}, {has_sinks}>(out, part, sinks, n_split, dv, hq, ql)"),
         )?;
         let (out, optr) = output(g, &spec.0, q.dtype)?;
         Args::new().arg(optr).arg(part.ptr()).arg(sptr).arg(n_split as i32).arg(dv as i32).arg(hq as i32).arg(ql as i32).launch(
@@ -304,11 +312,13 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             g,
             FAST,
             &name,
-            &format!(
-                "{ty}* out, const {ty}* q, const {ty}* k, const {ty}* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, \
+            || {
+                format!(
+                    "{ty}* out, const {ty}* q, const {ty}* k, const {ty}* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, \
                  int ql, long long kl, float scale_log2"
-            ),
-            &format!("flash_attention<{dt}, {d}, {causal}, {has_sinks}>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2)"),
+                )
+            },
+            || format!("flash_attention<{dt}, {d}, {causal}, {has_sinks}>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2)"),
         )?;
         let (out, optr) = output(g, &spec.0, q.dtype)?;
         Args::new()
@@ -337,10 +347,12 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
         g,
         FAST,
         &name,
-        &format!(
+        || {
+            format!(
             "{ty}* p, const float* s, const void* mask, const float* sinks, Rows4 ms, long long ms_k, long long kl, int ql, int g, int hkv"
-        ),
-        &format!("sdpa_softmax<{dt}, {mc}, {has_sinks}>(p, s, mask, sinks, ms, ms_k, kl, ql, g, hkv)"),
+        )
+        },
+        || format!("sdpa_softmax<{dt}, {mc}, {has_sinks}>(p, s, mask, sinks, ms, ms_k, kl, ql, g, hkv)"),
     )?;
     let (probs, pptr) = output(g, &[b, hkv, gq * ql, kl], q.dtype)?;
     Args::new()

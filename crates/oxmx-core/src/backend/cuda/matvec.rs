@@ -57,9 +57,9 @@ pub(crate) fn gemv(g: &Gpu, a: &Data, la: &Layout, b: &Data, lb: &Layout, shape:
     if xp % 16 != 0 || wp % 16 != 0 {
         return Ok(None);
     }
-    // Rows of w per block (R: more share each x load) and
-    // chunks of each in flight per lane (U): R · U loads, ~128 bytes outstanding per lane.
-    // `OXMX_GEMV_SHAPE=R,U` overrides it (tuning on a device).
+    // Rows of w per warp group (R: more share each x load) and 16-byte chunks of each in flight
+    // per lane (U); long rows are split over up to 8 warps (k_split), so even 2 x 2 keeps
+    // enough bytes outstanding. `OXMX_GEMV_SHAPE=R,U` overrides it (tuning on a device).
     static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     let (r, u) = SHAPE.get_or_init(|| env_pair("OXMX_GEMV_SHAPE")).unwrap_or_else(|| {
         // Measured on an H200 (BENCHMARKS.md, twelfth session): 2 rows, 2 chunks in flight.
@@ -71,8 +71,8 @@ pub(crate) fn gemv(g: &Gpu, a: &Data, la: &Layout, b: &Data, lb: &Layout, shape:
         g,
         MATVEC,
         &format!("gemv_t_{code}_{rows}_{r}_{u}_{w}"),
-        &format!("{ty}* out, const {ty}* x, const {ty}* w, long long n, long long k, long long ldx, long long ldw, float alpha"),
-        &format!("gemv_t<{code}, {rows}, {r}, {u}, {w}>(out, x, w, n, k, ldx, ldw, alpha)"),
+        || format!("{ty}* out, const {ty}* x, const {ty}* w, long long n, long long k, long long ldx, long long ldw, float alpha"),
+        || format!("gemv_t<{code}, {rows}, {r}, {u}, {w}>(out, x, w, n, k, ldx, ldw, alpha)"),
     )?;
     let (out, optr) = output(g, shape, dt)?;
     let blocks = n.div_ceil(r * (WARPS / w)) as u32;

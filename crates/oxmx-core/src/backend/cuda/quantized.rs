@@ -47,8 +47,8 @@ fn dequantize(g: &Gpu, p: &QuantParams, wq: &Data, scales: &Data, biases: &Data)
         g,
         QUANTIZED,
         &format!("dequantize_affine_{code}"),
-        &format!("{ty}* out, const unsigned char* w, const {ty}* scales, const {ty}* biases, long long n, int bits, int gs"),
-        &format!("dequantize_affine<{code}>(out, w, scales, biases, n, bits, gs)"),
+        || format!("{ty}* out, const unsigned char* w, const {ty}* scales, const {ty}* biases, long long n, int bits, int gs"),
+        || format!("dequantize_affine<{code}>(out, w, scales, biases, n, bits, gs)"),
     )?;
     let (out, optr) = output(g, &shape, dt)?;
     let n = out.size();
@@ -123,7 +123,7 @@ fn qmv(
     }
     let dt = x.dtype;
     let code = dt_code(dt).unwrap_or(0);
-    // Output columns per block (R: more share each x load) and 16-byte chunks of each in flight
+    // Output columns per warp group (R: more share each x load) and 16-byte chunks of each in flight
     // per lane (U: enough bytes outstanding to cover DRAM latency; a 4-bit row of 4096 is then
     // one round trip).
     let (r, u) = qmv_shape();
@@ -133,8 +133,8 @@ fn qmv(
         g,
         QUANTIZED,
         &format!("qmv_{code}_{bits}_{gs}_{m}_{r}_{u}_{w}"),
-        &format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k"),
-        &format!("qmv<{code}, {bits}, {gs}, {m}, {r}, {u}, {w}>(out, x, w, scales, biases, n, k)"),
+        || format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k"),
+        || format!("qmv<{code}, {bits}, {gs}, {m}, {r}, {u}, {w}>(out, x, w, scales, biases, n, k)"),
     )?;
     let (out, optr) = output(g, &spec.0, dt)?;
     let blocks = n.div_ceil(r * (WARPS / w)) as u32;
