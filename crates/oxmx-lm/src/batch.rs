@@ -54,16 +54,6 @@ pub fn batch_generate(
     let mut tokens = vec![Vec::new(); prompts.len()];
     let mut finish = vec![FinishReason::Length; prompts.len()];
     let mut stats = GenerationStats { prompt_tokens: prompts.iter().map(Vec::len).sum(), ..Default::default() };
-    // The row's latest token: Some(reason) when it ends the row.
-    let ended = |t: u32, n: usize| -> Option<FinishReason> {
-        if opts.eos_token_ids.contains(&t) {
-            Some(FinishReason::Stop)
-        } else if opts.max_tokens.is_some_and(|m| n >= m) {
-            Some(FinishReason::Length)
-        } else {
-            None
-        }
-    };
     // Each prompt runs alone to its first token (its cache then holds the whole prompt), then
     // joins the batch. Rows: (prompt index, sampler, last token).
     let mut rows: Vec<(usize, Sampler, u32)> = Vec::with_capacity(prompts.len());
@@ -79,7 +69,7 @@ pub fn batch_generate(
             eval(&[&t])?;
             let t = t.to_vec::<u32>()?[0];
             tokens[i].push(t);
-            match ended(t, 1) {
+            match opts.finish_reason(t, 1) {
                 Some(r) => finish[i] = r,
                 None => {
                     join_rows(&layers, &cache)?;
@@ -112,7 +102,7 @@ pub fn batch_generate(
             let t = t.to_vec::<u32>()?[0];
             tokens[r.0].push(t);
             r.2 = t;
-            if let Some(reason) = ended(t, tokens[r.0].len()) {
+            if let Some(reason) = opts.finish_reason(t, tokens[r.0].len()) {
                 finish[r.0] = reason;
                 done.push(j);
             }

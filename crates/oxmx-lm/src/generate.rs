@@ -48,6 +48,19 @@ impl Default for GenerateOptions {
     }
 }
 
+impl GenerateOptions {
+    /// Whether `token`, the `generated`-th token of a run, ends it: an EOS id, or `max_tokens`.
+    pub fn finish_reason(&self, token: u32, generated: usize) -> Option<FinishReason> {
+        if self.eos_token_ids.contains(&token) {
+            Some(FinishReason::Stop)
+        } else if self.max_tokens.is_some_and(|m| generated >= m) {
+            Some(FinishReason::Length)
+        } else {
+            None
+        }
+    }
+}
+
 /// Checks the KV-quantization options against the model and its cache.
 pub fn check_kv_options(model: &dyn LanguageModel, cache: &[Box<dyn KvCache>], opts: &GenerateOptions) -> Result<()> {
     let Some(bits) = opts.kv_bits else { return Ok(()) };
@@ -266,13 +279,7 @@ impl GenerateStep<'_> {
             self.stats.prompt_tps = self.prompt.len() as f64 / self.stats.prompt_time.max(1e-9);
         }
         self.n += 1;
-        let finish = if self.opts.eos_token_ids.contains(&token) {
-            Some(FinishReason::Stop)
-        } else if last {
-            Some(FinishReason::Length)
-        } else {
-            None
-        };
+        let finish = self.opts.finish_reason(token, self.n);
         if finish.is_none() {
             self.pending = match next {
                 Some(s) => Some(s),

@@ -222,14 +222,7 @@ impl SpeculativeStep<'_> {
             let token = main[i];
             self.n += 1;
             emitted += 1;
-            let last = self.opts.max_tokens.is_some_and(|m| self.n >= m);
-            let finish = if self.opts.eos_token_ids.contains(&token) {
-                Some(FinishReason::Stop)
-            } else if last {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
+            let finish = self.opts.finish_reason(token, self.n);
             self.done = finish.is_some();
             let from_draft = i < agreed;
             self.accepted += from_draft as usize;

@@ -12,7 +12,6 @@ use oxmx_lm::generate::{generate_ids, FinishReason, GenerateOptions};
 use oxmx_lm::models::LanguageModel;
 use oxmx_lm::sample::{LogitsProcessor, RepetitionPenalty, Sampler, SamplerConfig};
 use oxmx_lm::speculative::speculative_generate_step;
-use oxmx_nn::Module;
 
 fn config(vocab: usize, quantized: bool) -> ModelConfig {
     let q = if quantized { r#", "quantization": {"group_size": 32, "bits": 4}"# } else { "" };
