@@ -9,12 +9,14 @@
   yarn and llama3 (`tiny_llama_<type>`); each is reloaded by transformers from the written folder
   and must give the same logits, so the stored keys and config are what transformers reads;
 * sampler masks (top-p, min-p, top-k) from a NumPy transcription of mlx-lm's sample_utils;
-* for the real SmolLM2-135M-Instruct Q4_1 GGUF (when present): transformers' greedy ids for three
-  chat prompts (weights dequantized by transformers' GGUF loader, float32), with the top-2 logit
-  margin of every greedy step (`margins`) so near-ties are visible.
+* for the real SmolLM2-135M-Instruct Q4_1 GGUF and Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (when
+  present; the second comes from scripts/fetch_qwen_coder.sh): transformers' greedy ids for three
+  chat prompts each (weights dequantized by transformers' GGUF loader, float32), with the top-2
+  logit margin of every greedy step (`margins`) so near-ties are visible.
 
 Rerun: python3 scripts/gen_lm_fixtures.py [--skip-gguf | --only-gguf] [--only NAME,...]
-(the GGUF part needs `accelerate`; `--only tiny_phi3,tiny_mixtral` writes just those fixtures)
+(the GGUF part needs `accelerate`; `--only tiny_phi3,tiny_mixtral` writes just those fixtures,
+`--only-gguf --only qwen_coder_gguf_greedy.json` just the Qwen one)
 """
 import json
 import os
@@ -374,9 +376,18 @@ def sampler_fixtures():
     print("sampler cases", len(cases))
 
 
-def gguf_fixture():
+GGUF_MODELS = [
+    # (file in $OXMX_MODELS_DIR, fixture, prompts); the second is scripts/fetch_qwen_coder.sh's
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2_gguf_greedy.json",
+     ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]),
+    ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen_coder_gguf_greedy.json",
+     ["Write a Python function that returns the square of a number.", "What is the capital of France?",
+      "Explain what a hash map is in one sentence."]),
+]
+
+
+def gguf_fixture(name, fixture, prompts):
     path = os.environ.get("OXMX_MODELS_DIR", os.path.expanduser("~/.cache/oxmx/models"))
-    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not os.path.exists(os.path.join(path, name)):
         print("skip gguf fixture:", os.path.join(path, name), "absent")
         return
@@ -384,7 +395,6 @@ def gguf_fixture():
 
     tok = AutoTokenizer.from_pretrained(path, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(path, gguf_file=name, dtype=torch.float32).eval()
-    prompts = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
     out = []
     for p in prompts:
         ids = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
@@ -411,7 +421,7 @@ def gguf_fixture():
               % (min(margins), margins.index(min(margins)), (steps - full).abs().max().item()))
     # one line per case keeps the file a few KB and readable
     body = ",\n".join("  " + json.dumps(c) for c in out)
-    with open(os.path.join(FIX, "smollm2_gguf_greedy.json"), "w") as f:
+    with open(os.path.join(FIX, fixture), "w") as f:
         f.write('{"file": %s, "max_new_tokens": 20,\n "note": "cases[].margins: logit[top1] - logit[top2] per greedy step '
                 '(transformers, float32)",\n "cases": [\n%s\n]}\n' % (json.dumps(name), body))
 
@@ -428,5 +438,7 @@ if __name__ == "__main__":
             if only is None or name in only:
                 tiny_new(name, 100 + i)
     if "--skip-gguf" not in sys.argv:
-        gguf_fixture()
+        for name, fixture, prompts in GGUF_MODELS:
+            if only is None or fixture in only:
+                gguf_fixture(name, fixture, prompts)
     os._exit(0)

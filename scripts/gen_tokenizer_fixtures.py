@@ -12,6 +12,8 @@ Oracles:
   tokenizer with the pre-tokenizer of the model's own tokenizer.json / llama.cpp's "smollm" type (digits
   split one by one before GPT-2's split), which transformers' converter leaves out; the strings where the
   two differ are listed (`transformers_plain_ids`) so the difference stays visible.
+* Qwen2.5-Coder-0.5B-Instruct's GGUF (qwen2 pre-tokenizer) when scripts/fetch_qwen_coder.sh has placed it:
+  transformers' ids for the same strings, and its chat template (with tools) rendered by transformers.
 * Chat templates: transformers' `apply_chat_template(..., tokenize=False)`.
 """
 import json
@@ -26,6 +28,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "crates", "oxmx-lm", "tests", "fixtures", "tokenizer")
 MODELS_DIR = os.environ.get("OXMX_MODELS_DIR", os.path.expanduser("~/.cache/oxmx/models"))
 DEFAULT_GGUF = os.path.join(MODELS_DIR, "SmolLM2-135M-Instruct.Q4_1.gguf")
+# Qwen2.5-Coder-0.5B-Instruct (scripts/fetch_qwen_coder.sh): qwen2 pre-tokenizer, 151k vocab.
+QWEN_GGUF = os.path.join(MODELS_DIR, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 STRINGS = [
     "Hello world",
@@ -224,6 +230,25 @@ def main():
         ]
     else:
         print(f"note: {DEFAULT_GGUF} not found; the SmolLM2 fixtures are left out (run scripts/setup.sh first)")
+
+    if os.path.exists(QWEN_GGUF):
+        from transformers import AutoTokenizer
+
+        t = AutoTokenizer.from_pretrained(os.path.dirname(QWEN_GGUF), gguf_file=os.path.basename(QWEN_GGUF))
+        out["qwen_coder"] = {"cases": record(t, STRINGS), "eos_token_id": t.eos_token_id, "vocab_size": len(t),
+                             "file": os.path.basename(QWEN_GGUF)}
+        msgs = [{"role": "user", "content": "Write a Python function that returns the square of a number."}]
+        call = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                {"role": "tool", "content": "18 C, sunny"}]
+        out["qwen_coder"]["chat"] = [
+            {"messages": m, "add_generation_prompt": True, "tools": tools,
+             "text": t.apply_chat_template(m, tools=tools, tokenize=False, add_generation_prompt=True)}
+            for m, tools in [(msgs, None), ([{"role": "system", "content": "Be brief."}] + msgs, None),
+                             (call, [WEATHER_TOOL])]]
+    else:
+        print(f"note: {QWEN_GGUF} not found; the Qwen2.5-Coder fixtures are left out (scripts/fetch_qwen_coder.sh)")
 
     with open(os.path.join(OUT, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)

@@ -101,6 +101,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if a.delay > 0 {
             std::thread::sleep(std::time::Duration::from_secs(a.delay));
         }
+        // OXMX_GPU_PROFILE's report covers the last trial alone (no first-use compilations).
+        oxmx_core::backend::cuda::profile_reset();
         let r = bench_run(model.as_ref(), &prompts, &opts)?;
         if !a.json {
             let _ = writeln!(out, "Trial {}:  {}", i + 1, fields(&r));
@@ -149,7 +151,8 @@ fn gpu_report() {
     if total > 0.0 {
         let calls: u64 = prof.iter().map(|p| p.1 .0).sum();
         eprintln!("[gpu] host dispatch: {calls} ops, {:.1} ms, {:.2} us/op", total * 1e3, total * 1e6 / calls as f64);
-        for (name, (n, t)) in prof.iter().take(16) {
+        // The largest rows, and every CUDA-graph row (flush reasons, updates, instantiations).
+        for (name, (n, t)) in prof.iter().enumerate().filter(|(i, p)| *i < 16 || p.0.starts_with("~graph")).map(|(_, p)| p) {
             eprintln!("[gpu]   {name:40} {n:8} calls {:9.1} ms {:7.2} us/call", t * 1e3, t * 1e6 / *n as f64);
         }
     }

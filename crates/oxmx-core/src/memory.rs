@@ -251,6 +251,11 @@ impl Buffer {
     }
 
     /// The device copy on GPU `ordinal`, uploading the host bytes on first use.
+    /// The device copy when there is one (never uploads).
+    pub(crate) fn device_block_if_any(&self) -> Option<&crate::backend::cuda::DeviceBlock> {
+        self.device.get()
+    }
+
     pub(crate) fn device_block(&self, ordinal: usize) -> Result<&crate::backend::cuda::DeviceBlock> {
         if let Some(b) = self.device.get() {
             if b.ordinal() == ordinal {

@@ -6,7 +6,7 @@
 use oxmx_core::backend::cuda;
 use oxmx_core::ops::*;
 use oxmx_core::prelude::*;
-use oxmx_core::{with_device, Device};
+use oxmx_core::{async_eval, with_device, Device};
 
 mod common;
 use common::gpu::{assert_close, both, gpu, rand, tol, GPU};
@@ -325,4 +325,46 @@ fn without_a_gpu_gpu_streams_give_a_clear_error() {
     let err = x.eval().unwrap_err();
     assert!(format!("{err}").contains("no CUDA device"), "{err}");
     assert_eq!(oxmx_core::default_device(), Device::Cpu);
+}
+
+/// A decoding loop's shape: each step's result is read on this thread while the next step's
+/// long task runs on the stream worker (captured into CUDA graphs unless `OXMX_CUDA_GRAPHS=0`),
+/// plus reads of results from several steps back. Small reads go through pinned staging memory
+/// and must neither see stale data nor wait for the step after them.
+#[test]
+fn reads_while_the_next_step_runs_see_their_own_step() {
+    let Some(_turn) = gpu() else { return };
+    with_device(GPU, || {
+        let step = |x: &Array| {
+            // ~40 ops a step: long enough to be batched.
+            let mut y = x.clone();
+            for _ in 0..20 {
+                y = add(&multiply(&y, &Array::scalar(1.0f32)), &Array::scalar(0.5f32));
+            }
+            y
+        };
+        let start = rand(&[3, 5], -1.0, 1.0, Dtype::Float32, 3);
+        let first = start.to_vec::<f32>().unwrap();
+        let mut history = vec![start.clone()];
+        let mut cur = step(&start);
+        async_eval(&[&cur]);
+        for k in 1..40usize {
+            let next = step(&cur);
+            async_eval(&[&next]);
+            let got = cur.to_vec::<f32>().unwrap();
+            for (i, (g, s)) in got.iter().zip(&first).enumerate() {
+                let want = s + 10.0 * k as f32;
+                assert!((g - want).abs() <= 1e-4 * want.abs().max(1.0), "step {k} element {i}: {g} vs {want}");
+            }
+            // An older result (launched steps ago) and a big one (read the unstaged way).
+            let old = &history[history.len() / 2];
+            let old_k = history.len() / 2;
+            assert!((old.to_vec::<f32>().unwrap()[0] - (first[0] + 10.0 * old_k as f32)).abs() < 1e-3);
+            history.push(cur);
+            cur = next;
+        }
+        let big = add(&rand(&[300, 1000], 0.0, 1.0, Dtype::Float32, 4), &Array::scalar(1.0f32));
+        let sum: f32 = big.to_vec::<f32>().unwrap().iter().sum();
+        assert!(sum > 300_000.0 && sum < 600_000.0, "{sum}");
+    });
 }

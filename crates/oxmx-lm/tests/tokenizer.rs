@@ -91,6 +91,37 @@ fn gguf_sentencepiece_matches_transformers() {
     assert!(check_cases(&tok, f, "spm_llama") >= 15);
 }
 
+/// Qwen2.5-Coder-0.5B-Instruct's GGUF (qwen2 pre-tokenizer, 151k vocabulary; skipped with a
+/// message when scripts/fetch_qwen_coder.sh has not placed it): ids as transformers', and its
+/// chat template (tools, tool calls and results) rendered as transformers renders it.
+#[test]
+fn qwen_coder_gguf_tokenizer_matches_transformers() {
+    let exp = expected();
+    let Some(f) = exp.get("qwen_coder") else {
+        eprintln!("skipped: the fixtures were generated without the Qwen2.5-Coder GGUF");
+        return;
+    };
+    let path = oxmx_lm::models_dir::models_dir().join(f["file"].as_str().unwrap());
+    if !path.is_file() {
+        eprintln!("skipped: {} not present (scripts/fetch_qwen_coder.sh fetches it)", path.display());
+        return;
+    }
+    let tok = Tokenizer::from_path(&path).unwrap();
+    assert_eq!(tok.vocab_size() as u64, f["vocab_size"].as_u64().unwrap());
+    assert_eq!(tok.eos_token_ids(), &[f["eos_token_id"].as_u64().unwrap() as u32]);
+    assert!(check_cases(&tok, f, "qwen_coder") >= 20);
+    let tmpl = tok.chat_template(None).unwrap();
+    for c in f["chat"].as_array().unwrap() {
+        let msgs = c["messages"].as_array().unwrap().clone();
+        let opts = oxmx_lm::chat::ChatOptions {
+            add_generation_prompt: c["add_generation_prompt"].as_bool().unwrap(),
+            tools: c["tools"].as_array().cloned(),
+            ..Default::default()
+        };
+        assert_eq!(tmpl.apply(&msgs, &opts).unwrap(), c["text"].as_str().unwrap());
+    }
+}
+
 /// The default model's GGUF (skipped with a message when scripts/setup.sh has not placed it).
 #[test]
 fn default_model_gguf_tokenizer_matches_transformers() {

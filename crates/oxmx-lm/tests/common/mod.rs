@@ -36,3 +36,12 @@ pub fn cols(a: &Array, lo: usize, hi: usize) -> Array {
 pub fn smollm2_gguf() -> Option<PathBuf> {
     oxmx_lm::models_dir::default_model()
 }
+
+/// Qwen2.5-Coder-0.5B-Instruct's GGUF as scripts/fetch_qwen_coder.sh names it.
+pub const QWEN_CODER_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+/// The second real model when scripts/fetch_qwen_coder.sh has placed it.
+pub fn qwen_coder_gguf() -> Option<PathBuf> {
+    let p = oxmx_lm::models_dir::models_dir().join(QWEN_CODER_FILE);
+    p.is_file().then_some(p)
+}

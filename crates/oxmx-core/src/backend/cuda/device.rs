@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 pub(crate) struct Gpu {
     pub ordinal: usize,
@@ -17,6 +17,8 @@ pub(crate) struct Gpu {
     /// no events between them. (Several oxmx streams on one GPU still run their host-side
     /// scheduling concurrently.)
     pub stream: Arc<CudaStream>,
+    /// Device-to-host reads issued while another thread's task is capturing `stream` (graph.rs).
+    pub read_stream: Arc<CudaStream>,
     /// `sm_XY` for NVRTC.
     pub arch: &'static str,
     pub sm_count: u32,
@@ -25,6 +27,10 @@ pub(crate) struct Gpu {
     pub kernels: Mutex<HashMap<String, CudaFunction>>,
     /// CUDA graph capture of batched ops (graph.rs); also orders every use of the stream.
     pub capture: Mutex<super::graph::Capture>,
+    /// Signalled after each graph launch (readers on other threads wait for it).
+    pub capture_launched: Condvar,
+    /// Pinned host memory for small device-to-host reads (memory.rs).
+    pub staging: Mutex<Option<super::memory::Staging>>,
 }
 
 // The raw handles inside are used under the context binding each entry point makes.
@@ -81,6 +87,7 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
     }
     let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("creating the context", e))?;
     let stream = ctx.new_stream().map_err(|e| cuda_err("creating a stream", e))?;
+    let read_stream = ctx.new_stream().map_err(|e| cuda_err("creating a stream", e))?;
     let (major, minor) = ctx.compute_capability().map_err(|e| cuda_err("reading the compute capability", e))?;
     let sm_count = ctx
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -97,6 +104,9 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
         blas: Mutex::new(None),
         kernels: Mutex::new(HashMap::new()),
         capture: Mutex::new(Default::default()),
+        capture_launched: Condvar::new(),
+        staging: Mutex::new(None),
+        read_stream,
     }));
     let _ = slot.set(g);
     Ok(g)
@@ -114,6 +124,8 @@ impl Gpu {
 
     /// Waits for all work queued on this device (captured work is launched first).
     pub fn synchronize(&self) -> Result<()> {
-        super::graph::outside_capture(self, || self.stream.synchronize().map_err(|e| cuda_err("synchronizing the stream", e)))
+        super::graph::outside_capture(self, "~graph flush: synchronize", || {
+            self.stream.synchronize().map_err(|e| cuda_err("synchronizing the stream", e))
+        })
     }
 }

@@ -1,33 +1,37 @@
 //! CUDA graphs for batches of ops: while a stream worker runs a task of several ops (a decoding
-//! step is ~1000 of them), the kernels those ops launch are captured into a graph instead of
+//! step is ~600 of them), the kernels those ops launch are captured into a graph instead of
 //! being launched one by one, and the graph is launched when the task ends, when it holds
-//! `FLUSH_NODES` kernels (so the GPU starts early on long tasks), or when something must reach
-//! the device directly (a copy, a synchronisation).
+//! `flush_nodes()` kernels (so the GPU starts early on long tasks), or when something must
+//! reach the device's stream directly (an upload too large for a kernel parameter, a
+//! synchronisation).
 //!
-//! Why: a `cuLaunchKernel` costs ~3 µs of host time (measured on an H200 host by
-//! `examples/cuda_dispatch_probe`), while a captured launch costs 0.3–0.6 µs, updating a cached
-//! executable graph ~0.15 µs per node and a graph launch a few µs in all. A step's chunks have
-//! the same kernel sequence every step, so their executables are kept (keyed by a hash of the
-//! sequence) and updated in place with the step's new arguments (`cuGraphExecUpdate`); a
-//! sequence never seen before is instantiated (~2.6 µs per node, about what launching it
-//! directly costs).
+//! Why: a `cuLaunchKernel` costs 3–5 µs of host time (H100/H200 hosts, measured by
+//! `examples/cuda_dispatch_probe`), a captured launch ~1 µs, and ending a capture, updating the
+//! cached executable (`cuGraphExecUpdate`) and launching it ~0.6 µs per node. A step's chunks
+//! have the same kernel sequence every step, so their executables are kept (keyed by a hash of
+//! the sequence) and updated in place with the step's new arguments; a sequence never seen
+//! before is instantiated (~2.6 µs per node).
 //!
 //! Ordering is unchanged: a capture on the device's one stream records its kernels as a chain
 //! in launch order, and the graph launch takes the captured work's place in the stream. Every
 //! stream operation goes through this module under one lock per device, so nothing can slip
 //! onto the stream between the end of a capture and its launch.
 //!
+//! Reads (`enqueue_read`): a block remembers the launch count after its last writer, and
+//! "marks" (events recorded after each graph launch and every `MARK_EVERY` direct launches)
+//! tell which launches are done; a small read waits on the side stream for the first mark
+//! covering its data. So a decoding loop's read of token n waits for step n only, while the
+//! stream worker keeps capturing step n + 1 (a read queued on the stream itself would wait for
+//! whatever of step n + 1 was launched before it, and the next step could not be built until
+//! then: that serialisation cost ~35% of a step).
+//!
 //! Failures: if a capture cannot be turned into a graph, the work in it never ran; the error
 //! is kept and returned by `end_batch`, whose caller fails the task's outputs, and capturing is
 //! switched off for the rest of the process.
 //!
-//! Off by default (`OXMX_CUDA_GRAPHS=1` turns it on; the CUDA tests pass either way). Measured
-//! on an H100 host (BENCHMARKS.md, eleventh session): a captured launch costs 0.69 µs against
-//! 3.33 µs direct, but ending a capture, updating and launching costs ~0.7 µs per node, and
-//! every copy to the device (still ~7 per decoding step) ends a capture early with a sequence
-//! that must be instantiated anew (~140 µs a flush), so Llama-3-8B decoding got slower (4-bit
-//! 99 vs 124 tok/s). It pays once small uploads are captured too (as kernel parameters) and
-//! the dense mat-vec stops going through cuBLAS (17 µs of host time per call).
+//! On by default; `OXMX_CUDA_GRAPHS=0` turns it off (the CUDA tests pass either way).
+//! Measured on H200 hosts (BENCHMARKS.md, thirteenth session): Llama-3-8B-shaped decoding,
+//! 4-bit 172 → 211 tok/s and bf16 147 → 166 with graphs, before the marks above.
 
 use super::compiler::fnv_step;
 use super::device::{cuda_err, Gpu};
@@ -37,8 +41,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::MutexGuard;
 
-/// Captured kernels after which the graph is launched at the next op boundary.
-const FLUSH_NODES: usize = 256;
+/// Captured kernels after which the graph is launched at the next op boundary (default 256;
+/// `OXMX_GRAPH_FLUSH_NODES` overrides it, for measuring: larger chunks launch fewer graphs but
+/// start the GPU later).
+fn flush_nodes() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::env::var("OXMX_GRAPH_FLUSH_NODES").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(256))
+}
 /// Tasks with fewer ops launch directly (a graph's fixed cost would not pay off).
 const MIN_TASK_OPS: usize = 8;
 /// Executable graphs kept for reuse (a decoding step needs a handful).
@@ -48,7 +57,7 @@ static DISABLED: AtomicBool = AtomicBool::new(false);
 
 fn enabled() -> bool {
     static ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let env_on = *ENV.get_or_init(|| std::env::var("OXMX_CUDA_GRAPHS").is_ok_and(|v| v == "1"));
+    let env_on = *ENV.get_or_init(|| std::env::var("OXMX_CUDA_GRAPHS").map_or(true, |v| v != "0"));
     env_on && !DISABLED.load(Ordering::Relaxed)
 }
 
@@ -66,7 +75,62 @@ pub(crate) struct Capture {
     execs: HashMap<u64, Exec>,
     /// A capture that failed: its work never ran.
     failed: Option<Error>,
+    /// Graph launches so far (readers on other threads wait for the next one).
+    launches: u64,
+    /// Kernel launches (captured or direct) so far: blocks are stamped with it (`launch_seq`).
+    seq: u64,
+    /// Recent marks, oldest first: an event recorded on the stream once every launch up to
+    /// `.0` had been queued. Reads wait on the first mark that covers their data.
+    marks: std::collections::VecDeque<(u64, Event)>,
 }
+
+/// Direct launches between two marks (a read waits at most this many launches past its data).
+const MARK_EVERY: u64 = 16;
+/// Marks kept (older ones are re-recorded as new ones).
+const MAX_MARKS: usize = 64;
+
+/// A CUDA event without timing.
+pub(crate) struct Event(pub sys::CUevent);
+// Used under the device's locks; the driver's events are thread-safe handles.
+unsafe impl Send for Event {}
+
+impl Event {
+    pub(crate) fn new() -> Result<Event> {
+        let mut e: sys::CUevent = std::ptr::null_mut();
+        // SAFETY: creates an event in the bound context.
+        check(unsafe { sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32) }, "creating a CUDA event")?;
+        Ok(Event(e))
+    }
+
+    pub(crate) fn record(&self, stream: sys::CUstream) -> Result<()> {
+        // SAFETY: a live event and stream of the same context.
+        check(unsafe { sys::cuEventRecord(self.0, stream) }, "recording a CUDA event")
+    }
+
+    /// Blocks the host until the work before the last `record` has run.
+    pub(crate) fn wait(&self) -> Result<()> {
+        // SAFETY: a live event.
+        check(unsafe { sys::cuEventSynchronize(self.0) }, "waiting for a CUDA event")
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: an event this module created.
+        unsafe {
+            let _ = sys::cuEventDestroy_v2(self.0);
+        }
+    }
+}
+
+thread_local! {
+    /// Batching tasks this thread is running (they may read their own captured results).
+    static IN_BATCH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How long a reader on another thread waits for the running capture to be launched by its
+/// task before launching it itself (a task may be waiting for that reader's own results).
+const READ_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 struct Exec(sys::CUgraphExec);
 // Used only under the device's capture lock.
@@ -115,7 +179,28 @@ pub(crate) fn launch(g: &Gpu, key: &[u64], op: impl FnOnce() -> Result<()>) -> R
             st.hash = fnv_step(st.hash, k);
         }
     }
-    super::timed("~launch (driver)", op)
+    super::timed("~launch (driver)", op)?;
+    st.seq += 1;
+    if !st.active && st.seq - st.marks.back().map_or(0, |m| m.0) >= MARK_EVERY {
+        mark_locked(g, &mut st)?;
+    }
+    Ok(())
+}
+
+/// The launch count so far: kernels launched up to now have numbers at most this.
+pub(crate) fn launch_seq(g: &Gpu) -> u64 {
+    lock(g).seq
+}
+
+/// Records a mark covering every launch so far (not while capturing: the stream is the graph's).
+fn mark_locked(g: &Gpu, st: &mut Capture) -> Result<()> {
+    debug_assert!(!st.active);
+    let ev = if st.marks.len() >= MAX_MARKS { st.marks.pop_front().expect("non-empty").1 } else { Event::new()? };
+    // The driver snapshots an event at each wait, so re-recording an old one cannot disturb a
+    // wait already queued on it.
+    ev.record(g.cu_stream())?;
+    st.marks.push_back((st.seq, ev));
+    Ok(())
 }
 
 /// Whether a batching task is running with graphs on (then small uploads travel as kernel
@@ -125,23 +210,70 @@ pub(crate) fn batching(g: &Gpu) -> bool {
 }
 
 /// Runs `op` (a copy or synchronisation) directly on the stream, after launching whatever is
-/// captured so far.
-pub(crate) fn outside_capture<T>(g: &Gpu, op: impl FnOnce() -> Result<T>) -> Result<T> {
+/// captured so far. `why` names the profile row counting the flushes it causes.
+pub(crate) fn outside_capture<T>(g: &Gpu, why: &str, op: impl FnOnce() -> Result<T>) -> Result<T> {
     let mut st = lock(g);
-    flush_locked(g, &mut st)?;
+    flush_locked(g, &mut st, why)?;
     super::timed("~copy/sync (driver)", op)
 }
 
-/// Launches the captured work at an op boundary once it holds `FLUSH_NODES` kernels.
+/// Issues `op` (a device-to-host copy of data whose last writer was launch `written`; 0:
+/// unknown) so that it runs after that writer but not after work queued since: it goes on the
+/// side stream behind the first mark covering `written`. Without such a mark yet: a capture of
+/// this thread's own task is launched; another thread's capture is waited for (at most
+/// `READ_WAIT`, then launched); otherwise a mark is recorded now. The capture lock is released
+/// once `op` is queued, so the caller waits for its copy alone while the stream worker keeps
+/// launching the next step.
+pub(crate) fn enqueue_read(g: &Gpu, written: u64, op: impl FnOnce(sys::CUstream) -> Result<()>) -> Result<()> {
+    let mut st = lock(g);
+    let written = if written == 0 { st.seq } else { written };
+    loop {
+        if let Some((_, ev)) = st.marks.iter().find(|m| m.0 >= written) {
+            // SAFETY: live stream and event of this device's context.
+            check(unsafe { sys::cuStreamWaitEvent(g.read_stream.cu_stream(), ev.0, 0) }, "ordering a read after its data")?;
+            return super::timed("~copy/sync (driver)", || op(g.read_stream.cu_stream()));
+        }
+        if !st.active {
+            mark_locked(g, &mut st)?;
+            continue;
+        }
+        if IN_BATCH.with(|c| c.get()) > 0 {
+            // This thread's own task needs a result it captured: launch the capture now.
+            flush_locked(g, &mut st, "~graph flush: read by the task")?;
+            continue;
+        }
+        let seen = st.launches;
+        let deadline = std::time::Instant::now() + READ_WAIT;
+        st = super::timed("~graph read: wait for launch", move || {
+            while st.active && st.launches == seen {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = match g.capture_launched.wait_timeout(st, deadline - now) {
+                    Ok((guard, _)) => guard,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+            st
+        });
+        if st.active && st.launches == seen {
+            flush_locked(g, &mut st, "~graph flush: read (timed out)")?;
+        }
+    }
+}
+
+/// Launches the captured work at an op boundary once it holds `flush_nodes()` kernels.
 pub(crate) fn flush_if_long(g: &Gpu) -> Result<()> {
     let mut st = lock(g);
-    if st.active && st.nodes >= FLUSH_NODES {
-        flush_locked(g, &mut st)?;
+    if st.active && st.nodes >= flush_nodes() {
+        flush_locked(g, &mut st, "~graph flush: long")?;
     }
     Ok(())
 }
 
-fn flush_locked(g: &Gpu, st: &mut Capture) -> Result<()> {
+/// `why` names the profile row that counts flushes for this reason.
+fn flush_locked(g: &Gpu, st: &mut Capture, why: &str) -> Result<()> {
     if !st.active {
         return match &st.failed {
             Some(e) => Err(e.clone()),
@@ -149,13 +281,16 @@ fn flush_locked(g: &Gpu, st: &mut Capture) -> Result<()> {
         };
     }
     st.active = false;
+    super::timed(why, || ());
     let r = super::timed("~graph end+update+launch", || end_and_launch(g, st));
     if let Err(e) = &r {
         DISABLED.store(true, Ordering::Relaxed);
         st.execs.clear();
         st.failed = Some(Error::runtime(format!("{e} (CUDA graphs are now off for this process)")));
     }
-    r
+    r?;
+    // Reads of what this graph computed wait for this mark, not for later work.
+    mark_locked(g, st)
 }
 
 fn end_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
@@ -169,14 +304,22 @@ fn end_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
                 // SAFETY: both handles are live; a failed update leaves the exec launchable
                 // but we replace it anyway.
                 let mut info: sys::CUgraphExecUpdateResultInfo = unsafe { std::mem::zeroed() };
-                (unsafe { sys::cuGraphExecUpdate_v2(exec.0, graph, &mut info) }) == sys::CUresult::CUDA_SUCCESS
+                let ok = super::timed("~graph update", || unsafe { sys::cuGraphExecUpdate_v2(exec.0, graph, &mut info) })
+                    == sys::CUresult::CUDA_SUCCESS;
+                if !ok {
+                    super::timed(&format!("~graph update refused ({:?})", info.result), || ());
+                }
+                ok
             }
             None => false,
         };
         if !reuse {
             let mut exec: sys::CUgraphExec = std::ptr::null_mut();
             // SAFETY: a complete graph from the capture.
-            check(unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }, "instantiating a CUDA graph")?;
+            check(
+                super::timed("~graph instantiate", || unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }),
+                "instantiating a CUDA graph",
+            )?;
             if st.execs.len() >= MAX_EXECS {
                 st.execs.clear();
             }
@@ -184,7 +327,10 @@ fn end_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
         }
         let exec = st.execs.get(&key).expect("exec was just cached").0;
         // SAFETY: an instantiated graph on this device's stream.
-        check(unsafe { sys::cuGraphLaunch(exec, g.cu_stream()) }, "launching a CUDA graph")
+        check(super::timed("~graph launch", || unsafe { sys::cuGraphLaunch(exec, g.cu_stream()) }), "launching a CUDA graph")?;
+        st.launches += 1;
+        g.capture_launched.notify_all();
+        Ok(())
     })();
     // SAFETY: the executable graph no longer needs the captured one.
     unsafe {
@@ -200,15 +346,17 @@ pub(crate) fn begin_batch(g: &Gpu, ops: usize) -> bool {
         return false;
     }
     lock(g).batching += 1;
+    IN_BATCH.with(|c| c.set(c.get() + 1));
     true
 }
 
 /// The batching task ends: its captured work is launched. An error means work captured since
 /// the last launch never ran (the caller fails the task's outputs).
 pub(crate) fn end_batch(g: &Gpu) -> Result<()> {
+    IN_BATCH.with(|c| c.set(c.get().saturating_sub(1)));
     let mut st = lock(g);
     st.batching = st.batching.saturating_sub(1);
-    let r = flush_locked(g, &mut st);
+    let r = flush_locked(g, &mut st, "~graph flush: task end");
     // Reported once, to the task that was running.
     st.failed = None;
     r

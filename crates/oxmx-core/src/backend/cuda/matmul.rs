@@ -128,7 +128,9 @@ pub(crate) fn gemm(g: &Gpu, a: &Data, b: &Data, shape: &[usize], odt: Dtype, alp
         let mut handle = g.blas.lock().unwrap_or_else(|p| p.into_inner());
         if handle.is_none() {
             // Made outside any graph capture (handle creation allocates and synchronises).
-            let h = super::graph::outside_capture(g, || blas::create_handle().map_err(|e| cuda_err("creating the cuBLAS handle", e)))?;
+            let h = super::graph::outside_capture(g, "~graph flush: cuBLAS set-up", || {
+                blas::create_handle().map_err(|e| cuda_err("creating the cuBLAS handle", e))
+            })?;
             // SAFETY: a fresh handle and this device's live stream.
             unsafe { blas::set_stream(h, g.cu_stream() as _) }.map_err(|e| cuda_err("binding cuBLAS to the stream", e))?;
             // Split-K partial sums stay in float32 for half-precision outputs: by default

@@ -17,14 +17,24 @@ pub struct DeviceBlock {
     ordinal: usize,
     ptr: u64,
     capacity: usize,
+    /// The device's launch count after the last kernel that wrote this block (graph.rs
+    /// `launch_seq`; 0: unknown). A read waits for that launch, not for later work.
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl DeviceBlock {
+    fn new(ordinal: usize, ptr: u64, capacity: usize) -> DeviceBlock {
+        DeviceBlock { ordinal, ptr, capacity, written: Default::default() }
+    }
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }
     pub(crate) fn ptr(&self) -> u64 {
         self.ptr
+    }
+    /// Records that kernels up to launch `seq` wrote this block.
+    pub(crate) fn mark_written(&self, seq: u64) {
+        self.written.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -138,7 +148,7 @@ pub(crate) fn alloc(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
 fn alloc_untimed(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
     let capacity = round(bytes);
     if capacity == 0 {
-        return Ok(DeviceBlock { ordinal, ptr: 0, capacity: 0 });
+        return Ok(DeviceBlock::new(ordinal, 0, 0));
     }
     let g = gpu(ordinal)?;
     let mut st = pool(ordinal);
@@ -154,7 +164,7 @@ fn alloc_untimed(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
         st.cached -= cap;
         st.active += cap;
         st.peak = st.peak.max(st.active);
-        return Ok(DeviceBlock { ordinal, ptr, capacity: cap });
+        return Ok(DeviceBlock::new(ordinal, ptr, cap));
     }
     if st.active + capacity > st.limit {
         return Err(oom(ordinal, capacity, &st));
@@ -170,7 +180,7 @@ fn alloc_untimed(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
     };
     st.active += capacity;
     st.peak = st.peak.max(st.active);
-    Ok(DeviceBlock { ordinal, ptr, capacity })
+    Ok(DeviceBlock::new(ordinal, ptr, capacity))
 }
 
 fn oom(ordinal: usize, capacity: usize, st: &Pool) -> Error {
@@ -203,7 +213,7 @@ pub(crate) fn upload(ordinal: usize, bytes: &[u8]) -> Result<DeviceBlock> {
         // SAFETY: the block holds at least `bytes.len()` bytes; a copy from pageable memory
         // returns once the source has been staged, so `bytes` may go away afterwards (which is
         // also why it cannot be captured into a graph).
-        super::graph::outside_capture(g, || {
+        super::graph::outside_capture(g, "~graph flush: upload", || {
             unsafe { cu::memcpy_htod_async(block.ptr, bytes, g.cu_stream()) }.map_err(|e| cuda_err("copying to the device", e))
         })?;
     }
@@ -227,17 +237,72 @@ fn write_bytes<const N: usize>(g: &Gpu, dst: u64, bytes: &[u8]) -> Result<()> {
     super::compiler::Args::new().arg(dst).arg(payload).arg(bytes.len() as i32).launch(g, &f, (1, 1), 256)
 }
 
+/// Reads up to this many bytes through pinned staging memory (a decoding step's token, a
+/// scalar): the copy is queued and the capture lock released at once, so the stream worker
+/// keeps launching the next step's kernels while this thread waits for the copy alone.
+const STAGED_READ: usize = 64 << 10;
+
+/// Pinned host memory and the event that says a read into it has landed.
+pub(crate) struct Staging {
+    host: *mut u8,
+    done: super::graph::Event,
+}
+// Used only under the device's staging lock.
+unsafe impl Send for Staging {}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // SAFETY: memory this module allocated with cuMemAllocHost.
+        unsafe {
+            let _ = cudarc::driver::sys::cuMemFreeHost(self.host.cast());
+        }
+    }
+}
+
 /// Copies a block's first `dst.len()` bytes to the host, after the work queued before it.
 pub(crate) fn download(block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
     if dst.is_empty() {
         return Ok(());
     }
     let g = gpu(block.ordinal)?;
+    if dst.len() <= STAGED_READ {
+        return staged_download(g, block, dst);
+    }
     // SAFETY: the block holds at least `dst.len()` bytes.
-    super::graph::outside_capture(g, || {
+    super::graph::outside_capture(g, "~graph flush: large download", || {
         unsafe { cu::memcpy_dtoh_async(dst, block.ptr, g.cu_stream()) }.map_err(|e| cuda_err("copying to the host", e))
     })?;
     g.synchronize()
+}
+
+fn staged_download(g: &Gpu, block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
+    use cudarc::driver::sys;
+    let mut staging = g.staging.lock().unwrap_or_else(|p| p.into_inner());
+    if staging.is_none() {
+        let mut host: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: allocates pinned memory in the bound context.
+        let r = unsafe { sys::cuMemAllocHost_v2(&mut host, STAGED_READ) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(cuda_err("allocating pinned host memory", r));
+        }
+        let staging_now = Staging { host: host.cast(), done: super::graph::Event::new()? };
+        *staging = Some(staging_now);
+    }
+    let st = staging.as_ref().expect("just made");
+    let written = block.written.load(std::sync::atomic::Ordering::Relaxed);
+    super::graph::enqueue_read(g, written, |stream| {
+        // SAFETY: the staging memory holds STAGED_READ >= dst.len() bytes and the block at
+        // least dst.len(); the staging lock keeps other readers out until the copy is consumed.
+        let r = unsafe { sys::cuMemcpyDtoHAsync_v2(st.host.cast(), block.ptr, dst.len(), stream) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(cuda_err("copying to the host", r));
+        }
+        st.done.record(stream)
+    })?;
+    st.done.wait()?;
+    // SAFETY: the copy has landed (event) and nothing else writes the staging memory.
+    dst.copy_from_slice(unsafe { std::slice::from_raw_parts(st.host, dst.len()) });
+    Ok(())
 }
 
 /// (active, peak, cached) bytes on GPU `ordinal`.

@@ -74,9 +74,16 @@ pub(crate) fn timed<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let r = f();
     let dt = t0.elapsed().as_secs_f64();
     let mut t = profile_table().lock().unwrap_or_else(|p| p.into_inner());
-    let e = t.entry(name.to_string()).or_insert((0, 0.0));
-    e.0 += 1;
-    e.1 += dt;
+    // Looked up before inserting: a key String per call would add its allocation to every row.
+    match t.get_mut(name) {
+        Some(e) => {
+            e.0 += 1;
+            e.1 += dt;
+        }
+        None => {
+            t.insert(name.to_string(), (1, dt));
+        }
+    }
     r
 }
 
@@ -90,6 +97,12 @@ fn profile_table() -> &'static Mutex<BTreeMap<String, (u64, f64)>> {
 /// cost per op, not the kernel's run time; fallbacks include their CPU kernel). Empty otherwise.
 pub fn profile() -> BTreeMap<String, (u64, f64)> {
     profile_table().lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Empties the `OXMX_GPU_PROFILE` table (to profile one phase, e.g. a benchmark's last trial,
+/// without the kernel compilations and loads of the first).
+pub fn profile_reset() {
+    profile_table().lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 /// A stream worker starts a task of `ops` ops on GPU `ordinal`; `true` when its kernels are
@@ -122,6 +135,14 @@ pub(crate) fn eval(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs:
 fn eval_on(ordinal: usize, prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec<Data>> {
     let g = device::gpu(ordinal)?;
     if let Some(out) = gpu_kernel(g, prim, &mut *inputs, specs)? {
+        // Stamp what the kernels wrote (views of older data get a later stamp: still safe), so
+        // a read waits for these launches and not for the work queued after them.
+        let seq = graph::launch_seq(g);
+        for d in &out {
+            if let Some(b) = d.buffer.device_block_if_any() {
+                b.mark_written(seq);
+            }
+        }
         return Ok(out);
     }
     *fallback_counts().lock().unwrap_or_else(|p| p.into_inner()).entry(prim.name()).or_insert(0) += 1;
