@@ -289,8 +289,8 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                 qs[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= scale);
             }
             let mut part = Partial { m: vec![f32::NEG_INFINITY; nr], l: vec![0f32; nr], acc: vec![0f32; nr * dv] };
-            let mut kt = vec![0f32; KEY_TILE * d];
-            let mut vt = vec![0f32; KEY_TILE * dv];
+            let mut kt = vec![0f32; if T::as_f32(&kr.data).is_some() { 0 } else { KEY_TILE * d }];
+            let mut vt = vec![0f32; if T::as_f32(&vr.data).is_some() { 0 } else { KEY_TILE * dv }];
             let mut s = vec![0f32; nr * KEY_TILE];
             let (kbase, vbase) = (kr.row(bi, hk, 0), vr.row(bi, hk, 0));
             // The last key any row of this tile may see (causal).
@@ -303,16 +303,13 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                         break;
                     }
                     let nk = KEY_TILE.min(k1 - j0);
-                    for j in 0..nk {
-                        let ko = kbase + (j0 + j) * kr.row_stride;
-                        T::load(&kr.data[ko..ko + d], &mut kt[j * d..(j + 1) * d]);
-                    }
+                    let key = tile_rows(&kr.data, kbase, kr.row_stride, j0, nk, d, &mut kt);
                     // Scores.
                     for r in 0..nr {
                         let qr = &qs[r * d..(r + 1) * d];
                         let sr = &mut s[r * KEY_TILE..r * KEY_TILE + nk];
                         for (j, sv) in sr.iter_mut().enumerate() {
-                            *sv = dot(qr, &kt[j * d..(j + 1) * d]);
+                            *sv = dot(qr, key(j));
                         }
                     }
                     // Masks.
@@ -373,14 +370,11 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                         }
                         part.m[r] = m_new;
                     }
-                    for j in 0..nk {
-                        let vo = vbase + (j0 + j) * vr.row_stride;
-                        T::load(&vr.data[vo..vo + dv], &mut vt[j * dv..(j + 1) * dv]);
-                    }
+                    let value = tile_rows(&vr.data, vbase, vr.row_stride, j0, nk, dv, &mut vt);
                     for r in 0..nr {
                         let acc = &mut part.acc[r * dv..(r + 1) * dv];
                         for j in 0..nk {
-                            axpy(acc, s[r * KEY_TILE + j], &vt[j * dv..(j + 1) * dv]);
+                            axpy(acc, s[r * KEY_TILE + j], value(j));
                         }
                     }
                     j0 += nk;
@@ -427,6 +421,31 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
         });
     })
 }
+}
+
+/// Rows `j0..j0 + nk` of one head (row j at `base + j * stride`, `width` wide) as f32 slices:
+/// read in place when the data is f32, else widened into `tile` once for the whole tile.
+fn tile_rows<'a, T: KFloat>(
+    data: &'a [T],
+    base: usize,
+    stride: usize,
+    j0: usize,
+    nk: usize,
+    width: usize,
+    tile: &'a mut [f32],
+) -> impl Fn(usize) -> &'a [f32] {
+    let all = T::as_f32(data);
+    if all.is_none() {
+        for j in 0..nk {
+            let o = base + (j0 + j) * stride;
+            T::load(&data[o..o + width], &mut tile[j * width..(j + 1) * width]);
+        }
+    }
+    let tile: &'a [f32] = tile;
+    move |j| match all {
+        Some(a) => &a[base + (j0 + j) * stride..][..width],
+        None => &tile[j * width..(j + 1) * width],
+    }
 }
 
 /// Keys or values `[B, H, L, D]` read in place when each row is contiguous: a KV cache's keys are

@@ -9,6 +9,11 @@ use half::{bf16, f16};
 pub(super) trait KFloat: Element + Copy + Send + Sync {
     fn load(src: &[Self], dst: &mut [f32]);
     fn store(src: &[f32], dst: &mut [Self]);
+    /// The slice itself when it already is f32 (kernels then read it in place, no copy).
+    #[inline(always)]
+    fn as_f32(_src: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 impl KFloat for f32 {
     #[inline(always)]
@@ -18,6 +23,10 @@ impl KFloat for f32 {
     #[inline(always)]
     fn store(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src)
+    }
+    #[inline(always)]
+    fn as_f32(src: &[f32]) -> Option<&[f32]> {
+        Some(src)
     }
 }
 // half's slice conversions pick F16C at run time.

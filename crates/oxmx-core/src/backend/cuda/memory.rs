@@ -289,7 +289,11 @@ fn staged_download(g: &Gpu, block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
         *staging = Some(staging_now);
     }
     let st = staging.as_ref().expect("just made");
-    let written = block.written.load(std::sync::atomic::Ordering::Relaxed);
+    // `OXMX_READ_AFTER_ALL=1` makes reads wait for everything queued (for measuring what
+    // waiting for the data's own writer saves).
+    static AFTER_ALL: OnceLock<bool> = OnceLock::new();
+    let after_all = *AFTER_ALL.get_or_init(|| std::env::var("OXMX_READ_AFTER_ALL").is_ok_and(|v| v == "1"));
+    let written = if after_all { 0 } else { block.written.load(std::sync::atomic::Ordering::Relaxed) };
     super::graph::enqueue_read(g, written, |stream| {
         // SAFETY: the staging memory holds STAGED_READ >= dst.len() bytes and the block at
         // least dst.len(); the staging lock keeps other readers out until the copy is consumed.
