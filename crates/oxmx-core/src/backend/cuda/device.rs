@@ -29,8 +29,8 @@ pub(crate) struct Gpu {
     pub capture: Mutex<super::graph::Capture>,
     /// Signalled after each graph launch (readers on other threads wait for it).
     pub capture_launched: Condvar,
-    /// Pinned host memory for small device-to-host reads (memory.rs).
-    pub staging: Mutex<Option<super::memory::Staging>>,
+    /// Pinned host buffers for small device-to-host reads, one per concurrent reader (memory.rs).
+    pub staging: Mutex<Vec<super::memory::Staging>>,
 }
 
 // The raw handles inside are used under the context binding each entry point makes.
@@ -105,7 +105,7 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
         kernels: Mutex::new(HashMap::new()),
         capture: Mutex::new(Default::default()),
         capture_launched: Condvar::new(),
-        staging: Mutex::new(None),
+        staging: Mutex::new(Vec::new()),
         read_stream,
     }));
     let _ = slot.set(g);

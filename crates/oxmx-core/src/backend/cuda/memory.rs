@@ -247,7 +247,7 @@ pub(crate) struct Staging {
     host: *mut u8,
     done: super::graph::Event,
 }
-// Used only under the device's staging lock.
+// Owned by one reader at a time (taken from and returned to the device's pool).
 unsafe impl Send for Staging {}
 
 impl Drop for Staging {
@@ -276,19 +276,31 @@ pub(crate) fn download(block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
 }
 
 fn staged_download(g: &Gpu, block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
-    use cudarc::driver::sys;
-    let mut staging = g.staging.lock().unwrap_or_else(|p| p.into_inner());
-    if staging.is_none() {
+    // Each reader takes a staging buffer of its own from the device's pool (no lock is held
+    // while it waits: a reader waiting for another thread's capture must not block that
+    // thread's own reads), and gives it back when its bytes are out.
+    let st = match g.staging.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        Some(st) => st,
+        None => Staging::new()?,
+    };
+    let r = read_through(g, &st, block, dst);
+    g.staging.lock().unwrap_or_else(|p| p.into_inner()).push(st);
+    r
+}
+
+impl Staging {
+    fn new() -> Result<Staging> {
         let mut host: *mut std::ffi::c_void = std::ptr::null_mut();
         // SAFETY: allocates pinned memory in the bound context.
-        let r = unsafe { sys::cuMemAllocHost_v2(&mut host, STAGED_READ) };
-        if r != sys::CUresult::CUDA_SUCCESS {
+        let r = unsafe { cudarc::driver::sys::cuMemAllocHost_v2(&mut host, STAGED_READ) };
+        if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
             return Err(cuda_err("allocating pinned host memory", r));
         }
-        let staging_now = Staging { host: host.cast(), done: super::graph::Event::new()? };
-        *staging = Some(staging_now);
+        Ok(Staging { host: host.cast(), done: super::graph::Event::new()? })
     }
-    let st = staging.as_ref().expect("just made");
+}
+
+fn read_through(g: &Gpu, st: &Staging, block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
     // `OXMX_READ_AFTER_ALL=1` makes reads wait for everything queued (for measuring what
     // waiting for the data's own writer saves).
     static AFTER_ALL: OnceLock<bool> = OnceLock::new();
@@ -296,15 +308,15 @@ fn staged_download(g: &Gpu, block: &DeviceBlock, dst: &mut [u8]) -> Result<()> {
     let written = if after_all { 0 } else { block.written.load(std::sync::atomic::Ordering::Relaxed) };
     super::graph::enqueue_read(g, written, |stream| {
         // SAFETY: the staging memory holds STAGED_READ >= dst.len() bytes and the block at
-        // least dst.len(); the staging lock keeps other readers out until the copy is consumed.
-        let r = unsafe { sys::cuMemcpyDtoHAsync_v2(st.host.cast(), block.ptr, dst.len(), stream) };
-        if r != sys::CUresult::CUDA_SUCCESS {
+        // least dst.len(); this reader owns `st` until the copy is consumed.
+        let r = unsafe { cudarc::driver::sys::cuMemcpyDtoHAsync_v2(st.host.cast(), block.ptr, dst.len(), stream) };
+        if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
             return Err(cuda_err("copying to the host", r));
         }
         st.done.record(stream)
     })?;
     st.done.wait()?;
-    // SAFETY: the copy has landed (event) and nothing else writes the staging memory.
+    // SAFETY: the copy has landed (event) and nothing else writes this staging memory.
     dst.copy_from_slice(unsafe { std::slice::from_raw_parts(st.host, dst.len()) });
     Ok(())
 }
