@@ -22,8 +22,9 @@
 //! tell which launches are done; a small read waits on the side stream for the first mark
 //! covering its data. So a decoding loop's read of token n waits for step n only, while the
 //! stream worker keeps capturing step n + 1 (a read queued on the stream itself would wait for
-//! whatever of step n + 1 was launched before it, and the next step could not be built until
-//! then: that serialisation cost ~35% of a step).
+//! whatever of step n + 1 was launched before it). Measured against reading after everything
+//! (`OXMX_READ_AFTER_ALL=1`, same H200 run) it gained nothing for Llama-3-8B decoding, which is
+//! bound by the worker's host time and the GPU; it is the ordering a read asks for.
 //!
 //! Failures: if a capture cannot be turned into a graph, the work in it never ran; the error
 //! is kept and returned by `end_batch`, whose caller fails the task's outputs, and capturing is
@@ -31,7 +32,7 @@
 //!
 //! On by default; `OXMX_CUDA_GRAPHS=0` turns it off (the CUDA tests pass either way).
 //! Measured on H200 hosts (BENCHMARKS.md, thirteenth session): Llama-3-8B-shaped decoding,
-//! 4-bit 172 → 211 tok/s and bf16 147 → 166 with graphs, before the marks above.
+//! 4-bit 172 → 211 tok/s and bf16 147 → 166 with graphs (same-run pairs).
 
 use super::compiler::fnv_step;
 use super::device::{cuda_err, Gpu};
