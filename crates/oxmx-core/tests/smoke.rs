@@ -95,5 +95,16 @@ fn printing_summarises_long_dims_like_mlx() {
     assert_eq!(format!("{}", Array::vec(&[1e-5f32, 1.0])), "array([1e-05, 1], dtype=float32)");
     assert_eq!(format!("{}", Array::vec(&[123456789.0f32])), "array([1.23457e+08], dtype=float32)");
     assert_eq!(format!("{}", zeros(&[2, 0], Dtype::Float32)), "array([[],\n       []], dtype=float32)");
+    // %g picks the notation from the rounded value: 0.0001f32 prints as 0.0001 (as MLX).
+    assert_eq!(format!("{}", Array::vec(&[0.0001f32, 1.0, 1e-5, 99999.95])), "array([0.0001, 1, 1e-05, 100000], dtype=float32)");
+    // 3-d and 4-d: MLX 0.32.4 separates blocks with a single line break (no blank lines).
+    assert_eq!(
+        format!("{}", Array::from_slice(&[1i32, 2, 3, 4], &[2, 2, 1])),
+        "array([[[1],\n        [2]],\n       [[3],\n        [4]]], dtype=int32)"
+    );
+    assert_eq!(
+        format!("{}", Array::from_slice(&(0..16i64).collect::<Vec<_>>(), &[2, 2, 2, 2])),
+        "array([[[[0, 1],\n         [2, 3]],\n        [[4, 5],\n         [6, 7]]],\n       [[[8, 9],\n         [10, 11]],\n        [[12, 13],\n         [14, 15]]]], dtype=int64)"
+    );
     assert_eq!(format!("{}", Array::scalar(3.5f32)), "array(3.5, dtype=float32)");
 }

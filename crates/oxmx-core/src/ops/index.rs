@@ -291,7 +291,8 @@ fn plan(a: &Array, idx: &[Idx]) -> Result<Plan> {
         return Err(Error::index("[index] An index can only have a single ellipsis ('...')"));
     }
     if explicit > a.ndim() {
-        return Err(Error::index(format!("[index] Too many indices for array with {} dimensions.", a.ndim())));
+        // MLX raises ValueError (not IndexError) here.
+        return Err(Error::invalid(format!("[index] Too many indices for array with {} dimensions.", a.ndim())));
     }
     let has_arrays = idx.iter().any(|i| matches!(i, Idx::Array(_)));
     let mut specs = vec![SliceSpec::FULL; a.ndim()];

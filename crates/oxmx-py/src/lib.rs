@@ -1,0 +1,30 @@
+//! `oxmx._core`: the compiled part of the `oxmx` Python package. `oxmx.core` re-exports it (see
+//! `python/oxmx/core/__init__.py`); all array logic is oxmx-core's, this crate only converts.
+
+mod array;
+mod convert;
+mod dtype;
+mod funcs;
+mod sub;
+mod transforms;
+
+use pyo3::prelude::*;
+
+#[pymodule(name = "_core")]
+fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<array::PyArray>()?;
+    m.add_class::<array::PyArrayAt>()?;
+    m.add_class::<array::PyArrayAtIdx>()?;
+    m.add_class::<dtype::PyDtype>()?;
+    m.add_class::<dtype::PyFinfo>()?;
+    m.add_class::<dtype::PyIinfo>()?;
+    for d in dtype::ALL {
+        m.add(dtype::attr_name(d), dtype::PyDtype { dt: d })?;
+    }
+    m.add_function(wrap_pyfunction!(dtype::_dtype_from_name, m)?)?;
+    m.add_function(wrap_pyfunction!(array::_array_from_numpy, m)?)?;
+    funcs::register_all(m)?;
+    sub::register(m)?;
+    transforms::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,8 @@
+"""oxmx: MLX's Python API on oxmx's Rust core.
+
+``import oxmx.core as mx`` gives the array type, dtypes and ops of ``mlx.core``.
+"""
+
+from . import core  # noqa: F401
+
+__all__ = ["core"]
