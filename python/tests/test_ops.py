@@ -339,3 +339,65 @@ def test_eval_and_memory():
     ox.reset_peak_memory()
     ox.clear_cache()
     assert ox.get_cache_memory() >= 0
+
+
+def test_more_functions(mlx):
+    x = rnd(3, 4)
+    i = rnd(3, 4, dtype="int32", low=-3, high=3)
+    cases = [
+        lambda m: m.zeros_like(m.array(x), dtype=m.int32), lambda m: m.ones_like(m.array(i)),
+        lambda m: m.full_like(m.array(x), 3), lambda m: m.full_like(m.array(i), 2.5, dtype=m.float16),
+        lambda m: m.flip(m.array(x)), lambda m: m.flip(m.array(x), axis=1), lambda m: m.flip(m.array(x), (0, 1)),
+        lambda m: m.unstack(m.array(x)), lambda m: m.unstack(m.array(x), axis=1),
+        lambda m: m.count_nonzero(m.array(i)), lambda m: m.count_nonzero(m.array(i), axis=1, keepdims=True),
+        lambda m: m.logical_xor(m.array(x) > 0, m.array(i) > 0), lambda m: m.trunc(m.array(x) * 3),
+        lambda m: m.trunc(m.array(i)), lambda m: m.positive(m.array(x)), lambda m: m.matrix_transpose(m.array(x)),
+        lambda m: m.empty((2, 3)).shape and m.zeros((2, 3)),
+        lambda m: m.gather_mm(m.array(rnd_b), m.array(rnd_c), rhs_indices=m.array([1, 0])),
+        lambda m: m.conv_transpose2d(m.array(rnd_x2), m.array(rnd_w2), stride=2, padding=1),
+    ]
+    for f in cases:
+        assert_same(*run_both(f, mlx), rtol=1e-4, atol=1e-4)
+    assert tuple(ox.broadcast_shapes((2, 1, 3), (4, 1), (3,))) == tuple(mlx.broadcast_shapes((2, 1, 3), (4, 1), (3,)))
+    same_exception(lambda m: m.broadcast_shapes((2, 3), (4,)), mlx)
+
+
+rnd_b, rnd_c = rnd(2, 3, 4), rnd(2, 4, 5)
+rnd_x2, rnd_w2 = rnd(1, 5, 5, 2), rnd(3, 3, 3, 2)
+
+
+@pytest.mark.parametrize("ext", ["npy", "npz", "safetensors"])
+def test_save_load_with_mlx(ext, tmp_path, mlx):
+    a, b = rnd(3, 4), rnd(5, dtype="int32")
+    ours_path, theirs_path = str(tmp_path / ("ours." + ext)), str(tmp_path / ("theirs." + ext))
+    for m, p in [(ox, ours_path), (mlx, theirs_path)]:
+        if ext == "npy":
+            m.save(p, m.array(a))
+        elif ext == "npz":
+            m.savez(p, m.array(a), b=m.array(b))
+        else:
+            m.save_safetensors(p, {"a": m.array(a), "b": m.array(b)}, metadata={"k": "v"})
+    # Each library reads the other's file.
+    for path in [ours_path, theirs_path]:
+        ours, theirs = ox.load(path), mlx.load(path)
+        if ext == "npy":
+            assert_same(ours, theirs)
+        else:
+            assert sorted(ours) == sorted(theirs)
+            for k in ours:
+                assert_same(ours[k], theirs[k])
+    if ext == "safetensors":
+        _, meta = ox.load(ours_path, return_metadata=True)
+        assert meta == mlx.load(ours_path, return_metadata=True)[1]
+
+
+def test_stream_argument(mlx):
+    x = rnd(4)
+    for s in [lambda m: m.cpu, lambda m: m.Device(m.cpu), lambda m: m.default_device()]:
+        assert_same(*run_both(lambda m: m.exp(m.array(x), stream=s(m)), mlx))
+        assert_same(*run_both(lambda m: m.sum(m.array(x), axis=0, stream=s(m)), mlx))
+    assert repr(ox.cpu) == repr(mlx.cpu)
+    assert repr(ox.Device(ox.cpu)) == repr(mlx.Device(mlx.cpu))
+    with pytest.raises(TypeError):
+        ox.exp(ox.array(x), stream="cpu")
+    ox.synchronize()

@@ -195,7 +195,7 @@ impl PyArray {
     }
     #[pyo3(signature = (dtype, stream=None))]
     fn astype(&self, dtype: &Bound<'_, PyAny>, stream: Option<&Bound<'_, PyAny>>) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(self.a.astype(dtype_arg(Some(dtype))?.unwrap()))
     }
     #[pyo3(signature = (dtype=None, copy=None))]

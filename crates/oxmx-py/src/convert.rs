@@ -470,3 +470,40 @@ pub fn to_numpy<'py>(py: Python<'py>, a: &Array) -> PyResult<Bound<'py, PyAny>> 
     let shape = PyTuple::new(py, a.shape())?;
     flat.call_method1("reshape", (shape,))
 }
+
+/// `stream=`: a Device, a DeviceType or a Stream (anything with `.type`/`.index`, or `.name`
+/// `cpu`/`gpu`). While the guard lives, ops are built on that device's default stream.
+pub struct StreamGuard(Option<oxmx_core::Device>);
+
+impl StreamGuard {
+    pub fn enter(obj: Option<&Bound<'_, PyAny>>) -> PyResult<StreamGuard> {
+        let Some(obj) = obj.filter(|o| !o.is_none()) else {
+            return Ok(StreamGuard(None));
+        };
+        let obj = if obj.hasattr("device")? { obj.getattr("device")? } else { obj.clone() };
+        let (kind, index): (String, usize) = if obj.hasattr("type")? && obj.hasattr("index")? {
+            (obj.getattr("type")?.getattr("name")?.extract()?, obj.getattr("index")?.extract()?)
+        } else if obj.hasattr("name")? {
+            (obj.getattr("name")?.extract()?, 0)
+        } else {
+            return Err(PyTypeError::new_err(format!("stream must be a Device, DeviceType or Stream, got {}", type_name(&obj))));
+        };
+        let dev = match kind.as_str() {
+            "cpu" => oxmx_core::Device::Cpu,
+            "gpu" if oxmx_core::device::gpu_available() => oxmx_core::Device::Gpu(index),
+            "gpu" => return Err(PyValueError::new_err("[stream] no GPU is available (oxmx found no CUDA device)")),
+            other => return Err(PyValueError::new_err(format!("unknown device type {other}"))),
+        };
+        let old = oxmx_core::default_device();
+        oxmx_core::set_default_device(dev);
+        Ok(StreamGuard(Some(old)))
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            oxmx_core::set_default_device(old);
+        }
+    }
+}

@@ -47,7 +47,7 @@ macro_rules! unary {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, /, *, stream=None))]
             fn $rs(a: Obj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?))
             }
         )*
@@ -98,8 +98,9 @@ unary! {
     "real" => u_real, oxmx_core::real;
     "imag" => u_imag, oxmx_core::imag;
     "stop_gradient" => u_stop_gradient, oxmx_core::stop_gradient;
-    "zeros_like" => u_zeros_like, oxmx_core::zeros_like;
-    "ones_like" => u_ones_like, oxmx_core::ones_like;
+    "positive" => u_positive, positive_;
+    "trunc" => u_trunc, trunc_;
+    "matrix_transpose" => u_matrix_transpose, matrix_transpose_;
     "atleast_1d_one" => u_atleast_1d, oxmx_core::atleast_1d;
     "atleast_2d_one" => u_atleast_2d, oxmx_core::atleast_2d;
     "atleast_3d_one" => u_atleast_3d, oxmx_core::atleast_3d;
@@ -131,7 +132,7 @@ macro_rules! binary {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, b, /, *, stream=None))]
             fn $rs(a: Obj, b: Obj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 let (x, y) = (to_operand(a)?, to_operand(b)?);
                 fits(&x, &y)?;
                 bitwise_guard($py, &x, &y)?;
@@ -167,6 +168,25 @@ binary! {
     "right_shift" => b_right_shift, oxmx_core::right_shift;
     "logical_and" => b_logical_and, oxmx_core::logical_and;
     "logical_or" => b_logical_or, oxmx_core::logical_or;
+    "logical_xor" => b_logical_xor, logical_xor_;
+}
+
+fn positive_(a: &Array) -> Array {
+    a.clone()
+}
+/// Rounds towards zero (integers unchanged).
+fn trunc_(a: &Array) -> Array {
+    if !a.dtype().is_float() {
+        return a.clone();
+    }
+    oxmx_core::where_(oxmx_core::less(a, 0.0), oxmx_core::ceil(a), oxmx_core::floor(a))
+}
+fn matrix_transpose_(a: &Array) -> Array {
+    oxmx_core::swapaxes(a, -1, -2)
+}
+fn logical_xor_(a: Operand, b: Operand) -> Array {
+    let (x, y) = (oxmx_core::to_array(a, None).astype(Dtype::Bool), oxmx_core::to_array(b, None).astype(Dtype::Bool));
+    oxmx_core::not_equal(x, y)
 }
 
 macro_rules! binary_arrays {
@@ -175,7 +195,7 @@ macro_rules! binary_arrays {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, b, /, *, stream=None))]
             fn $rs(a: Obj, b: Obj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?, &arr(b)?))
             }
         )*
@@ -196,7 +216,7 @@ macro_rules! reduction {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, /, axis=None, keepdims=false, *, stream=None))]
             fn $rs(a: Obj, axis: OptObj, keepdims: bool, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?, axes_arg(axis)?, keepdims))
             }
         )*
@@ -222,7 +242,7 @@ macro_rules! var_like {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, /, axis=None, keepdims=false, ddof=0, *, stream=None))]
             fn $rs(a: Obj, axis: OptObj, keepdims: bool, ddof: usize, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?, axes_arg(axis)?, keepdims, ddof))
             }
         )*
@@ -240,7 +260,7 @@ macro_rules! arg_reduction {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, /, axis=None, keepdims=false, *, stream=None))]
             fn $rs(a: Obj, axis: Option<isize>, keepdims: bool, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?, axis, keepdims))
             }
         )*
@@ -258,7 +278,7 @@ macro_rules! scan {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, /, axis=None, *, reverse=false, inclusive=true, stream=None))]
             fn $rs(a: Obj, axis: Option<isize>, reverse: bool, inclusive: bool, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?, axis, reverse, inclusive))
             }
         )*
@@ -279,7 +299,7 @@ macro_rules! sort_like {
             #[pyfunction(name = $py)]
             #[pyo3(signature = (a, /, axis=-1, *, stream=None))]
             fn $rs(a: Obj, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok($f(&arr(a)?, axis))
             }
         )*
@@ -294,25 +314,25 @@ sort_like! {
 #[pyfunction]
 #[pyo3(signature = (a, /, kth, axis=-1, *, stream=None))]
 fn partition(a: Obj, kth: isize, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::partition(&arr(a)?, kth, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, kth, axis=-1, *, stream=None))]
 fn argpartition(a: Obj, kth: isize, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::argpartition(&arr(a)?, kth, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, k, axis=-1, *, stream=None))]
 fn topk(a: Obj, k: usize, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::topk(&arr(a)?, k, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, axis=None, *, precise=false, stream=None))]
 fn softmax(a: Obj, axis: OptObj, precise: bool, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::softmax(&arr(a)?, axes_arg(axis)?, precise))
 }
 
@@ -325,19 +345,19 @@ fn dtype_or(d: OptObj, default: Dtype) -> PyResult<Dtype> {
 #[pyfunction]
 #[pyo3(signature = (shape, dtype=None, *, stream=None))]
 fn zeros(shape: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::zeros(&shape_arg(shape)?, dtype_or(dtype, Dtype::Float32)?))
 }
 #[pyfunction]
 #[pyo3(signature = (shape, dtype=None, *, stream=None))]
 fn ones(shape: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::ones(&shape_arg(shape)?, dtype_or(dtype, Dtype::Float32)?))
 }
 #[pyfunction]
 #[pyo3(signature = (shape, vals, dtype=None, *, stream=None))]
 fn full(shape: Obj, vals: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let v = to_array(vals, dtype_arg(dtype)?)?;
     ok(oxmx_core::full(&shape_arg(shape)?, v, None))
 }
@@ -359,7 +379,7 @@ fn f64_of(o: Obj) -> PyResult<f64> {
 #[pyfunction]
 #[pyo3(signature = (start, stop=None, step=None, dtype=None, *, stream=None))]
 fn arange(start: Obj, stop: OptObj, step: OptObj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let any_float = is_float_obj(Some(start))? || is_float_obj(stop)? || is_float_obj(step)?;
     let (b, e) = match stop {
         Some(s) if !s.is_none() => (f64_of(start)?, f64_of(s)?),
@@ -375,43 +395,43 @@ fn arange(start: Obj, stop: OptObj, step: OptObj, dtype: OptObj, stream: OptObj)
 #[pyfunction]
 #[pyo3(signature = (start, stop, num=50, dtype=None, stream=None))]
 fn linspace(start: f64, stop: f64, num: usize, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::linspace(start, stop, num, Some(dtype_or(dtype, Dtype::Float32)?)))
 }
 #[pyfunction]
 #[pyo3(signature = (n, m=None, k=0, dtype=None, *, stream=None))]
 fn eye(n: usize, m: Option<usize>, k: isize, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::eye(n, m, k, dtype_or(dtype, Dtype::Float32)?))
 }
 #[pyfunction]
 #[pyo3(signature = (n, dtype=None, *, stream=None))]
 fn identity(n: usize, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::identity(n, dtype_or(dtype, Dtype::Float32)?))
 }
 #[pyfunction]
 #[pyo3(signature = (n, m=None, k=0, dtype=None, *, stream=None))]
 fn tri(n: usize, m: Option<usize>, k: isize, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::tri(n, m, k, dtype_or(dtype, Dtype::Float32)?))
 }
 #[pyfunction]
 #[pyo3(signature = (x, k=0, *, stream=None))]
 fn tril(x: Obj, k: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::tril(&arr(x)?, k))
 }
 #[pyfunction]
 #[pyo3(signature = (x, k=0, *, stream=None))]
 fn triu(x: Obj, k: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::triu(&arr(x)?, k))
 }
 #[pyfunction]
 #[pyo3(signature = (*arrays, sparse=false, indexing="xy", stream=None))]
 fn meshgrid(arrays: &Bound<'_, PyTuple>, sparse: bool, indexing: &str, stream: OptObj) -> PyResult<Vec<PyArray>> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let v: Vec<Array> = arrays.iter().map(|o| arr(&o)).collect::<PyResult<_>>()?;
     ok_vec(oxmx_core::meshgrid(&v, sparse, indexing))
 }
@@ -421,25 +441,25 @@ fn meshgrid(arrays: &Bound<'_, PyTuple>, sparse: bool, indexing: &str, stream: O
 #[pyfunction]
 #[pyo3(signature = (a, /, shape, *, stream=None))]
 fn reshape(a: Obj, shape: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::reshape(&arr(a)?, &isize_list(shape)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, start_axis=0, end_axis=-1, *, stream=None))]
 fn flatten(a: Obj, start_axis: isize, end_axis: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::flatten(&arr(a)?, start_axis, end_axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, axis, shape, *, stream=None))]
 fn unflatten(a: Obj, axis: isize, shape: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::unflatten(&arr(a)?, axis, &isize_list(shape)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, axis=None, *, stream=None))]
 fn squeeze(a: Obj, axis: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     match axis {
         Some(ax) if !ax.is_none() => {
@@ -455,13 +475,13 @@ fn squeeze(a: Obj, axis: OptObj, stream: OptObj) -> PyResult<PyArray> {
 #[pyfunction]
 #[pyo3(signature = (a, /, axis, *, stream=None))]
 fn expand_dims(a: Obj, axis: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::expand_dims(&arr(a)?, &isize_list(axis)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, axes=None, *, stream=None))]
 fn transpose(a: Obj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     let axes = match axes {
         Some(ax) if !ax.is_none() => isize_list(ax)?,
@@ -472,19 +492,19 @@ fn transpose(a: Obj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> {
 #[pyfunction]
 #[pyo3(signature = (a, /, axis1, axis2, *, stream=None))]
 fn swapaxes(a: Obj, axis1: isize, axis2: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::swapaxes(&arr(a)?, axis1, axis2))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, source, destination, *, stream=None))]
 fn moveaxis(a: Obj, source: isize, destination: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::moveaxis(&arr(a)?, source, destination))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, shape, *, stream=None))]
 fn broadcast_to(a: Obj, shape: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = match to_operand(a)? {
         Operand::Array(x) => x,
         Operand::Scalar(s) => oxmx_core::scalar_array(s, s.default_dtype()),
@@ -494,14 +514,14 @@ fn broadcast_to(a: Obj, shape: Obj, stream: OptObj) -> PyResult<PyArray> {
 #[pyfunction]
 #[pyo3(signature = (*arrays, stream=None))]
 fn broadcast_arrays(arrays: &Bound<'_, PyTuple>, stream: OptObj) -> PyResult<Vec<PyArray>> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let v: Vec<Array> = arrays.iter().map(|o| arr(&o)).collect::<PyResult<_>>()?;
     ok_vec(oxmx_core::broadcast_arrays(&v))
 }
 #[pyfunction]
 #[pyo3(signature = (arrays, axis=Some(0), *, stream=None))]
 fn concatenate(arrays: Obj, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let v = array_list(arrays)?;
     match axis {
         Some(ax) => ok(oxmx_core::concatenate(&v, ax)),
@@ -514,13 +534,13 @@ fn concatenate(arrays: Obj, axis: Option<isize>, stream: OptObj) -> PyResult<PyA
 #[pyfunction]
 #[pyo3(signature = (arrays, axis=0, *, stream=None))]
 fn stack(arrays: Obj, axis: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::stack(&array_list(arrays)?, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, indices_or_sections, axis=0, *, stream=None))]
 fn split(a: Obj, indices_or_sections: Obj, axis: isize, stream: OptObj) -> PyResult<Vec<PyArray>> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     if indices_or_sections.is_instance_of::<pyo3::types::PyInt>() {
         let n: usize = indices_or_sections.extract()?;
@@ -559,7 +579,7 @@ fn pad_widths(pw: Obj, ndim: usize) -> PyResult<Vec<(usize, usize)>> {
 #[pyfunction]
 #[pyo3(signature = (a, pad_width, mode="constant", constant_values=None, *, stream=None))]
 fn pad(a: Obj, pad_width: Obj, mode: &str, constant_values: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     let w = pad_widths(pad_width, x.ndim())?;
     let m = match mode {
@@ -577,19 +597,19 @@ fn pad(a: Obj, pad_width: Obj, mode: &str, constant_values: OptObj, stream: OptO
 #[pyfunction]
 #[pyo3(signature = (array, repeats, axis=None, *, stream=None))]
 fn repeat(array: Obj, repeats: usize, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::repeat(&arr(array)?, repeats, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, reps, /, *, stream=None))]
 fn tile(a: Obj, reps: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::tile(&arr(a)?, &shape_arg(reps)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, shift, axis=None, *, stream=None))]
 fn roll(a: Obj, shift: Obj, axis: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let mut x = arr(a)?;
     let shifts = int_list(shift)?;
     match axis {
@@ -613,25 +633,25 @@ fn roll(a: Obj, shift: Obj, axis: OptObj, stream: OptObj) -> PyResult<PyArray> {
 #[pyfunction]
 #[pyo3(signature = (a, /, k=0, *, stream=None))]
 fn diag(a: Obj, k: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::diag(&arr(a)?, k))
 }
 #[pyfunction]
 #[pyo3(signature = (a, offset=0, axis1=0, axis2=1, stream=None))]
 fn diagonal(a: Obj, offset: isize, axis1: isize, axis2: isize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::diagonal(&arr(a)?, offset, axis1, axis2))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, offset=0, axis1=0, axis2=1, dtype=None, *, stream=None))]
 fn trace(a: Obj, offset: isize, axis1: isize, axis2: isize, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::trace(&arr(a)?, offset, axis1, axis2, dtype_arg(dtype)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, shape=None, strides=None, offset=0, *, stream=None))]
 fn as_strided(a: Obj, shape: OptObj, strides: OptObj, offset: usize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     let shape = opt_shape(shape)?.unwrap_or_else(|| x.shape().to_vec());
     let strides: Vec<isize> = match strides {
@@ -649,13 +669,14 @@ fn as_strided(a: Obj, shape: OptObj, strides: OptObj, offset: usize, stream: Opt
 #[pyfunction]
 #[pyo3(signature = (a, dtype, *, stream=None))]
 fn view(a: Obj, dtype: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::view(&arr(a)?, dtype_arg(Some(dtype))?.unwrap()))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, allow_col_major=false, *, stream=None))]
 fn contiguous(a: Obj, allow_col_major: bool, stream: OptObj) -> PyResult<PyArray> {
-    let _ = (stream, allow_col_major);
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let _ = allow_col_major;
     ok(oxmx_core::contiguous(&arr(a)?))
 }
 
@@ -664,19 +685,19 @@ fn contiguous(a: Obj, allow_col_major: bool, stream: OptObj) -> PyResult<PyArray
 #[pyfunction]
 #[pyo3(signature = (a, /, indices, axis=None, *, stream=None))]
 fn take(a: Obj, indices: Obj, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::take(&arr(a)?, &arr(indices)?, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, indices, axis=None, *, stream=None))]
 fn take_along_axis(a: Obj, indices: Obj, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::take_along_axis(&arr(a)?, &arr(indices)?, axis))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, indices, values, axis=None, *, stream=None))]
 fn put_along_axis(a: Obj, indices: Obj, values: Obj, axis: Option<isize>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     let v = to_array(values, Some(x.dtype()))?;
     ok(oxmx_core::put_along_axis(&x, &arr(indices)?, &v, axis))
@@ -684,13 +705,13 @@ fn put_along_axis(a: Obj, indices: Obj, values: Obj, axis: Option<isize>, stream
 #[pyfunction(name = "slice")]
 #[pyo3(signature = (a, start_indices, axes, slice_size, *, stream=None))]
 fn slice_(a: Obj, start_indices: Obj, axes: Obj, slice_size: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::slice_dynamic(&arr(a)?, &arr(start_indices)?, &isize_list(axes)?, &shape_arg(slice_size)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, update, start_indices, axes, *, stream=None))]
 fn slice_update(a: Obj, update: Obj, start_indices: Obj, axes: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let x = arr(a)?;
     ok(oxmx_core::slice_update_dynamic(&x, &to_array(update, Some(x.dtype()))?, &arr(start_indices)?, &isize_list(axes)?))
 }
@@ -700,13 +721,13 @@ fn slice_update(a: Obj, update: Obj, start_indices: Obj, axes: Obj, stream: OptO
 #[pyfunction(name = "where")]
 #[pyo3(signature = (condition, x, y, /, *, stream=None))]
 fn where_(condition: Obj, x: Obj, y: Obj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::where_(to_operand(condition)?, to_operand(x)?, to_operand(y)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, a_min, a_max, *, stream=None))]
 fn clip(a: Obj, a_min: OptObj, a_max: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let bound = |o: OptObj| -> PyResult<Option<Operand>> {
         match o {
             Some(v) if !v.is_none() => Ok(Some(to_operand(v)?)),
@@ -722,37 +743,37 @@ fn clip(a: Obj, a_min: OptObj, a_max: OptObj, stream: OptObj) -> PyResult<PyArra
 #[pyfunction]
 #[pyo3(signature = (a, /, decimals=0, *, stream=None))]
 fn round(a: Obj, decimals: i32, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::round(&arr(a)?, decimals))
 }
 #[pyfunction]
 #[pyo3(signature = (a, nan=0.0, posinf=None, neginf=None, *, stream=None))]
 fn nan_to_num(a: Obj, nan: f64, posinf: Option<f64>, neginf: Option<f64>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::nan_to_num(&arr(a)?, nan, posinf, neginf))
 }
 #[pyfunction]
 #[pyo3(signature = (a, b, /, rtol=1e-5, atol=1e-8, *, equal_nan=false, stream=None))]
 fn isclose(a: Obj, b: Obj, rtol: f64, atol: f64, equal_nan: bool, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::isclose(&arr(a)?, &arr(b)?, rtol, atol, equal_nan))
 }
 #[pyfunction]
 #[pyo3(signature = (a, b, /, rtol=1e-5, atol=1e-8, *, equal_nan=false, stream=None))]
 fn allclose(a: Obj, b: Obj, rtol: f64, atol: f64, equal_nan: bool, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::allclose(&arr(a)?, &arr(b)?, rtol, atol, equal_nan))
 }
 #[pyfunction]
 #[pyo3(signature = (a, b, equal_nan=false, *, stream=None))]
 fn array_equal(a: Obj, b: Obj, equal_nan: bool, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::array_equal(&arr(a)?, &arr(b)?, equal_nan))
 }
 #[pyfunction(name = "divmod")]
 #[pyo3(signature = (a, b, /, *, stream=None))]
 fn divmod_(a: Obj, b: Obj, stream: OptObj) -> PyResult<(PyArray, PyArray)> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let (q, r) = oxmx_core::divmod(to_operand(a)?, to_operand(b)?);
     Ok((ok(q)?, ok(r)?))
 }
@@ -762,13 +783,13 @@ fn divmod_(a: Obj, b: Obj, stream: OptObj) -> PyResult<(PyArray, PyArray)> {
 #[pyfunction]
 #[pyo3(signature = (c, a, b, /, alpha=1.0, beta=1.0, *, stream=None))]
 fn addmm(c: Obj, a: Obj, b: Obj, alpha: f64, beta: f64, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::addmm(&arr(c)?, &arr(a)?, &arr(b)?, alpha, beta))
 }
 #[pyfunction]
 #[pyo3(signature = (a, b, /, axes=None, *, stream=None))]
 fn tensordot(a: Obj, b: Obj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let (x, y) = (arr(a)?, arr(b)?);
     match axes {
         None => ok(oxmx_core::tensordot_n(&x, &y, 2)),
@@ -785,7 +806,7 @@ fn tensordot(a: Obj, b: Obj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> 
 #[pyfunction]
 #[pyo3(signature = (subscripts, *operands, stream=None))]
 fn einsum(subscripts: &str, operands: &Bound<'_, PyTuple>, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let v: Vec<Array> = operands.iter().map(|o| arr(&o)).collect::<PyResult<_>>()?;
     ok(oxmx_core::einsum(subscripts, &v))
 }
@@ -807,13 +828,13 @@ fn tuple_n<const N: usize>(o: Obj) -> PyResult<[usize; N]> {
 #[pyfunction]
 #[pyo3(signature = (input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None))]
 fn conv1d(input: Obj, weight: Obj, stride: usize, padding: usize, dilation: usize, groups: usize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::conv1d(&arr(input)?, &arr(weight)?, stride, padding, dilation, groups))
 }
 #[pyfunction]
 #[pyo3(signature = (input, weight, /, stride=None, padding=None, dilation=None, groups=1, *, stream=None))]
 fn conv2d(input: Obj, weight: Obj, stride: OptObj, padding: OptObj, dilation: OptObj, groups: usize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let t = |o: OptObj, d: usize| -> PyResult<[usize; 2]> {
         match o {
             Some(o) if !o.is_none() => tuple_n::<2>(o),
@@ -825,7 +846,7 @@ fn conv2d(input: Obj, weight: Obj, stride: OptObj, padding: OptObj, dilation: Op
 #[pyfunction]
 #[pyo3(signature = (input, weight, /, stride=None, padding=None, dilation=None, groups=1, *, stream=None))]
 fn conv3d(input: Obj, weight: Obj, stride: OptObj, padding: OptObj, dilation: OptObj, groups: usize, stream: OptObj) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let t = |o: OptObj, d: usize| -> PyResult<[usize; 3]> {
         match o {
             Some(o) if !o.is_none() => tuple_n::<3>(o),
@@ -847,7 +868,7 @@ fn conv_transpose1d(
     groups: usize,
     stream: OptObj,
 ) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     ok(oxmx_core::conv_transpose1d(&arr(input)?, &arr(weight)?, stride, padding, dilation, output_padding, groups))
 }
 
@@ -856,7 +877,7 @@ fn conv_transpose1d(
 #[pyfunction]
 #[pyo3(signature = (w, /, group_size=None, bits=None, mode="affine", *, stream=None))]
 fn quantize(w: Obj, group_size: Option<usize>, bits: Option<usize>, mode: &str, stream: OptObj) -> PyResult<Vec<PyArray>> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let (q, s, b) = oxmx_core::quantize(&arr(w)?, group_size, bits, mode);
     let mut out = vec![ok(q)?, ok(s)?];
     if let Some(b) = b {
@@ -877,7 +898,7 @@ fn dequantize(
     dtype: OptObj,
     stream: OptObj,
 ) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let b = opt_array(biases)?;
     ok(oxmx_core::dequantize(&arr(w)?, &arr(scales)?, b.as_ref(), group_size, bits, mode, dtype_arg(dtype)?))
 }
@@ -895,7 +916,7 @@ fn quantized_matmul(
     mode: &str,
     stream: OptObj,
 ) -> PyResult<PyArray> {
-    let _ = stream;
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
     let b = opt_array(biases)?;
     ok(oxmx_core::quantized_matmul(&arr(x)?, &arr(w)?, &arr(scales)?, b.as_ref(), transpose, group_size, bits, mode))
 }
@@ -964,6 +985,209 @@ fn set_cache_limit(limit: usize) -> usize {
     oxmx_core::memory::set_cache_limit(limit)
 }
 
+#[pyfunction]
+#[pyo3(signature = (a, /, dtype=None, *, stream=None))]
+fn zeros_like(a: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let x = arr(a)?;
+    ok(oxmx_core::zeros(x.shape(), dtype_or(dtype, x.dtype())?))
+}
+#[pyfunction]
+#[pyo3(signature = (a, /, dtype=None, *, stream=None))]
+fn ones_like(a: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let x = arr(a)?;
+    ok(oxmx_core::ones(x.shape(), dtype_or(dtype, x.dtype())?))
+}
+#[pyfunction]
+#[pyo3(signature = (a, vals, dtype=None, *, stream=None))]
+fn full_like(a: Obj, vals: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let x = arr(a)?;
+    let v = to_array(vals, Some(dtype_or(dtype, x.dtype())?))?;
+    ok(oxmx_core::broadcast_to(&v, x.shape()))
+}
+#[pyfunction]
+#[pyo3(signature = (shape, dtype=None, *, stream=None))]
+fn empty(shape: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    ok(oxmx_core::zeros(&shape_arg(shape)?, dtype_or(dtype, Dtype::Float32)?))
+}
+#[pyfunction]
+#[pyo3(signature = (a, /, dtype=None, *, stream=None))]
+fn empty_like(a: Obj, dtype: OptObj, stream: OptObj) -> PyResult<PyArray> {
+    zeros_like(a, dtype, stream)
+}
+#[pyfunction]
+#[pyo3(signature = (a, /, axis=None, *, stream=None))]
+fn flip(a: Obj, axis: OptObj, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let x = arr(a)?;
+    let axes = match axis {
+        Some(ax) if !ax.is_none() => isize_list(ax)?,
+        _ => (0..x.ndim() as isize).collect(),
+    };
+    ok(oxmx_core::flip(&x, &axes))
+}
+#[pyfunction]
+#[pyo3(signature = (x, /, *, axis=0, stream=None))]
+fn unstack(x: Obj, axis: isize, stream: OptObj) -> PyResult<Vec<PyArray>> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    ok_vec(oxmx_core::unstack(&arr(x)?, axis))
+}
+#[pyfunction]
+#[pyo3(signature = (a, /, *, axis=None, keepdims=false, stream=None))]
+fn count_nonzero(a: Obj, axis: OptObj, keepdims: bool, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let x = arr(a)?;
+    ok(oxmx_core::sum(&oxmx_core::not_equal(&x, 0), axes_arg(axis)?, keepdims))
+}
+#[pyfunction]
+#[pyo3(signature = (*shapes))]
+fn broadcast_shapes(shapes: &Bound<'_, PyTuple>) -> PyResult<Vec<usize>> {
+    let mut out: Vec<usize> = vec![];
+    for s in shapes.iter() {
+        out = oxmx_core::shape::broadcast_shapes(&out, &shape_arg(&s)?).py()?;
+    }
+    Ok(out)
+}
+#[pyfunction]
+#[pyo3(signature = (a, b, /, lhs_indices=None, rhs_indices=None, *, sorted_indices=false, stream=None))]
+fn gather_mm(a: Obj, b: Obj, lhs_indices: OptObj, rhs_indices: OptObj, sorted_indices: bool, stream: OptObj) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let (l, r) = (opt_array(lhs_indices)?, opt_array(rhs_indices)?);
+    ok(oxmx_core::gather_mm(&arr(a)?, &arr(b)?, l.as_ref(), r.as_ref(), sorted_indices))
+}
+#[pyfunction]
+#[pyo3(signature = (a, b, /, block_size=64, mask_out=None, mask_lhs=None, mask_rhs=None, *, stream=None))]
+fn block_masked_mm(
+    a: Obj,
+    b: Obj,
+    block_size: usize,
+    mask_out: OptObj,
+    mask_lhs: OptObj,
+    mask_rhs: OptObj,
+    stream: OptObj,
+) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let (mo, ml, mr) = (opt_array(mask_out)?, opt_array(mask_lhs)?, opt_array(mask_rhs)?);
+    ok(oxmx_core::block_masked_mm(&arr(a)?, &arr(b)?, block_size, mo.as_ref(), ml.as_ref(), mr.as_ref()))
+}
+#[pyfunction]
+#[pyo3(signature = (input, weight, /, stride=None, padding=None, dilation=None, output_padding=None, groups=1, *, stream=None))]
+#[allow(clippy::too_many_arguments)]
+fn conv_transpose2d(
+    input: Obj,
+    weight: Obj,
+    stride: OptObj,
+    padding: OptObj,
+    dilation: OptObj,
+    output_padding: OptObj,
+    groups: usize,
+    stream: OptObj,
+) -> PyResult<PyArray> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let t = |o: OptObj, d: usize| -> PyResult<[usize; 2]> {
+        match o {
+            Some(o) if !o.is_none() => tuple_n::<2>(o),
+            _ => Ok([d; 2]),
+        }
+    };
+    ok(oxmx_core::conv_transpose2d(
+        &arr(input)?,
+        &arr(weight)?,
+        t(stride, 1)?,
+        t(padding, 0)?,
+        t(dilation, 1)?,
+        t(output_padding, 0)?,
+        groups,
+    ))
+}
+
+// ---- files
+
+fn path_of(file: Obj) -> PyResult<String> {
+    let os = file.py().import("os")?;
+    os.call_method1("fspath", (file,))
+        .and_then(|p| p.extract::<String>())
+        .map_err(|_| PyTypeError::new_err("file must be a str or os.PathLike (file objects are not supported yet)"))
+}
+fn named_arrays(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Array)>> {
+    d.iter().map(|(k, v)| Ok((k.extract::<String>()?, arr(&v)?))).collect()
+}
+#[pyfunction]
+fn save(file: Obj, arr: Obj) -> PyResult<()> {
+    oxmx_core::io::save(path_of(file)?, &to_array(arr, None)?).py()
+}
+#[pyfunction]
+#[pyo3(signature = (file, *args, **kwargs))]
+fn savez(file: Obj, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    oxmx_core::io::savez(path_of(file)?, &npz_items(args, kwargs)?).py()
+}
+#[pyfunction]
+#[pyo3(signature = (file, *args, **kwargs))]
+fn savez_compressed(file: Obj, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    oxmx_core::io::savez_compressed(path_of(file)?, &npz_items(args, kwargs)?).py()
+}
+fn npz_items(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Array)>> {
+    let mut v: Vec<(String, Array)> = args.iter().enumerate().map(|(i, a)| Ok((format!("arr_{i}"), arr(&a)?))).collect::<PyResult<_>>()?;
+    if let Some(k) = kwargs {
+        v.extend(named_arrays(k)?);
+    }
+    Ok(v)
+}
+#[pyfunction]
+#[pyo3(signature = (file, arrays, metadata=None))]
+fn save_safetensors(file: Obj, arrays: &Bound<'_, PyDict>, metadata: Option<std::collections::BTreeMap<String, String>>) -> PyResult<()> {
+    let mut path = path_of(file)?;
+    if !path.ends_with(".safetensors") {
+        path.push_str(".safetensors");
+    }
+    oxmx_core::io::save_safetensors_file(path, &named_arrays(arrays)?, metadata.as_ref()).py()
+}
+#[pyfunction]
+#[pyo3(signature = (file, /, format=None, return_metadata=false, *, stream=None))]
+fn load<'py>(py: Python<'py>, file: Obj, format: Option<&str>, return_metadata: bool, stream: OptObj) -> PyResult<Bound<'py, PyAny>> {
+    let _stream = crate::convert::StreamGuard::enter(stream)?;
+    let path = path_of(file)?;
+    if let Some(f) = format {
+        if !path.ends_with(&format!(".{f}")) {
+            return Err(PyValueError::new_err(format!("[load] format={f} needs a file named *.{f} for now")));
+        }
+    }
+    let (loaded, meta) = oxmx_core::io::load_with_metadata(&path).py()?;
+    let value = match loaded {
+        oxmx_core::io::Loaded::Array(a) => Bound::new(py, ok(a)?)?.into_any(),
+        oxmx_core::io::Loaded::Arrays(v) => {
+            let d = PyDict::new(py);
+            for (k, a) in v {
+                d.set_item(k, ok(a)?)?;
+            }
+            d.into_any()
+        }
+    };
+    if !return_metadata {
+        return Ok(value);
+    }
+    let m = PyDict::new(py);
+    if let oxmx_core::io::Metadata::Safetensors(map) = meta {
+        for (k, v) in map {
+            m.set_item(k, v)?;
+        }
+    }
+    Ok(PyTuple::new(py, [value, m.into_any()])?.into_any())
+}
+#[pyfunction]
+fn get_memory_limit() -> usize {
+    oxmx_core::memory::memory_limit()
+}
+#[pyfunction]
+#[pyo3(signature = (stream=None))]
+fn synchronize(stream: OptObj) {
+    let _ = stream;
+    oxmx_core::stream::synchronize_all()
+}
+
 /// The default device as `(type, index)`.
 #[pyfunction]
 fn _default_device() -> (&'static str, usize) {
@@ -989,6 +1213,8 @@ fn _gpu_available() -> bool {
 }
 
 register!(register_misc:
+    zeros_like, ones_like, full_like, empty, empty_like, flip, unstack, count_nonzero, broadcast_shapes, gather_mm,
+    block_masked_mm, conv_transpose2d, save, savez, savez_compressed, save_safetensors, load, get_memory_limit, synchronize,
     _default_device, _set_default_device, _gpu_available,
     partition, argpartition, topk, softmax,
     zeros, ones, full, arange, linspace, eye, identity, tri, tril, triu, meshgrid,

@@ -41,13 +41,13 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (key, num=2, stream=None))]
     pub fn split(key: Obj, num: usize, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(oxmx_core::random::split(&arr(key)?, num))
     }
     #[pyfunction]
     #[pyo3(signature = (shape=None, width=4, key=None, stream=None))]
     pub fn bits(shape: OptObj, width: usize, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         if width != 4 {
             return Err(PyValueError::new_err("[bits] only width=4 (uint32 words) is supported"));
         }
@@ -57,7 +57,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (low=None, high=None, shape=None, dtype=None, key=None, stream=None))]
     pub fn uniform(low: OptObj, high: OptObj, shape: OptObj, dtype: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         ok(oxmx_core::random::uniform(
             operand_or(low, 0.0)?,
@@ -70,7 +70,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (shape=None, dtype=None, loc=None, scale=None, key=None, stream=None))]
     pub fn normal(shape: OptObj, dtype: OptObj, loc: OptObj, scale: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         ok(oxmx_core::random::normal(
             &shape_or(shape, vec![])?,
@@ -83,7 +83,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (low, high, shape=None, dtype=None, key=None, stream=None))]
     pub fn randint(low: Obj, high: Obj, shape: OptObj, dtype: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         ok(oxmx_core::random::randint(
             to_operand(low)?,
@@ -96,7 +96,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (p=None, shape=None, key=None, stream=None))]
     pub fn bernoulli(p: OptObj, shape: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         let p = operand_or(p, 0.5)?;
         let shape = match opt_shape(shape)? {
@@ -111,7 +111,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (lower, upper, shape=None, dtype=None, key=None, stream=None))]
     pub fn truncated_normal(lower: Obj, upper: Obj, shape: OptObj, dtype: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         let (lo, hi) = (to_operand(lower)?, to_operand(upper)?);
         let shape = match opt_shape(shape)? {
@@ -129,14 +129,14 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (shape=None, dtype=None, key=None, stream=None))]
     pub fn gumbel(shape: OptObj, dtype: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         ok(oxmx_core::random::gumbel(&shape_or(shape, vec![])?, dt_or(dtype, Dtype::Float32)?, k.as_ref()))
     }
     #[pyfunction]
     #[pyo3(signature = (shape=None, dtype=None, loc=0.0, scale=1.0, key=None, stream=None))]
     pub fn laplace(shape: OptObj, dtype: OptObj, loc: f64, scale: f64, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         ok(oxmx_core::random::laplace(&shape_or(shape, vec![])?, dt_or(dtype, Dtype::Float32)?, loc, scale, k.as_ref()))
     }
@@ -150,7 +150,7 @@ mod random {
         key: OptObj,
         stream: OptObj,
     ) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         if shape.is_some_and(|s| !s.is_none()) {
             return Err(PyValueError::new_err("[categorical] the shape argument is not supported yet; use num_samples"));
         }
@@ -160,7 +160,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (x, axis=0, key=None, stream=None))]
     pub fn permutation(x: Obj, axis: isize, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         match py_scalar(x)? {
             Some(oxmx_core::Scalar::Int(n)) if n >= 0 => ok(oxmx_core::random::permutation(n as usize, k.as_ref())),
@@ -176,7 +176,7 @@ mod random {
     #[pyfunction]
     #[pyo3(signature = (mean, cov, shape=None, dtype=None, key=None, stream=None))]
     pub fn multivariate_normal(mean: Obj, cov: Obj, shape: OptObj, dtype: OptObj, key: OptObj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let k = opt_array(key)?;
         ok(oxmx_core::random::multivariate_normal(
             &arr(mean)?,
@@ -196,14 +196,14 @@ mod fast {
     #[pyfunction]
     #[pyo3(signature = (x, weight, eps, *, stream=None))]
     pub fn rms_norm(x: Obj, weight: OptObj, eps: f32, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let w = opt_array(weight)?;
         ok(oxmx_core::fast::rms_norm(&arr(x)?, w.as_ref(), eps))
     }
     #[pyfunction]
     #[pyo3(signature = (x, weight, bias, eps, *, stream=None))]
     pub fn layer_norm(x: Obj, weight: OptObj, bias: OptObj, eps: f32, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let (w, b) = (opt_array(weight)?, opt_array(bias)?);
         ok(oxmx_core::fast::layer_norm(&arr(x)?, w.as_ref(), b.as_ref(), eps))
     }
@@ -220,7 +220,7 @@ mod fast {
         freqs: OptObj,
         stream: OptObj,
     ) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let off = match py_scalar(offset)? {
             Some(oxmx_core::Scalar::Int(i)) => oxmx_core::fast::RopeOffset::Int(i),
             _ => oxmx_core::fast::RopeOffset::Array(arr(offset)?),
@@ -240,7 +240,7 @@ mod fast {
         sinks: OptObj,
         stream: OptObj,
     ) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let m = match mask {
             None => oxmx_core::fast::AttentionMask::None,
             Some(m) if m.is_none() => oxmx_core::fast::AttentionMask::None,
@@ -275,7 +275,7 @@ mod linalg {
     #[pyfunction]
     #[pyo3(signature = (a, /, ord=None, axis=None, keepdims=false, *, stream=None))]
     pub fn norm(a: Obj, ord: OptObj, axis: OptObj, keepdims: bool, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(la::norm(&arr(a)?, norm_ord(ord)?, axes_arg(axis)?, keepdims))
     }
     macro_rules! one {
@@ -283,7 +283,7 @@ mod linalg {
             #[pyfunction]
             #[pyo3(signature = (a, *, stream=None))]
             pub fn $name(a: Obj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok(la::$name(&arr(a)?))
             }
         )*};
@@ -294,7 +294,7 @@ mod linalg {
             #[pyfunction]
             #[pyo3(signature = (a, upper=false, *, stream=None))]
             pub fn $name(a: Obj, upper: bool, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok(la::$name(&arr(a)?, upper))
             }
         )*};
@@ -303,14 +303,14 @@ mod linalg {
     #[pyfunction]
     #[pyo3(signature = (a, *, stream=None))]
     pub fn qr(a: Obj, stream: OptObj) -> PyResult<(PyArray, PyArray)> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let (q, r) = la::qr(&arr(a)?);
         Ok((ok(q)?, ok(r)?))
     }
     #[pyfunction]
     #[pyo3(signature = (a, compute_uv=true, *, stream=None))]
     pub fn svd(py: Python<'_>, a: Obj, compute_uv: bool, stream: OptObj) -> PyResult<Py<PyAny>> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let x = arr(a)?;
         if !compute_uv {
             return Ok(ok(la::svd_values(&x))?.into_pyobject(py)?.into_any().unbind());
@@ -322,7 +322,7 @@ mod linalg {
     #[pyo3(signature = (a, UPLO="L", *, stream=None))]
     #[allow(non_snake_case)]
     pub fn eigh(a: Obj, UPLO: &str, stream: OptObj) -> PyResult<(PyArray, PyArray)> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let (w, v) = la::eigh(&arr(a)?, UPLO);
         Ok((ok(w)?, ok(v)?))
     }
@@ -330,46 +330,46 @@ mod linalg {
     #[pyo3(signature = (a, UPLO="L", *, stream=None))]
     #[allow(non_snake_case)]
     pub fn eigvalsh(a: Obj, UPLO: &str, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(la::eigvalsh(&arr(a)?, UPLO))
     }
     #[pyfunction]
     #[pyo3(signature = (a, *, stream=None))]
     pub fn eig(a: Obj, stream: OptObj) -> PyResult<(PyArray, PyArray)> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let (w, v) = la::eig(&arr(a)?);
         Ok((ok(w)?, ok(v)?))
     }
     #[pyfunction]
     #[pyo3(signature = (a, *, stream=None))]
     pub fn lu(a: Obj, stream: OptObj) -> PyResult<(PyArray, PyArray, PyArray)> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let (p, l, u) = la::lu(&arr(a)?);
         Ok((ok(p)?, ok(l)?, ok(u)?))
     }
     #[pyfunction]
     #[pyo3(signature = (a, *, stream=None))]
     pub fn lu_factor(a: Obj, stream: OptObj) -> PyResult<(PyArray, PyArray)> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         let (lu, piv) = la::lu_factor(&arr(a)?);
         Ok((ok(lu)?, ok(piv)?))
     }
     #[pyfunction]
     #[pyo3(signature = (a, b, *, stream=None))]
     pub fn solve(a: Obj, b: Obj, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(la::solve(&arr(a)?, &arr(b)?))
     }
     #[pyfunction]
     #[pyo3(signature = (a, b, *, upper=false, stream=None))]
     pub fn solve_triangular(a: Obj, b: Obj, upper: bool, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(la::solve_triangular(&arr(a)?, &arr(b)?, upper))
     }
     #[pyfunction]
     #[pyo3(signature = (a, b, axis=-1, *, stream=None))]
     pub fn cross(a: Obj, b: Obj, axis: isize, stream: OptObj) -> PyResult<PyArray> {
-        let _ = stream;
+        let _stream = crate::convert::StreamGuard::enter(stream)?;
         ok(la::cross(&arr(a)?, &arr(b)?, axis))
     }
 }
@@ -385,7 +385,7 @@ mod fft {
             #[pyfunction]
             #[pyo3(signature = (a, n=None, axis=-1, *, stream=None))]
             pub fn $name(a: Obj, n: Option<usize>, axis: isize, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 ok(f::$name(&arr(a)?, n, axis))
             }
         )*};
@@ -396,7 +396,7 @@ mod fft {
             #[pyfunction]
             #[pyo3(signature = (a, s=None, axes=None, *, stream=None))]
             pub fn $name(a: Obj, s: OptObj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 let s = opt_shape(s)?;
                 let axes = match axes { Some(x) if !x.is_none() => isize_list(x)?, _ => vec![-2, -1] };
                 ok(f::$name(&arr(a)?, s.as_deref(), &axes))
@@ -409,7 +409,7 @@ mod fft {
             #[pyfunction]
             #[pyo3(signature = (a, s=None, axes=None, *, stream=None))]
             pub fn $name(a: Obj, s: OptObj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 let s = opt_shape(s)?;
                 let axes = match axes { Some(x) if !x.is_none() => Some(isize_list(x)?), _ => None };
                 ok(f::$name(&arr(a)?, s.as_deref(), axes.as_deref()))
@@ -422,7 +422,7 @@ mod fft {
             #[pyfunction]
             #[pyo3(signature = (a, axes=None, *, stream=None))]
             pub fn $name(a: Obj, axes: OptObj, stream: OptObj) -> PyResult<PyArray> {
-                let _ = stream;
+                let _stream = crate::convert::StreamGuard::enter(stream)?;
                 let axes = match axes { Some(x) if !x.is_none() => Some(isize_list(x)?), _ => None };
                 ok(f::$name(&arr(a)?, axes.as_deref()))
             }
