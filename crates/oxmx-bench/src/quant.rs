@@ -35,6 +35,21 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
             report("matvec_4096x14336_bf16", time(20, || ops::matmul(&x, &wt)), w.nbytes() as f64, 2.0 * (n * k) as f64);
         }
     }
+    // SmolLM2-135M's decode shapes (576 wide, groups of 32, f32 activations): short rows, where
+    // per-row costs weigh more than on the 14336-wide rows above.
+    for (n, k) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
+        let name = format!("qmv_{n}x{k}_q4g32_f32");
+        if want(&name) {
+            let w = input(&[n, k], 24);
+            let x = input(&[1, k], 25);
+            let (wq, s, b) = ops::quantize(&w, Some(32), Some(4), "affine");
+            let b = b.unwrap();
+            oxmx_core::eval(&[&wq, &s, &b, &x]).unwrap();
+            let bytes = (wq.nbytes() + s.nbytes() + b.nbytes() + x.nbytes()) as f64;
+            let reps = if n > 10000 { 50 } else { 400 };
+            report(&name, time(reps, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(32), Some(4), "affine")), bytes, 2.0 * (n * k) as f64);
+        }
+    }
     let (m, n2, k2) = (512usize, 4096usize, 4096usize);
     if want("qmm_512x4096x4096_q4g64_f32") || want("matmul_512x4096x4096_f32") {
         let w = input(&[n2, k2], 22);

@@ -151,6 +151,42 @@ fn many_rows_path_matches_dense() {
 }
 
 #[test]
+fn decode_matvec_edges_match_dense() {
+    // The few-row kernels (AVX-512: 16-word blocks, chunks of 16 groups, an 8-word last block;
+    // AVX2: 8-word blocks) at the row lengths that exercise each tail, against
+    // x @ dequantize(w).T in f32, for 1 to 8 rows of x and f32/f16/bf16 scales.
+    let cases: [(usize, usize, &[usize]); 7] = [
+        (4, 32, &[576, 1536, 320]),
+        (4, 64, &[576, 320]),
+        (4, 128, &[1152, 384]),
+        (8, 32, &[544, 96, 1024]),
+        (8, 128, &[640, 1152]),
+        (2, 64, &[640, 2048]),
+        (2, 128, &[640]),
+    ];
+    let mut n = 0;
+    for (bits, gs, ks) in cases {
+        for &k in ks {
+            for dt in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {
+                let w = rn(&[37, k]).astype(dt);
+                let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
+                let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(bits), "affine", Some(Dtype::Float32));
+                for m in [1, 2, 3, 5, 8] {
+                    let x = rn(&[m, k]).astype(dt);
+                    let want = matmul(&x.astype(Dtype::Float32), &transpose(&dq, &[1, 0]));
+                    let got = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(bits), "affine");
+                    let t = if dt == Dtype::Float32 { 1e-5 } else { tol(if dt == Dtype::Float16 { "float16" } else { "bfloat16" }) };
+                    let bound = dot_bound(&x, &transpose(&dq, &[1, 0]));
+                    close_scaled(&format!("b{bits} g{gs} k{k} {dt} m{m}"), &got.astype(Dtype::Float32), &want, t, bound);
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(n, 15 * 15);
+}
+
+#[test]
 fn gather_qmm_matches_mlx() {
     let (fx, _) = fixtures();
     for (k, mode, gs, bits) in [("gaffine4", "affine", 64, 4), ("gaffine8", "affine", 32, 8), ("gmxfp44", "mxfp4", 32, 4)] {

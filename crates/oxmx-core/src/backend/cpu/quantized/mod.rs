@@ -3,6 +3,8 @@
 
 pub mod pack;
 pub mod qmm;
+#[cfg(target_arch = "x86_64")]
+mod qmv512;
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};

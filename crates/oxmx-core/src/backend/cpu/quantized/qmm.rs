@@ -10,6 +10,8 @@
 //!   the `gemm` crate's register-blocked kernel.
 
 use super::pack::{from_fp8, get_bits, FP4_LUT};
+#[cfg(target_arch = "x86_64")]
+use super::qmv512::{avx512_row, lane_groups16, permute_x16};
 use super::{as_bytes, float_dispatch, QF};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -25,7 +27,7 @@ const QMV_MAX_ROWS: usize = 8;
 
 /// Per-group scales (and biases) of one packed matrix, in their stored form.
 #[derive(Clone, Copy)]
-enum Scales<'a> {
+pub(super) enum Scales<'a> {
     F32(&'a [f32], &'a [f32]),
     F16(&'a [f16], &'a [f16]),
     Bf16(&'a [bf16], &'a [bf16]),
@@ -49,20 +51,20 @@ impl Scales<'_> {
 
 /// One packed matrix `[rows, k]` (a single batch element).
 #[derive(Clone, Copy)]
-struct Packed<'a> {
-    bytes: &'a [u8],
-    sc: Scales<'a>,
-    k: usize,
-    gs: usize,
-    bits: usize,
+pub(super) struct Packed<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) sc: Scales<'a>,
+    pub(super) k: usize,
+    pub(super) gs: usize,
+    pub(super) bits: usize,
     mode: QuantMode,
 }
 
 impl Packed<'_> {
-    fn row_bytes(&self) -> usize {
+    pub(super) fn row_bytes(&self) -> usize {
         self.k * self.bits / 8
     }
-    fn groups(&self) -> usize {
+    pub(super) fn groups(&self) -> usize {
         self.k / self.gs
     }
 
@@ -220,16 +222,25 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
 fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
-    // Per-group sums of x (the bias term), rows padded with zeros to a multiple of 8 groups so
-    // the kernel reads them eight at a time.
-    let ngp = ng.next_multiple_of(8);
+    // Per-group sums of x (the bias term), rows padded with zeros so the kernels read them 8 or
+    // 16 at a time.
+    let ngp = xsum_stride(ng);
     let xsum: Vec<f32> = (0..m)
         .flat_map(|r| (0..ngp).map(move |g| if g < ng { x[r * k + g * w.gs..r * k + (g + 1) * w.gs].iter().sum::<f32>() } else { 0.0 }))
         .collect();
     let fast =
         w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && crate::backend::cpu::simd::avx2_fma();
-    let xp = if fast { permute_x(x, m, k, w.bits) } else { Vec::new() };
+    let wide = fast && use_avx512();
+    let (xbuf, xoff) = match (fast, wide) {
+        #[cfg(target_arch = "x86_64")]
+        (_, true) => permute_x16(x, m, k, w.bits),
+        (true, _) => (permute_x(x, m, k, w.bits), 0),
+        _ => (Vec::new(), 0),
+    };
+    let xp = &xbuf[xoff..];
     let idx = lane_groups(w.gs * w.bits / 32);
+    #[cfg(target_arch = "x86_64")]
+    let idx16 = if wide { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
@@ -247,11 +258,17 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
         let mut buf = vec![0f32; if fast { 0 } else { k }];
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
-            if fast {
+            if wide {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `use_avx512()` checked the CPU; slices are sized by the caller's shapes.
+                unsafe {
+                    avx512_row(xp, &xsum, m, w, row, &idx16, o)
+                };
+            } else if fast {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `avx2_fma()` checked the CPU; slices are sized by the caller's shapes.
                 unsafe {
-                    avx2_row(&xp, &xsum, m, w, row, &idx, o)
+                    avx2_row(xp, &xsum, m, w, row, &idx, o)
                 };
             } else {
                 w.dequant(row, 0, ng, &mut buf);
@@ -270,6 +287,25 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
             y[r * n + c] = scratch[c * m + r];
         }
     }
+}
+
+/// Row stride of the per-group sums of `x` the mat-vec kernels read: zero-padded to 16 groups.
+pub(super) fn xsum_stride(groups: usize) -> usize {
+    groups.next_multiple_of(16)
+}
+
+/// Whether the affine mat-vec takes the AVX-512 kernel: the CPU has it, and
+/// `OXMX_QMV_AVX2=1` (for A/B measurements) is not set.
+fn use_avx512() -> bool {
+    if cfg!(not(target_arch = "x86_64")) {
+        return false;
+    }
+    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USE.get_or_init(|| {
+        crate::backend::cpu::simd::level() == crate::backend::cpu::simd::Level::Avx512
+            && crate::backend::cpu::simd::avx2_fma()
+            && std::env::var("OXMX_QMV_AVX2").map_or(true, |v| v != "1")
+    })
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -456,7 +492,7 @@ unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize, T: Load8>(
             }
         }};
     }
-    let ngp = ng.next_multiple_of(8); // xsum's row stride (zero-padded)
+    let ngp = xsum_stride(ng); // xsum's row stride (zero-padded)
     let xs = |r: usize, g: usize| _mm256_loadu_ps(xsum.as_ptr().add(r * ngp + g));
     let full = ng / 8 * 8;
     for g in (0..full).step_by(8) {
