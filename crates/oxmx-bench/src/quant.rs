@@ -47,7 +47,12 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
             oxmx_core::eval(&[&wq, &s, &b, &x]).unwrap();
             let bytes = (wq.nbytes() + s.nbytes() + b.nbytes() + x.nbytes()) as f64;
             let reps = if n > 10000 { 50 } else { 400 };
-            report(&name, time(reps, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(32), Some(4), "affine")), bytes, 2.0 * (n * k) as f64);
+            report(
+                &name,
+                time(reps, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(32), Some(4), "affine")),
+                bytes,
+                2.0 * (n * k) as f64,
+            );
         }
     }
     let (m, n2, k2) = (512usize, 4096usize, 4096usize);

@@ -94,6 +94,9 @@ pub fn random_weights_model(config: &ModelConfig, seed: u64) -> Result<Box<dyn L
     let params = model.parameters();
     let arrays: Vec<&Array> = params.values().collect();
     eval(&arrays)?;
+    drop(arrays);
+    drop(params);
+    model.fuse_projections()?;
     Ok(model)
 }
 

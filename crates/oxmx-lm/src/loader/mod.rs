@@ -71,10 +71,16 @@ pub fn build_and_load(config: &ModelConfig, weights: Vec<(String, Array)>, opts:
         })
         .collect();
     load_weights_from(model.as_dyn_mut(), &weights, LoadMode::Strict)?;
+    // The model holds its own handles now: dropping the list lets the fusion below free each
+    // part's copy as soon as it is replaced by a view (one layer's worth extra at a time).
+    drop(weights);
     // Materialise once (casts, dequantized blocks) so the first forward does not pay for it.
     let params = model.parameters();
     let arrays: Vec<&Array> = params.values().collect();
     oxmx_core::eval(&arrays)?;
+    drop(arrays);
+    drop(params);
+    model.fuse_projections()?;
     Ok(model)
 }
 

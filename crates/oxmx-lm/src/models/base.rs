@@ -7,6 +7,7 @@
 //! `rms_norm`, `apply_rope`, `sdpa`) so the integrator can switch them to `fast::*` and
 //! quantized matmuls in one place.
 
+use super::fused::Fused;
 pub use super::rope::Rope;
 use crate::cache::{create_causal_mask, FetchedKv, KvCache};
 use crate::config::ModelConfig;
@@ -152,6 +153,9 @@ pub struct Attention {
     pub k_norm: Option<RMSNorm>,
     #[module(skip)]
     pub spec: AttnSpec,
+    /// q/k/v as one product at inference (`fuse_projections`).
+    #[module(skip)]
+    pub fused: Option<Fused>,
     pub state: ModuleState,
 }
 
@@ -179,6 +183,7 @@ impl Attention {
             q_norm: o.qk_norm.then(|| norm(d, c.rms_norm_eps)),
             k_norm: o.qk_norm.then(|| norm(d, c.rms_norm_eps)),
             spec: AttnSpec { window: o.window, ..AttnSpec::from_config(c)? },
+            fused: None,
             state: ModuleState::default(),
         })
     }
@@ -186,14 +191,30 @@ impl Attention {
     /// `x: [B, L, hidden]`.
     pub fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
         let s = &self.spec;
-        let mut q = split_heads(&linear(&self.q_proj, x), s.n_heads, s.head_dim);
-        let mut k = split_heads(&linear(&self.k_proj, x), s.n_kv_heads, s.head_dim);
-        let v = split_heads(&linear(&self.v_proj, x), s.n_kv_heads, s.head_dim);
+        let (q, k, v) = match self.fused.as_ref().and_then(|f| f.forward(&[&self.q_proj, &self.k_proj, &self.v_proj], x)) {
+            Some(mut y) => {
+                let v = y.pop().expect("three parts");
+                let k = y.pop().expect("three parts");
+                (y.pop().expect("three parts"), k, v)
+            }
+            None => (linear(&self.q_proj, x), linear(&self.k_proj, x), linear(&self.v_proj, x)),
+        };
+        let mut q = split_heads(&q, s.n_heads, s.head_dim);
+        let mut k = split_heads(&k, s.n_kv_heads, s.head_dim);
+        let v = split_heads(&v, s.n_kv_heads, s.head_dim);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = rms_norm(qn, &q);
             k = rms_norm(kn, &k);
         }
         linear(&self.o_proj, &attend(s, &q, &k, &v, cache))
+    }
+}
+
+impl Attention {
+    /// q/k/v as one product from now on (see `fused.rs`).
+    pub fn fuse_projections(&mut self) -> Result<()> {
+        self.fused = Fused::new(&mut [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj])?;
+        Ok(())
     }
 }
 
@@ -213,6 +234,9 @@ pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// gate/up as one product at inference (`fuse_projections`).
+    #[module(skip)]
+    pub fused: Option<Fused>,
     pub state: ModuleState,
 }
 
@@ -222,13 +246,26 @@ impl Mlp {
             gate_proj: zeros_linear(dims, hidden, bias),
             up_proj: zeros_linear(dims, hidden, bias),
             down_proj: zeros_linear(hidden, dims, bias),
+            fused: None,
             state: ModuleState::default(),
         }
     }
 
     pub fn forward(&self, x: &Array) -> Array {
-        let g = linear(&self.gate_proj, x);
-        linear(&self.down_proj, &swiglu(&g, &linear(&self.up_proj, x)))
+        let (g, u) = match self.fused.as_ref().and_then(|f| f.forward(&[&self.gate_proj, &self.up_proj], x)) {
+            Some(mut y) => {
+                let u = y.pop().expect("two parts");
+                (y.pop().expect("two parts"), u)
+            }
+            None => (linear(&self.gate_proj, x), linear(&self.up_proj, x)),
+        };
+        linear(&self.down_proj, &swiglu(&g, &u))
+    }
+
+    /// gate/up as one product from now on (see `fused.rs`).
+    pub fn fuse_projections(&mut self) -> Result<()> {
+        self.fused = Fused::new(&mut [&mut self.gate_proj, &mut self.up_proj])?;
+        Ok(())
     }
 }
 
@@ -256,12 +293,20 @@ impl DecoderLayer {
 /// A pre-norm decoder layer: `x: [B, L, hidden]` and its cache entry -> `[B, L, hidden]`.
 pub trait Layer: Module + Clone + std::fmt::Debug + Send + Sync + 'static {
     fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array;
+    /// See `LanguageModel::fuse_projections`.
+    fn fuse_projections(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl Layer for DecoderLayer {
     fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
         let h = x + &self.self_attn.forward(&rms_norm(&self.input_layernorm, x), cache);
         &h + &self.mlp.forward(&rms_norm(&self.post_attention_layernorm, &h))
+    }
+    fn fuse_projections(&mut self) -> Result<()> {
+        self.self_attn.fuse_projections()?;
+        self.mlp.fuse_projections()
     }
 }
 

@@ -23,6 +23,9 @@ impl Layer for MixtralLayer {
         let h = x + &self.self_attn.forward(&rms_norm(&self.input_layernorm, x), cache);
         &h + &self.block_sparse_moe.forward(&rms_norm(&self.post_attention_layernorm, &h))
     }
+    fn fuse_projections(&mut self) -> Result<()> {
+        self.self_attn.fuse_projections()
+    }
 }
 
 /// The unloaded model (placeholder weights) for `c`.

@@ -2,6 +2,7 @@
 //! constructor (with mlx-lm's aliases, e.g. mistral -> llama).
 
 pub mod base;
+pub mod fused;
 pub mod gemma3_text;
 pub mod llama;
 pub mod mixtral;
@@ -29,6 +30,11 @@ pub trait LanguageModel: Module + Send + Sync {
     /// Every model also runs correctly on the generic caches.
     fn make_cache(&self, _max_kv_size: Option<usize>) -> Option<PromptCache> {
         None
+    }
+    /// Runs projections of the same input as one product where the model has them (see
+    /// `fused.rs`); parameters and results are unchanged.
+    fn fuse_projections(&mut self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -76,6 +82,9 @@ impl<L: base::Layer> LanguageModel for base::DecoderLM<L> {
     }
     fn config(&self) -> &ModelConfig {
         &self.config
+    }
+    fn fuse_projections(&mut self) -> Result<()> {
+        self.model.layers.iter_mut().try_for_each(|l| l.fuse_projections())
     }
     /// Also stacks per-expert MoE matrices (mixtral, qwen3_moe); a no-op for dense models.
     fn sanitize(&self, weights: Vec<(String, Array)>) -> Vec<(String, Array)> {

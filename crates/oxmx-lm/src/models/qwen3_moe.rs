@@ -35,6 +35,9 @@ impl Layer for Qwen3MoeLayer {
         };
         &h + &y
     }
+    fn fuse_projections(&mut self) -> Result<()> {
+        self.self_attn.fuse_projections()
+    }
 }
 
 /// The unloaded model (placeholder weights) for `c`.

@@ -1,0 +1,107 @@
+//! Projections that read the same input, run as one product at inference: q/k/v of an
+//! attention layer and gate/up of an MLP. One (quantized) mat-vec instead of three (or two)
+//! per layer and token: fewer dispatches (the CPU's fork-join of the pool, the GPU's kernel
+//! launches, the decoding step's main cost on both) and wider products for the small k/v heads.
+//!
+//! The fused weight is the row-wise concatenation of the parts'; each part's arrays are then
+//! replaced by row views of it, so the model holds the weights once and its parameters (names,
+//! shapes, values, what `save_weights` and `convert` write) are unchanged. The fused product is
+//! used only while every part still holds exactly those views and has no adapter: a weight
+//! replaced by `update`, training, or a LoRA/DoRA adapter falls back to the separate products.
+//! Each output row of a product is the same dot product either way, so results are identical.
+
+use oxmx_core::{ops, Array, Result};
+use oxmx_nn::{Linear, ModuleState, UnaryModule};
+
+/// One product for several `Linear`s of the same input.
+#[derive(Clone, Debug)]
+pub struct Fused {
+    linear: Linear,
+    /// Output width of each part, in order.
+    widths: Vec<usize>,
+    /// Ids of the parts' arrays (weight, scales, biases, bias) when fused.
+    ids: Vec<Vec<u64>>,
+}
+
+/// `OXMX_FUSE_PROJECTIONS=0` keeps the separate products (for A/B measurements).
+fn enabled() -> bool {
+    std::env::var("OXMX_FUSE_PROJECTIONS").map_or(true, |v| v != "0")
+}
+
+fn arrays(l: &Linear) -> Vec<&Array> {
+    [Some(&l.weight), l.scales.as_ref(), l.biases.as_ref(), l.bias.as_ref()].into_iter().flatten().collect()
+}
+
+fn ids(l: &Linear) -> Vec<u64> {
+    arrays(l).iter().map(|a| a.id()).collect()
+}
+
+fn plain(l: &Linear) -> bool {
+    l.lora.is_none() && l.lora_a.is_none() && l.lora_b.is_none() && l.m.is_none()
+}
+
+impl Fused {
+    /// Fuses `parts` (same input width, same quantization, all or none with a bias, no
+    /// adapters); `None` when they do not qualify. Evaluates the fused arrays and the views.
+    pub fn new(parts: &mut [&mut Linear]) -> Result<Option<Fused>> {
+        let Some(first) = parts.first() else { return Ok(None) };
+        let (quant, has_bias, in_w, dt) =
+            (first.quant.clone(), first.bias.is_some(), first.weight.shape().get(1).copied(), first.weight.dtype());
+        let same = parts.iter().all(|p| {
+            plain(p)
+                && p.quant == quant
+                && p.bias.is_some() == has_bias
+                && p.weight.ndim() == 2
+                && p.weight.shape().get(1).copied() == in_w
+                && p.weight.dtype() == dt
+                && p.scales.is_some() == first.scales.is_some()
+                && p.biases.is_some() == first.biases.is_some()
+        });
+        if parts.len() < 2 || !same || !enabled() {
+            return Ok(None);
+        }
+        let widths: Vec<usize> = parts.iter().map(|p| p.weight.shape()[0]).collect();
+        let cat = |get: &dyn Fn(&Linear) -> Option<Array>| -> Option<Array> {
+            let v: Option<Vec<Array>> = parts.iter().map(|p| get(p)).collect();
+            v.map(|v| ops::concatenate(&v, 0))
+        };
+        let weight = cat(&|l| Some(l.weight.clone())).expect("every part has a weight");
+        let scales = cat(&|l| l.scales.clone());
+        let biases = cat(&|l| l.biases.clone());
+        let bias = cat(&|l| l.bias.clone());
+        let fused: Vec<&Array> = [Some(&weight), scales.as_ref(), biases.as_ref(), bias.as_ref()].into_iter().flatten().collect();
+        oxmx_core::eval(&fused)?;
+        // The parts become row views of the fused arrays (their own copies are freed).
+        let mut start = 0usize;
+        for (p, &w) in parts.iter_mut().zip(&widths) {
+            let rows = |a: &Array| ops::split_at(a, &[start as isize, (start + w) as isize], 0).swap_remove(1);
+            p.weight = rows(&weight);
+            p.scales = scales.as_ref().map(rows);
+            p.biases = biases.as_ref().map(rows);
+            p.bias = bias.as_ref().map(rows);
+            oxmx_core::eval(&arrays(p))?;
+            start += w;
+        }
+        let linear =
+            Linear { weight, scales, biases, bias, lora_a: None, lora_b: None, m: None, quant, lora: None, state: ModuleState::default() };
+        let ids = parts.iter().map(|p| ids(p)).collect();
+        Ok(Some(Fused { linear, widths, ids }))
+    }
+
+    /// The parts' outputs for `x` (views of one product), or `None` when a part changed since
+    /// it was fused (then the caller runs the parts).
+    pub fn forward(&self, parts: &[&Linear], x: &Array) -> Option<Vec<Array>> {
+        let unchanged = parts.len() == self.ids.len() && parts.iter().zip(&self.ids).all(|(p, id)| plain(p) && ids(p) == *id);
+        if !unchanged {
+            return None;
+        }
+        let y = self.linear.forward(x);
+        let mut bounds = Vec::with_capacity(self.widths.len() - 1);
+        let mut at = 0isize;
+        for w in &self.widths[..self.widths.len() - 1] {
+            at += *w as isize;
+            bounds.push(at);
+        }
+        Some(ops::split_at(&y, &bounds, -1))
+    }
+}
