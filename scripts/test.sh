@@ -4,10 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt >/dev/null 2>&1 || echo "note: could not install Python oracles; tests that need them skip"
 cargo test --workspace 2>&1
-# The Python package (crates/oxmx-py + python/oxmx): the extension is built with the test profile,
-# reusing the oxmx-core that `cargo test` just built, and python/tests checks it against NumPy and
+# The Python package (crates/oxmx-py + python/oxmx): the extension is built against the libraries
+# `cargo test` just built (only oxmx-py compiles), and python/tests checks it against NumPy and
 # the mlx package (tests that need mlx skip when it is not importable; pytest itself is required).
 python3 -m pip install --quiet --disable-pip-version-check pytest numpy >/dev/null 2>&1 || true
 python3 -c "import pytest, numpy" || { echo "error: the Python tests need pytest and numpy (pip install pytest numpy)" >&2; exit 1; }
-scripts/build_python.sh test 2>&1
+scripts/build_python.sh 2>&1
 PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" python3 -m pytest -q -p no:cacheprovider python/tests 2>&1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import oxmx.core as ox
-from conftest import assert_same, run_both, same_exception, to_np
+from conftest import assert_same, bf16_exact, run_both, same_exception, to_np
 
 RNG = np.random.default_rng()
 
@@ -20,6 +20,8 @@ def rnd(*shape, dtype="float32", low=None, high=None):
 
 
 def arr(m, x, dtype="float32"):
+    if dtype == "bfloat16":
+        x = bf16_exact(x)
     return m.array(x, getattr(m, dtype))
 
 
@@ -401,3 +403,21 @@ def test_stream_argument(mlx):
     with pytest.raises(TypeError):
         ox.exp(ox.array(x), stream="cpu")
     ox.synchronize()
+
+
+def test_result_type_and_streams(mlx):
+    names = ["bool_", "int8", "uint16", "int32", "float16", "bfloat16", "float32", "complex64"]
+    for a in names:
+        for b in names:
+            assert repr(ox.result_type(getattr(ox, a), getattr(ox, b))).split(".")[-1] == \
+                repr(mlx.result_type(getattr(mlx, a), getattr(mlx, b))).split(".")[-1]
+    assert ox.result_type(ox.array([1], ox.int8), ox.float16) == ox.float16
+    assert repr(ox.default_stream(ox.cpu)) == repr(mlx.default_stream(mlx.cpu))
+    x = rnd(3)
+    s = ox.new_stream(ox.cpu)
+    before = ox.default_device()
+    with ox.stream(s):
+        assert ox.default_device() == ox.Device(ox.cpu)
+        y = ox.exp(ox.array(x), stream=s)
+    np.testing.assert_allclose(np.array(y), np.exp(x), rtol=1e-6)
+    assert ox.default_device() == before

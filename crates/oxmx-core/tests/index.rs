@@ -108,8 +108,9 @@ fn index_errors() {
     let x = zeros(&[3, 4], Dtype::Float32);
     let e = x.index(&[Idx::At(3)]).check().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::IndexOutOfRange);
+    // Too many indices: MLX raises ValueError (not IndexError) for this.
     let e = x.index(&[Idx::At(0), Idx::At(0), Idx::At(0)]).check().unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::IndexOutOfRange);
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     // Out-of-range index arrays fail at evaluation with an index error, not a wild read.
     let r = take(&x, &Array::vec(&[0i32, 7]), Some(1)).eval().unwrap_err();
     assert_eq!(r.kind(), ErrorKind::IndexOutOfRange, "{r}");
@@ -117,4 +118,9 @@ fn index_errors() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     let e = take(&x, &Array::vec(&[0i32]), Some(2)).check().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::IndexOutOfRange);
+    // Indexing an array whose evaluation failed passes the error on (it used to panic).
+    let bad = x.set(&[Idx::Array(Array::vec(&[1u8, 7]))], &zeros(&[], Dtype::Float32));
+    assert!(bad.eval().is_err());
+    assert!(bad.index(&[Idx::At(-1)]).check().is_err());
+    assert!(bad.set(&[Idx::At(0)], &zeros(&[], Dtype::Float32)).check().is_err());
 }

@@ -128,6 +128,63 @@ dunder_binary! {
     __rshift__, __rrshift__, "right shift", oxmx_core::right_shift;
 }
 
+/// `a op= b`: MLX updates the array object itself (every reference to it sees the result).
+fn inplace(a: &Array, other: &Bound<'_, PyAny>, what: &str, f: impl Fn(Operand, Operand) -> Array) -> PyResult<Array> {
+    let y = to_operand(other).map_err(|_| {
+        PyValueError::new_err(format!(
+            "Cannot perform {what} on an oxmx.core.array and {}",
+            other.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let x = Operand::Array(a.clone());
+    check_scalar_fits(&y, &x)?;
+    Ok(ok(f(x, y))?.a)
+}
+
+macro_rules! dunder_inplace {
+    ($($name:ident, $what:literal, $f:path;)*) => {
+        #[pymethods]
+        impl PyArray {
+            $(
+                fn $name(&mut self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+                    self.a = inplace(&self.a, other, $what, |x, y| $f(x, y))?;
+                    Ok(())
+                }
+            )*
+        }
+    };
+}
+
+dunder_inplace! {
+    __iadd__, "addition", oxmx_core::add;
+    __isub__, "subtraction", oxmx_core::subtract;
+    __imul__, "multiplication", oxmx_core::multiply;
+    __ifloordiv__, "floor division", oxmx_core::floor_divide;
+    __imod__, "modulus", oxmx_core::remainder;
+    __iand__, "bitwise and", oxmx_core::bitwise_and;
+    __ior__, "bitwise or", oxmx_core::bitwise_or;
+    __ixor__, "bitwise xor", oxmx_core::bitwise_xor;
+    __ilshift__, "left shift", oxmx_core::left_shift;
+    __irshift__, "right shift", oxmx_core::right_shift;
+    __imatmul__, "matmul", matmul_ops;
+}
+
+#[pymethods]
+impl PyArray {
+    fn __itruediv__(&mut self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.a.dtype().is_inexact() {
+            return Err(PyValueError::new_err("In place division cannot cast to non-floating point type."));
+        }
+        self.a = inplace(&self.a, other, "division", |x, y| oxmx_core::divide(x, y))?;
+        Ok(())
+    }
+    fn __ipow__(&mut self, other: &Bound<'_, PyAny>, modulo: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let _ = modulo;
+        self.a = inplace(&self.a, other, "power", |x, y| oxmx_core::power(x, y))?;
+        Ok(())
+    }
+}
+
 fn matmul_ops(x: Operand, y: Operand) -> Array {
     let x = oxmx_core::to_array(x, None);
     let y = oxmx_core::to_array(y, None);
@@ -171,6 +228,11 @@ impl PyArray {
     fn t(&self) -> PyResult<PyArray> {
         ok(oxmx_core::transpose(&self.a, &(0..self.a.ndim() as isize).rev().collect::<Vec<_>>()))
     }
+    /// The last two axes swapped.
+    #[getter(mT)]
+    fn m_t(&self) -> PyResult<PyArray> {
+        ok(oxmx_core::swapaxes(&self.a, -1, -2))
+    }
     #[getter]
     fn at(&self) -> PyArrayAt {
         PyArrayAt { a: self.a.clone() }
@@ -196,7 +258,7 @@ impl PyArray {
     #[pyo3(signature = (dtype, stream=None))]
     fn astype(&self, dtype: &Bound<'_, PyAny>, stream: Option<&Bound<'_, PyAny>>) -> PyResult<PyArray> {
         let _stream = crate::convert::StreamGuard::enter(stream)?;
-        ok(self.a.astype(dtype_arg(Some(dtype))?.unwrap()))
+        ok(self.a.astype(crate::convert::dtype_req(dtype)?))
     }
     #[pyo3(signature = (dtype=None, copy=None))]
     fn __array__<'py>(
@@ -246,6 +308,10 @@ impl PyArray {
     fn __float__(&self, py: Python<'_>) -> PyResult<f64> {
         let v = self.scalar(py)?;
         py.import("builtins")?.getattr("float")?.call1((v,))?.extract()
+    }
+    fn __complex__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = self.scalar(py)?;
+        py.import("builtins")?.getattr("complex")?.call1((v,))
     }
     fn __index__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if !self.a.dtype().is_integer() {
@@ -337,6 +403,69 @@ impl PyArray {
             return Err(PyValueError::new_err("[convert] Only length-1 arrays can be converted to Python scalars."));
         }
         Ok(flat_pyvalues(py, &self.a)?.remove(0))
+    }
+}
+
+/// What a buffer export keeps alive until `__releasebuffer__`.
+struct BufferData {
+    bytes: Vec<u8>,
+    format: std::ffi::CString,
+    shape: Vec<isize>,
+    strides: Vec<isize>,
+}
+
+#[pymethods]
+impl PyArray {
+    /// The buffer protocol (`memoryview(a)`): a read-only, row-major copy of the data.
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut pyo3::ffi::Py_buffer, flags: std::ffi::c_int) -> PyResult<()> {
+        use pyo3::ffi;
+        if view.is_null() {
+            return Err(pyo3::exceptions::PyBufferError::new_err("View is null"));
+        }
+        if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
+            return Err(pyo3::exceptions::PyBufferError::new_err("oxmx arrays export read-only buffers"));
+        }
+        let a = slf.borrow().a.clone();
+        let (bytes, fmt) = crate::convert::raw_bytes(&a)?;
+        let itemsize = a.itemsize() as isize;
+        let shape: Vec<isize> = a.shape().iter().map(|&d| d as isize).collect();
+        let mut strides = vec![itemsize; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        if a.size() == 0 {
+            strides.iter_mut().for_each(|s| *s = 0); // as MLX reports them
+        }
+        let mut data = Box::new(BufferData { bytes, format: std::ffi::CString::new(fmt).expect("no NUL in a format"), shape, strides });
+        // SAFETY: `view` is non-null (checked) and points to a Py_buffer the caller owns; every
+        // pointer stored in it stays valid until __releasebuffer__ frees `data`.
+        unsafe {
+            (*view).obj = slf.into_any().into_ptr();
+            (*view).buf = data.bytes.as_mut_ptr() as *mut std::ffi::c_void;
+            (*view).len = data.bytes.len() as isize;
+            (*view).readonly = 1;
+            (*view).itemsize = itemsize;
+            (*view).format =
+                if (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT { data.format.as_ptr() as *mut _ } else { std::ptr::null_mut() };
+            (*view).ndim = data.shape.len() as std::ffi::c_int;
+            (*view).shape = if (flags & ffi::PyBUF_ND) == ffi::PyBUF_ND { data.shape.as_mut_ptr() } else { std::ptr::null_mut() };
+            (*view).strides =
+                if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES { data.strides.as_mut_ptr() } else { std::ptr::null_mut() };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = Box::into_raw(data) as *mut std::ffi::c_void;
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, view: *mut pyo3::ffi::Py_buffer) {
+        // SAFETY: `internal` was set by __getbuffer__ from Box::into_raw and is released once.
+        unsafe {
+            let p = (*view).internal as *mut BufferData;
+            if !p.is_null() {
+                drop(Box::from_raw(p));
+                (*view).internal = std::ptr::null_mut();
+            }
+        }
     }
 }
 

@@ -261,15 +261,13 @@ fn from_nested(obj: &Bound<'_, PyAny>, dtype: Option<Dtype>) -> PyResult<Array> 
         let v: Vec<f64> = n.values.iter().map(|s| s.as_f64()).collect();
         Array::from_slice(&v, &shape)
     } else if n.any_int {
-        let v: Vec<i64> = n.values.iter().map(|s| s.as_f64() as i64).map(|x| x).collect();
         let v: Vec<i64> = n
             .values
             .iter()
-            .zip(v)
-            .map(|(s, x)| match *s {
+            .map(|s| match *s {
                 Scalar::Int(i) => i,
                 Scalar::Bool(b) => b as i64,
-                _ => x,
+                other => other.as_f64() as i64,
             })
             .collect();
         Array::from_slice(&v, &shape)
@@ -343,6 +341,11 @@ pub fn dtype_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dtype>> {
             Err(_) => Err(PyTypeError::new_err(format!("Expected a Dtype, got {}", type_name(o)))),
         },
     }
+}
+
+/// A required dtype argument (`None` is a TypeError).
+pub fn dtype_req(obj: &Bound<'_, PyAny>) -> PyResult<Dtype> {
+    dtype_arg(Some(obj))?.ok_or_else(|| PyTypeError::new_err("Expected a Dtype, got None"))
 }
 
 fn int_of(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
@@ -443,27 +446,37 @@ pub fn flat_pyvalues<'py>(py: Python<'py>, a: &Array) -> PyResult<Vec<Bound<'py,
     })
 }
 
-/// `np.array(a)`: a writable NumPy array with the same dtype and shape.
-pub fn to_numpy<'py>(py: Python<'py>, a: &Array) -> PyResult<Bound<'py, PyAny>> {
+/// The row-major bytes of `a` and their PEP 3118 format (bfloat16 has none; MLX exports it as
+/// "bfloat16" all the same).
+pub fn raw_bytes(a: &Array) -> PyResult<(Vec<u8>, &'static str)> {
     fn bytes_of<T: oxmx_core::Element + bytemuck::Pod>(a: &Array) -> PyResult<Vec<u8>> {
         Ok(bytemuck::cast_slice(&a.to_vec::<T>().py()?).to_vec())
     }
-    let bytes = match a.dtype() {
-        Dtype::Bool => a.to_vec::<bool>().py()?.into_iter().map(|b| b as u8).collect(),
-        Dtype::Uint8 => bytes_of::<u8>(a)?,
-        Dtype::Uint16 => bytes_of::<u16>(a)?,
-        Dtype::Uint32 => bytes_of::<u32>(a)?,
-        Dtype::Uint64 => bytes_of::<u64>(a)?,
-        Dtype::Int8 => bytes_of::<i8>(a)?,
-        Dtype::Int16 => bytes_of::<i16>(a)?,
-        Dtype::Int32 => bytes_of::<i32>(a)?,
-        Dtype::Int64 => bytes_of::<i64>(a)?,
-        Dtype::Float16 => bytes_of::<half::f16>(a)?,
-        Dtype::Float32 => bytes_of::<f32>(a)?,
-        Dtype::Float64 => bytes_of::<f64>(a)?,
-        Dtype::Complex64 => bytes_of::<Complex32>(a)?,
-        Dtype::Bfloat16 => return Err(PyValueError::new_err("'bfloat16' is not a valid PEP 3118 buffer format string")),
-    };
+    Ok(match a.dtype() {
+        Dtype::Bool => (a.to_vec::<bool>().py()?.into_iter().map(|b| b as u8).collect(), "?"),
+        Dtype::Uint8 => (bytes_of::<u8>(a)?, "B"),
+        Dtype::Uint16 => (bytes_of::<u16>(a)?, "H"),
+        Dtype::Uint32 => (bytes_of::<u32>(a)?, "I"),
+        Dtype::Uint64 => (bytes_of::<u64>(a)?, "Q"),
+        Dtype::Int8 => (bytes_of::<i8>(a)?, "b"),
+        Dtype::Int16 => (bytes_of::<i16>(a)?, "h"),
+        Dtype::Int32 => (bytes_of::<i32>(a)?, "i"),
+        Dtype::Int64 => (bytes_of::<i64>(a)?, "q"),
+        Dtype::Float16 => (bytes_of::<half::f16>(a)?, "e"),
+        Dtype::Float32 => (bytes_of::<f32>(a)?, "f"),
+        Dtype::Float64 => (bytes_of::<f64>(a)?, "d"),
+        Dtype::Complex64 => (bytes_of::<Complex32>(a)?, "Zf"),
+        // Not a PEP 3118 format (NumPy refuses it, as with MLX's buffers), but memoryview works.
+        Dtype::Bfloat16 => (bytes_of::<half::bf16>(a)?, "bfloat16"),
+    })
+}
+
+/// `np.array(a)`: a writable NumPy array with the same dtype and shape.
+pub fn to_numpy<'py>(py: Python<'py>, a: &Array) -> PyResult<Bound<'py, PyAny>> {
+    if a.dtype() == Dtype::Bfloat16 {
+        return Err(PyValueError::new_err("'bfloat16' is not a valid PEP 3118 buffer format string"));
+    }
+    let (bytes, _) = raw_bytes(a)?;
     let np = py.import("numpy")?;
     let buf = PyByteArray::new(py, &bytes);
     let flat = np.call_method1("frombuffer", (buf, a.dtype().name()))?;

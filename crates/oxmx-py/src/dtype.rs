@@ -77,7 +77,7 @@ pub struct PyFinfo {
 impl PyFinfo {
     #[new]
     fn new(dtype: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let dt = crate::convert::dtype_arg(Some(dtype))?.unwrap();
+        let dt = crate::convert::dtype_req(dtype)?;
         let f = oxmx_core::finfo(dt)
             .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("[finfo] dtype {} is not inexact.", dt.name())))?;
         Ok(PyFinfo { min: f.min, max: f.max, eps: f.eps, tiny: f.tiny, dtype: PyDtype { dt } })
@@ -101,7 +101,7 @@ pub struct PyIinfo {
 impl PyIinfo {
     #[new]
     fn new(dtype: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let dt = crate::convert::dtype_arg(Some(dtype))?.unwrap();
+        let dt = crate::convert::dtype_req(dtype)?;
         let f = oxmx_core::iinfo(dt)
             .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("[iinfo] dtype {} is not integral.", dt.name())))?;
         Ok(PyIinfo { min: f.min as i128, max: f.max as i128, dtype: PyDtype { dt } })

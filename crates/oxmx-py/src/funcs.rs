@@ -670,7 +670,7 @@ fn as_strided(a: Obj, shape: OptObj, strides: OptObj, offset: usize, stream: Opt
 #[pyo3(signature = (a, dtype, *, stream=None))]
 fn view(a: Obj, dtype: Obj, stream: OptObj) -> PyResult<PyArray> {
     let _stream = crate::convert::StreamGuard::enter(stream)?;
-    ok(oxmx_core::view(&arr(a)?, dtype_arg(Some(dtype))?.unwrap()))
+    ok(oxmx_core::view(&arr(a)?, crate::convert::dtype_req(dtype)?))
 }
 #[pyfunction]
 #[pyo3(signature = (a, /, allow_col_major=false, *, stream=None))]
@@ -1188,6 +1188,21 @@ fn synchronize(stream: OptObj) {
     oxmx_core::stream::synchronize_all()
 }
 
+/// `result_type(*arrays_and_dtypes)`: MLX's promotion of the arguments' dtypes.
+#[pyfunction]
+#[pyo3(signature = (*arrays_and_dtypes))]
+fn result_type(arrays_and_dtypes: &Bound<'_, PyTuple>) -> PyResult<crate::dtype::PyDtype> {
+    let mut out: Option<Dtype> = None;
+    for x in arrays_and_dtypes.iter() {
+        let d = match x.cast::<PyArray>() {
+            Ok(a) => a.borrow().a.dtype(),
+            Err(_) => crate::convert::dtype_req(&x)?,
+        };
+        out = Some(out.map_or(d, |o| oxmx_core::promote_types(o, d)));
+    }
+    out.map(|dt| crate::dtype::PyDtype { dt }).ok_or_else(|| PyValueError::new_err("[result_type] at least one array or dtype is required"))
+}
+
 /// The default device as `(type, index)`.
 #[pyfunction]
 fn _default_device() -> (&'static str, usize) {
@@ -1213,6 +1228,7 @@ fn _gpu_available() -> bool {
 }
 
 register!(register_misc:
+    result_type,
     zeros_like, ones_like, full_like, empty, empty_like, flip, unstack, count_nonzero, broadcast_shapes, gather_mm,
     block_masked_mm, conv_transpose2d, save, savez, savez_compressed, save_safetensors, load, get_memory_limit, synchronize,
     _default_device, _set_default_device, _gpu_available,

@@ -223,3 +223,50 @@ def is_available(device):
     if isinstance(device, Device):
         device = device.type
     return device == cpu or _core._gpu_available()
+
+
+class Stream:
+    """A stream of a device. Ops given ``stream=`` run on that stream's device."""
+
+    def __init__(self, device, index=0):
+        self.device = device if isinstance(device, Device) else Device(device)
+        self.index = index
+
+    def __repr__(self):
+        return "Stream({}, {})".format(self.device, self.index)
+
+    def __eq__(self, other):
+        return isinstance(other, Stream) and (self.device, self.index) == (other.device, other.index)
+
+    def __hash__(self):
+        return hash((self.device, self.index))
+
+
+def default_stream(device):
+    return Stream(device if isinstance(device, Device) else Device(device), 0)
+
+
+def new_stream(device):
+    """A stream on ``device`` (for now, ops given it run on the device's default stream)."""
+    global _stream_count
+    _stream_count += 1
+    return Stream(device if isinstance(device, Device) else Device(device), _stream_count)
+
+
+_stream_count = 0
+
+
+class stream:  # noqa: N801 - MLX's name
+    """``with mx.stream(s):`` makes ``s``'s device the default for the ops inside."""
+
+    def __init__(self, s):
+        self._target = s.device if isinstance(s, Stream) else (s if isinstance(s, Device) else Device(s))
+
+    def __enter__(self):
+        self._old = default_device()
+        set_default_device(self._target)
+        return self
+
+    def __exit__(self, *exc):
+        set_default_device(self._old)
+        return False

@@ -361,6 +361,9 @@ fn advanced_first(layout: &[Slot]) -> bool {
 #[track_caller]
 pub fn index(a: &Array, idx: &[Idx]) -> Array {
     Array::build(|| {
+        // An input that failed (possibly at evaluation) passes its error on; the shapes below
+        // assume a valid input.
+        a.check()?;
         let p = plan(a, idx)?;
         let sliced = super::slice(a, &p.specs);
         if p.adv.is_empty() {
@@ -425,6 +428,7 @@ pub fn index(a: &Array, idx: &[Idx]) -> Array {
 #[track_caller]
 fn index_update(a: &Array, idx: &[Idx], values: &Array, kind: ScatterKind) -> Array {
     Array::build(|| {
+        a.check()?; // as in `index`: a failed input passes its error on
         let p = plan(a, idx)?;
         if p.adv.is_empty() && kind == ScatterKind::Set {
             // Basic indexing: a slice update of the selected region.
