@@ -21,6 +21,9 @@ fn config(model_type: &str) -> ModelConfig {
 }
 
 fn random_model(model_type: &str, quantize: Option<usize>) -> DecoderLM<DecoderLayer> {
+    // Fusion is opt-in; every test of this file turns it on (the same value, so the threads
+    // setting it agree).
+    std::env::set_var("OXMX_FUSE_PROJECTIONS", "1");
     let c = config(model_type);
     let mut m = match model_type {
         "qwen2" => qwen2::build(&c, false).unwrap(),
@@ -56,10 +59,11 @@ fn assert_close(name: &str, a: &Array, b: &Array) {
     }
 }
 
-/// Logits for a 7-token prompt and then 3 single-token steps, with a cache.
+/// Logits for a 7-token prompt (fused: at most 8 rows), a 12-token one (separate) and then 3
+/// single-token steps, with a cache.
 fn run(m: &dyn LanguageModel) -> Vec<Array> {
     let mut cache = make_prompt_cache(m, None);
-    let mut out = vec![m.forward(&tokens(7, 1), Some(&mut cache))];
+    let mut out = vec![m.forward(&tokens(7, 1), Some(&mut cache)), m.forward(&tokens(12, 2), Some(&mut cache))];
     for t in 0..3 {
         out.push(m.forward(&tokens(1, 20 + t), Some(&mut cache)));
     }
