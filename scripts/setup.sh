@@ -83,19 +83,25 @@ ln -sf "$BIN" "$ROOT/bin/oxmx"
 say "ready: $ROOT/bin/oxmx (model: $DEST)"
 
 # ---- 4. the Python package
-PY="$(command -v python3 || command -v python || true)"
-[ -n "$PY" ] || die "python3 is needed for the oxmx Python package"
-say "building the oxmx Python package (maturin build --release, then pip install)"
-"$PY" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" numpy >&2 \
-    || die "could not pip install maturin and numpy (network or index problem); the oxmx command above is ready, the Python package is not"
-WHEELS="$TARGET/wheels"
-rm -f "$WHEELS"/oxmx-*.whl
-(cd "$ROOT" && "$PY" -m maturin build --release --interpreter "$PY" --out "$WHEELS" >&2) \
-    || die "maturin build of the oxmx Python package failed (see above); the oxmx command is ready, the Python package is not"
-WHL="$(ls "$WHEELS"/oxmx-*.whl 2>/dev/null | head -n1)"
-[ -n "$WHL" ] || die "maturin produced no oxmx wheel in $WHEELS"
-"$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$WHL" >&2 \
-    || die "pip install $WHL failed"
-"$PY" -c "import oxmx.core as mx; mx.eval(mx.ones((2,)) + 1)" \
-    || die "the oxmx Python package was installed but does not import"
-say "ready: the oxmx Python package ($WHL); import oxmx.core as mx"
+# Optional for the command above: a failure here is a warning, so `setup.sh && bin/oxmx ...`
+# (README's first command) still runs the model.
+python_package() {
+    local PY WHEELS WHL
+    PY="$(command -v python3 || command -v python || true)"
+    [ -n "$PY" ] || { say "warning: python3 is needed for the oxmx Python package"; return 1; }
+    say "building the oxmx Python package (maturin build --release, then pip install)"
+    "$PY" -m pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" numpy >&2 \
+        || { say "warning: could not pip install maturin and numpy (network or index problem)"; return 1; }
+    WHEELS="$TARGET/wheels"
+    rm -f "$WHEELS"/oxmx-*.whl
+    (cd "$ROOT" && "$PY" -m maturin build --release --interpreter "$PY" --out "$WHEELS" >&2) \
+        || { say "warning: maturin build of the oxmx Python package failed (see above)"; return 1; }
+    WHL="$(ls "$WHEELS"/oxmx-*.whl 2>/dev/null | head -n1)"
+    [ -n "$WHL" ] || { say "warning: maturin produced no oxmx wheel in $WHEELS"; return 1; }
+    "$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$WHL" >&2 \
+        || { say "warning: pip install $WHL failed"; return 1; }
+    "$PY" -c "import oxmx.core as mx; mx.eval(mx.ones((2,)) + 1)" \
+        || { say "warning: the oxmx Python package was installed but does not import"; return 1; }
+    say "ready: the oxmx Python package ($WHL); import oxmx.core as mx"
+}
+python_package || say "the oxmx command is ready; the Python package is not (rerun scripts/setup.sh after fixing the above)"

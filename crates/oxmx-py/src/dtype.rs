@@ -3,23 +3,6 @@
 use oxmx_core::Dtype;
 use pyo3::prelude::*;
 
-pub const ALL: [Dtype; 14] = [
-    Dtype::Bool,
-    Dtype::Uint8,
-    Dtype::Uint16,
-    Dtype::Uint32,
-    Dtype::Uint64,
-    Dtype::Int8,
-    Dtype::Int16,
-    Dtype::Int32,
-    Dtype::Int64,
-    Dtype::Float16,
-    Dtype::Bfloat16,
-    Dtype::Float32,
-    Dtype::Float64,
-    Dtype::Complex64,
-];
-
 /// The attribute name in `oxmx.core` (`bool_` for bool, as MLX).
 pub fn attr_name(d: Dtype) -> &'static str {
     if d == Dtype::Bool {

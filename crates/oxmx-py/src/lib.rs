@@ -18,7 +18,7 @@ fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dtype::PyDtype>()?;
     m.add_class::<dtype::PyFinfo>()?;
     m.add_class::<dtype::PyIinfo>()?;
-    for d in dtype::ALL {
+    for d in oxmx_core::dtype::ALL_DTYPES {
         m.add(dtype::attr_name(d), dtype::PyDtype { dt: d })?;
     }
     m.add_function(wrap_pyfunction!(dtype::_dtype_from_name, m)?)?;

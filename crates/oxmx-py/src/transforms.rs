@@ -277,21 +277,7 @@ pub fn vjp(
     primals: &Bound<'_, PyAny>,
     cotangents: &Bound<'_, PyAny>,
 ) -> PyResult<(Vec<PyArray>, Vec<PyArray>)> {
-    check_callable(fun, "vjp")?;
-    let p = arrays_of(primals)?;
-    let c = arrays_of(cotangents)?;
-    let w = Wrapped {
-        py,
-        fun: fun.clone(),
-        defs: p.iter().map(|_| TreeDef::Leaf).collect(),
-        kwargs: None,
-        out_def: RefCell::new(None),
-        error: RefCell::new(None),
-    };
-    let r = oxmx_core::vjp(|x: Vec<Array>| w.call(x), &p, &c);
-    w.raise_pending()?;
-    let (outs, vjps) = r.py()?;
-    Ok((pyarrays(outs)?, pyarrays(vjps)?))
+    with_primals(py, fun, primals, cotangents, "vjp", |f, p, c| oxmx_core::vjp(f, p, c))
 }
 
 /// `jvp(fun, primals, tangents) -> (outputs, jvps)`.
@@ -302,9 +288,22 @@ pub fn jvp(
     primals: &Bound<'_, PyAny>,
     tangents: &Bound<'_, PyAny>,
 ) -> PyResult<(Vec<PyArray>, Vec<PyArray>)> {
-    check_callable(fun, "jvp")?;
+    with_primals(py, fun, primals, tangents, "jvp", |f, p, t| oxmx_core::jvp(f, p, t))
+}
+
+/// `vjp`/`jvp`'s shared part: `fun` wrapped over its positional array arguments, `transform`
+/// run on it with the primals and the second list, a Python error raised inside `fun` re-raised.
+fn with_primals<'py>(
+    py: Python<'py>,
+    fun: &Bound<'py, PyAny>,
+    primals: &Bound<'py, PyAny>,
+    second: &Bound<'py, PyAny>,
+    name: &str,
+    transform: impl FnOnce(&dyn Fn(Vec<Array>) -> Vec<Array>, &Vec<Array>, &Vec<Array>) -> oxmx_core::Result<(Vec<Array>, Vec<Array>)>,
+) -> PyResult<(Vec<PyArray>, Vec<PyArray>)> {
+    check_callable(fun, name)?;
     let p = arrays_of(primals)?;
-    let t = arrays_of(tangents)?;
+    let s = arrays_of(second)?;
     let w = Wrapped {
         py,
         fun: fun.clone(),
@@ -313,10 +312,10 @@ pub fn jvp(
         out_def: RefCell::new(None),
         error: RefCell::new(None),
     };
-    let r = oxmx_core::jvp(|x: Vec<Array>| w.call(x), &p, &t);
+    let r = transform(&|x: Vec<Array>| w.call(x), &p, &s);
     w.raise_pending()?;
-    let (outs, jvps) = r.py()?;
-    Ok((pyarrays(outs)?, pyarrays(jvps)?))
+    let (outs, seconds) = r.py()?;
+    Ok((pyarrays(outs)?, pyarrays(seconds)?))
 }
 
 #[pyclass(name = "_Vmapped", module = "oxmx.core")]
