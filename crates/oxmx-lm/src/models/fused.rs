@@ -40,12 +40,12 @@ fn enabled() -> bool {
     }
 }
 
-fn arrays(l: &Linear) -> Vec<&Array> {
-    [Some(&l.weight), l.scales.as_ref(), l.biases.as_ref(), l.bias.as_ref()].into_iter().flatten().collect()
+fn arrays(l: &Linear) -> impl Iterator<Item = &Array> {
+    [Some(&l.weight), l.scales.as_ref(), l.biases.as_ref(), l.bias.as_ref()].into_iter().flatten()
 }
 
-fn ids(l: &Linear) -> Vec<u64> {
-    arrays(l).iter().map(|a| a.id()).collect()
+fn ids(l: &Linear) -> impl Iterator<Item = u64> + '_ {
+    arrays(l).map(|a| a.id())
 }
 
 fn plain(l: &Linear) -> bool {
@@ -91,12 +91,12 @@ impl Fused {
             p.scales = scales.as_ref().map(rows);
             p.biases = biases.as_ref().map(rows);
             p.bias = bias.as_ref().map(rows);
-            oxmx_core::eval(&arrays(p))?;
+            oxmx_core::eval(&arrays(p).collect::<Vec<_>>())?;
             start += w;
         }
         let linear =
             Linear { weight, scales, biases, bias, lora_a: None, lora_b: None, m: None, quant, lora: None, state: ModuleState::default() };
-        let ids = parts.iter().map(|p| ids(p)).collect();
+        let ids = parts.iter().map(|p| ids(p).collect()).collect();
         Ok(Some(Fused { linear, widths, ids }))
     }
 
@@ -104,13 +104,15 @@ impl Fused {
     /// `MAX_ROWS` rows or a part changed since it was fused (then the caller runs the parts).
     pub fn forward(&self, parts: &[&Linear], x: &Array) -> Option<Vec<Array>> {
         // Only for few rows (decoding): a prompt's products are large enough that dispatch costs
-        // nothing, while its fused output and the copies the split parts need for the next ops
-        // (strided views) raised the peak memory of a 512-token SmolLM2 prompt by 13 MB.
+        // nothing, and its fused output plus the copies its strided parts need for the next ops
+        // would only add memory.
         let rows = x.size() / x.shape().last().copied().unwrap_or(1).max(1);
         if rows > MAX_ROWS {
             return None;
         }
-        let unchanged = parts.len() == self.ids.len() && parts.iter().zip(&self.ids).all(|(p, id)| plain(p) && ids(p) == *id);
+        // Checked on every call without allocating: this runs per layer and token.
+        let unchanged =
+            parts.len() == self.ids.len() && parts.iter().zip(&self.ids).all(|(p, id)| plain(p) && ids(p).eq(id.iter().copied()));
         if !unchanged {
             return None;
         }
