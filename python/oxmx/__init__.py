@@ -5,4 +5,12 @@
 
 from . import core  # noqa: F401
 
+
+def __getattr__(name):  # oxmx.nn / oxmx.optimizers load on first use (``import oxmx.nn`` works too)
+    if name in ("nn", "optimizers"):
+        import importlib
+
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError("module 'oxmx' has no attribute {!r}".format(name))
+
 __all__ = ["core"]
