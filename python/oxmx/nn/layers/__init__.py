@@ -7,6 +7,7 @@ from .convolution import Conv1d, Conv2d, Conv3d  # noqa: F401
 from .convolution_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: F401
 from .distributed import (  # noqa: F401
     AllToShardedLinear,
+    FullyShardedModule,
     QuantizedAllToShardedLinear,
     QuantizedShardedToAllLinear,
     ShardedToAllLinear,
@@ -17,7 +18,7 @@ from .linear import Bilinear, Identity, Linear  # noqa: F401
 from .normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm  # noqa: F401
 from .pooling import AvgPool1d, AvgPool2d, AvgPool3d, MaxPool1d, MaxPool2d, MaxPool3d  # noqa: F401
 from .positional_encoding import ALiBi, RoPE, SinusoidalPositionalEncoding  # noqa: F401
-from .quantized import QuantizedEmbedding, QuantizedLinear, quantize  # noqa: F401
+from .quantized import QQLinear, QuantizedEmbedding, QuantizedLinear, quantize  # noqa: F401
 from .recurrent import GRU, LSTM, RNN  # noqa: F401
 from .transformer import (  # noqa: F401
     MultiHeadAttention,

@@ -3,7 +3,8 @@
 
 from .base import Module
 
-__all__ = ["AllToShardedLinear", "ShardedToAllLinear", "QuantizedAllToShardedLinear", "QuantizedShardedToAllLinear"]
+__all__ = ["AllToShardedLinear", "ShardedToAllLinear", "QuantizedAllToShardedLinear", "QuantizedShardedToAllLinear",
+           "FullyShardedModule"]
 
 
 class _Unavailable(Module):
@@ -25,4 +26,8 @@ class QuantizedAllToShardedLinear(_Unavailable):
 
 
 class QuantizedShardedToAllLinear(_Unavailable):
+    """Not available in oxmx (needs ``mx.distributed``)."""
+
+
+class FullyShardedModule(_Unavailable):
     """Not available in oxmx (needs ``mx.distributed``)."""

@@ -7,7 +7,7 @@ from oxmx.utils import tree_map_with_path
 
 from .base import Module
 
-__all__ = ["QuantizedLinear", "QuantizedEmbedding", "quantize"]
+__all__ = ["QuantizedLinear", "QuantizedEmbedding", "QQLinear", "quantize"]
 
 # (group_size, bits) when not given, per mode (as mx.quantize)
 _MODE_DEFAULTS = {"affine": (64, 4), "mxfp4": (32, 4), "mxfp8": (32, 8), "nvfp4": (16, 4)}
@@ -101,6 +101,14 @@ class QuantizedEmbedding(Module):
         qe = cls(n, dims, group_size, bits, mode=mode)
         _set_quantized(qe, embedding_layer.weight, qe.group_size, qe.bits, mode)
         return qe
+
+
+class QQLinear(Module):
+    """A linear layer that also quantizes its input (nvfp4/mxfp8 ``mx.qqmm``). oxmx.core has no
+    ``qqmm`` yet, so this raises ``NotImplementedError``."""
+
+    def __init__(self, input_dims, output_dims, group_size=None, bits=None, mode="nvfp4"):
+        raise NotImplementedError("QQLinear needs mx.qqmm, which oxmx.core does not provide yet")
 
 
 def quantize(model, group_size=None, bits=None, *, mode="affine", quantize_input=False, class_predicate=None):
