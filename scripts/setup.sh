@@ -5,7 +5,8 @@
 #     placed at $OXMX_MODELS_DIR (default ~/.cache/oxmx/models); skipped when already there;
 #  2. a Rust toolchain when none is installed (rustup), then `cargo build --release -p oxmx-cli`;
 #  3. bin/oxmx, a link to the built command;
-#  4. the `oxmx` Python package (`import oxmx.core as mx`): a maturin wheel, pip-installed.
+#  4. the `oxmx` Python package (`import oxmx.core as mx`): a maturin wheel, pip-installed;
+#  5. Open MPI (Debian's openmpi-bin), the CPU backend of `oxmx launch` (optional: a warning).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,3 +106,6 @@ python_package() {
     say "ready: the oxmx Python package ($WHL); import oxmx.core as mx"
 }
 python_package || say "the oxmx command is ready; the Python package is not (rerun scripts/setup.sh after fixing the above)"
+
+# ---- 5. Open MPI for distributed runs on CPUs (optional)
+"$ROOT/scripts/install_mpi.sh" || true

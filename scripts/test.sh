@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt >/dev/null 2>&1 || echo "note: could not install Python oracles; tests that need them skip"
+# Open MPI for the distributed tests (2 and 4 ranks on this machine); they skip without it.
+scripts/install_mpi.sh
 cargo test --workspace 2>&1
 # The Python package (crates/oxmx-py + python/oxmx): the extension is built against the libraries
 # `cargo test` just built (only oxmx-py compiles), and python/tests checks it against NumPy and

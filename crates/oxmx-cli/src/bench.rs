@@ -7,7 +7,7 @@ use std::path::Path;
 
 use clap::Args;
 use oxmx_core::{Error, Result};
-use oxmx_lm::bench::{average, bench_run, random_prompts, random_weights_model, BenchOptions, BenchResult};
+use oxmx_lm::bench::{average, bench_run, random_prompts, random_weights_model_sharded, BenchOptions, BenchResult};
 use oxmx_lm::loader::{folder::read_config, load, LoadOptions};
 use serde_json::json;
 
@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Build the model from config.json with random weights (no weight files needed).
     #[arg(long)]
     pub random_weights: bool,
+    /// Shard the model across the ranks started by `oxmx launch` (tensor parallelism).
+    #[arg(long)]
+    pub tensor_parallel: bool,
     #[command(flatten)]
     pub kv: KvArgs,
     /// Print one JSON object {trials: [...], average: {...}} instead of the report.
@@ -56,7 +59,8 @@ fn fields(r: &BenchResult) -> String {
 }
 
 fn as_json(r: &BenchResult) -> serde_json::Value {
-    json!({"prompt_tps": r.prompt_tps, "generation_tps": r.generation_tps, "peak_memory": r.peak_memory, "total_time": r.total_time})
+    json!({"prompt_tps": r.prompt_tps, "generation_tps": r.generation_tps, "peak_memory": r.peak_memory, "total_time": r.total_time,
+           "tokens": r.tokens})
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -64,14 +68,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return Err(Error::invalid("--prompt-tokens, --generation-tokens, --batch-size and --num-trials must be positive"));
     }
     let path = resolve_model(a.model.as_deref())?;
+    let group = crate::tensor_parallel_group(a.tensor_parallel)?;
     let model = if a.random_weights {
         if !path.is_dir() {
             return Err(Error::invalid(format!("--random-weights needs a folder with config.json, got {}", path.display())));
         }
         let config = read_config(Path::new(&path))?;
-        random_weights_model(&config, 0)?
+        random_weights_model_sharded(&config, 0, group.as_ref())?
     } else {
-        load(&path, &LoadOptions::default())?.model
+        load(&path, &LoadOptions { tensor_parallel: group, ..LoadOptions::default() })?.model
     };
     let vocab = model.config().vocab_size;
     let prompts = random_prompts(vocab, a.batch_size, a.prompt_tokens, 0);

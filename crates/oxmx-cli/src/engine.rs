@@ -52,7 +52,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn load(path: &Path, max_kv_size: Option<usize>) -> Result<Engine> {
-        let loaded = load(path, &LoadOptions::default())?;
+        Engine::load_with(path, max_kv_size, &LoadOptions::default())
+    }
+    pub fn load_with(path: &Path, max_kv_size: Option<usize>, opts: &LoadOptions) -> Result<Engine> {
+        let loaded = load(path, opts)?;
         let cache = make_prompt_cache(loaded.model.as_ref(), max_kv_size);
         Ok(Engine { loaded, cache, max_kv_size, draft: None })
     }

@@ -213,7 +213,9 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
         Some(_) => suffix_prompt_ids(&tok, &a.model, &prompt, a.prefill_response.as_deref())?,
         None => prompt_ids(&tok, &a.model, &prompt, a.prefill_response.as_deref())?,
     };
-    let mut engine = Engine::load(&path, a.sample.max_kv_size)?;
+    let group = crate::tensor_parallel_group(a.tensor_parallel)?;
+    let lopts = oxmx_lm::loader::LoadOptions { tensor_parallel: group, ..Default::default() };
+    let mut engine = Engine::load_with(&path, a.sample.max_kv_size, &lopts)?;
     if let Some(dir) = &a.adapter_path {
         engine.load_adapters(std::path::Path::new(dir))?;
     }

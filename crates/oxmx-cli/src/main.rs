@@ -9,6 +9,7 @@ mod convert;
 mod engine;
 mod fuse;
 mod generate;
+mod launch;
 mod lora;
 mod perplexity;
 mod resolve;
@@ -50,6 +51,8 @@ enum Command {
     Lora(Box<lora::LoraArgs>),
     /// Merge adapters into the base model and write an MLX folder (mlx_lm.fuse).
     Fuse(fuse::FuseArgs),
+    /// Start N ranks of a distributed program (MPI's mpirun, or NCCL ranks on this machine).
+    Launch(launch::LaunchArgs),
 }
 
 /// Model and prompt-building flags shared by the commands.
@@ -149,6 +152,10 @@ pub struct GenerateArgs {
     /// Print one JSON object {text, tokens, prompt_tokens, prompt_tps, generation_tps, peak_memory}.
     #[arg(long, conflicts_with = "verbose")]
     pub json: bool,
+    /// Shard the model across the ranks started by `oxmx launch` (tensor parallelism: each
+    /// rank holds its slice of every layer; rank 0 prints).
+    #[arg(long)]
+    pub tensor_parallel: bool,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +203,7 @@ fn main() {
         Command::Serve(a) => serve::run(a),
         Command::Lora(a) => lora::run(*a),
         Command::Fuse(a) => fuse::run(a),
+        Command::Launch(a) => launch::run(a),
     });
     match r {
         Ok(Ok(())) => {}
@@ -204,6 +212,32 @@ fn main() {
             std::process::exit(1);
         }
         Err(_) => std::process::exit(101),
+    }
+}
+
+/// `--tensor-parallel`: the world group of the ranks `oxmx launch` started (an error without a
+/// launcher). Ranks other than 0 print nothing on stdout, so the output reads as one run.
+pub fn tensor_parallel_group(on: bool) -> oxmx_core::Result<Option<oxmx_core::distributed::Group>> {
+    if !on {
+        return Ok(None);
+    }
+    let g = oxmx_core::distributed::init(true, "any")?;
+    if g.rank() != 0 {
+        silence_stdout();
+    }
+    Ok(Some(g))
+}
+
+fn silence_stdout() {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn dup2(old: i32, new: i32) -> i32;
+    }
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: both descriptors are open; stdout is replaced, /dev/null's copy stays valid.
+        unsafe {
+            dup2(null.as_raw_fd(), 1);
+        }
     }
 }
 

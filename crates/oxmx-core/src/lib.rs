@@ -10,6 +10,7 @@
 pub mod array;
 pub mod backend;
 pub mod device;
+pub mod distributed;
 pub mod dtype;
 pub mod error;
 pub mod graph;

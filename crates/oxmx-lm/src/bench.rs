@@ -25,6 +25,9 @@ pub struct BenchResult {
     pub peak_memory: f64,
     /// Wall time of the whole run in seconds.
     pub total_time: f64,
+    /// The greedy tokens of the first sequence (single-sequence runs), so runs of one model on
+    /// different devices or shardings can be compared token by token.
+    pub tokens: Vec<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +78,16 @@ fn config_dtype(config: &ModelConfig) -> Result<Dtype> {
 /// matrices, unit norm weights, zero biases; quantized with the config's `quantization` block
 /// when it has one.
 pub fn random_weights_model(config: &ModelConfig, seed: u64) -> Result<Box<dyn LanguageModel>> {
+    random_weights_model_sharded(config, seed, None)
+}
+
+/// [`random_weights_model`], sharded over `group` for tensor parallelism (every rank draws the
+/// same full weights from `seed`, then keeps its slices).
+pub fn random_weights_model_sharded(
+    config: &ModelConfig,
+    seed: u64,
+    group: Option<&oxmx_core::distributed::Group>,
+) -> Result<Box<dyn LanguageModel>> {
     let tied = config.tie_word_embeddings.unwrap_or(false);
     let mut model = build_model(config, tied)?;
     let dtype = config_dtype(config)?;
@@ -90,6 +103,9 @@ pub fn random_weights_model(config: &ModelConfig, seed: u64) -> Result<Box<dyn L
     });
     if let Some(q) = config.quantization.as_ref().and_then(|q| q.default.as_ref()) {
         oxmx_nn::quantize(model.as_dyn_mut(), q.group_size, q.bits, &q.mode, None)?;
+    }
+    if let Some(g) = group {
+        model.shard(g)?;
     }
     let params = model.parameters();
     let arrays: Vec<&Array> = params.values().collect();
@@ -124,8 +140,9 @@ pub fn bench_run(model: &dyn LanguageModel, prompts: &[Vec<u32>], opts: &BenchOp
             ..GenerateOptions::default()
         };
         let mut it = generate_step(model, &prompts[0], &mut cache, Sampler::greedy(), vec![], gopts)?;
+        let mut tokens = Vec::with_capacity(opts.generation_tokens);
         for s in it.by_ref() {
-            s?;
+            tokens.push(s?.token);
         }
         let st = it.stats().clone();
         return Ok(BenchResult {
@@ -133,6 +150,7 @@ pub fn bench_run(model: &dyn LanguageModel, prompts: &[Vec<u32>], opts: &BenchOp
             generation_tps: st.generation_tps,
             peak_memory: gb(st.peak_memory),
             total_time: tic.elapsed().as_secs_f64(),
+            tokens,
         });
     }
     batch_run(model, prompts, opts, tic)
@@ -197,6 +215,7 @@ fn batch_run(model: &dyn LanguageModel, prompts: &[Vec<u32>], opts: &BenchOption
         generation_tps: if gen_time > 0.0 { (b * (opts.generation_tokens - 1)) as f64 / gen_time } else { 0.0 },
         peak_memory: gb(memory::peak_memory()),
         total_time: tic.elapsed().as_secs_f64(),
+        tokens: vec![],
     })
 }
 
@@ -209,5 +228,6 @@ pub fn average(results: &[BenchResult]) -> BenchResult {
         generation_tps: sum(|r| r.generation_tps),
         peak_memory: sum(|r| r.peak_memory),
         total_time: sum(|r| r.total_time),
+        tokens: results.last().map(|r| r.tokens.clone()).unwrap_or_default(),
     }
 }

@@ -376,7 +376,7 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Res
     check_output(dst)?;
 
     progress(Progress::Info("Loading"));
-    let lopts = LoadOptions { dtype: None, keep_quantized: true };
+    let lopts = LoadOptions { dtype: None, keep_quantized: true, tensor_parallel: None };
     let mut loaded = loader::load(src, &lopts)?;
     let mut cfg = source_config(src, &loaded)?;
     let model: &mut dyn LanguageModel = loaded.model.as_mut();

@@ -5,6 +5,7 @@
 extern crate self as oxmx_nn;
 
 pub mod activations;
+pub mod distributed;
 pub mod grad;
 pub mod init;
 pub mod layers;

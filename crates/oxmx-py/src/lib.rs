@@ -3,6 +3,7 @@
 
 mod array;
 mod convert;
+mod distributed;
 mod dtype;
 mod funcs;
 mod sub;
@@ -25,6 +26,7 @@ fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(array::_array_from_numpy, m)?)?;
     funcs::register_all(m)?;
     sub::register(m)?;
+    distributed::register(m)?;
     transforms::register(m)?;
     Ok(())
 }

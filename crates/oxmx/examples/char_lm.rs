@@ -5,8 +5,13 @@
 //! causal TransformerEncoder, and a linear head; AdamW; cross entropy per character (nats).
 //!
 //! cargo run --release -p oxmx --example char_lm
+//!
+//! Data-parallel across N processes (each rank trains on its share of every batch and the
+//! gradients are averaged, so the run follows the single-process one):
+//! `oxmx launch -n 2 -- target/release/examples/char_lm`
 
 use oxmx::nn::{self, losses, Embedding, Linear, Module, MultiHeadAttention, TransformerEncoder, TransformerOptions, UnaryModule};
+use oxmx::nn::distributed::average_gradients;
 use oxmx::optim::{AdamW, Optimizer};
 use oxmx::{ops, random, Array, Dtype};
 use std::time::Instant;
@@ -58,7 +63,21 @@ fn batch(data: &Array, n: usize) -> (Array, Array) {
     (ops::take(data, &idx, None), ops::take(data, &(idx + 1), None))
 }
 
+/// This rank's share of the batch's rows.
+fn shard(a: &Array, rank: usize, n: usize) -> Array {
+    let k = (BATCH / n) as isize;
+    oxmx::ops::slice_range(a, &[rank as isize * k, 0], &[(rank as isize + 1) * k, CONTEXT as isize])
+}
+
 fn main() -> oxmx::Result<()> {
+    // Alone: a group of one. Under `oxmx launch`: every rank draws the same model and batches
+    // (same seed) and trains on its share.
+    let group = oxmx::distributed::init(false, "any")?;
+    let (rank, n) = (group.rank(), group.size());
+    if BATCH % n != 0 {
+        return Err(oxmx::Error::invalid(format!("the batch of {BATCH} does not split across {n} ranks")));
+    }
+    let say = |s: String| if rank == 0 { println!("{s}") };
     random::seed(0);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../LICENSE-APACHE");
     let text = std::fs::read_to_string(path).map_err(|e| oxmx::Error::invalid(format!("{path}: {e}")))?;
@@ -68,7 +87,7 @@ fn main() -> oxmx::Result<()> {
     let ids: Vec<i32> = text.chars().map(|c| vocab.binary_search(&c).unwrap() as i32).collect();
     let split = ids.len() * 9 / 10;
     let (train, valid) = (Array::vec(&ids[..split]), Array::vec(&ids[split..]));
-    println!("{} characters, vocabulary {}", ids.len(), vocab.len());
+    say(format!("{} characters, vocabulary {}, {n} rank(s)", ids.len(), vocab.len()));
 
     let mut model = CharLm::new(vocab.len(), 64, 4, 2)?;
     // MLX's AdamW skips bias correction by default; at this learning rate its oversized first
@@ -78,8 +97,11 @@ fn main() -> oxmx::Result<()> {
     let mut running = f32::NAN;
     for step in 1..=3000 {
         let (x, y) = batch(&train, split);
+        let (x, y) = (shard(&x, rank, n), shard(&y, rank, n));
         let (loss, grads) = nn::value_and_grad(&mut model, |m| loss_fn(m, &x, &y))?;
+        let grads = average_gradients(&grads, Some(&group), 32 << 20)?;
         opt.update(&mut model, &grads)?;
+        let loss = &oxmx::distributed::all_sum(&loss, Some(&group)) / n as f64;
         oxmx::optim::eval_step(&model, &opt, &[&loss])?;
         let l = loss.item::<f32>()?;
         running = if running.is_nan() { l } else { 0.9 * running + 0.1 * l };
@@ -88,10 +110,10 @@ fn main() -> oxmx::Result<()> {
             let (vx, vy) = batch(&valid, ids.len() - split);
             let v = loss_fn(&model, &vx, &vy).item::<f32>()?;
             model.train(true);
-            println!("step {step}: train {running:.3}, held-out {v:.3} nats/char, {:.1} s", start.elapsed().as_secs_f64());
+            say(format!("step {step}: train {running:.3}, held-out {v:.3} nats/char, {:.1} s", start.elapsed().as_secs_f64()));
         }
         if running < TARGET_LOSS {
-            println!("training loss {running:.3} < {TARGET_LOSS} after {step} steps, {:.1} s", start.elapsed().as_secs_f64());
+            say(format!("training loss {running:.3} < {TARGET_LOSS} after {step} steps, {:.1} s", start.elapsed().as_secs_f64()));
             return Ok(());
         }
     }

@@ -16,13 +16,14 @@ from oxmx._core import (  # noqa: F401
     _array_from_numpy,
     _dtype_from_name,
     array,
+    distributed,
     fast,
     fft,
     linalg,
     random,
 )
 
-for _name in ("random", "fast", "linalg", "fft"):
+for _name in ("random", "fast", "linalg", "fft", "distributed"):
     _sys.modules[__name__ + "." + _name] = getattr(_core, _name)
 
 # ---- constants

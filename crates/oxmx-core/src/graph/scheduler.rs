@@ -278,8 +278,10 @@ fn run_in_order(ops: Vec<Arc<Op>>) {
 
 fn run_op(op: &Arc<Op>) {
     let outputs: Vec<Option<Arc<Node>>> = op.outputs.get().map(|v| v.iter().map(|w| w.upgrade()).collect()).unwrap_or_default();
-    if outputs.iter().all(|o| o.is_none()) {
-        return; // Nobody holds any output any more.
+    // Nobody holds any output any more: skip it, unless it talks to other ranks (they wait for
+    // this rank's part whether or not anyone here reads the result).
+    if outputs.iter().all(|o| o.is_none()) && !matches!(op.prim, crate::primitives::Primitive::Distributed(_)) {
+        return;
     }
     let result = (|| -> Result<Vec<Data>> {
         let mut inputs = op.inputs.iter().map(input_data).collect::<Result<Vec<_>>>()?;

@@ -8,6 +8,7 @@ pub mod cast;
 pub mod conv;
 pub mod creation;
 pub mod custom;
+pub mod distributed;
 pub mod fast;
 pub mod fft;
 pub mod fused;
@@ -27,6 +28,7 @@ pub use cast::CastOp;
 pub use conv::ConvOp;
 pub use creation::CreationOp;
 pub use custom::CustomOp;
+pub use distributed::DistributedOp;
 pub use fast::FastOp;
 pub use fft::FftOp;
 pub use fused::{FusedInstr, FusedOp};
@@ -66,6 +68,8 @@ pub enum Primitive {
     Custom(CustomOp),
     /// A region of element-wise ops merged by `compile`.
     Fused(FusedOp),
+    /// A collective or point-to-point transfer between ranks (`mx.distributed`).
+    Distributed(DistributedOp),
 }
 
 impl Primitive {
@@ -90,6 +94,7 @@ impl Primitive {
             Primitive::Fast(op) => op.output_specs(inputs),
             Primitive::Custom(op) => op.output_specs(inputs),
             Primitive::Fused(op) => op.output_specs(inputs),
+            Primitive::Distributed(op) => op.output_specs(inputs),
         }
     }
 
@@ -119,6 +124,7 @@ impl Primitive {
             Primitive::Fast(op) => op.name(),
             Primitive::Custom(op) => op.name(),
             Primitive::Fused(op) => op.name(),
+            Primitive::Distributed(op) => op.name(),
         }
     }
 }

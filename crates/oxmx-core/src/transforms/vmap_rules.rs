@@ -162,6 +162,21 @@ pub(crate) fn batch(prim: &Primitive, ins: &[(Array, bool)], b: usize) -> Result
             one(Primitive::Fft(op), vec![x.clone()])
         }
         Primitive::Fast(op) => super::rules::fast::batch(op, ins, b)?,
+        Primitive::Distributed(op) => {
+            use crate::primitives::distributed::DistributedOp;
+            match op {
+                // Element-wise over ranks: the batch axis rides along.
+                DistributedOp::AllReduce { .. } | DistributedOp::Send { .. } => one(prim.clone(), vec![x.clone()]),
+                // These split or join axis 0: move the batch out of the way, and back.
+                DistributedOp::AllGather { .. } | DistributedOp::ReduceScatter { .. } => {
+                    let x = if x.ndim() == 1 { o::reshape_to(x, &[b, 1]) } else { x.clone() };
+                    let y = Array::from_op(prim.clone(), vec![o::swapaxes(&x, 0, 1)]);
+                    vec![o::swapaxes(&y, 0, 1)]
+                }
+                // No inputs, so never batched.
+                DistributedOp::Recv { .. } => loop_over(prim, ins, b)?,
+            }
+        }
         Primitive::Custom(op) => match &op.vmap {
             Some(rule) => {
                 let n = op.n_primals;

@@ -29,11 +29,14 @@ pub struct LoadOptions {
     /// GGUF blocks with an exact MLX affine form (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) stay quantized
     /// (`quantized_matmul` reads the packed bytes); `false` decodes every tensor to float.
     pub keep_quantized: bool,
+    /// Tensor parallelism: shard the model over this group after loading (each rank keeps its
+    /// slice of every layer; see `LanguageModel::shard`).
+    pub tensor_parallel: Option<oxmx_core::distributed::Group>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { dtype: Some(Dtype::Float32), keep_quantized: true }
+        LoadOptions { dtype: Some(Dtype::Float32), keep_quantized: true, tensor_parallel: None }
     }
 }
 
@@ -74,6 +77,9 @@ pub fn build_and_load(config: &ModelConfig, weights: Vec<(String, Array)>, opts:
     // The model holds its own handles now: dropping the list lets the fusion below free each
     // part's copy as soon as it is replaced by a view (one layer's worth extra at a time).
     drop(weights);
+    if let Some(group) = &opts.tensor_parallel {
+        model.shard(group)?;
+    }
     // Materialise once (casts, dequantized blocks) so the first forward does not pay for it.
     let params = model.parameters();
     let arrays: Vec<&Array> = params.values().collect();

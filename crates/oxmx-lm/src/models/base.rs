@@ -14,6 +14,8 @@ use crate::config::ModelConfig;
 use oxmx_core::fast::{self, AttentionMask};
 use oxmx_core::{compile_shapeless, ops, Array, CompiledFn, Dtype, Result};
 use oxmx_nn::{Embedding, Linear, Module, ModuleState, RMSNorm};
+use oxmx_core::distributed::Group;
+use oxmx_nn::distributed::{shard_linear, Sharding};
 use std::sync::OnceLock;
 
 // ---- the kernels: oxmx_core::fast and (through nn::Linear) quantized matmuls ----
@@ -211,6 +213,27 @@ impl Attention {
 }
 
 impl Attention {
+    /// Tensor parallelism (Megatron's split): this rank keeps `1/n` of the query and key/value
+    /// heads (q/k/v all-to-sharded) and its columns of `o_proj` (sharded-to-all: one all-sum).
+    pub fn shard(&mut self, group: &Group) -> Result<()> {
+        let n = group.size();
+        let s = &mut self.spec;
+        if s.n_heads % n != 0 || s.n_kv_heads % n != 0 {
+            return Err(oxmx_core::Error::invalid(format!(
+                "[tensor parallel] {} query and {} key/value heads do not split across {n} ranks",
+                s.n_heads, s.n_kv_heads
+            )));
+        }
+        self.fused = None;
+        for p in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj] {
+            *p = shard_linear(p, Sharding::AllToSharded, 1, group)?;
+        }
+        self.o_proj = shard_linear(&self.o_proj, Sharding::ShardedToAll, 1, group)?;
+        s.n_heads /= n;
+        s.n_kv_heads /= n;
+        Ok(())
+    }
+
     /// q/k/v as one product from now on (see `fused.rs`).
     pub fn fuse_projections(&mut self) -> Result<()> {
         self.fused = Fused::new(&mut [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj])?;
@@ -267,6 +290,16 @@ impl Mlp {
         self.fused = Fused::new(&mut [&mut self.gate_proj, &mut self.up_proj])?;
         Ok(())
     }
+
+    /// Tensor parallelism: gate/up all-to-sharded (this rank's hidden features), down
+    /// sharded-to-all.
+    pub fn shard(&mut self, group: &Group) -> Result<()> {
+        self.fused = None;
+        self.gate_proj = shard_linear(&self.gate_proj, Sharding::AllToSharded, 1, group)?;
+        self.up_proj = shard_linear(&self.up_proj, Sharding::AllToSharded, 1, group)?;
+        self.down_proj = shard_linear(&self.down_proj, Sharding::ShardedToAll, 1, group)?;
+        Ok(())
+    }
 }
 
 #[derive(Module, Clone, Debug)]
@@ -297,6 +330,10 @@ pub trait Layer: Module + Clone + std::fmt::Debug + Send + Sync + 'static {
     fn fuse_projections(&mut self) -> Result<()> {
         Ok(())
     }
+    /// See `LanguageModel::shard`.
+    fn shard(&mut self, _group: &Group) -> Result<()> {
+        Err(oxmx_core::Error::invalid("[tensor parallel] this model family cannot be sharded yet (the llama-style families can)"))
+    }
 }
 
 impl Layer for DecoderLayer {
@@ -307,6 +344,10 @@ impl Layer for DecoderLayer {
     fn fuse_projections(&mut self) -> Result<()> {
         self.self_attn.fuse_projections()?;
         self.mlp.fuse_projections()
+    }
+    fn shard(&mut self, group: &Group) -> Result<()> {
+        self.self_attn.shard(group)?;
+        self.mlp.shard(group)
     }
 }
 

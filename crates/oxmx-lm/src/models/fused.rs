@@ -48,8 +48,14 @@ fn ids(l: &Linear) -> impl Iterator<Item = u64> + '_ {
     arrays(l).map(|a| a.id())
 }
 
+/// No adapters, and no communication in the forward (an all-to-sharded layer's forward is its
+/// local product at inference, so its slices fuse like whole layers).
 fn plain(l: &Linear) -> bool {
-    l.lora.is_none() && l.lora_a.is_none() && l.lora_b.is_none() && l.m.is_none()
+    l.lora.is_none()
+        && l.lora_a.is_none()
+        && l.lora_b.is_none()
+        && l.m.is_none()
+        && l.shard.as_ref().is_none_or(|s| s.sharding == oxmx_nn::distributed::Sharding::AllToSharded)
 }
 
 impl Fused {
@@ -95,7 +101,7 @@ impl Fused {
             start += w;
         }
         let linear =
-            Linear { weight, scales, biases, bias, lora_a: None, lora_b: None, m: None, quant, lora: None, state: ModuleState::default() };
+            Linear { weight, scales, biases, bias, lora_a: None, lora_b: None, m: None, quant, lora: None, shard: None, state: ModuleState::default() };
         let ids = parts.iter().map(|p| ids(p).collect()).collect();
         Ok(Some(Fused { linear, widths, ids }))
     }

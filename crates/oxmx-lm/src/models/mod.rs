@@ -36,6 +36,12 @@ pub trait LanguageModel: Module + Send + Sync {
     fn fuse_projections(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Tensor parallelism over `group`: each rank keeps its slice of every layer's attention
+    /// heads and MLP features (one all-sum after each); embeddings, norms and the head stay
+    /// whole. Call after loading, before `fuse_projections`.
+    fn shard(&mut self, _group: &oxmx_core::distributed::Group) -> Result<()> {
+        Err(Error::invalid("[tensor parallel] this model family cannot be sharded yet (the llama-style families can)"))
+    }
 }
 
 /// `model_type`s that are another architecture's checkpoints (mlx-lm's `MODEL_REMAPPING`).
@@ -85,6 +91,15 @@ impl<L: base::Layer> LanguageModel for base::DecoderLM<L> {
     }
     fn fuse_projections(&mut self) -> Result<()> {
         self.model.layers.iter_mut().try_for_each(|l| l.fuse_projections())
+    }
+    fn shard(&mut self, group: &oxmx_core::distributed::Group) -> Result<()> {
+        if group.size() == 1 {
+            return Ok(());
+        }
+        self.model.layers.iter_mut().try_for_each(|l| l.shard(group))?;
+        // Materialise the slices now, so the full tensors they came from are freed.
+        let params = self.parameters();
+        oxmx_core::eval(&params.values().collect::<Vec<_>>())
     }
     /// Also stacks per-expert MoE matrices (mixtral, qwen3_moe); a no-op for dense models.
     fn sanitize(&self, weights: Vec<(String, Array)>) -> Vec<(String, Array)> {

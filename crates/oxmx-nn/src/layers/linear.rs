@@ -25,6 +25,10 @@ pub struct Linear {
     pub quant: Option<QuantSpec>,
     #[module(skip)]
     pub lora: Option<LoraSpec>,
+    /// Tensor parallelism: this rank's slice of the layer and the communication its forward
+    /// adds (`crate::distributed::shard_linear`).
+    #[module(skip)]
+    pub shard: Option<crate::distributed::ShardSpec>,
     pub state: ModuleState,
 }
 
@@ -49,6 +53,7 @@ impl Linear {
             m: None,
             quant: None,
             lora: None,
+            shard: None,
             state: ModuleState::default(),
         }
     }
@@ -69,6 +74,16 @@ fn packed_matmul_t(x: &Array, w: &Array, scales: Option<&Array>, biases: Option<
 
 impl UnaryModule for Linear {
     fn forward(&self, x: &Array) -> Array {
+        if let Some(shard) = &self.shard {
+            return crate::distributed::sharded_forward(self, shard, x);
+        }
+        self.forward_unsharded(x)
+    }
+}
+
+impl Linear {
+    /// The layer's own product (with its adapter, if any), without tensor-parallel communication.
+    pub(crate) fn forward_unsharded(&self, x: &Array) -> Array {
         match (&self.lora, &self.lora_a, &self.lora_b) {
             (Some(spec), Some(a), Some(b)) => self.forward_lora(x, spec, a, b),
             _ => self.forward_base(x),

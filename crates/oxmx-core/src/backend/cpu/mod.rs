@@ -6,6 +6,7 @@ pub mod binary;
 pub mod cast;
 pub mod conv;
 pub mod creation;
+pub mod distributed;
 pub mod elementwise;
 pub mod fast;
 pub mod fastmath;
@@ -58,5 +59,6 @@ pub fn eval(prim: &Primitive, inputs: &mut [Data], specs: &[Spec]) -> Result<Vec
         // The forward outputs were computed by their own graph: pass them through.
         Primitive::Custom(op) => Ok(inputs[op.n_primals..].to_vec()),
         Primitive::Fused(op) => fused::eval(op, inputs, specs),
+        Primitive::Distributed(op) => distributed::eval(op, inputs, specs),
     }
 }

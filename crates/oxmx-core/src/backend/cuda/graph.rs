@@ -218,6 +218,17 @@ pub(crate) fn outside_capture<T>(g: &Gpu, why: &str, op: impl FnOnce() -> Result
     super::timed("~copy/sync (driver)", op)
 }
 
+/// Runs `op` (stream work that must not be captured into a cached graph, such as an NCCL
+/// collective) directly on the stream after launching what is captured, and counts it as a
+/// launch, so that a read of what it wrote waits for it.
+pub(crate) fn launch_direct(g: &Gpu, why: &str, op: impl FnOnce() -> Result<()>) -> Result<()> {
+    let mut st = lock(g);
+    flush_locked(g, &mut st, why)?;
+    super::timed(why, op)?;
+    st.seq += 1;
+    Ok(())
+}
+
 /// Issues `op` (a device-to-host copy of data whose last writer was launch `written`; 0:
 /// unknown) so that it runs after that writer but not after work queued since: it goes on the
 /// side stream behind the first mark covering `written`. Without such a mark yet: a capture of

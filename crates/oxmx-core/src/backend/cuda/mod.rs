@@ -9,6 +9,7 @@
 
 mod compiler;
 mod device;
+mod distributed;
 mod elementwise;
 mod fast;
 mod fused;
@@ -21,6 +22,7 @@ mod quantized;
 mod reduce;
 
 pub use device::device_count;
+pub(crate) use distributed::{bind_device, nccl_host};
 pub(crate) use memory::{clear_all_caches, download, reset_peaks, set_all_limits, totals, upload};
 pub use memory::{clear_cache, memory_stats, set_memory_limit, DeviceBlock};
 
@@ -171,6 +173,7 @@ fn gpu_kernel(g: &device::Gpu, prim: &Primitive, inputs: &mut [Data], specs: &[S
         Primitive::Quantized(op) => quantized::eval(g, op, inputs, specs),
         Primitive::Index(op) => index::eval(g, op, inputs, specs),
         Primitive::Fused(op) => fused::eval(g, op, inputs, specs),
+        Primitive::Distributed(op) => distributed::eval(g, op, inputs, specs),
         _ => Ok(None),
     }
 }

@@ -14,7 +14,7 @@ use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::graph::trace;
 use crate::ops as o;
-use crate::primitives::{CastOp, Primitive, ShapeOp, SortOp};
+use crate::primitives::{CastOp, DistributedOp, Primitive, ShapeOp, SortOp};
 use crate::shape::broadcast_many;
 
 pub(crate) fn replay(tape: &Tape, inputs: &[Array], shapeless: bool) -> Result<Vec<Array>> {
@@ -77,6 +77,9 @@ fn reinfer(ins: &Instr, args: Vec<Array>) -> Result<Vec<Array>> {
         | Primitive::Matmul(_)
         | Primitive::Custom(_)
         | Primitive::Fast(_)
+        | Primitive::Distributed(
+            DistributedOp::AllReduce { .. } | DistributedOp::AllGather { .. } | DistributedOp::ReduceScatter { .. } | DistributedOp::Send { .. },
+        )
         | Primitive::Sort(SortOp::Sort { .. } | SortOp::ArgSort { .. })
         | Primitive::Shape(ShapeOp::Transpose(_) | ShapeOp::Copy | ShapeOp::StopGradient | ShapeOp::Concatenate { .. }) => {
             rebuild(ins, args)

@@ -70,15 +70,16 @@ fn remove_noops(tape: &mut Tape) {
 }
 
 /// Instructions with the same primitive, equal parameters and the same operands compute the
-/// same values: later ones are replaced by the first. Random and custom nodes are never merged
-/// (CustomOp's equality compares function pointers, and two draws are two draws).
+/// same values: later ones are replaced by the first. Random, custom and communication nodes
+/// are never merged (CustomOp's equality compares function pointers, two draws are two draws,
+/// two sends are two messages).
 fn eliminate_common_subexpressions(tape: &mut Tape) {
     let mut seen: HashMap<(String, Vec<Ref>), Vec<usize>> = HashMap::new();
     let mut subst: HashMap<Ref, Ref> = HashMap::new();
     let canon = |subst: &HashMap<Ref, Ref>, r: Ref| subst.get(&r).copied().unwrap_or(r);
     for i in 0..tape.instrs.len() {
         let ins = &tape.instrs[i];
-        if matches!(ins.prim, Primitive::Random(_) | Primitive::Custom(_)) {
+        if matches!(ins.prim, Primitive::Random(_) | Primitive::Custom(_) | Primitive::Distributed(_)) {
             continue;
         }
         // Earlier instructions are already canonical, so one lookup per operand suffices.

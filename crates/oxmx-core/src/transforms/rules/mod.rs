@@ -9,6 +9,7 @@
 //! element-wise op with cotangent `t` is `t * ∂y/∂x`); linear primitives apply themselves to the
 //! tangents; everything else falls back to transposing the (linear) vjp with a second vjp.
 
+mod distributed;
 mod elementwise;
 pub(crate) mod fast;
 mod fft;
@@ -103,6 +104,13 @@ pub(crate) fn vjp(
             Ok(vec![fft::vjp(op, &inputs[0], &g)?])
         }
         Primitive::Fused(op) => fused::vjp(op, inputs, outputs, cots, argnums),
+        Primitive::Distributed(op) => {
+            if argnums.is_empty() {
+                return Ok(vec![]);
+            }
+            let (y, g) = single()?;
+            distributed::vjp(op, inputs, &y, &g, argnums)
+        }
         Primitive::Custom(op) => {
             let Some(f) = &op.vjp else { return Err(not_differentiable(prim)) };
             let n = op.n_primals;
@@ -157,6 +165,17 @@ pub(crate) fn jvp_kind(prim: &Primitive) -> JvpKind {
         Primitive::Matmul(_) | Primitive::Conv(_) => JvpKind::Multilinear,
         Primitive::Fused(_) => JvpKind::Fused,
         Primitive::Custom(op) if op.jvp.is_some() => JvpKind::Custom,
+        // Collectives of the tangents, run by every rank alike; a send's tangent stays here (the
+        // receiver's tangent is zero), and max/min take the winners' tangents.
+        Primitive::Distributed(op) => {
+            use crate::primitives::distributed::{CollectiveReduce, DistributedOp};
+            match op {
+                DistributedOp::AllReduce { kind: CollectiveReduce::Sum, .. } | DistributedOp::AllGather { .. } | DistributedOp::ReduceScatter { .. } => {
+                    JvpKind::Linear
+                }
+                _ => JvpKind::Elementwise,
+            }
+        }
         Primitive::Unary(_) | Primitive::Binary(_) | Primitive::Ternary(_) | Primitive::Cast(CastOp::AsType(_)) => JvpKind::Elementwise,
         Primitive::Shape(ShapeOp::StopGradient) => JvpKind::Transpose,
         Primitive::Shape(_) | Primitive::Index(_) => JvpKind::Linear,
