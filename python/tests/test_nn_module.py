@@ -228,3 +228,18 @@ def test_checkpoint_same_values():
     ref.update(enc.parameters())
     y = ox.array(rand((1, 3, 8)))
     assert_close(enc(y, None), ref(y, None))
+
+
+def test_value_and_grad_model_as_argument():
+    """MLX's examples pass the model itself (a dict subclass) as the loss function's argument."""
+    om, mm = nn.Linear(4, 2), mlx_nn.Linear(4, 2)
+    copy_weights(om, mm)
+    o, m = both(rand((3, 4), seed=1))
+
+    def loss(model, x):
+        return (model(x) ** 2).mean()
+
+    ov, og = nn.value_and_grad(om, loss)(om, o)
+    mv, mg = mlx_nn.value_and_grad(mm, loss)(mm, m)
+    assert_close(ov, mv)
+    assert_trees_close(og, mg)

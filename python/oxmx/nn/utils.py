@@ -13,15 +13,16 @@ def value_and_grad(model, fn):
     The returned function takes ``fn``'s arguments and gives ``(value, grads)``, ``grads`` a tree
     shaped like the trainable parameters."""
 
-    def inner(params, *args, **kwargs):
-        model.update(params)
-        return fn(*args, **kwargs)
-
-    vg = mx.value_and_grad(inner)
-
+    # The arguments reach ``fn`` through a closure rather than through ``mx.value_and_grad``:
+    # oxmx.core rebuilds dict-like positional arguments as plain dicts, and MLX code often passes
+    # the model itself (a dict subclass) as ``fn``'s first argument.
     @wraps(fn)
     def wrapped(*args, **kwargs):
-        return vg(model.trainable_parameters(), *args, **kwargs)
+        def inner(params):
+            model.update(params)
+            return fn(*args, **kwargs)
+
+        return mx.value_and_grad(inner)(model.trainable_parameters())
 
     return wrapped
 
