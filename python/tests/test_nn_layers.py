@@ -334,3 +334,19 @@ def test_quantize_predicate():
         ql.unfreeze()
         assert sorted(ql.trainable_parameters()) == ["bias", "biases", "scales", "weight"]
         assert sorted(mod.QuantizedLinear.from_linear(mod.Linear(64, 8)).trainable_parameters()) == ["bias"]
+
+
+@pytest.mark.parametrize("mode", ["affine", "mxfp4", "mxfp8", "nvfp4"])
+def test_quantized_modes(mode):
+    mm, om = mlx_nn.Sequential(mlx_nn.Linear(64, 8), mlx_nn.Embedding(10, 64)), nn.Sequential(nn.Linear(64, 8),
+                                                                                              nn.Embedding(10, 64))
+    copy_weights(om, mm)
+    mlx_nn.quantize(mm, mode=mode)
+    nn.quantize(om, mode=mode)
+    assert repr(om) == repr(mm)
+    o, m = both(rand((3, 64), seed=5))
+    assert_close(om.layers[0](o), mm.layers[0](m), rtol=1e-4, atol=1e-5)
+    oi, mi = both(np.array([1, 2, 9], dtype=np.int32))
+    assert_close(om.layers[1](oi), mm.layers[1](mi), rtol=1e-4, atol=1e-5)
+    assert_close(om.layers[1].as_linear(o), mm.layers[1].as_linear(m), rtol=1e-4, atol=1e-4)
+    assert sorted(om.layers[0]) == sorted(mm.layers[0])

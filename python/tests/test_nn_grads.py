@@ -1,0 +1,100 @@
+"""Gradients through oxmx.nn layers (nn.value_and_grad) against mlx.nn, and layers in half
+precision under training."""
+
+import numpy as np
+import pytest
+
+import oxmx.core as ox
+import oxmx.nn as nn
+from conftest import needs_mlx
+from nn_helpers import assert_close, assert_trees_close, both, copy_weights, mlx_core, mlx_nn, rand
+
+pytestmark = needs_mlx
+
+LAYERS = {
+    "linear": (lambda m: m.Linear(6, 4), [(3, 6)]),
+    "bilinear": (lambda m: m.Bilinear(3, 4, 2), [(5, 3), (5, 4)]),
+    "embedding": (lambda m: m.Embedding(9, 4), [np.array([[1, 3, 3], [8, 0, 1]], dtype=np.int32)]),
+    "conv1d": (lambda m: m.Conv1d(3, 4, 3, stride=2, padding=1), [(2, 9, 3)]),
+    "conv2d": (lambda m: m.Conv2d(2, 3, 3, padding=1, groups=1), [(1, 5, 5, 2)]),
+    "conv_transpose1d": (lambda m: m.ConvTranspose1d(3, 2, 3, stride=2), [(2, 4, 3)]),
+    "conv_transpose3d": (lambda m: m.ConvTranspose3d(2, 2, 2, stride=2), [(1, 2, 2, 2, 2)]),
+    "layernorm": (lambda m: m.LayerNorm(6), [(3, 6)]),
+    "rmsnorm": (lambda m: m.RMSNorm(6), [(3, 6)]),
+    "groupnorm": (lambda m: m.GroupNorm(2, 6), [(2, 3, 6)]),
+    "batchnorm": (lambda m: m.BatchNorm(6), [(5, 6)]),
+    "instancenorm": (lambda m: m.InstanceNorm(6, affine=True), [(2, 4, 6)]),
+    "prelu": (lambda m: m.PReLU(6), [(3, 6)]),
+    "mha": (lambda m: m.MultiHeadAttention(8, 2, bias=True), [(2, 4, 8), (2, 5, 8), (2, 5, 8)]),
+    "encoder_layer": (lambda m: m.TransformerEncoderLayer(8, 2, mlp_dims=12), [(2, 4, 8), None]),
+    "rnn": (lambda m: m.RNN(3, 4), [(2, 5, 3)]),
+    "gru": (lambda m: m.GRU(3, 4), [(2, 5, 3)]),
+    "lstm": (lambda m: m.LSTM(3, 4), [(2, 5, 3)]),
+    "maxpool_mlp": (lambda m: m.Sequential(m.Conv2d(2, 3, 2), m.MaxPool2d(2), m.ReLU()), [(1, 7, 7, 2)]),
+    "avgpool_upsample": (lambda m: m.Sequential(m.Conv1d(2, 3, 1), m.AvgPool1d(2, padding=1),
+                                                m.Upsample(2.0, mode="linear")), [(2, 6, 2)]),
+    "quantized_bias": (lambda m: m.QuantizedLinear.from_linear(m.Linear(64, 4)), [(2, 64)]),
+}
+
+
+def head_output(y):
+    return y[0] if isinstance(y, tuple) else y
+
+
+@pytest.mark.parametrize("case", sorted(LAYERS))
+def test_layer_gradients(case):
+    make, inputs = LAYERS[case]
+    mm, om = make(mlx_nn), make(nn)
+    copy_weights(om, mm)
+    args = []
+    for i, s in enumerate(inputs):
+        if s is None:
+            args.append((None, None))
+        elif isinstance(s, tuple):
+            args.append(both(rand(s, seed=30 + i)))
+        else:
+            args.append(both(s))
+
+    def run(core, nnmod, model, xs):
+        out_shape = head_output(model(*xs)).shape
+        r = rand(tuple(out_shape), seed=99)
+
+        def loss(*a):
+            return core.sum(head_output(model(*a)) * core.array(r))
+
+        return nnmod.value_and_grad(model, loss)(*xs)
+
+    ov, og = run(ox, nn, om, [a[0] for a in args])
+    mv, mg = run(mlx_core, mlx_nn, mm, [a[1] for a in args])
+    assert_close(ov, mv, rtol=1e-4, atol=1e-4)
+    assert_trees_close(og, mg, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("opt", ["SGD", "Adam", "AdamW"])
+def test_half_precision_training(dtype, opt):
+    import mlx.optimizers as mlx_optim
+    import oxmx.optimizers as optim
+
+    def make(m):
+        return m.Sequential(m.Linear(8, 16), m.GELU(), m.LayerNorm(16), m.Linear(16, 4))
+
+    mm, om = make(mlx_nn), make(nn)
+    mm.set_dtype(getattr(mlx_core, dtype))
+    copy_weights(om, mm)
+    oo, mo = getattr(optim, opt)(learning_rate=0.01), getattr(mlx_optim, opt)(learning_rate=0.01)
+    x = rand((4, 8), seed=1, dtype=dtype)
+    y = rand((4, 4), seed=2, dtype=dtype)
+    for core, nnmod, model, o in ((ox, nn, om, oo), (mlx_core, mlx_nn, mm, mo)):
+        xx = core.array(x).astype(getattr(core, dtype))
+        yy = core.array(y).astype(getattr(core, dtype))
+        vg = nnmod.value_and_grad(model, lambda a, b, model=model, core=core: core.mean(core.square(model(a) - b)))
+        for _ in range(3):
+            _, g = vg(xx, yy)
+            o.update(model, g)
+            core.eval(model.parameters(), o.state)
+    tol = 3e-2 if dtype == "bfloat16" else 5e-3
+    assert_trees_close(om.parameters(), mm.parameters(), rtol=tol, atol=tol)
+    from oxmx.utils import tree_flatten
+
+    assert all(v.dtype == getattr(ox, dtype) for _, v in tree_flatten(om.parameters()))
