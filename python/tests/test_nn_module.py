@@ -243,3 +243,35 @@ def test_value_and_grad_model_as_argument():
     mv, mg = mlx_nn.value_and_grad(mm, loss)(mm, m)
     assert_close(ov, mv)
     assert_trees_close(og, mg)
+
+
+def test_average_gradients(monkeypatch):
+    grads = {"a": ox.ones((3, 4)), "b": [ox.arange(5).astype(ox.float32), ox.ones((2,), dtype=ox.float16)]}
+    # one process: unchanged
+    if not hasattr(ox, "distributed"):
+        assert nn.average_gradients(grads) is grads
+
+    class Group:
+        def size(self):
+            return 4
+
+    class FakeDistributed:
+        calls = 0
+
+        @staticmethod
+        def init():
+            return Group()
+
+        @staticmethod
+        def all_sum(x, group=None, stream=None):
+            FakeDistributed.calls += 1
+            return x * 4 + 8  # every rank holds x + 2 but this one
+
+    monkeypatch.setattr(ox, "distributed", FakeDistributed, raising=False)
+    for size, calls in ((0, 3), (1 << 20, 2), (24, 3)):
+        FakeDistributed.calls = 0
+        out = nn.average_gradients(grads, all_reduce_size=size)
+        assert FakeDistributed.calls == calls
+        for (k, v), (_, g) in zip(tree_flatten(out), tree_flatten(grads)):
+            assert v.shape == g.shape and v.dtype == g.dtype
+            np.testing.assert_allclose(np.array(v.astype(ox.float32)), np.array(g.astype(ox.float32)) + 2)

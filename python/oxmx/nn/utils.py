@@ -3,6 +3,7 @@
 from functools import wraps
 
 import oxmx.core as mx
+from oxmx.utils import tree_flatten, tree_map
 
 __all__ = ["value_and_grad", "checkpoint", "average_gradients", "fully_shard"]
 
@@ -53,12 +54,59 @@ def checkpoint(module, fn=None):
 
 
 def average_gradients(gradients, group=None, all_reduce_size=32 * 1024**2, communication_stream=None):
-    """Averages gradients over the processes of a distributed group. oxmx has no
-    ``mx.distributed``, so there is always one process: the gradients are returned unchanged
-    unless a group is given."""
-    if group is not None:
-        raise NotImplementedError("average_gradients over a group needs mx.distributed, which oxmx does not provide")
-    return gradients
+    """The average of ``gradients`` (a tree) over the processes of a distributed ``group`` (the
+    world by default), through ``mx.distributed.all_sum``. Small arrays of one dtype are summed
+    together in buffers of up to ``all_reduce_size`` bytes (``<= 0``: one call per array). With
+    one process, or where oxmx.core has no ``mx.distributed``, the gradients come back as they
+    are."""
+    dist = getattr(mx, "distributed", None)
+    if dist is None:
+        if group is not None:
+            raise NotImplementedError("average_gradients over a group needs mx.distributed")
+        return gradients
+    group = group or dist.init()
+    n = group.size()
+    if n == 1:
+        return gradients
+
+    def average(x):
+        return dist.all_sum(x, group=group, stream=communication_stream) / n
+
+    if all_reduce_size <= 0:
+        return tree_map(average, gradients)
+
+    flat = tree_flatten(gradients)
+    out = [None] * len(flat)
+    by_dtype = {}
+    for i, (_, g) in enumerate(flat):
+        by_dtype.setdefault(repr(g.dtype), []).append(i)
+    for idx in by_dtype.values():
+        batch, size = [], 0
+        for i in idx + [None]:
+            g = flat[i][1] if i is not None else None
+            nbytes = g.nbytes if g is not None else 0
+            if batch and (i is None or size + nbytes > all_reduce_size):
+                parts = [flat[j][1].reshape(-1) for j in batch]
+                summed = average(mx.concatenate(parts) if len(parts) > 1 else parts[0])
+                offsets = []
+                acc = 0
+                for p in parts[:-1]:
+                    acc += p.size
+                    offsets.append(acc)
+                pieces = mx.split(summed, offsets) if offsets else [summed]
+                for j, piece in zip(batch, pieces):
+                    out[j] = piece.reshape(flat[j][1].shape)
+                batch, size = [], 0
+            if i is not None:
+                batch.append(i)
+                size += nbytes
+    return tree_unflatten_like(gradients, [(k, v) for (k, _), v in zip(flat, out)])
+
+
+def tree_unflatten_like(tree, flat):
+    """``flat`` (``(path, leaf)`` pairs in ``tree_flatten`` order) put back into ``tree``'s shape."""
+    it = iter(v for _, v in flat)
+    return tree_map(lambda _: next(it), tree)
 
 
 def fully_shard(module, *, group=None, compute_dtype=None):
