@@ -72,6 +72,12 @@ def test_attribute_semantics():
     lin.flag = None
     assert lin.flag is None and "flag" not in lin
     assert not hasattr(lin, "missing")
+    for mod in (nn, mlx_nn):  # setting an entry to a non-array removes the entry, as MLX
+        lin = mod.Linear(2, 2)
+        lin.bias = None
+        assert "bias" not in lin and lin.bias is None
+        lin.bias = (ox if mod is nn else mlx_core).zeros((2,))
+        assert "bias" in lin
 
 
 def test_freeze_unfreeze():
