@@ -350,3 +350,9 @@ def test_quantized_modes(mode):
     assert_close(om.layers[1](oi), mm.layers[1](mi), rtol=1e-4, atol=1e-5)
     assert_close(om.layers[1].as_linear(o), mm.layers[1].as_linear(m), rtol=1e-4, atol=1e-4)
     assert sorted(om.layers[0]) == sorted(mm.layers[0])
+
+
+def test_pool_kernel_larger_than_input():
+    for name in ("MaxPool1d", "AvgPool1d"):
+        o, m = getattr(nn, name)(5)(ox.zeros((1, 3, 2))), getattr(mlx_nn, name)(5)(mlx_core.zeros((1, 3, 2)))
+        assert o.shape == m.shape == (1, 0, 2)

@@ -281,3 +281,14 @@ def test_average_gradients(monkeypatch):
         for (k, v), (_, g) in zip(tree_flatten(out), tree_flatten(grads)):
             assert v.shape == g.shape and v.dtype == g.dtype
             np.testing.assert_allclose(np.array(v.astype(ox.float32)), np.array(g.astype(ox.float32)) + 2)
+
+
+def test_update_list_bounds_messages():
+    for mod, core in ((nn, ox), (mlx_nn, mlx_core)):
+        s = mod.Sequential(mod.Linear(2, 2), mod.Linear(2, 2))
+        with pytest.raises(ValueError, match="List index 2 is out of bounds for destination of length 2"):
+            s.update({"layers": [{}, {}, {"weight": core.zeros((2, 2))}]})
+        with pytest.raises(ValueError, match="List index 2 is out of bounds"):
+            s.update_modules({"layers": [{}, {}, mod.ReLU()]})
+        s.update({"layers": [{}, {}, {"weight": core.zeros((2, 2))}]}, strict=False)
+        assert type(s.update_modules({"layers": [mod.ReLU()]}).layers[0]).__name__ == "ReLU"

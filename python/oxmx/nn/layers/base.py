@@ -215,7 +215,8 @@ class Module(dict):
                             continue
                         put(dst, i, new)
                     elif strict:
-                        raise ValueError('Module does not have parameter named "{}".'.format(i))
+                        raise ValueError(
+                            "List index {} is out of bounds for destination of length {}.".format(i, len(dst)))
             elif strict:
                 raise ValueError("Received invalid type: {}.".format(type(params).__name__))
 
@@ -246,7 +247,8 @@ class Module(dict):
                     if isinstance(dst, list) and i < len(dst):
                         put(dst, i, new)
                     elif strict:
-                        raise ValueError('Module does not have sub-module named "{}".'.format(i))
+                        raise ValueError(
+                            "List index {} is out of bounds for destination of length {}.".format(i, len(dst)))
             elif strict:
                 raise ValueError("Received invalid type: {}.".format(type(mods).__name__))
 

@@ -22,9 +22,7 @@ def _windows(x, kernel, stride):
     """The pooling windows of ``x`` (``N, *spatial, C``) as ``N, *out, C, prod(kernel)``."""
     n = len(kernel)
     spatial = x.shape[1:1 + n]
-    out = [(s - k) // st + 1 for s, k, st in zip(spatial, kernel, stride)]
-    if any(o <= 0 for o in out):
-        raise ValueError("[pooling] the kernel {} is larger than the (padded) input {}".format(kernel, tuple(spatial)))
+    out = [max((s - k) // st + 1, 0) for s, k, st in zip(spatial, kernel, stride)]  # 0: empty, as MLX
     pieces = []
 
     def gather(axis, index):
@@ -58,6 +56,8 @@ class _Pool(Module):
             pads = [(0, 0)] + [(p, p) for p in self._padding] + [(0, 0)]
             x = mx.pad(x, pads, constant_values=self._pad_value(x))
         w = _windows(x, self._kernel_size, self._stride)
+        if w.size == 0:  # a kernel larger than the input: an empty result, as MLX
+            return mx.zeros(w.shape[:-1], dtype=x.dtype)
         return self._reduce(w)
 
 
