@@ -2,6 +2,7 @@
 `mlx` oracle, give both the same weights, compare results."""
 
 import numpy as np
+import pytest
 
 import oxmx.core as ox
 from oxmx.utils import tree_flatten as ox_tree_flatten
@@ -81,3 +82,12 @@ def assert_trees_close(ours, theirs, rtol=1e-4, atol=1e-5):
             assert_same(o[k], t[k], rtol=rtol, atol=atol)
         else:
             assert o[k] == t[k], k
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts both random generators from a fixed seed (reproducible layer weights)."""
+    ox.random.seed(0)
+    if mlx_core is not None:
+        mlx_core.random.seed(0)
+    yield

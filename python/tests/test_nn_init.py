@@ -8,6 +8,7 @@ import pytest
 import oxmx.core as ox
 import oxmx.nn as nn
 from conftest import needs_mlx
+from nn_helpers import seeded  # noqa: F401 (autouse fixture: fixed seeds)
 from nn_helpers import mlx_core, mlx_nn
 
 

@@ -6,6 +6,7 @@ import pytest
 import oxmx.core as ox
 import oxmx.nn as nn
 from conftest import needs_mlx
+from nn_helpers import seeded  # noqa: F401 (autouse fixture: fixed seeds)
 from nn_helpers import FLOATS, assert_close, both, copy_weights, mlx_core, mlx_nn, rand
 
 pytestmark = needs_mlx

@@ -5,6 +5,7 @@ import pytest
 
 import oxmx.nn as nn
 from conftest import needs_mlx
+from nn_helpers import seeded  # noqa: F401 (autouse fixture: fixed seeds)
 from nn_helpers import assert_close, both, mlx_nn, rand
 
 pytestmark = needs_mlx

@@ -10,6 +10,7 @@ import oxmx.core as ox
 import oxmx.nn as nn
 import oxmx.optimizers as optim
 from conftest import needs_mlx
+from nn_helpers import seeded  # noqa: F401 (autouse fixture: fixed seeds)
 from nn_helpers import assert_close, assert_trees_close, both, copy_weights, mlx_core, mlx_nn, mlx_optim, rand
 
 pytestmark = needs_mlx
@@ -237,3 +238,29 @@ def test_compile_with_state_capture():
     for a, b in zip(ol, ml):
         assert_close(a, b, rtol=2e-4, atol=2e-5)
     assert_trees_close(omod.parameters(), mmod.parameters(), rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("case", sorted(OPTIMIZERS))
+def test_optimizer_on_parameter_ranks(case):
+    """apply_gradients on a tree of scalar, vector, matrix and rank-3/4 parameters."""
+    name, kwargs = OPTIMIZERS[case]
+    shapes = {"s": (), "v": (5,), "m": (4, 3), "t": [(2, 3, 4), (3, 2, 2, 2)]}
+    rng = np.random.default_rng(0)
+
+    def tree(scale):
+        return {k: ([rng.standard_normal(s).astype(np.float32) * scale for s in v] if isinstance(v, list)
+                    else rng.standard_normal(v).astype(np.float32) * scale) for k, v in shapes.items()}
+
+    params = tree(1.0)
+    grads = [tree(0.1) for _ in range(3)]
+
+    def conv(core, t):
+        return {k: ([core.array(x) for x in v] if isinstance(v, list) else core.array(v)) for k, v in t.items()}
+
+    oo, mo = getattr(optim, name)(**kwargs), getattr(mlx_optim, name)(**kwargs)
+    op, mp = conv(ox, params), conv(mlx_core, params)
+    for g in grads:
+        op = oo.apply_gradients(conv(ox, g), op)
+        mp = mo.apply_gradients(conv(mlx_core, g), mp)
+    assert_trees_close(op, mp, rtol=2e-4, atol=2e-5)
+    assert_trees_close(oo.state, mo.state, rtol=2e-4, atol=2e-5)

@@ -399,7 +399,7 @@ class Adafactor(Optimizer):
             state["exp_avg_sq_col"] = col
             r = mx.rsqrt(row / mx.mean(row, axis=-1, keepdims=True))
             c = mx.rsqrt(col)
-            update = mx.matmul(mx.expand_dims(r, -1), mx.expand_dims(c, 0)) * gradient
+            update = mx.matmul(mx.expand_dims(r, -1), mx.expand_dims(c, -2)) * gradient
         else:
             sq = beta_2 * state["exp_avg_sq"] + (1 - beta_2) * update
             state["exp_avg_sq"] = sq
