@@ -114,3 +114,34 @@ def test_half_precision_training(dtype, opt):
         assert np.abs(a - b).mean() <= tol * (np.abs(b).mean() + 1e-3), k
 
     assert all(v.dtype == getattr(ox, dtype) for _, v in tree_flatten(om.parameters()))
+
+
+@pytest.mark.parametrize("norm", ["LayerNorm", "RMSNorm"])
+def test_compiled_gradient_through_norm_layers(norm):
+    """mx.compile over nn.value_and_grad of a model with a norm layer: same as eager, as in MLX.
+    oxmx.core panics (compile/replay.rs) on the gradient of mx.fast.layer_norm / rms_norm with
+    respect to its input under compile: reported gap, an xfail until fixed."""
+    model = nn.Sequential(nn.Linear(4, 6), getattr(nn, norm)(6), nn.Linear(6, 2))
+    x, y = ox.array(rand((3, 4), seed=1)), ox.array(rand((3, 2), seed=2))
+
+    def step(params, x, y):
+        model.update(params)
+        return nn.value_and_grad(model, lambda a, b: ox.mean(ox.square(model(a) - b)))(x, y)
+
+    params = model.trainable_parameters()
+    ev, eg = step(params, x, y)
+    try:
+        cv, cg = ox.compile(step)(params, x, y)
+        ox.eval(cv, cg)
+    except BaseException as e:  # a Rust panic arrives as pyo3's PanicException (a BaseException)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        pytest.xfail("oxmx.core: compiled gradient through mx.fast.{} panics: {}".format(
+            "layer_norm" if norm == "LayerNorm" else "rms_norm", str(e).splitlines()[0] if str(e) else type(e)))
+    model.update(params)
+    assert_close(cv, ev)
+    from oxmx.utils import tree_flatten
+
+    for (k1, a), (k2, b) in zip(tree_flatten(cg), tree_flatten(eg)):
+        assert k1 == k2
+        assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -2,8 +2,11 @@
 or ``"sum"``) with MLX's default for that loss."""
 
 import math
+from typing import Literal
 
 import oxmx.core as mx
+
+Reduction = Literal["none", "mean", "sum"]
 
 __all__ = [
     "cross_entropy", "binary_cross_entropy", "l1_loss", "mse_loss", "nll_loss", "gaussian_nll_loss", "kl_div_loss",
