@@ -102,7 +102,7 @@ def test_embedding():
     run_layer(lambda m: m.Embedding(10, 4), [(2, 4)], call=lambda mod, x: mod.as_linear(x))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_conv(dtype):
     run_layer(lambda m: m.Conv1d(4, 6, 3), [(2, 10, 4)], dtype)
     run_layer(lambda m: m.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2, bias=False), [(2, 11, 4)], dtype)
@@ -113,7 +113,7 @@ def test_conv(dtype):
     run_layer(lambda m: m.Conv3d(2, 3, (2, 3, 1), stride=2, padding=1), [(1, 5, 5, 4, 2)], dtype)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_conv_transpose(dtype):
     run_layer(lambda m: m.ConvTranspose1d(4, 3, 3), [(2, 6, 4)], dtype)
     run_layer(lambda m: m.ConvTranspose1d(4, 3, 3, stride=2, padding=1, output_padding=1), [(2, 6, 4)], dtype)
@@ -186,7 +186,7 @@ def test_sequential():
     run_layer(lambda m: m.Sequential(m.Linear(4, 8), m.ReLU(), m.Linear(8, 2), m.Softmax()), [(3, 4)])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_multi_head_attention(dtype):
     run_layer(lambda m: m.MultiHeadAttention(8, 2), [(2, 5, 8), (2, 6, 8), (2, 6, 8)], dtype)
     mask = nn.MultiHeadAttention.create_additive_causal_mask(5)
