@@ -357,3 +357,13 @@ def test_pool_kernel_larger_than_input():
     for name in ("MaxPool1d", "AvgPool1d"):
         o, m = getattr(nn, name)(5)(ox.zeros((1, 3, 2))), getattr(mlx_nn, name)(5)(mlx_core.zeros((1, 3, 2)))
         assert o.shape == m.shape == (1, 0, 2)
+
+
+def test_multi_head_attention_mask_kinds():
+    causal = np.tril(np.ones((4, 4), dtype=bool))
+    for mask in ("causal", causal, np.where(causal, 0, -1e9).astype(np.float32)):
+        if isinstance(mask, str):
+            run_layer(lambda m: m.MultiHeadAttention(8, 2), [(2, 4, 8), (2, 4, 8), (2, 4, 8)],
+                      call=lambda mod, q, k, v: mod(q, k, v, mask="causal"))
+        else:
+            run_layer(lambda m: m.MultiHeadAttention(8, 2), [(2, 4, 8), (2, 4, 8), (2, 4, 8), mask])
