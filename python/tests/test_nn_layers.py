@@ -367,3 +367,15 @@ def test_multi_head_attention_mask_kinds():
                       call=lambda mod, q, k, v: mod(q, k, v, mask="causal"))
         else:
             run_layer(lambda m: m.MultiHeadAttention(8, 2), [(2, 4, 8), (2, 4, 8), (2, 4, 8), mask])
+
+
+@pytest.mark.parametrize("shape,scale,mode", [
+    ((1, 8, 3), 0.5, "linear"), ((2, 9, 2), 0.5, "linear"), ((1, 8, 2), 0.5, "cubic"), ((1, 7, 1), 0.7, "cubic"),
+    ((1, 6, 2), 2, "cubic"), ((1, 6, 2), 2, "linear"), ((1, 9, 10, 2), (0.5, 0.3), "linear"),
+    ((1, 9, 10, 2), (0.6, 2.0), "cubic"),
+], ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_upsample_antialias(shape, scale, mode, dtype):
+    run_layer(lambda m: m.Upsample(scale, mode=mode, antialias=True), [shape], dtype)
+    with pytest.raises(ValueError):
+        nn.Upsample(scale, mode=mode, align_corners=True, antialias=True)

@@ -74,6 +74,27 @@ def _cubic_1d(x, axis, scale, align_corners):
     return out
 
 
+def _aa_filter(d, mode):
+    d = mx.abs(d)
+    if mode == "linear":
+        return mx.maximum(1 - d, 0.0)
+    return _cubic_weight(d, a=-0.5)
+
+
+def _antialiased_1d(x, axis, scale, mode):
+    """Interpolation whose kernel is widened by ``1/scale`` when downsampling (PIL/PyTorch-style
+    antialiasing; cubic uses a = -0.5), normalized over the taps inside the input."""
+    n = x.shape[axis]
+    m = _out_len(n, scale)
+    c = _source_coords(n, m, scale, False)
+    stretch = min(scale, 1.0)
+    j = mx.arange(n, dtype=mx.float32)
+    w = _aa_filter((j[None, :] - c[:, None]) * stretch, mode)  # (m, n)
+    w = w / mx.sum(w, axis=1, keepdims=True)
+    y = mx.moveaxis(x, axis, -1) @ w.T
+    return mx.moveaxis(y, -1, axis)
+
+
 def upsample_nearest(x, scale_factor):
     """Nearest-neighbour upsampling of the spatial axes of ``x`` (``N, *spatial, C``)."""
     for d, s in enumerate(scale_factor):
@@ -105,6 +126,10 @@ class Upsample(Module):
             raise ValueError("[Upsample] Got unsupported upsampling algorithm: {}".format(mode))
         if antialias and mode == "nearest":
             raise ValueError("[Upsample] Antialiasing is not supported for nearest neighbor upsampling")
+        if antialias and align_corners:
+            raise ValueError(
+                "[Upsample] antialias=True with align_corners=True is not supported. Use align_corners=False for "
+                "antialiased interpolation.")
         if isinstance(scale_factor, (list, tuple)):
             self.scale_factor = tuple(map(float, scale_factor))
         else:
@@ -133,8 +158,10 @@ class Upsample(Module):
                     "spatial dimensions were {}".format(scale, dims))
         else:
             scale = (scale,) * dims
-        if self.antialias and any(s < 1 for s in scale):
-            raise NotImplementedError("[Upsample] antialiased downsampling is not implemented in oxmx yet")
+        if self.antialias:
+            for d, s in enumerate(scale):
+                x = _antialiased_1d(x, 1 + d, s, self.mode)
+            return x
         if self.mode == "nearest":
             return upsample_nearest(x, scale)
         if self.mode == "linear":
