@@ -293,3 +293,26 @@ def test_update_list_bounds_messages():
             s.update_modules({"layers": [{}, {}, mod.ReLU()]})
         s.update({"layers": [{}, {}, {"weight": core.zeros((2, 2))}]}, strict=False)
         assert type(s.update_modules({"layers": [mod.ReLU()]}).layers[0]).__name__ == "ReLU"
+
+
+def test_bfloat16_weights_and_numpy_npz(tmp_path):
+    def make(m):
+        return m.Sequential(m.Linear(4, 3), m.ReLU(), m.Embedding(5, 4))
+
+    om, mm = make(nn), make(mlx_nn)
+    om.set_dtype(ox.bfloat16)
+    mm.set_dtype(mlx_core.bfloat16)
+    path = str(tmp_path / "bf.safetensors")
+    om.save_weights(path)
+    mm.load_weights(path)
+    assert_trees_close(om.parameters(), mm.parameters(), rtol=0, atol=0)
+    # weights written by NumPy (e.g. converted from another framework)
+    from nn_helpers import to_np
+
+    npz = str(tmp_path / "np.npz")
+    np.savez(npz, **{k: to_np(v) for k, v in tree_flatten(om.parameters())})
+    other = make(nn)
+    other.load_weights(npz)
+    for (k, a), (_, b) in zip(tree_flatten(other.parameters()), tree_flatten(om.parameters())):
+        assert a.dtype == ox.float32
+        np.testing.assert_array_equal(to_np(a), to_np(b))
