@@ -56,7 +56,11 @@ def tree_unflatten(tree):
         return tree_unflatten(entries)
 
     if groups and all(k.isdigit() for k in groups):
-        return [build(groups[k]) for k in sorted(groups, key=int)]
+        # Missing indices are empty dicts, as in MLX (`layers.0` and `layers.2` keep their places).
+        out = [{} for _ in range(max(int(k) for k in groups) + 1)]
+        for k, v in groups.items():
+            out[int(k)] = build(v)
+        return out
     return {k: build(v) for k, v in groups.items()}
 
 

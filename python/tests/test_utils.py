@@ -49,3 +49,8 @@ def test_merge():
     with pytest.raises(ValueError):
         ou.tree_merge({"x": 1}, {"x": 2})
     assert ou.tree_merge({"x": 1}, {"x": 2}, lambda u, v: u + v) == mu.tree_merge({"x": 1}, {"x": 2}, lambda u, v: u + v)
+
+
+def test_tree_unflatten_keeps_list_gaps_like_mlx():
+    flat = [("layers.0.w", 1), ("layers.2.w", 2), ("head", 3)]
+    assert ou.tree_unflatten(flat) == mu.tree_unflatten(flat) == {"layers": [{"w": 1}, {}, {"w": 2}], "head": 3}

@@ -168,7 +168,16 @@ fn worker_collectives() {
             let (next, prev) = ((rank + 1) % n, (rank + n - 1) % n);
             let sent = dist::send(mine, next, Some(&g));
             let got = dist::recv_like(mine, prev, Some(&g));
-            eval(&[&sent, &got]).unwrap_or_else(|e| panic!("ring {what}: {e}"));
+            if g.backend() == "nccl" {
+                // NCCL's point-to-point calls block their stream until the peer matches them:
+                // even ranks send first, odd ranks receive first.
+                let (a, b) = if rank % 2 == 0 { (&sent, &got) } else { (&got, &sent) };
+                a.eval().unwrap_or_else(|e| panic!("ring {what}: {e}"));
+                b.eval().unwrap_or_else(|e| panic!("ring {what}: {e}"));
+            } else {
+                // MPI sends never block the stream: any order works.
+                eval(&[&sent, &got]).unwrap_or_else(|e| panic!("ring {what}: {e}"));
+            }
             assert_close(&format!("recv {what}"), &got, &xs[prev].astype(Dtype::Float64), dt);
         }
     }

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::primitives::distributed::CollectiveReduce;
 use half::{bf16, f16};
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 type Handle = *mut c_void;
 type UserFn = unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_int, *mut Handle);
@@ -273,6 +274,12 @@ impl Mpi {
 }
 
 extern "C" fn finalize_at_exit() {
+    // Queued sends finish first (a receiver may still be waiting for them); bounded, in case a
+    // peer is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while PENDING_SENDS.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     if let Some(Ok(m)) = MPI.get() {
         // SAFETY: MPI calls at process exit, once.
         unsafe {
@@ -372,7 +379,20 @@ pub(crate) struct MpiComm {
     comm: Handle,
     rank: usize,
     size: usize,
+    sends: OnceLock<SendQueue>,
 }
+
+/// Sends run on one thread per communicator, in the order they were evaluated, so a send never
+/// blocks its stream: `eval(send, recv)` around a ring cannot deadlock whichever of the two the
+/// stream runs first, even for messages too large for MPI's eager protocol. A failed send is
+/// reported by the next operation on the communicator.
+struct SendQueue {
+    tx: Mutex<mpsc::Sender<(Vec<u8>, Dtype, usize)>>,
+    failed: Arc<Mutex<Option<Error>>>,
+}
+
+/// Sends queued but not yet completed, over all communicators (waited for before MPI_Finalize).
+static PENDING_SENDS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl Send for MpiComm {}
 unsafe impl Sync for MpiComm {}
@@ -391,8 +411,45 @@ impl MpiComm {
             m.check("MPI_Comm_rank", (m.comm_rank)(comm, &mut rank))?;
             m.check("MPI_Comm_size", (m.comm_size)(comm, &mut size))?;
         }
-        Ok(MpiComm { comm, rank: rank as usize, size: size as usize })
+        Ok(MpiComm { comm, rank: rank as usize, size: size as usize, sends: OnceLock::new() })
     }
+
+    fn queue(&self) -> &SendQueue {
+        self.sends.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<(Vec<u8>, Dtype, usize)>();
+            let failed = Arc::new(Mutex::new(None));
+            let (comm, sink) = (self.comm as usize, failed.clone());
+            let spawned = std::thread::Builder::new().name("oxmx-mpi-send".into()).spawn(move || {
+                for (bytes, dtype, dst) in rx {
+                    let r = blocking_send(comm as Handle, dtype, &bytes, dst);
+                    if let Err(e) = r {
+                        sink.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                    PENDING_SENDS.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            if let Err(e) = spawned {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Error::runtime(format!("[distributed] starting the MPI send thread: {e}")));
+            }
+            SendQueue { tx: Mutex::new(tx), failed }
+        })
+    }
+
+    /// The error of an earlier (queued) send, once.
+    fn earlier_failure(&self) -> Result<()> {
+        match self.sends.get().and_then(|q| q.failed.lock().unwrap_or_else(|p| p.into_inner()).take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn blocking_send(comm: Handle, dtype: Dtype, input: &[u8], dst: usize) -> Result<()> {
+    let m = mpi()?;
+    let n = count(input.len(), dtype)?;
+    // SAFETY: input holds n elements.
+    unsafe { m.check("MPI_Send", (m.send)(input.as_ptr().cast(), n, m.datatype(dtype), dst as c_int, 0, comm)) }
 }
 
 fn count(bytes: usize, dtype: Dtype) -> Result<c_int> {
@@ -425,6 +482,7 @@ impl Communicator for MpiComm {
     }
 
     fn all_reduce(&self, kind: CollectiveReduce, dtype: Dtype, input: &[u8], output: &mut [u8]) -> Result<()> {
+        self.earlier_failure()?;
         let m = mpi()?;
         let (t, op) = (m.datatype(dtype), m.op(kind, dtype)?);
         // Large arrays go in pieces of at most MAX_COUNT elements.
@@ -440,6 +498,7 @@ impl Communicator for MpiComm {
     }
 
     fn all_gather(&self, dtype: Dtype, input: &[u8], output: &mut [u8]) -> Result<()> {
+        self.earlier_failure()?;
         let m = mpi()?;
         let t = m.datatype(dtype);
         let n = count(input.len(), dtype)?;
@@ -453,6 +512,7 @@ impl Communicator for MpiComm {
     }
 
     fn reduce_scatter(&self, dtype: Dtype, input: &[u8], output: &mut [u8]) -> Result<()> {
+        self.earlier_failure()?;
         let m = mpi()?;
         let (t, op) = (m.datatype(dtype), m.op(CollectiveReduce::Sum, dtype)?);
         let n = count(output.len(), dtype)?;
@@ -466,13 +526,19 @@ impl Communicator for MpiComm {
     }
 
     fn send(&self, dtype: Dtype, input: &[u8], dst: usize) -> Result<()> {
-        let m = mpi()?;
-        let n = count(input.len(), dtype)?;
-        // SAFETY: input holds n elements.
-        unsafe { m.check("MPI_Send", (m.send)(input.as_ptr().cast(), n, m.datatype(dtype), dst as c_int, 0, self.comm)) }
+        self.earlier_failure()?;
+        let q = self.queue();
+        PENDING_SENDS.fetch_add(1, Ordering::SeqCst);
+        let sent = q.tx.lock().unwrap_or_else(|p| p.into_inner()).send((input.to_vec(), dtype, dst));
+        if sent.is_err() {
+            PENDING_SENDS.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::runtime("[distributed] the MPI send thread is gone"));
+        }
+        Ok(())
     }
 
     fn recv(&self, dtype: Dtype, output: &mut [u8], src: usize) -> Result<()> {
+        self.earlier_failure()?;
         let m = mpi()?;
         let n = count(output.len(), dtype)?;
         // SAFETY: output holds n elements; MPI_STATUS_IGNORE is NULL in Open MPI.

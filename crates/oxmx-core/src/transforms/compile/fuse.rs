@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 /// Fuses the tape in place; returns the number of regions made.
 pub(crate) fn fuse(tape: &mut Tape) -> usize {
+    let before_fusion = tape.clone();
     let n = tape.instrs.len();
     let group: Vec<Option<u8>> = tape.instrs.iter().map(fusable).collect();
     let users = tape.users();
@@ -71,6 +72,15 @@ pub(crate) fn fuse(tape: &mut Tape) -> usize {
     }
     tape.outputs = tape.outputs.iter().map(|&r| canon(r)).collect();
     tape.compact(slots);
+    // Merged regions must not form a cycle through outside instructions (a region that both
+    // feeds and reads an outside node): then some instruction would come before an input.
+    // `legal` is meant to prevent it; should it miss a case, keep the unfused tape (correct,
+    // just slower) instead of replaying an impossible order.
+    let ordered = tape.instrs.iter().enumerate().all(|(i, ins)| ins.inputs.iter().all(|r| !matches!(r, Ref::Node(j, _) if *j >= i)));
+    if !ordered {
+        *tape = before_fusion;
+        return 0;
+    }
     regions.len()
 }
 
