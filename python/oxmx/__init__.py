@@ -4,5 +4,6 @@
 """
 
 from . import core  # noqa: F401
+from . import lm  # noqa: F401  (mlx_lm's API: load, generate, stream_generate, convert)
 
 __all__ = ["core"]

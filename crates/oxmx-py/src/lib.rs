@@ -3,8 +3,11 @@
 
 mod array;
 mod convert;
+mod custom;
+mod dlpack;
 mod dtype;
 mod funcs;
+mod lm;
 mod sub;
 mod transforms;
 
@@ -26,5 +29,7 @@ fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     funcs::register_all(m)?;
     sub::register(m)?;
     transforms::register(m)?;
+    custom::register(m)?;
+    lm::register(m)?;
     Ok(())
 }
