@@ -364,3 +364,24 @@ def test_default_gguf_generate_matches_cli(smollm2):
     assert [x.token for x in rs] == expected["tokens"]
     assert "".join(x.text for x in rs) == expected["text"]
     assert expected["prompt_tokens"] == len(ids)
+
+
+def test_public_functions_never_panic(loaded):
+    """Bad arguments give Python exceptions (a Rust panic would be a BaseException)."""
+    import oxmx.lm.models.cache as cache_mod
+    import oxmx.lm.sample_utils as su
+
+    model, tok = loaded
+    weird = [None, -1, 0, 1.5, "x", [], [[1]], {"a": 1}, object(), mx.array([1.0]), mx.zeros((2, 0))]
+    fns = [load, convert, make_sampler, make_logits_processors, su.make_repetition_penalty, su.make_logit_bias,
+           cache_mod.make_prompt_cache, cache_mod.load_prompt_cache, cache_mod.trim_prompt_cache, model, tok.encode,
+           tok.decode, tok.apply_chat_template, tok.add_eos_token, lambda *a: list(generate_step(*a)),
+           lambda *a: generate(model, tok, *a), lambda *a: generate(*a), lambda *a: list(stream_generate(*a)),
+           lambda *a: make_sampler(temp=1.0)(*a), lambda *a: make_logits_processors(repetition_penalty=1.2)[0](*a)]
+    for f in fns:
+        for a in weird:
+            for args in [(a,), (a, a), (a, a, a)]:
+                try:
+                    f(*args)
+                except Exception:  # noqa: BLE001 - any Python exception is right
+                    pass
