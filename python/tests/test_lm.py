@@ -139,6 +139,21 @@ def test_greedy_generation_matches_mlx_lm(loaded, mlx_lm_loaded):
     np.testing.assert_allclose(np.array(lp), np.array(theirs[0].logprobs), rtol=1e-4, atol=1e-4)
 
 
+def test_multi_turn_prompt_cache_matches_mlx_lm(loaded, mlx_lm_loaded):
+    import mlx_lm
+    from mlx_lm.models.cache import make_prompt_cache as their_cache
+
+    model, tok = loaded
+    tmodel, ttok = mlx_lm_loaded
+    ours_c, theirs_c = make_prompt_cache(model), their_cache(tmodel)
+    turns = [tok.encode(PROMPT), tok.encode("the cat is blue", add_special_tokens=False), [9, 10, 5]]
+    for ids in turns:
+        ours = [r.token for r in stream_generate(model, tok, ids, max_tokens=4, prompt_cache=ours_c)]
+        theirs = [r.token for r in mlx_lm.stream_generate(tmodel, ttok, ids, max_tokens=4, prompt_cache=theirs_c)]
+        assert ours == theirs
+        assert ours_c.offset == theirs_c[0].offset
+
+
 def test_chat_template_matches_mlx_lm(loaded, mlx_lm_loaded):
     _, tok = loaded
     _, ttok = mlx_lm_loaded
@@ -222,8 +237,8 @@ def test_prompt_cache_and_generate_step(loaded):
     cache = make_prompt_cache(model)
     assert len(cache) == 2 and cache.offset == 0 and can_trim_prompt_cache(cache)
     first, _, _ = collect(stream_generate(model, tok, ids, max_tokens=5, prompt_cache=cache))
-    assert cache.offset == len(ids) + 4  # the last token is not run through the cache
-    assert trim_prompt_cache(cache, 4) == 4 and cache.offset == len(ids)
+    assert cache.offset == len(ids) + 5  # every token run through the cache, as mlx_lm
+    assert trim_prompt_cache(cache, 5) == 5 and cache.offset == len(ids)
     # generate_step: (token, logprobs) pairs, no EOS check, same greedy tokens
     steps = list(generate_step(mx.array(ids), model, max_tokens=5))
     assert [t for t, _ in steps][:len(first)] == first

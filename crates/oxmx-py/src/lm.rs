@@ -632,6 +632,8 @@ fn run_generation(
     let mut detok = tok.as_ref().map(|t| t.detokenizer());
     let eos = opts.eos_token_ids.clone();
     let mut cache = cache.lock().map_err(poisoned)?;
+    let mut last: Option<Response> = None;
+    let speculative = draft.is_some();
     let mut emit = |t: Token, stats: &GenerationStats| -> bool {
         if stop.load(Ordering::Relaxed) {
             return false;
@@ -661,7 +663,12 @@ fn run_generation(
             None => String::new(),
         };
         let r = Response { text, token: t.token, logprobs: t.logprobs, from_draft: t.from_draft, stats: stats.clone(), finish };
-        tx.send(Msg::Response(r)).is_ok() && finish.is_none()
+        if finish.is_some() {
+            // Sent after the loop, once the cache is complete.
+            last = Some(r);
+            return false;
+        }
+        tx.send(Msg::Response(r)).is_ok()
     };
     match draft {
         None => {
@@ -695,6 +702,16 @@ fn run_generation(
                 }
             }
         }
+    }
+    if let Some(r) = last {
+        // mlx_lm's loop has run the last token through the cache when max_tokens ends a run
+        // (its next step is built before the token is handed out); oxmx-lm's stops one short.
+        // Do the same here so that a prompt cache reused for the next turn holds every token.
+        if r.finish == Some("length") && !speculative {
+            let _ = model.model.forward(&Array::from_slice(&[r.token as i32], &[1, 1]), Some(&mut cache[..]));
+            oxmx_lm::cache::eval_cache(&cache)?;
+        }
+        let _ = tx.send(Msg::Response(r));
     }
     Ok(())
 }
