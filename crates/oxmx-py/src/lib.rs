@@ -13,6 +13,12 @@ mod transforms;
 
 use pyo3::prelude::*;
 
+// mimalloc for the Rust side, as the `oxmx` command: building each decoding step's graph allocates
+// thousands of small nodes, and the system allocator is measurably slower at that (the Python
+// interpreter keeps its own allocator; only this library's allocations change).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule(name = "_core")]
 fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<array::PyArray>()?;
