@@ -4,6 +4,7 @@
 """
 
 from . import core  # noqa: F401
+from . import lm  # noqa: F401  (mlx_lm's API: load, generate, stream_generate, convert)
 
 
 def __getattr__(name):  # oxmx.nn / oxmx.optimizers load on first use (``import oxmx.nn`` works too)

@@ -12,6 +12,10 @@ use pyo3::types::{PyBool, PyByteArray, PyComplex, PyFloat, PyInt, PyList, PySequ
 /// The Python exception MLX raises for an error of this kind.
 pub fn to_pyerr(e: Error) -> PyErr {
     let msg = e.message().to_string();
+    // A Python callback (custom_function rules, checkpoint) failed: re-raise its own exception.
+    if let Some(pe) = crate::custom::take_pending(&msg) {
+        return pe;
+    }
     match e.kind() {
         ErrorKind::InvalidArgument => PyValueError::new_err(msg),
         ErrorKind::IndexOutOfRange => PyIndexError::new_err(msg),
@@ -304,6 +308,12 @@ pub fn to_array(obj: &Bound<'_, PyAny>, dtype: Option<Dtype>) -> PyResult<Array>
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
         return from_nested(obj, dtype);
+    }
+    if obj.hasattr("__dlpack__")? && !obj.is_instance_of::<pyo3::types::PyType>() {
+        // A DLPack producer (torch, jax, cupy on the host): NumPy reads it, then as above.
+        let np = obj.py().import("numpy")?;
+        let arr = np.call_method1("from_dlpack", (obj,))?;
+        return to_array(&arr, dtype);
     }
     if obj.hasattr("__array__")? {
         let np = obj.py().import("numpy")?;

@@ -8,7 +8,7 @@ use crate::convert::{
     IntoPyResult,
 };
 use oxmx_core::{Array, Axes, Dtype, Operand, Scalar};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -1110,24 +1110,83 @@ fn path_of(file: Obj) -> PyResult<String> {
     let os = file.py().import("os")?;
     os.call_method1("fspath", (file,))
         .and_then(|p| p.extract::<String>())
-        .map_err(|_| PyTypeError::new_err("file must be a str or os.PathLike (file objects are not supported yet)"))
+        .map_err(|_| PyTypeError::new_err("file must be a str, an os.PathLike or an open binary file"))
+}
+
+/// Where a save or load goes: a path, or an open binary file object (MLX accepts both).
+enum Target<'py> {
+    Path(String),
+    File(Bound<'py, PyAny>),
+}
+
+fn target_of<'py>(file: &Bound<'py, PyAny>, method: &str) -> PyResult<Target<'py>> {
+    if let Ok(p) = path_of(file) {
+        return Ok(Target::Path(p));
+    }
+    if file.hasattr(method)? {
+        return Ok(Target::File(file.clone()));
+    }
+    Err(PyTypeError::new_err(format!(
+        "file must be a str, an os.PathLike or a binary file object with a {method}() method, got {}",
+        file.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+    )))
+}
+
+/// A fresh temporary path ending in `.ext` (file objects go through one: the writers and
+/// readers work on paths).
+struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    fn new(ext: &str) -> TempPath {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempPath(std::env::temp_dir().join(format!("oxmx-py-{}-{n}.{ext}", std::process::id())))
+    }
+    fn as_str(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Saves through `write(path)`: to the path itself, or to a temporary file copied into the
+/// file object.
+fn save_to(file: Obj, ext: &str, write: impl FnOnce(String) -> oxmx_core::Result<()>) -> PyResult<()> {
+    match target_of(file, "write")? {
+        Target::Path(p) => write(p).py(),
+        Target::File(f) => {
+            let tmp = TempPath::new(ext);
+            write(tmp.as_str()).py()?;
+            let bytes =
+                std::fs::read(&tmp.0).map_err(|e| PyRuntimeError::new_err(format!("[save] cannot read back {}: {e}", tmp.as_str())))?;
+            f.call_method1("write", (pyo3::types::PyBytes::new(f.py(), &bytes),))?;
+            Ok(())
+        }
+    }
 }
 fn named_arrays(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Array)>> {
     d.iter().map(|(k, v)| Ok((k.extract::<String>()?, arr(&v)?))).collect()
 }
 #[pyfunction]
 fn save(file: Obj, arr: Obj) -> PyResult<()> {
-    oxmx_core::io::save(path_of(file)?, &to_array(arr, None)?).py()
+    let a = to_array(arr, None)?;
+    save_to(file, "npy", |p| oxmx_core::io::save(p, &a))
 }
 #[pyfunction]
 #[pyo3(signature = (file, *args, **kwargs))]
 fn savez(file: Obj, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    oxmx_core::io::savez(path_of(file)?, &npz_items(args, kwargs)?).py()
+    let items = npz_items(args, kwargs)?;
+    save_to(file, "npz", |p| oxmx_core::io::savez(p, &items))
 }
 #[pyfunction]
 #[pyo3(signature = (file, *args, **kwargs))]
 fn savez_compressed(file: Obj, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    oxmx_core::io::savez_compressed(path_of(file)?, &npz_items(args, kwargs)?).py()
+    let items = npz_items(args, kwargs)?;
+    save_to(file, "npz", |p| oxmx_core::io::savez_compressed(p, &items))
 }
 fn npz_items(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Array)>> {
     let mut v: Vec<(String, Array)> = args.iter().enumerate().map(|(i, a)| Ok((format!("arr_{i}"), arr(&a)?))).collect::<PyResult<_>>()?;
@@ -1139,23 +1198,70 @@ fn npz_items(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> P
 #[pyfunction]
 #[pyo3(signature = (file, arrays, metadata=None))]
 fn save_safetensors(file: Obj, arrays: &Bound<'_, PyDict>, metadata: Option<std::collections::BTreeMap<String, String>>) -> PyResult<()> {
-    let mut path = path_of(file)?;
-    if !path.ends_with(".safetensors") {
-        path.push_str(".safetensors");
-    }
-    oxmx_core::io::save_safetensors_file(path, &named_arrays(arrays)?, metadata.as_ref()).py()
+    let named = named_arrays(arrays)?;
+    save_to(file, "safetensors", |mut path| {
+        if !path.ends_with(".safetensors") {
+            path.push_str(".safetensors");
+        }
+        oxmx_core::io::save_safetensors_file(path, &named, metadata.as_ref())
+    })
 }
+
+/// The format of a file object's bytes: `format=`, else the file's name, else its magic bytes.
+fn file_format(f: &Bound<'_, PyAny>, format: Option<&str>, bytes: &[u8]) -> PyResult<String> {
+    if let Some(fmt) = format {
+        return Ok(fmt.to_string());
+    }
+    if let Ok(name) = f.getattr("name").and_then(|n| n.extract::<String>()) {
+        if let Some((_, ext)) = name.rsplit_once('.') {
+            return Ok(ext.to_ascii_lowercase());
+        }
+    }
+    if bytes.starts_with(b"\x93NUMPY") {
+        Ok("npy".into())
+    } else if bytes.starts_with(b"PK") {
+        Ok("npz".into())
+    } else if bytes.starts_with(b"GGUF") {
+        Ok("gguf".into())
+    } else if bytes.len() >= 9 && bytes[8] == b'{' {
+        Ok("safetensors".into())
+    } else {
+        Err(PyValueError::new_err("[load] cannot tell the format of the file object: pass format= (npy, npz, safetensors or gguf)"))
+    }
+}
+
 #[pyfunction]
 #[pyo3(signature = (file, /, format=None, return_metadata=false, *, stream=None))]
 fn load<'py>(py: Python<'py>, file: Obj, format: Option<&str>, return_metadata: bool, stream: OptObj) -> PyResult<Bound<'py, PyAny>> {
     let _stream = crate::convert::StreamGuard::enter(stream)?;
-    let path = path_of(file)?;
-    if let Some(f) = format {
-        if !path.ends_with(&format!(".{f}")) {
-            return Err(PyValueError::new_err(format!("[load] format={f} needs a file named *.{f} for now")));
+    let mut _tmp = None;
+    let path = match target_of(file, "read")? {
+        Target::Path(path) => {
+            if let Some(f) = format {
+                if !path.ends_with(&format!(".{f}")) {
+                    return Err(PyValueError::new_err(format!("[load] format={f} needs a file named *.{f} for now")));
+                }
+            }
+            path
         }
-    }
+        Target::File(f) => {
+            let bytes: Vec<u8> = f
+                .call_method0("read")?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("[load] the file object must be opened in binary mode"))?;
+            let ext = file_format(&f, format, &bytes)?;
+            if !["npy", "npz", "safetensors", "gguf"].contains(&ext.as_str()) {
+                return Err(PyValueError::new_err(format!("[load] unknown format '{ext}' (expected npy, npz, safetensors or gguf)")));
+            }
+            let tmp = TempPath::new(&ext);
+            std::fs::write(&tmp.0, &bytes).map_err(|e| PyRuntimeError::new_err(format!("[load] cannot write {}: {e}", tmp.as_str())))?;
+            let p = tmp.as_str();
+            _tmp = Some(tmp);
+            p
+        }
+    };
     let (loaded, meta) = oxmx_core::io::load_with_metadata(&path).py()?;
+    drop(_tmp);
     let value = match loaded {
         oxmx_core::io::Loaded::Array(a) => Bound::new(py, ok(a)?)?.into_any(),
         oxmx_core::io::Loaded::Arrays(v) => {

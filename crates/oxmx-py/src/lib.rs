@@ -3,13 +3,22 @@
 
 mod array;
 mod convert;
+mod custom;
 mod distributed;
+mod dlpack;
 mod dtype;
 mod funcs;
+mod lm;
 mod sub;
 mod transforms;
 
 use pyo3::prelude::*;
+
+// mimalloc for the Rust side, as the `oxmx` command: building each decoding step's graph allocates
+// thousands of small nodes, and the system allocator is measurably slower at that (the Python
+// interpreter keeps its own allocator; only this library's allocations change).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[pymodule(name = "_core")]
 fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,5 +37,7 @@ fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sub::register(m)?;
     distributed::register(m)?;
     transforms::register(m)?;
+    custom::register(m)?;
+    lm::register(m)?;
     Ok(())
 }

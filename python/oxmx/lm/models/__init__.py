@@ -1,0 +1,1 @@
+"""``oxmx.lm.models``: the architectures live in Rust (oxmx-lm); ``cache`` has the prompt caches."""
