@@ -11,6 +11,7 @@ from .distributed import (  # noqa: F401
     QuantizedAllToShardedLinear,
     QuantizedShardedToAllLinear,
     ShardedToAllLinear,
+    fully_shard,
 )
 from .dropout import Dropout, Dropout2d, Dropout3d  # noqa: F401
 from .embedding import Embedding  # noqa: F401
