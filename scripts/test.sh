@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt >/dev/null 2>&1 || echo "note: could not install Python oracles; tests that need them skip"
+# mlx_lm (the oxmx.lm oracle) without its dependency pins, and transformers for its tokenizers: a
+# failure here only skips those comparisons.
+python3 -m pip install --quiet --disable-pip-version-check --no-deps "mlx-lm==0.32.2" >/dev/null 2>&1 \
+    && python3 -m pip install --quiet --disable-pip-version-check transformers >/dev/null 2>&1 \
+    || echo "note: could not install mlx-lm/transformers; the oxmx.lm comparisons with mlx_lm skip"
 # Open MPI for the distributed tests (2 and 4 ranks on this machine); they skip without it.
 scripts/install_mpi.sh
 cargo test --workspace 2>&1

@@ -10,8 +10,8 @@
 //! gradients are averaged, so the run follows the single-process one):
 //! `oxmx launch -n 2 -- target/release/examples/char_lm`
 
-use oxmx::nn::{self, losses, Embedding, Linear, Module, MultiHeadAttention, TransformerEncoder, TransformerOptions, UnaryModule};
 use oxmx::nn::distributed::average_gradients;
+use oxmx::nn::{self, losses, Embedding, Linear, Module, MultiHeadAttention, TransformerEncoder, TransformerOptions, UnaryModule};
 use oxmx::optim::{AdamW, Optimizer};
 use oxmx::{ops, random, Array, Dtype};
 use std::time::Instant;
@@ -77,7 +77,11 @@ fn main() -> oxmx::Result<()> {
     if BATCH % n != 0 {
         return Err(oxmx::Error::invalid(format!("the batch of {BATCH} does not split across {n} ranks")));
     }
-    let say = |s: String| if rank == 0 { println!("{s}") };
+    let say = |s: String| {
+        if rank == 0 {
+            println!("{s}")
+        }
+    };
     random::seed(0);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../LICENSE-APACHE");
     let text = std::fs::read_to_string(path).map_err(|e| oxmx::Error::invalid(format!("{path}: {e}")))?;

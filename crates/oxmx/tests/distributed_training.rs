@@ -58,7 +58,10 @@ impl TinyLm {
 /// Step `step`'s full batch: the same on every rank.
 fn batch(step: u64) -> (Array, Array) {
     let seq = random::randint(0, VOCAB as i64, &[BATCH, CONTEXT + 1], Dtype::Int32, Some(&random::key(1000 + step)));
-    (ops::slice_range(&seq, &[0, 0], &[BATCH as isize, CONTEXT as isize]), ops::slice_range(&seq, &[0, 1], &[BATCH as isize, CONTEXT as isize + 1]))
+    (
+        ops::slice_range(&seq, &[0, 0], &[BATCH as isize, CONTEXT as isize]),
+        ops::slice_range(&seq, &[0, 1], &[BATCH as isize, CONTEXT as isize + 1]),
+    )
 }
 
 fn rows(a: &Array, rank: usize, n: usize) -> Array {
@@ -168,7 +171,8 @@ fn tensor_parallel(g: &Group) {
     let qkv = Linear::new(16, 3 * 8 * n, false);
     let s = shard_linear(&qkv, Sharding::AllToSharded, 3, g).unwrap();
     let y = qkv.forward(&first_cols(&x, 16));
-    let parts: Vec<Array> = (0..3).map(|k| block(&ops::slice_range(&y, &[0, (k * 8 * n) as isize], &[3, ((k + 1) * 8 * n) as isize]), 1)).collect();
+    let parts: Vec<Array> =
+        (0..3).map(|k| block(&ops::slice_range(&y, &[0, (k * 8 * n) as isize], &[3, ((k + 1) * 8 * n) as isize]), 1)).collect();
     let ys = s.forward(&first_cols(&x, 16));
     assert!(ops::allclose(&ys, &ops::concatenate(&parts, 1), 1e-5, 1e-5, false).item::<bool>().unwrap(), "rank {rank}: segments");
 }

@@ -50,4 +50,3 @@ pub fn run_ranks(n: usize, worker: &str, limit: Duration) -> (bool, String, f64)
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (status.is_some_and(|s| s.success()), if status.is_none() { format!("TIMED OUT after {secs:.0}s\n{text}") } else { text }, secs)
 }
-

@@ -11,11 +11,11 @@ use super::fused::Fused;
 pub use super::rope::Rope;
 use crate::cache::{create_causal_mask, FetchedKv, KvCache};
 use crate::config::ModelConfig;
+use oxmx_core::distributed::Group;
 use oxmx_core::fast::{self, AttentionMask};
 use oxmx_core::{compile_shapeless, ops, Array, CompiledFn, Dtype, Result};
-use oxmx_nn::{Embedding, Linear, Module, ModuleState, RMSNorm};
-use oxmx_core::distributed::Group;
 use oxmx_nn::distributed::{shard_linear, Sharding};
+use oxmx_nn::{Embedding, Linear, Module, ModuleState, RMSNorm};
 use std::sync::OnceLock;
 
 // ---- the kernels: oxmx_core::fast and (through nn::Linear) quantized matmuls ----

@@ -100,8 +100,19 @@ impl Fused {
             oxmx_core::eval(&arrays(p).collect::<Vec<_>>())?;
             start += w;
         }
-        let linear =
-            Linear { weight, scales, biases, bias, lora_a: None, lora_b: None, m: None, quant, lora: None, shard: None, state: ModuleState::default() };
+        let linear = Linear {
+            weight,
+            scales,
+            biases,
+            bias,
+            lora_a: None,
+            lora_b: None,
+            m: None,
+            quant,
+            lora: None,
+            shard: None,
+            state: ModuleState::default(),
+        };
         let ids = parts.iter().map(|p| ids(p).collect()).collect();
         Ok(Some(Fused { linear, widths, ids }))
     }
