@@ -1,21 +1,16 @@
 """mx.distributed: a group of one without a launcher (as MLX), and 2 and 4 MPI ranks on this
 machine (skipped, saying so, without Open MPI's mpirun)."""
 
-import os
-import pathlib
-import shutil
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from mpi_ranks import run_on_ranks
 
 import oxmx.core as mx
 
 from conftest import needs_mlx, mlx_core
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_singleton_group_matches_mlx():
@@ -82,26 +77,4 @@ WORKER = textwrap.dedent(
 
 @pytest.mark.parametrize("n", [2, 4])
 def test_collectives_on_mpi_ranks(tmp_path, n):
-    if shutil.which("mpirun") is None:
-        pytest.skip("mpirun (Open MPI) is not installed; apt-get install openmpi-bin libopenmpi-dev")
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python")] + [p for p in [env.get("PYTHONPATH")] if p])
-    env.update(
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        OMPI_MCA_btl_vader_single_copy_mechanism="none",
-        OMPI_MCA_mpi_yield_when_idle="1",
-        RAYON_NUM_THREADS="1",
-    )
-    r = subprocess.run(
-        ["mpirun", "-np", str(n), "--oversubscribe", "--bind-to", "none", sys.executable, str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
-    assert out.count("python worker ok") == n, out
+    run_on_ranks(tmp_path, WORKER, n, "python worker ok")

@@ -104,10 +104,11 @@ fn submit_lock() -> std::sync::MutexGuard<'static, ()> {
 /// Submits the pending graph behind `outputs` to the stream workers.
 pub fn async_eval(outputs: &[&Array]) {
     let _guard = submit_lock();
-    let order = topological_pending(outputs);
+    let mut order = topological_pending(outputs);
     if order.is_empty() {
         return;
     }
+    hoist_sends(&mut order);
     // Group by stream keeping order.
     let mut per_stream: Vec<(Stream, Vec<Arc<Op>>)> = Vec::new();
     for op in order {
@@ -122,6 +123,45 @@ pub fn async_eval(outputs: &[&Array]) {
         let in_pool = !s.device.is_gpu() && !waits_on_other_streams(s, &ops);
         submit(s, Task::Run(ops, in_pool));
     }
+}
+
+/// Moves each `send` to just after the last op it depends on. A stream runs its ops in order
+/// and a `recv` blocks it until the peer's message arrives, so in `eval(recv, send)` on every
+/// rank of a ring the sends must not wait behind the receives. Moving an op earlier, but after
+/// all its inputs, keeps the order topological.
+fn hoist_sends(order: &mut Vec<Arc<Op>>) {
+    use crate::primitives::{DistributedOp, Primitive};
+    let is_send = |op: &Arc<Op>| matches!(op.prim, Primitive::Distributed(DistributedOp::Send { .. }));
+    if !order.iter().any(is_send) {
+        return;
+    }
+    let mut out: Vec<Arc<Op>> = Vec::with_capacity(order.len());
+    let mut placed: HashMap<*const Op, usize> = HashMap::new();
+    for op in order.drain(..) {
+        let at = if is_send(&op) {
+            // Right after its latest input among the ops placed so far.
+            let after = op
+                .inputs
+                .iter()
+                .filter_map(|a| match &*a.0.lock() {
+                    State::Pending(o) | State::Scheduled(o) => placed.get(&Arc::as_ptr(o)).copied(),
+                    _ => None,
+                })
+                .max();
+            after.map_or(0, |i| i + 1)
+        } else {
+            out.len()
+        };
+        if at == out.len() {
+            placed.insert(Arc::as_ptr(&op), at);
+            out.push(op);
+        } else {
+            // Later ops shift by one: renumber (only when a send moved).
+            out.insert(at, op);
+            placed = out.iter().enumerate().map(|(i, o)| (Arc::as_ptr(o), i)).collect();
+        }
+    }
+    *order = out;
 }
 
 /// Whether an op of `ops` (all on `stream`) has an input still being computed on another
