@@ -56,13 +56,16 @@ WORKER = textwrap.dedent(
     tall = mx.array(np.ones((2 * n, 3), np.float32) * (r + 1))
     np.testing.assert_allclose(np.array(mx.distributed.sum_scatter(tall)), np.full((2, 3), n * (n + 1) / 2))
     nxt, prv = (r + 1) % n, (r - 1) % n
+    # A send never blocks (MPI sends run on their own thread): send, then receive.
     s = mx.distributed.send(mx.full((5,), r, mx.int32), nxt)
+    mx.eval(s)
     got = mx.distributed.recv((5,), mx.int32, prv)
-    mx.eval(s, got)
+    mx.eval(got)
     assert np.array(got).tolist() == [prv] * 5
     s = mx.distributed.send(mx.array([1.5, 2.5]) * (r + 1), nxt)
     got = mx.distributed.recv_like(mx.zeros((2,), mx.float32), prv)
-    mx.eval(s, got)
+    mx.eval(s)
+    mx.eval(got)
     assert np.array(got).tolist() == [1.5 * (prv + 1), 2.5 * (prv + 1)]
     sub = g.split(r % 2)
     assert sub.size() == len([k for k in range(n) if k % 2 == r % 2])

@@ -104,6 +104,20 @@ fn submit_lock() -> std::sync::MutexGuard<'static, ()> {
 /// Submits the pending graph behind `outputs` to the stream workers.
 pub fn async_eval(outputs: &[&Array]) {
     let _guard = submit_lock();
+    // Sends (and what they need) are walked first, so in `eval(send(x), recv(..))` a send whose
+    // input is still pending is not queued behind a receive that blocks the stream.
+    let is_send = |a: &&Array| match &*a.0.lock() {
+        State::Pending(o) => matches!(o.prim, crate::primitives::Primitive::Distributed(crate::primitives::DistributedOp::Send { .. })),
+        _ => false,
+    };
+    let reordered: Vec<&Array>;
+    let outputs = if outputs.iter().any(is_send) {
+        // `topological_pending` walks the list from the end.
+        reordered = outputs.iter().filter(|a| !is_send(a)).chain(outputs.iter().filter(|a| is_send(a))).copied().collect();
+        &reordered[..]
+    } else {
+        outputs
+    };
     let mut order = topological_pending(outputs);
     if order.is_empty() {
         return;
