@@ -214,25 +214,37 @@ fn derivatives(g: &Group) {
     let c3 = input(0, 902, &[3], Dtype::Float64);
     let gg = g.clone();
     let losses: Vec<(&str, Box<dyn Fn(&Array) -> Array>)> = vec![
-        ("all_sum", Box::new({
-            let (g, c3) = (gg.clone(), c3.clone());
-            move |x| sum(&(dist::all_sum(x, Some(&g)) * &c3), None, false)
-        })),
-        ("all_max", Box::new({
-            let (g, c3) = (gg.clone(), c3.clone());
-            move |x| sum(&(dist::all_max(x, Some(&g)) * &c3), None, false)
-        })),
-        ("all_gather", Box::new({
-            let (g, c) = (gg.clone(), c.clone());
-            move |x| sum(&(dist::all_gather(x, Some(&g)) * &c), None, false)
-        })),
-        ("reduce_scatter", Box::new({
-            let (g, c) = (gg.clone(), c.clone());
-            move |x: &Array| {
-                let tall = concatenate(&vec![x.clone(); g.size()], 0);
-                sum(&(dist::all_gather(&dist::reduce_scatter(&tall, Some(&g)), Some(&g)) * &c), None, false)
-            }
-        })),
+        (
+            "all_sum",
+            Box::new({
+                let (g, c3) = (gg.clone(), c3.clone());
+                move |x| sum(&(dist::all_sum(x, Some(&g)) * &c3), None, false)
+            }),
+        ),
+        (
+            "all_max",
+            Box::new({
+                let (g, c3) = (gg.clone(), c3.clone());
+                move |x| sum(&(dist::all_max(x, Some(&g)) * &c3), None, false)
+            }),
+        ),
+        (
+            "all_gather",
+            Box::new({
+                let (g, c) = (gg.clone(), c.clone());
+                move |x| sum(&(dist::all_gather(x, Some(&g)) * &c), None, false)
+            }),
+        ),
+        (
+            "reduce_scatter",
+            Box::new({
+                let (g, c) = (gg.clone(), c.clone());
+                move |x: &Array| {
+                    let tall = concatenate(&vec![x.clone(); g.size()], 0);
+                    sum(&(dist::all_gather(&dist::reduce_scatter(&tall, Some(&g)), Some(&g)) * &c), None, false)
+                }
+            }),
+        ),
     ];
     let h = 1e-6;
     for (name, f) in &losses {

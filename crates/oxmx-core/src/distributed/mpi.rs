@@ -110,9 +110,8 @@ fn bind(lib: libloading::Library) -> Result<Mpi> {
     unsafe {
         macro_rules! f {
             ($name:literal) => {
-                *lib.get($name.as_bytes()).map_err(|e| {
-                    Error::runtime(format!("[distributed] {} is not in the loaded MPI library: {e}", $name))
-                })?
+                *lib.get($name.as_bytes())
+                    .map_err(|e| Error::runtime(format!("[distributed] {} is not in the loaded MPI library: {e}", $name)))?
             };
         }
         let global = |name: &str| -> Result<Handle> {
@@ -503,12 +502,7 @@ impl Communicator for MpiComm {
         let t = m.datatype(dtype);
         let n = count(input.len(), dtype)?;
         // SAFETY: output holds size × n elements.
-        unsafe {
-            m.check(
-                "MPI_Allgather",
-                (m.allgather)(input.as_ptr().cast(), n, t, output.as_mut_ptr().cast(), n, t, self.comm),
-            )
-        }
+        unsafe { m.check("MPI_Allgather", (m.allgather)(input.as_ptr().cast(), n, t, output.as_mut_ptr().cast(), n, t, self.comm)) }
     }
 
     fn reduce_scatter(&self, dtype: Dtype, input: &[u8], output: &mut [u8]) -> Result<()> {

@@ -38,9 +38,8 @@ pub(crate) fn share(payload: Option<&[u8]>, len: usize, rank: usize, size: usize
     let deadline = Instant::now() + timeout();
     if rank == 0 {
         let payload = payload.ok_or_else(|| Error::runtime("internal: rank 0 has nothing to share"))?;
-        let listener = TcpListener::bind(address).map_err(|e| {
-            Error::runtime(format!("[distributed] rank 0 cannot listen on the coordinator address {address}: {e}"))
-        })?;
+        let listener = TcpListener::bind(address)
+            .map_err(|e| Error::runtime(format!("[distributed] rank 0 cannot listen on the coordinator address {address}: {e}")))?;
         listener.set_nonblocking(true).map_err(|e| Error::runtime(format!("[distributed] {e}")))?;
         let mut served = 0;
         while served + 1 < size {
@@ -70,9 +69,8 @@ pub(crate) fn share(payload: Option<&[u8]>, len: usize, rank: usize, size: usize
                 Ok(mut s) => {
                     let mut buf = vec![0u8; len];
                     s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).ok();
-                    s.read_exact(&mut buf).map_err(|e| {
-                        Error::runtime(format!("[distributed] rank {rank}: reading the rendezvous from {address}: {e}"))
-                    })?;
+                    s.read_exact(&mut buf)
+                        .map_err(|e| Error::runtime(format!("[distributed] rank {rank}: reading the rendezvous from {address}: {e}")))?;
                     return Ok(buf);
                 }
                 Err(e) => {

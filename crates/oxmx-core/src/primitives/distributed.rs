@@ -18,15 +18,30 @@ pub enum CollectiveReduce {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DistributedOp {
-    AllReduce { kind: CollectiveReduce, group: Group },
+    AllReduce {
+        kind: CollectiveReduce,
+        group: Group,
+    },
     /// Concatenates every rank's input along axis 0 (rank order).
-    AllGather { group: Group },
+    AllGather {
+        group: Group,
+    },
     /// Sums over ranks, then keeps this rank's slice of axis 0 (which must divide by the size).
-    ReduceScatter { group: Group },
+    ReduceScatter {
+        group: Group,
+    },
     /// Sends the input to `dst`; the output is the input (evaluating it performs the send).
-    Send { dst: usize, group: Group },
+    Send {
+        dst: usize,
+        group: Group,
+    },
     /// Receives an array of this shape and dtype from `src` (no inputs).
-    Recv { src: usize, shape: Vec<usize>, dtype: Dtype, group: Group },
+    Recv {
+        src: usize,
+        shape: Vec<usize>,
+        dtype: Dtype,
+        group: Group,
+    },
 }
 
 impl DistributedOp {

@@ -78,7 +78,10 @@ fn reinfer(ins: &Instr, args: Vec<Array>) -> Result<Vec<Array>> {
         | Primitive::Custom(_)
         | Primitive::Fast(_)
         | Primitive::Distributed(
-            DistributedOp::AllReduce { .. } | DistributedOp::AllGather { .. } | DistributedOp::ReduceScatter { .. } | DistributedOp::Send { .. },
+            DistributedOp::AllReduce { .. }
+            | DistributedOp::AllGather { .. }
+            | DistributedOp::ReduceScatter { .. }
+            | DistributedOp::Send { .. },
         )
         | Primitive::Sort(SortOp::Sort { .. } | SortOp::ArgSort { .. })
         | Primitive::Shape(ShapeOp::Transpose(_) | ShapeOp::Copy | ShapeOp::StopGradient | ShapeOp::Concatenate { .. }) => {

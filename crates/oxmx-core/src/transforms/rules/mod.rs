@@ -170,9 +170,9 @@ pub(crate) fn jvp_kind(prim: &Primitive) -> JvpKind {
         Primitive::Distributed(op) => {
             use crate::primitives::distributed::{CollectiveReduce, DistributedOp};
             match op {
-                DistributedOp::AllReduce { kind: CollectiveReduce::Sum, .. } | DistributedOp::AllGather { .. } | DistributedOp::ReduceScatter { .. } => {
-                    JvpKind::Linear
-                }
+                DistributedOp::AllReduce { kind: CollectiveReduce::Sum, .. }
+                | DistributedOp::AllGather { .. }
+                | DistributedOp::ReduceScatter { .. } => JvpKind::Linear,
                 _ => JvpKind::Elementwise,
             }
         }
