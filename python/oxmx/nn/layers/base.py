@@ -9,29 +9,13 @@ Entries whose key starts with ``_`` are not parameters.
 import textwrap
 
 import oxmx.core as mx
-from oxmx.utils import tree_flatten
+from oxmx.utils import tree_flatten, tree_unflatten
 
 __all__ = ["Module"]
 
 
-def unflatten_weights(items):
-    """The nested tree of dotted ``(name, value)`` pairs, as ``mlx.utils.tree_unflatten``: levels
-    whose keys are all integers become lists, with ``{}`` for the indices that have no entry (so
-    ``layers.2`` lands at position 2 even when ``layers.1`` has no parameters)."""
-    items = list(items.items()) if isinstance(items, dict) else list(items)
-    if len(items) == 1 and items[0][0] == "":
-        return items[0][1]
-    groups = {}
-    for key, value in items:
-        head, _, rest = key.partition(".")
-        groups.setdefault(head, []).append((rest, value))
-    if groups and all(k.isdigit() for k in groups):
-        out = []
-        for k in sorted(groups, key=int):
-            out.extend({} for _ in range(int(k) - len(out)))
-            out.append(unflatten_weights(groups[k]))
-        return out
-    return {k: unflatten_weights(v) for k, v in groups.items()}
+# The nested tree of dotted names (list levels keep MLX's `{}` gaps): oxmx.utils' own.
+unflatten_weights = tree_unflatten
 
 
 def _walk(module, key, value, filter_fn, map_fn, is_leaf_fn):
