@@ -24,13 +24,6 @@ def dtype_name(d):
     return repr(d).rsplit(".", 1)[-1]
 
 
-def bf16_exact(x):
-    """float32 values that bfloat16 holds exactly (oxmx rounds a few float32 values just above a
-    bfloat16 halfway point differently from MLX: see test_bfloat16_rounding_gap)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
-
-
 def to_np(a):
     """A NumPy copy of an oxmx or MLX array (bfloat16 through float32)."""
     if dtype_name(a.dtype) == "bfloat16":

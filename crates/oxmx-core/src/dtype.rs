@@ -376,8 +376,12 @@ macro_rules! float_element {
 float_element!(
     f32 => Float32, |x: f32| x as f64, |v: f64| v as f32;
     f64 => Float64, |x: f64| x, |v: f64| v;
-    f16 => Float16, |x: f16| x.to_f64(), f16::from_f64;
-    bf16 => Bfloat16, |x: bf16| x.to_f64(), bf16::from_f64
+    // Through f32, as MLX converts (its half types are built from float): f32 sources round
+    // once, exactly. half's direct f64 conversions decide ties from the upper 32 bits of the
+    // double only, so an f32 value just above a halfway point (bits only in its last three
+    // mantissa bits) was rounded down.
+    f16 => Float16, |x: f16| x.to_f64(), |v: f64| f16::from_f32(v as f32);
+    bf16 => Bfloat16, |x: bf16| x.to_f64(), |v: f64| bf16::from_f32(v as f32)
 );
 
 impl Element for Complex32 {

@@ -122,11 +122,12 @@ impl Compute for f64 {
     }
     #[inline(always)]
     fn round_f16(self) -> Self {
-        f16::from_f64(self).to_f64()
+        // Through f32, as `Element::from_f64` (half's direct f64 rounding misses low sticky bits).
+        f16::from_f32(self as f32).to_f64()
     }
     #[inline(always)]
     fn round_bf16(self) -> Self {
-        bf16::from_f64(self).to_f64()
+        bf16::from_f32(self as f32).to_f64()
     }
     #[inline(always)]
     fn exp_(self) -> Self {
