@@ -20,8 +20,6 @@ fn argument_errors_name_the_problem() {
     std::fs::write(&cfg, "batch_size: four\n").unwrap();
     let e = err(&oxmx(&["lora", "--train", "-c", cfg.to_str().unwrap()]));
     assert!(e.contains("invalid configuration") && e.contains("batch_size"), "{e}");
-    let e = err(&oxmx(&["fuse", "--export-gguf"]));
-    assert!(e.contains("--export-gguf is not implemented"), "{e}");
 }
 
 #[test]
@@ -94,13 +92,20 @@ fn train_test_generate_and_fuse_on_the_default_model() {
     let cfg = std::fs::read_to_string(fused.join("config.json")).unwrap();
     assert!(cfg.contains("\"quantization\""), "a quantized base stays quantized");
     ok(&oxmx(&["generate", "--model", fused.to_str().unwrap(), "-p", "hi", "-m", "2"]));
-    // Dequantized, the fused weights are the adapted ones: the same greedy tokens.
+    // Dequantized (which --export-gguf implies), the fused weights are the adapted ones: the
+    // same greedy tokens; the float16 GGUF written beside them (llama.cpp's names, q/k rows in
+    // its rotary order, the base GGUF's tokenizer) gives them too when oxmx loads it back.
     let plain = dir.join("fused_float");
-    ok(&oxmx(&["fuse", "--model", &model, "--adapter-path", ad, "--save-path", plain.to_str().unwrap(), "--dequantize"]));
+    let out = ok(&oxmx(&["fuse", "--model", &model, "--adapter-path", ad, "--save-path", plain.to_str().unwrap(), "--export-gguf"]));
+    assert!(out.contains("GGUF written to"), "{out}");
     assert!(!std::fs::read_to_string(plain.join("config.json")).unwrap().contains("\"quantization\""));
+    let gguf = plain.join("ggml-model-f16.gguf");
+    assert!(gguf.is_file());
     let a = ok(&oxmx(&["generate", "--model", &model, "--adapter-path", ad, "-p", "What is oxmx?", "-m", "8", "--json"]));
     let b = ok(&oxmx(&["generate", "--model", plain.to_str().unwrap(), "-p", "What is oxmx?", "-m", "8", "--json"]));
+    let c = ok(&oxmx(&["generate", "--model", gguf.to_str().unwrap(), "-p", "What is oxmx?", "-m", "8", "--json"]));
     let tokens = |s: &str| serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["tokens"].clone();
-    println!("adapter: {a}\nfused:   {b}");
+    println!("adapter: {a}\nfused:   {b}\ngguf:    {c}");
     assert_eq!(tokens(&a), tokens(&b), "the dequantized fused model and base + adapter disagree");
+    assert_eq!(tokens(&b), tokens(&c), "the exported GGUF and the fused folder disagree");
 }

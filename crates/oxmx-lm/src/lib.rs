@@ -8,6 +8,7 @@ pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod convert;
+pub mod export_gguf;
 pub mod generate;
 pub mod hub;
 pub mod loader;
