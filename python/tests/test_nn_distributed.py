@@ -93,8 +93,11 @@ def test_constructors_and_errors():
         shard_linear(a, "all-to-all")
     with pytest.raises(ValueError):
         shard_inplace(a, "rows")
-    with pytest.raises(NotImplementedError):
-        nn.FullyShardedModule(a)
+    # A group of one: fully_shard leaves the module as it is; FullyShardedModule holds it whole.
+    assert nn.fully_shard(a) is a
+    fs = nn.FullyShardedModule(b, group=g)
+    xb = mx.array(np.arange(8, dtype=np.float32))
+    np.testing.assert_array_equal(np.array(fs(xb)), np.array(b(xb)))
     x = mx.array([1.0, -2.0])
     assert sum_gradients(g)(x) is x
 
@@ -270,6 +273,44 @@ WORKER = textwrap.dedent(
     full_w = np.array(m.weight)
     shard_inplace(m, "all-to-sharded", segments=2, group=g)
     assert np.array_equal(np.array(m.weight), rows(full_w, 2)) and type(m) is nn.Linear
+
+    # fully_shard: each parameter split along axis 0; the forward equals the dense model's, and
+    # each shard's gradient is the mean over ranks (each rank with its own input) of its block
+    # of the dense gradient. compute_dtype gathers in float16.
+    def model():
+        m = nn.Sequential(linear(D, H), nn.Tanh(), linear(H, O))
+        m.update(dense.parameters())
+        return m
+    xr = x * (r + 1)
+    fs = nn.fully_shard(model(), group=g)
+    assert type(fs) is nn.FullyShardedModule and "num_sharded_params=4" in repr(fs)
+    assert nn.fully_shard(fs) is fs
+    assert fs.module.layers[0].weight.shape == (H // n, D) and fs.module.layers[2].bias.shape == (O // n,)
+    close(fs(xr), dense(xr), "fully sharded forward")
+    # After the call the module holds its shards again.
+    assert fs.module.layers[0].weight.shape == (H // n, D)
+    _, gfs = nn.value_and_grad(fs, fn(fs))(xr)
+    gfs = dict(tree_flatten(gfs))
+    mean = {}
+    for q in range(n):
+        _, gq = nn.value_and_grad(dense, fn(dense))(x * (q + 1))
+        for k, v in tree_flatten(gq):
+            mean[k] = mean.get(k, 0) + np.array(v) / n
+    assert sorted(gfs) == sorted("module." + k for k in mean), sorted(gfs)
+    for k, v in mean.items():
+        close(gfs["module." + k], rows(v), "fully_shard gradient of " + k, rtol=1e-4, atol=1e-5)
+    fh = nn.fully_shard(model(), group=g, compute_dtype=mx.float16)
+    yh = fh(xr.astype(mx.float16))
+    assert yh.dtype == mx.float16, yh.dtype
+    assert fh.module.layers[0].weight.dtype == mx.float32  # the stored shards keep their dtype
+    close(yh.astype(mx.float32), dense(xr), "fully sharded forward in float16", rtol=2e-2, atol=2e-2)
+    _, ghs = nn.value_and_grad(fh, lambda t: (fh(t).astype(mx.float32) * cot).sum())(xr.astype(mx.float16))
+    assert all(v.dtype == mx.float32 for _, v in tree_flatten(ghs))
+    try:
+        nn.FullyShardedModule(nn.Linear(D, n + 1), group=g)
+        raise AssertionError("axis 0 of size n + 1 was sharded across n ranks")
+    except ValueError as e:
+        assert "divisible" in str(e)
     print("nn distributed worker ok", r)
     """
 )

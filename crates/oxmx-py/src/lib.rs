@@ -8,6 +8,7 @@ mod distributed;
 mod dlpack;
 mod dtype;
 mod funcs;
+mod funcs_more;
 mod lm;
 mod sub;
 mod transforms;
@@ -34,6 +35,7 @@ fn oxmx_core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dtype::_dtype_from_name, m)?)?;
     m.add_function(wrap_pyfunction!(array::_array_from_numpy, m)?)?;
     funcs::register_all(m)?;
+    funcs_more::register(m)?;
     sub::register(m)?;
     distributed::register(m)?;
     transforms::register(m)?;

@@ -22,14 +22,32 @@ pub enum TreeDef {
 }
 
 impl TreeDef {
-    fn describe(&self, out: &mut String) {
+    /// How many array leaves the tree holds.
+    fn leaf_count(&self) -> usize {
+        match self {
+            TreeDef::Leaf => 1,
+            TreeDef::Other(_) => 0,
+            TreeDef::List(v) | TreeDef::Tuple(v) => v.iter().map(TreeDef::leaf_count).sum(),
+            TreeDef::Dict(v) => v.iter().map(|(_, d)| d.leaf_count()).sum(),
+        }
+    }
+
+    /// A cache key for the structure: containers, dict keys, and the value of every constant
+    /// leaf (a compiled function is retraced when a Python constant changes, as in MLX).
+    fn describe(&self, py: Python<'_>, out: &mut String) {
         match self {
             TreeDef::Leaf => out.push('*'),
-            TreeDef::Other(_) => out.push('o'),
+            TreeDef::Other(o) => {
+                let o = o.bind(py);
+                // Type and repr: `1` and `1.0` and `True` are different constants.
+                let ty = o.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                let text = o.repr().map(|r| r.to_string()).unwrap_or_default();
+                out.push_str(&format!("<{ty}:{text}>"));
+            }
             TreeDef::List(v) | TreeDef::Tuple(v) => {
                 out.push(if matches!(self, TreeDef::List(_)) { '[' } else { '(' });
                 for d in v {
-                    d.describe(out);
+                    d.describe(py, out);
                     out.push(',');
                 }
                 out.push(']');
@@ -39,7 +57,7 @@ impl TreeDef {
                 for (k, d) in v {
                     out.push_str(&k.to_string());
                     out.push(':');
-                    d.describe(out);
+                    d.describe(py, out);
                     out.push(',');
                 }
                 out.push('}');
@@ -94,7 +112,13 @@ struct Wrapped<'py> {
     py: Python<'py>,
     fun: Bound<'py, PyAny>,
     defs: Vec<TreeDef>,
+    /// Arguments passed to `fun` as the caller's own objects (as MLX passes the arguments it
+    /// does not differentiate: a dict subclass stays that class); `None` entries are rebuilt
+    /// from their leaves. Empty: every argument is rebuilt.
+    keep: Vec<Option<Bound<'py, PyAny>>>,
     kwargs: Option<Bound<'py, PyDict>>,
+    /// Keyword arguments rebuilt from leaves that follow the positional ones (`argnames`).
+    kw_diff: Vec<(String, TreeDef)>,
     out_def: RefCell<Option<TreeDef>>,
     error: RefCell<Option<PyErr>>,
 }
@@ -114,8 +138,27 @@ impl<'py> Wrapped<'py> {
     }
     fn try_call(&self, leaves: Vec<Array>) -> PyResult<Vec<Array>> {
         let mut it = leaves.into_iter();
-        let args: Vec<Bound<'py, PyAny>> = self.defs.iter().map(|d| unflatten(self.py, d, &mut it)).collect::<PyResult<_>>()?;
-        let out = self.fun.call(PyTuple::new(self.py, args)?, self.kwargs.as_ref())?;
+        let mut args: Vec<Bound<'py, PyAny>> = Vec::with_capacity(self.defs.len());
+        for (i, d) in self.defs.iter().enumerate() {
+            match self.keep.get(i) {
+                Some(Some(orig)) => {
+                    it.by_ref().take(d.leaf_count()).for_each(drop);
+                    args.push(orig.clone());
+                }
+                _ => args.push(unflatten(self.py, d, &mut it)?),
+            }
+        }
+        let kwargs = match &self.kwargs {
+            Some(k) if !self.kw_diff.is_empty() => {
+                let k = k.copy()?;
+                for (name, d) in &self.kw_diff {
+                    k.set_item(name, unflatten(self.py, d, &mut it)?)?;
+                }
+                Some(k)
+            }
+            k => k.clone(),
+        };
+        let out = self.fun.call(PyTuple::new(self.py, args)?, kwargs.as_ref())?;
         let mut leaves = vec![];
         let def = flatten(&out, &mut leaves)?;
         *self.out_def.borrow_mut() = Some(def);
@@ -136,30 +179,54 @@ fn check_all(v: &[Array]) -> PyResult<()> {
     Ok(())
 }
 
-/// `argnums` as a list, and whether it was a single int.
-fn parse_argnums(argnums: Option<&Bound<'_, PyAny>>) -> PyResult<(Vec<usize>, bool)> {
-    match argnums {
-        None => Ok((vec![0], true)),
-        Some(a) if a.is_none() => Ok((vec![0], true)),
-        Some(a) if a.is_instance_of::<PyInt>() => {
-            let i: i64 = a.extract()?;
-            if i < 0 {
-                return Err(PyValueError::new_err("[grad] argnums must be non-negative"));
+/// `argnums` and `argnames` as MLX resolves them: neither given differentiates argument 0;
+/// only `argnames` given differentiates only those keywords; both empty is an error.
+fn parse_arguments(
+    argnums: Option<&Bound<'_, PyAny>>,
+    argnames: Option<&Bound<'_, PyAny>>,
+    what: &str,
+) -> PyResult<(Vec<usize>, Vec<String>)> {
+    let names: Vec<String> = match argnames {
+        None => vec![],
+        Some(a) if a.is_none() => vec![],
+        Some(a) if a.is_instance_of::<pyo3::types::PyString>() => vec![a.extract()?],
+        Some(a) => a.try_iter()?.map(|x| x?.extract::<String>()).collect::<PyResult<_>>()?,
+    };
+    let nums: Vec<usize> = match argnums {
+        None => {
+            if names.is_empty() {
+                vec![0]
+            } else {
+                vec![]
             }
-            Ok((vec![i as usize], true))
         }
-        Some(a) => {
-            let v: Vec<usize> = a.try_iter()?.map(|x| x?.extract::<usize>()).collect::<PyResult<_>>()?;
-            Ok((v, false))
+        Some(a) if a.is_none() => {
+            if names.is_empty() {
+                vec![0]
+            } else {
+                vec![]
+            }
         }
+        Some(a) if a.is_instance_of::<PyInt>() => vec![a.extract::<i64>()?],
+        Some(a) => a.try_iter()?.map(|x| x?.extract::<i64>()).collect::<PyResult<_>>()?,
     }
+    .into_iter()
+    .map(|i| {
+        usize::try_from(i)
+            .map_err(|_| PyValueError::new_err(format!("[{what}] Can't compute the gradient of negative argument index {i}.")))
+    })
+    .collect::<PyResult<_>>()?;
+    if nums.is_empty() && names.is_empty() {
+        return Err(PyValueError::new_err(format!("[{what}] Gradient wrt no argument requested")));
+    }
+    Ok((nums, names))
 }
 
 #[pyclass(name = "_ValueAndGrad", module = "oxmx.core")]
 pub struct ValueAndGrad {
     fun: Py<PyAny>,
     argnums: Vec<usize>,
-    single: bool,
+    argnames: Vec<String>,
     grad_only: bool,
 }
 
@@ -172,10 +239,11 @@ impl ValueAndGrad {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let what = if self.grad_only { "grad" } else { "value_and_grad" };
         let n = args.len();
         if let Some(&bad) = self.argnums.iter().find(|&&i| i >= n) {
             return Err(PyValueError::new_err(format!(
-                "[grad] Can't compute the gradient of argument index {bad} because the function is called with only {n} positional arguments."
+                "[{what}] Can't compute the gradient of argument index {bad} because the function is called with only {n} positional arguments."
             )));
         }
         let mut arg_defs = Vec::with_capacity(n);
@@ -185,13 +253,35 @@ impl ValueAndGrad {
             arg_defs.push(flatten(&a, &mut l)?);
             arg_leaves.push(l);
         }
-        // Differentiated leaves in argnums order; the other arguments are constants.
-        let diff: Vec<Array> = self.argnums.iter().flat_map(|&i| arg_leaves[i].iter().cloned()).collect();
+        // Differentiated keyword arguments: their leaves follow the positional ones.
+        let mut kw_diff = Vec::with_capacity(self.argnames.len());
+        let mut kw_leaves: Vec<Array> = vec![];
+        for name in &self.argnames {
+            let value = match kwargs {
+                Some(k) => k.get_item(name)?,
+                None => None,
+            };
+            let Some(value) = value else {
+                let called: String = kwargs.map(|k| k.keys().iter().map(|x| format!("{x},")).collect()).unwrap_or_default();
+                return Err(PyValueError::new_err(format!(
+                    "[{what}] Can't compute the gradient of keyword argument '{name}' because the function is called with the following keyword arguments {{{called}}}"
+                )));
+            };
+            let start = kw_leaves.len();
+            kw_diff.push((name.clone(), flatten(&value, &mut kw_leaves)?, kw_leaves.len() - start));
+        }
+        // Differentiated leaves in argnums order, then argnames order; the rest are constants.
+        let mut diff: Vec<Array> = self.argnums.iter().flat_map(|&i| arg_leaves[i].iter().cloned()).collect();
+        diff.extend(kw_leaves.iter().cloned());
+        let keep = args.iter().enumerate().map(|(i, a)| (!self.argnums.contains(&i)).then_some(a)).collect();
+        let kw_counts: Vec<usize> = kw_diff.iter().map(|(_, _, c)| *c).collect();
         let w = Wrapped {
             py,
             fun: self.fun.bind(py).clone(),
             defs: arg_defs,
+            keep,
             kwargs: kwargs.cloned(),
+            kw_diff: kw_diff.into_iter().map(|(name, d, _)| (name, d)).collect(),
             out_def: RefCell::new(None),
             error: RefCell::new(None),
         };
@@ -204,7 +294,9 @@ impl ValueAndGrad {
                 blocks[i] = x[off..off + c].to_vec();
                 off += c;
             }
-            w.call(blocks.concat())
+            let mut all = blocks.concat();
+            all.extend(x[off..].iter().cloned());
+            w.call(all)
         };
         let vg = oxmx_core::value_and_grad(f);
         let (outs, grads) = vg(diff);
@@ -217,7 +309,22 @@ impl ValueAndGrad {
             let block: Vec<Array> = it.by_ref().take(arg_leaves[i].len()).collect();
             grad_objs.push(unflatten(py, &w.defs[i], &mut block.into_iter())?);
         }
-        let grads_obj = if self.single { grad_objs.into_iter().next().unwrap() } else { PyTuple::new(py, grad_objs)?.into_any() };
+        // MLX: one argument index gives its gradient alone, several a tuple.
+        let positional = match grad_objs.len() {
+            0 => py.None().into_bound(py),
+            1 => grad_objs.pop().unwrap(),
+            _ => PyTuple::new(py, grad_objs)?.into_any(),
+        };
+        let grads_obj = if self.argnames.is_empty() {
+            positional
+        } else {
+            let d = PyDict::new(py);
+            for ((name, def), count) in w.kw_diff.iter().zip(kw_counts) {
+                let block: Vec<Array> = it.by_ref().take(count).collect();
+                d.set_item(name, unflatten(py, def, &mut block.into_iter())?)?;
+            }
+            PyTuple::new(py, [positional, d.into_any()])?.into_any()
+        };
         if self.grad_only {
             return Ok(grads_obj);
         }
@@ -242,22 +349,16 @@ pub fn value_and_grad(
     argnames: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<ValueAndGrad> {
     check_callable(fun, "value_and_grad")?;
-    if argnames.is_some_and(|a| !a.is_none()) {
-        return Err(PyValueError::new_err("[value_and_grad] argnames is not supported yet"));
-    }
-    let (argnums, single) = parse_argnums(argnums)?;
-    Ok(ValueAndGrad { fun: fun.clone().unbind(), argnums, single, grad_only: false })
+    let (argnums, argnames) = parse_arguments(argnums, argnames, "value_and_grad")?;
+    Ok(ValueAndGrad { fun: fun.clone().unbind(), argnums, argnames, grad_only: false })
 }
 
 #[pyfunction]
 #[pyo3(signature = (fun, argnums=None, argnames=None))]
 pub fn grad(fun: &Bound<'_, PyAny>, argnums: Option<&Bound<'_, PyAny>>, argnames: Option<&Bound<'_, PyAny>>) -> PyResult<ValueAndGrad> {
     check_callable(fun, "grad")?;
-    if argnames.is_some_and(|a| !a.is_none()) {
-        return Err(PyValueError::new_err("[grad] argnames is not supported yet"));
-    }
-    let (argnums, single) = parse_argnums(argnums)?;
-    Ok(ValueAndGrad { fun: fun.clone().unbind(), argnums, single, grad_only: true })
+    let (argnums, argnames) = parse_arguments(argnums, argnames, "grad")?;
+    Ok(ValueAndGrad { fun: fun.clone().unbind(), argnums, argnames, grad_only: true })
 }
 
 fn arrays_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Array>> {
@@ -308,7 +409,9 @@ fn with_primals<'py>(
         py,
         fun: fun.clone(),
         defs: p.iter().map(|_| TreeDef::Leaf).collect(),
+        keep: vec![],
         kwargs: None,
+        kw_diff: vec![],
         out_def: RefCell::new(None),
         error: RefCell::new(None),
     };
@@ -365,7 +468,16 @@ impl Vmapped {
         } else {
             vec![out_axes.extract::<isize>()?]
         };
-        let w = Wrapped { py, fun: self.fun.bind(py).clone(), defs, kwargs: None, out_def: RefCell::new(None), error: RefCell::new(None) };
+        let w = Wrapped {
+            py,
+            fun: self.fun.bind(py).clone(),
+            defs,
+            keep: vec![],
+            kwargs: None,
+            kw_diff: vec![],
+            out_def: RefCell::new(None),
+            error: RefCell::new(None),
+        };
         let vf = oxmx_core::vmap(|x: Vec<Array>| w.call(x), &leaf_axes, &outs_spec);
         let outs = vf(leaves);
         w.raise_pending()?;
@@ -403,36 +515,100 @@ type LeafFn = Box<dyn Fn(Vec<Array>) -> Vec<Array> + Send + Sync>;
 /// The state a compiled call shares with the traced Python function.
 struct CompileState {
     fun: Py<PyAny>,
-    /// Input structure of the current call (set before calling the compiled function).
-    in_defs: Mutex<Option<Vec<TreeDef>>>,
+    /// Input structure of the current call (set before calling the compiled function): the
+    /// positional arguments and the keyword arguments as one dict, if any.
+    in_defs: Mutex<Option<(Vec<TreeDef>, Option<TreeDef>)>>,
     /// Output structure per input signature.
     out_defs: Mutex<HashMap<String, TreeDef>>,
     current_key: Mutex<String>,
     error: Mutex<Option<PyErr>>,
 }
 
+type CompiledLeaves = oxmx_core::CompiledFn<LeafFn, Vec<Array>, Vec<Array>>;
+
 #[pyclass(name = "_Compiled", module = "oxmx.core")]
 pub struct Compiled {
     state: std::sync::Arc<CompileState>,
-    compiled: oxmx_core::CompiledFn<LeafFn, Vec<Array>, Vec<Array>>,
+    shapeless: bool,
+    /// One compiled function per structure and set of Python constants (non-array leaves):
+    /// oxmx-core's cache sees only the arrays, and a constant is baked into the trace.
+    by_constants: Mutex<HashMap<String, CompiledLeaves>>,
+}
+
+impl Compiled {
+    fn leaf_fn(&self) -> LeafFn {
+        let st = self.state.clone();
+        Box::new(move |x: Vec<Array>| -> Vec<Array> {
+            Python::attach(|py| {
+                let run = || -> PyResult<Vec<Array>> {
+                    let guard = st.in_defs.lock().unwrap();
+                    let (defs, kw_def) = guard.as_ref().ok_or_else(|| PyValueError::new_err("internal: no input structure"))?;
+                    let mut it = x.into_iter();
+                    let args: Vec<Bound<'_, PyAny>> = defs.iter().map(|d| unflatten(py, d, &mut it)).collect::<PyResult<_>>()?;
+                    let kwargs = match kw_def {
+                        Some(d) => Some(unflatten(py, d, &mut it)?.cast_into::<PyDict>()?),
+                        None => None,
+                    };
+                    drop(guard);
+                    let out = st.fun.bind(py).call(PyTuple::new(py, args)?, kwargs.as_ref())?;
+                    let mut leaves = vec![];
+                    let def = flatten(&out, &mut leaves)?;
+                    let key = st.current_key.lock().unwrap().clone();
+                    st.out_defs.lock().unwrap().insert(key, def);
+                    Ok(leaves)
+                };
+                match run() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        st.error.lock().unwrap().get_or_insert(e);
+                        vec![Array::error(Error::runtime(msg))]
+                    }
+                }
+            })
+        })
+    }
 }
 
 #[pymethods]
 impl Compiled {
-    #[pyo3(signature = (*args))]
-    fn __call__<'py>(&self, py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let mut leaves = vec![];
         let defs: Vec<TreeDef> = args.iter().map(|a| flatten(&a, &mut leaves)).collect::<PyResult<_>>()?;
-        let mut key = String::new();
-        for d in &defs {
-            d.describe(&mut key);
+        let kw_def = match kwargs {
+            Some(k) if !k.is_empty() => Some(flatten(k.as_any(), &mut leaves)?),
+            _ => None,
+        };
+        let mut structure = String::new();
+        for d in defs.iter().chain(kw_def.iter()) {
+            d.describe(py, &mut structure);
         }
+        let mut key = structure.clone();
         for l in &leaves {
             key.push_str(&format!("{:?}{:?};", l.shape(), l.dtype()));
         }
+        let compiled = {
+            let mut map = self.by_constants.lock().unwrap();
+            map.entry(structure)
+                .or_insert_with(|| {
+                    let f = self.leaf_fn();
+                    if self.shapeless {
+                        oxmx_core::compile_shapeless(f)
+                    } else {
+                        oxmx_core::compile(f)
+                    }
+                })
+                .clone()
+        };
         *self.state.current_key.lock().unwrap() = key.clone();
-        *self.state.in_defs.lock().unwrap() = Some(defs);
-        let outs = self.compiled.call(leaves);
+        *self.state.in_defs.lock().unwrap() = Some((defs, kw_def));
+        let outs = compiled.call(leaves);
         *self.state.in_defs.lock().unwrap() = None;
         if let Some(e) = self.state.error.lock().unwrap().take() {
             return Err(e);
@@ -444,6 +620,8 @@ impl Compiled {
     }
 }
 
+/// `compile(fun, shapeless=False)`. MLX's state capture (`inputs=`, `outputs=`) is layered on
+/// this in Python (`oxmx/core/_compile.py`).
 #[pyfunction]
 #[pyo3(signature = (fun, inputs=None, outputs=None, shapeless=false))]
 pub fn compile(
@@ -454,7 +632,7 @@ pub fn compile(
 ) -> PyResult<Compiled> {
     check_callable(fun, "compile")?;
     if inputs.is_some_and(|a| !a.is_none()) || outputs.is_some_and(|a| !a.is_none()) {
-        return Err(PyValueError::new_err("[compile] captured inputs/outputs are not supported yet"));
+        return Err(PyValueError::new_err("[compile] captured inputs/outputs are handled by oxmx.core.compile"));
     }
     let state = std::sync::Arc::new(CompileState {
         fun: fun.clone().unbind(),
@@ -463,34 +641,7 @@ pub fn compile(
         current_key: Mutex::new(String::new()),
         error: Mutex::new(None),
     });
-    let st = state.clone();
-    let f: LeafFn = Box::new(move |x: Vec<Array>| -> Vec<Array> {
-        Python::attach(|py| {
-            let run = || -> PyResult<Vec<Array>> {
-                let guard = st.in_defs.lock().unwrap();
-                let defs = guard.as_ref().ok_or_else(|| PyValueError::new_err("internal: no input structure"))?;
-                let mut it = x.into_iter();
-                let args: Vec<Bound<'_, PyAny>> = defs.iter().map(|d| unflatten(py, d, &mut it)).collect::<PyResult<_>>()?;
-                drop(guard);
-                let out = st.fun.bind(py).call1(PyTuple::new(py, args)?)?;
-                let mut leaves = vec![];
-                let def = flatten(&out, &mut leaves)?;
-                let key = st.current_key.lock().unwrap().clone();
-                st.out_defs.lock().unwrap().insert(key, def);
-                Ok(leaves)
-            };
-            match run() {
-                Ok(v) => v,
-                Err(e) => {
-                    let msg = e.to_string();
-                    st.error.lock().unwrap().get_or_insert(e);
-                    vec![Array::error(Error::runtime(msg))]
-                }
-            }
-        })
-    });
-    let compiled = if shapeless { oxmx_core::compile_shapeless(f) } else { oxmx_core::compile(f) };
-    Ok(Compiled { state, compiled })
+    Ok(Compiled { state, shapeless, by_constants: Mutex::new(HashMap::new()) })
 }
 
 #[pyfunction]

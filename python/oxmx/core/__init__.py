@@ -23,6 +23,8 @@ from oxmx._core import (  # noqa: F401
     random,
 )
 
+from oxmx.core._compile import compile  # noqa: E402,F811  (adds inputs=/outputs= state capture)
+
 for _name in ("random", "fast", "linalg", "fft", "distributed"):
     _sys.modules[__name__ + "." + _name] = getattr(_core, _name)
 
@@ -126,6 +128,22 @@ def atleast_3d(*arys, stream=None):
 
 
 del atleast_1d_one, atleast_2d_one, atleast_3d_one  # noqa: F821
+
+
+def qqmm(x, w, scales=None, group_size=None, bits=None, mode="nvfp4", global_scale_x=None, global_scale_w=None, *, stream=None):
+    """``x @ w.T`` with ``x`` quantized on the fly and ``w`` quantized (if it is not already), as
+    MLX's ``qqmm``: both operands are rounded through ``mode``'s format, the product is taken in
+    ``x``'s dtype. (MLX's CPU build has no kernel for it; this composes quantize/dequantize.)"""
+    if global_scale_x is not None or global_scale_w is not None:
+        raise ValueError("[qqmm] global scales (nvfp4 with a global scale) are not supported")
+    x = array(x)
+    q = dict(group_size=group_size, bits=bits, mode=mode, dtype=x.dtype)
+    if scales is None:
+        wd = dequantize(*quantize(w, group_size, bits, mode=mode), **q)  # noqa: F405
+    else:
+        wd = dequantize(w, scales, **q)  # noqa: F405
+    xd = dequantize(*quantize(x, group_size, bits, mode=mode), **q)  # noqa: F405
+    return matmul(xd, swapaxes(wd, -1, -2))  # noqa: F405
 
 
 def astype(a, /, dtype, *, stream=None):

@@ -5,7 +5,7 @@ from functools import wraps
 import oxmx.core as mx
 from oxmx.utils import tree_flatten, tree_map
 
-__all__ = ["value_and_grad", "checkpoint", "average_gradients", "fully_shard"]
+__all__ = ["value_and_grad", "checkpoint", "average_gradients"]
 
 
 def value_and_grad(model, fn):
@@ -107,8 +107,3 @@ def tree_unflatten_like(tree, flat):
     """``flat`` (``(path, leaf)`` pairs in ``tree_flatten`` order) put back into ``tree``'s shape."""
     it = iter(v for _, v in flat)
     return tree_map(lambda _: next(it), tree)
-
-
-def fully_shard(module, *, group=None, compute_dtype=None):
-    """Not available in oxmx (needs ``mx.distributed``)."""
-    raise NotImplementedError("fully_shard needs mx.distributed, which oxmx does not provide yet")

@@ -49,17 +49,28 @@ pub fn prod(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
 }
 #[track_caller]
 pub fn max(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
-    if a.size() == 0 {
-        return Array::error(Error::invalid("[max] Cannot max reduce zero size array.").at(std::panic::Location::caller()));
-    }
-    reduce(a, axes.into(), keepdims, ReduceKind::Max, a.dtype(), "max")
+    extreme(a, axes.into(), keepdims, ReduceKind::Max, "max")
 }
 #[track_caller]
 pub fn min(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {
+    extreme(a, axes.into(), keepdims, ReduceKind::Min, "min")
+}
+
+/// max/min: as MLX, reducing over an axis of length 0 is an error (there is no identity), but an
+/// empty array reduced over non-empty axes gives an empty result.
+#[track_caller]
+fn extreme(a: &Array, axes: Axes, keepdims: bool, kind: ReduceKind, name: &str) -> Array {
     if a.size() == 0 {
-        return Array::error(Error::invalid("[min] Cannot min reduce zero size array.").at(std::panic::Location::caller()));
+        let resolved = match axes.resolve(a.ndim(), name) {
+            Ok(ax) => ax,
+            Err(e) => return Array::error(e.at(std::panic::Location::caller())),
+        };
+        if let Some(&ax) = resolved.iter().find(|&&ax| a.shape()[ax] == 0) {
+            let msg = format!("[{name}] Cannot {name} reduce over axis {ax} with size 0.");
+            return Array::error(Error::invalid(msg).at(std::panic::Location::caller()));
+        }
     }
-    reduce(a, axes.into(), keepdims, ReduceKind::Min, a.dtype(), "min")
+    reduce(a, axes, keepdims, kind, a.dtype(), name)
 }
 #[track_caller]
 pub fn all(a: &Array, axes: impl Into<Axes>, keepdims: bool) -> Array {

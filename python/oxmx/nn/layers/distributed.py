@@ -13,18 +13,18 @@
   q/k/v projection: ``segments=3``) into equal parts (or at the given indices / fractions) and
   shards each part.
 
-``FullyShardedModule`` / ``fully_shard`` are not implemented (they raise ``NotImplementedError``).
+- ``FullyShardedModule`` / ``fully_shard``: every parameter split along axis 0 (gathered for
+  the forward, gradients reduce-scattered and averaged).
 """
 
 import math
 
 import oxmx.core as mx
-from oxmx.utils import tree_map_with_path
+from oxmx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 
 from .base import Module
 from .linear import Linear
 from .quantized import _defaults
-from ..utils import fully_shard  # noqa: F401  (raises NotImplementedError, as FullyShardedModule)
 
 __all__ = [
     "AllToShardedLinear",
@@ -426,9 +426,90 @@ class QuantizedShardedToAllLinear(_QuantizedSharded):
         return cls._from(quantized_linear_layer, _sharded_to_all(segments), group, check)
 
 
-class FullyShardedModule(Module):
-    """Not available in oxmx yet (its gather needs a custom gradient: a reduce-scatter of the
-    cotangent, which oxmx.core does not expose to Python)."""
+def _shardable(module, key, value):
+    """The parameters a FullyShardedModule shards: the usual parameters, not those of an inner
+    FullyShardedModule (which shards its own)."""
+    return not isinstance(value, FullyShardedModule) and Module.valid_parameter_filter(module, key, value)
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("FullyShardedModule is not implemented in oxmx yet")
+
+def _gather_parameters(group, full_shapes, compute_dtype):
+    """A function from this rank's shards (axis-0 blocks) to the full parameters: one all_gather
+    of every shard flattened into one row. Its gradient is a reduce-scatter of the cotangents
+    averaged over the ranks (each rank keeps the mean gradient of its own block), cast back to
+    the shard's dtype."""
+    n = group.size()
+    sizes = [math.prod(s) // n for s in full_shapes]
+    cuts = []
+    for size in sizes[:-1]:
+        cuts.append((cuts[-1] if cuts else 0) + size)
+
+    def cast(x, dtype):
+        return x if dtype is None or x.dtype == dtype else x.astype(dtype)
+
+    @mx.custom_function
+    def gather(shards):
+        row = mx.concatenate([cast(s.reshape(1, -1), compute_dtype) for s in shards], axis=1)
+        rows = mx.distributed.all_gather(row, group=group)  # [n, sum(sizes)]: rank r's blocks in row r
+        parts = mx.split(rows, cuts, axis=1) if cuts else [rows]
+        return [p.reshape(shape) for p, shape in zip(parts, full_shapes)]
+
+    @gather.vjp
+    def gather_vjp(shards, cotangents, _outputs):
+        rows = mx.concatenate([c.reshape(n, -1) for c in cotangents], axis=1)
+        mine = mx.distributed.sum_scatter(rows, group=group) / n
+        parts = mx.split(mine, cuts, axis=1) if cuts else [mine]
+        return [cast(p.reshape(s.shape), s.dtype) for p, s in zip(parts, shards)]
+
+    return gather
+
+
+class FullyShardedModule(Module):
+    """``module`` with every parameter split along axis 0 across ``group`` (each rank stores and
+    trains only its block, as MLX's FullyShardedModule). A call gathers the full parameters
+    (cast to ``compute_dtype`` if given), runs the module, and puts the shards back; the
+    gradient of each shard is the mean over the ranks of its block's gradient. Axis 0 of every
+    parameter must divide by the group's size."""
+
+    def __init__(self, module, group=None, compute_dtype=None):
+        super().__init__()
+        group = _world(group)
+        n = group.size()
+        flat = tree_flatten(module.filter_and_map(_shardable))
+        for path, a in flat:
+            if a.ndim == 0:
+                raise ValueError("Cannot shard parameter '{}' because it is a scalar.".format(path))
+            if a.shape[0] % n != 0:
+                raise ValueError("Cannot shard parameter '{}' with shape {} across {} devices: axis 0 must be "
+                                 "divisible by {}.".format(path, tuple(a.shape), n, n))
+        object.__setattr__(self, "_paths", [path for path, _ in flat])
+        object.__setattr__(self, "_gather", _gather_parameters(group, [tuple(a.shape) for _, a in flat], compute_dtype))
+        module.update(tree_unflatten([(path, _shard_array(a, 0, 1, group)) for path, a in flat]))
+        self.module = module
+
+    def _extra_repr(self):
+        return "num_sharded_params={}".format(len(self._paths))
+
+    def _with_full_parameters(self, fn, *args, **kwargs):
+        shards = self.module.filter_and_map(_shardable)
+        fulls = self._gather([a for _, a in tree_flatten(shards)])
+        self.module.update(tree_unflatten(list(zip(self._paths, fulls))))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.module.update(shards)
+
+    def __call__(self, *args, **kwargs):
+        return self._with_full_parameters(self.module, *args, **kwargs)
+
+    def as_linear(self, *args, **kwargs):
+        return self._with_full_parameters(self.module.as_linear, *args, **kwargs)
+
+
+def fully_shard(module, *, group=None, compute_dtype=None):
+    """``module`` wrapped in a FullyShardedModule over ``group``; returned unchanged in a group of
+    one, when it is wrapped already, or when it has no parameters to shard."""
+    group = _world(group)
+    if group.size() == 1 or isinstance(module, FullyShardedModule):
+        return module
+    wrapped = FullyShardedModule(module, group=group, compute_dtype=compute_dtype)
+    return wrapped if wrapped._paths else module
