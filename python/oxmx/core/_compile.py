@@ -9,21 +9,13 @@ optimizer in place: ``partial(mx.compile, inputs=state, outputs=state)``.
 """
 
 from oxmx import _core
+from oxmx.utils import _children
 
 __all__ = ["compile"]
 
 
 def _is_array(x):
     return isinstance(x, _core.array)
-
-
-def _children(tree):
-    """The (key, child) pairs of a container, or None for a leaf."""
-    if isinstance(tree, (list, tuple)):
-        return list(enumerate(tree))
-    if isinstance(tree, dict):
-        return list(tree.items())
-    return None
 
 
 def _arrays(tree, out):
