@@ -37,11 +37,12 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
     }
     // SmolLM2-135M's decode shapes (576 wide, groups of 32, f32 activations): short rows, where
     // per-row costs weigh more than on the 14336-wide rows above.
-    for (n, k) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
-        let name = format!("qmv_{n}x{k}_q4g32_f32");
+    // `_m8`: eight rows of x at once (a decode batch of 8: the weights are read once for all).
+    for (n, k, m) in [(1536usize, 576usize, 1usize), (576, 1536, 1), (49152, 576, 1), (1536, 576, 8), (576, 1536, 8), (49152, 576, 8)] {
+        let name = if m == 1 { format!("qmv_{n}x{k}_q4g32_f32") } else { format!("qmv_{n}x{k}_q4g32_f32_m{m}") };
         if want(&name) {
             let w = input(&[n, k], 24);
-            let x = input(&[1, k], 25);
+            let x = input(&[m, k], 25);
             let (wq, s, b) = ops::quantize(&w, Some(32), Some(4), "affine");
             let b = b.unwrap();
             oxmx_core::eval(&[&wq, &s, &b, &x]).unwrap();
@@ -51,7 +52,7 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
                 &name,
                 time(reps, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(32), Some(4), "affine")),
                 bytes,
-                2.0 * (n * k) as f64,
+                2.0 * (m * n * k) as f64,
             );
         }
     }
