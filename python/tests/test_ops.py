@@ -481,3 +481,15 @@ def test_max_min_of_empty_arrays(mlx):
             with pytest.raises(ValueError) as ours:
                 getattr(ox, name)(ox.zeros(shape), axis=axis)
             assert str(ours.value) == str(theirs.value)
+
+
+def test_half_floor_divide_rounds_the_quotient_first(mlx):
+    """-1610 / 8.9921875 = -179.04, which float16 holds as -179.0: MLX's floor gives -179."""
+    for dt in ("float16", "bfloat16"):
+        for compiled in (False, True):
+            def run(m):
+                f = lambda a, b: m.floor_divide(a, b)  # noqa: E731
+                f = m.compile(f) if compiled else f
+                return f(m.array([-1610.0, 1610.0, 7.0], getattr(m, dt)), m.array([8.9921875, 8.9921875, 0.5], getattr(m, dt)))
+            ours, theirs = run_both(run, mlx)
+            np.testing.assert_array_equal(to_np(ours), to_np(theirs))

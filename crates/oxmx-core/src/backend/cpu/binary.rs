@@ -86,7 +86,9 @@ macro_rules! float_binary {
             Subtract => f!(|x, y| x - y),
             Multiply => f!(|x, y| x * y),
             Divide => f!(|x, y| x / y),
-            FloorDivide => f!(|x, y| (x / y).floor()),
+            // The quotient is rounded to the storage type before the floor, as MLX's half types
+            // divide (float16 `-179.02` is `-179.0`, whose floor is `-179`, not `-180`).
+            FloorDivide => f!(|x, y| to(from(x / y)).floor()),
             Remainder => f!(|x, y| py_rem_f(x, y)),
             Power => f!(|x, y| x.powf(y)),
             Maximum => f!(|x, y| max_nan(x, y)),

@@ -187,7 +187,9 @@ pub(crate) fn binary_expr(op: BinaryOp, d: Dtype) -> Option<String> {
             Subtract => "a - b".into(),
             Multiply => "a * b".into(),
             Divide => "a / b".into(),
-            FloorDivide => format!("{}(a / b)", m(c, "floor")),
+            // A half quotient is rounded to its storage type before the floor, as MLX (and the
+            // CPU backend) do.
+            FloorDivide => format!("{}({})", m(c, "floor"), load(d, &store(d, "a / b"))),
             // Python's remainder: the sign of the divisor.
             Remainder => {
                 format!("[&]{{ {c} r = {}(a, b); return (r != ({c})0 && ((r < ({c})0) != (b < ({c})0))) ? r + b : r; }}()", m(c, "fmod"))

@@ -91,7 +91,10 @@ fn fusable(ins: &Instr) -> Option<u8> {
         Primitive::Unary(op) => float_in && *op != UnaryOp::BitwiseInvert,
         Primitive::Binary(op) => {
             use BinaryOp::*;
-            float_in && !matches!(op, BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift)
+            // A half-precision floor_divide rounds its quotient before the floor (as MLX); the
+            // fused loop keeps values in f32, so that op runs unfused.
+            let half_out = ins.out_specs.iter().any(|(_, d)| matches!(d, Dtype::Float16 | Dtype::Bfloat16));
+            float_in && !matches!(op, BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift) && !(*op == FloorDivide && half_out)
         }
         Primitive::Ternary(TernaryOp::Select) | Primitive::Cast(CastOp::AsType(_)) => true,
         _ => false,
