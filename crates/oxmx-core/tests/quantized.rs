@@ -171,19 +171,27 @@ fn decode_matvec_edges_match_dense() {
                 let w = rn(&[37, k]).astype(dt);
                 let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
                 let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(bits), "affine", Some(Dtype::Float32));
-                for m in [1, 2, 3, 5, 8] {
+                for m in [1, 2, 3, 4, 5, 7, 8] {
                     let x = rn(&[m, k]).astype(dt);
                     let want = matmul(&x.astype(Dtype::Float32), &transpose(&dq, &[1, 0]));
                     let got = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(bits), "affine");
                     let t = if dt == Dtype::Float32 { 1e-5 } else { tol(if dt == Dtype::Float16 { "float16" } else { "bfloat16" }) };
                     let bound = dot_bound(&x, &transpose(&dq, &[1, 0]));
                     close_scaled(&format!("b{bits} g{gs} k{k} {dt} m{m}"), &got.astype(Dtype::Float32), &want, t, bound);
+                    // Batch invariance: each row of x gets the bits it gets alone (a batched
+                    // decode must give every sequence its own greedy tokens).
+                    for r in 0..m {
+                        let xr = slice_axis(&x, 0, r, r + 1);
+                        let alone = quantized_matmul(&xr, &wq, &s, b.as_ref(), true, Some(gs), Some(bits), "affine");
+                        let row = slice_axis(&got, 0, r, r + 1);
+                        same_bits(&format!("b{bits} g{gs} k{k} {dt} m{m} row {r} alone"), &row, &alone);
+                    }
                     n += 1;
                 }
             }
         }
     }
-    assert_eq!(n, 15 * 15);
+    assert_eq!(n, 15 * 3 * 7);
 }
 
 #[test]
