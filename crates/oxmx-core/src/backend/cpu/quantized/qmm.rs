@@ -353,7 +353,8 @@ unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, i
                 1 => avx2_row_b::<$b, $per, 1, _>(xp, xsum, w, row, $s, $bi, idx, out),
                 2 => avx2_row_b::<$b, $per, 2, _>(xp, xsum, w, row, $s, $bi, idx, out),
                 3 | 4 => avx2_row_b::<$b, $per, 4, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                _ => avx2_row_b::<$b, $per, QMV_MAX_ROWS, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                8 => avx2_row_b::<$b, $per, 8, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                _ => avx2_row_b::<$b, $per, 7, _>(xp, xsum, w, row, $s, $bi, idx, out),
             }
         };
     }
@@ -443,7 +444,9 @@ unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize, T: Load8>(
     out: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    let m = out.len().min(M);
+    // 1, 2 and 8 rows are dispatched exactly: a constant row count lets the row loops unroll
+    // without a bound check per row.
+    let m = if matches!(M, 1 | 2 | 8) { M } else { out.len().min(M) };
     let k = w.k;
     let ng = w.groups();
     let words = w.bytes.as_ptr().add(row * w.row_bytes()) as *const __m256i;
