@@ -825,6 +825,14 @@ fn tuple_n<const N: usize>(o: Obj) -> PyResult<[usize; N]> {
     v.try_into().map_err(|_| PyValueError::new_err(format!("expected an int or a tuple of {N} ints")))
 }
 
+/// A per-dimension conv argument (`None` → `default` on every axis).
+pub(crate) fn tuple_or<const N: usize>(o: OptObj, default: usize) -> PyResult<[usize; N]> {
+    match o {
+        Some(o) if !o.is_none() => tuple_n::<N>(o),
+        _ => Ok([default; N]),
+    }
+}
+
 #[pyfunction]
 #[pyo3(signature = (input, weight, /, stride=1, padding=0, dilation=1, groups=1, *, stream=None))]
 fn conv1d(input: Obj, weight: Obj, stride: usize, padding: usize, dilation: usize, groups: usize, stream: OptObj) -> PyResult<PyArray> {
@@ -835,24 +843,14 @@ fn conv1d(input: Obj, weight: Obj, stride: usize, padding: usize, dilation: usiz
 #[pyo3(signature = (input, weight, /, stride=None, padding=None, dilation=None, groups=1, *, stream=None))]
 fn conv2d(input: Obj, weight: Obj, stride: OptObj, padding: OptObj, dilation: OptObj, groups: usize, stream: OptObj) -> PyResult<PyArray> {
     let _stream = crate::convert::StreamGuard::enter(stream)?;
-    let t = |o: OptObj, d: usize| -> PyResult<[usize; 2]> {
-        match o {
-            Some(o) if !o.is_none() => tuple_n::<2>(o),
-            _ => Ok([d; 2]),
-        }
-    };
+    let t = tuple_or::<2>;
     ok(oxmx_core::conv2d(&arr(input)?, &arr(weight)?, t(stride, 1)?, t(padding, 0)?, t(dilation, 1)?, groups))
 }
 #[pyfunction]
 #[pyo3(signature = (input, weight, /, stride=None, padding=None, dilation=None, groups=1, *, stream=None))]
 fn conv3d(input: Obj, weight: Obj, stride: OptObj, padding: OptObj, dilation: OptObj, groups: usize, stream: OptObj) -> PyResult<PyArray> {
     let _stream = crate::convert::StreamGuard::enter(stream)?;
-    let t = |o: OptObj, d: usize| -> PyResult<[usize; 3]> {
-        match o {
-            Some(o) if !o.is_none() => tuple_n::<3>(o),
-            _ => Ok([d; 3]),
-        }
-    };
+    let t = tuple_or::<3>;
     ok(oxmx_core::conv3d(&arr(input)?, &arr(weight)?, t(stride, 1)?, t(padding, 0)?, t(dilation, 1)?, groups))
 }
 #[pyfunction]
@@ -1087,12 +1085,7 @@ fn conv_transpose2d(
     stream: OptObj,
 ) -> PyResult<PyArray> {
     let _stream = crate::convert::StreamGuard::enter(stream)?;
-    let t = |o: OptObj, d: usize| -> PyResult<[usize; 2]> {
-        match o {
-            Some(o) if !o.is_none() => tuple_n::<2>(o),
-            _ => Ok([d; 2]),
-        }
-    };
+    let t = tuple_or::<2>;
     ok(oxmx_core::conv_transpose2d(
         &arr(input)?,
         &arr(weight)?,

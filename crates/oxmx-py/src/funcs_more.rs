@@ -5,6 +5,7 @@
 
 use crate::array::PyArray;
 use crate::convert::{ok, opt_array, shape_arg, to_array};
+use crate::funcs::tuple_or;
 use oxmx_core::Array;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -71,15 +72,6 @@ fn conv_general(
     ))
 }
 
-fn triple(o: OptObj, default: usize) -> PyResult<[usize; 3]> {
-    let v = ints(o, default)?;
-    match v.len() {
-        1 => Ok([v[0]; 3]),
-        3 => Ok([v[0], v[1], v[2]]),
-        n => Err(PyValueError::new_err(format!("expected an int or a tuple of 3 ints, got {n} values"))),
-    }
-}
-
 #[pyfunction]
 #[pyo3(signature = (input, weight, /, stride=None, padding=None, dilation=None, output_padding=None, groups=1, *, stream=None))]
 #[allow(clippy::too_many_arguments)]
@@ -97,10 +89,10 @@ fn conv_transpose3d(
     ok(oxmx_core::conv_transpose3d(
         &to_array(input, None)?,
         &to_array(weight, None)?,
-        triple(stride, 1)?,
-        triple(padding, 0)?,
-        triple(dilation, 1)?,
-        triple(output_padding, 0)?,
+        tuple_or::<3>(stride, 1)?,
+        tuple_or::<3>(padding, 0)?,
+        tuple_or::<3>(dilation, 1)?,
+        tuple_or::<3>(output_padding, 0)?,
         groups,
     ))
 }
