@@ -201,6 +201,26 @@ fn large_arrays_take_the_parallel_paths() {
     assert_close("broadcast f16", &cf.call((a.clone(), b.clone())), &f((a, b)), 4e-3);
 }
 
+/// Outputs of 8 MB and more are written with streaming stores (whole vectors from an L1 stage,
+/// plain stores for the unaligned head and the tail): f32 outputs straight from a register,
+/// f16 and bool outputs converted first; the element count is odd so every tail is hit. The
+/// plain (uncompiled) element-wise kernels stream large outputs too: checked against float64.
+#[test]
+fn large_outputs_are_streamed() {
+    let _g = shared();
+    let f = |x: Array| (tanh(&x) * 2.0 + 1.0, (&x * 3.0).astype(Dtype::Float16), greater(&x, 0.5));
+    let cf = compile(f);
+    let x = r(6, &[2101, 1001], -4.0, 4.0).astype(Dtype::Float32);
+    let (a, b, c) = cf.call(x.clone());
+    let (ea, eb, ec) = f(x.clone());
+    assert_close("f32 output", &a, &ea, 2e-6);
+    assert_close("f16 output", &b, &eb, 1e-3);
+    assert_eq!(c.to_vec::<bool>().unwrap(), ec.to_vec::<bool>().unwrap(), "bool output");
+    let e = exp(&x);
+    let e64 = exp(&x.astype(Dtype::Float64)).astype(Dtype::Float32);
+    assert_close("streamed exp", &e, &e64, 1e-6);
+}
+
 #[test]
 fn cache_traces_once_per_signature() {
     let _g = shared();

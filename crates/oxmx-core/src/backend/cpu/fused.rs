@@ -14,7 +14,7 @@
 use super::binary::{logaddexp, max_nan, min_nan, py_rem_f};
 use super::elementwise::{collapse, PAR_THRESHOLD};
 use super::fastmath;
-use super::simd::{level, Level};
+use super::simd::{level, stream_copy, stream_fence, streaming, Level, STREAM_BYTES};
 use super::unary::{float_op, FloatMath};
 use crate::dtype::{Dtype, Element};
 use crate::error::Result;
@@ -211,7 +211,9 @@ fn broadcast_strides(d: &Data, shape: &[usize]) -> Vec<isize> {
         .collect()
 }
 
-fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: &[usize], n: usize) -> Plan {
+/// `in_place`: outputs of the compute type may be computed directly in their buffers (off when
+/// the outputs are streamed: then every output is stored from a register).
+fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: &[usize], n: usize, in_place: bool) -> Plan {
     let n_in = inputs.len();
     let n_vals = n_in + op.instrs.len();
     // The last instruction reading each value; outputs stay live to the end.
@@ -225,7 +227,7 @@ fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: 
     let mut keep = vec![false; n_vals];
     let mut stores = Vec::new();
     for (k, &v) in op.outputs.iter().enumerate() {
-        let claimable = v >= n_in && loc[v].is_none() && out_dtypes[k] == C::DTYPE;
+        let claimable = in_place && v >= n_in && loc[v].is_none() && out_dtypes[k] == C::DTYPE;
         if claimable {
             loc[v] = Some(Loc::Out(k));
         } else {
@@ -315,10 +317,15 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
     if n > 0 {
         let ptrs: Vec<usize> = bufs.iter_mut().map(|b| b.bytes_mut().as_mut_ptr() as usize).collect();
         let outs = Outs(&ptrs);
-        let plan = plan::<C>(op, inputs, &dtypes, &shape, n);
+        // Outputs far larger than the caches are written with streaming stores (as `memcpy`
+        // does), which saves reading every destination line before it is overwritten.
+        let stream = streaming() && dtypes.iter().map(|d| n * d.size()).sum::<usize>() >= STREAM_BYTES;
+        let plan = plan::<C>(op, inputs, &dtypes, &shape, n, !stream);
         let task = |t0: usize, tlen: usize| {
             let outs = outs;
             let mut scratch = vec![C::default(); plan.nregs * BLOCK];
+            let mut stage = if stream { vec![0u8; BLOCK * 8] } else { Vec::new() };
+            let stage_ptr = if stream { stage.as_mut_ptr() } else { std::ptr::null_mut() };
             for (i, r, access) in &plan.loads {
                 if let Access::Scalar = access {
                     let v = load_one::<C>(&inputs[*i]);
@@ -329,8 +336,11 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
             while s < t0 + tlen {
                 let len = BLOCK.min(t0 + tlen - s);
                 // SAFETY: see `run_block`.
-                unsafe { block::<C>(&plan, inputs, outs.0, &dtypes, scratch.as_mut_ptr(), s, len) };
+                unsafe { block::<C>(&plan, inputs, outs.0, &dtypes, scratch.as_mut_ptr(), stage_ptr, s, len) };
                 s += len;
+            }
+            if stream {
+                stream_fence();
             }
         };
         if n < PAR_THRESHOLD {
@@ -356,25 +366,25 @@ fn load_one<C: Compute>(d: &Data) -> C {
 ///
 /// # Safety
 /// As `run_block`.
-unsafe fn block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, start: usize, len: usize) {
+unsafe fn block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-        unsafe fn wide<C: Compute>(p: &Plan, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, st: usize, n: usize) {
-            run_block::<C>(p, i, o, d, s, st, n)
+        unsafe fn wide<C: Compute>(p: &Plan, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+            run_block::<C>(p, i, o, d, s, g, st, n)
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn mid<C: Compute>(p: &Plan, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, st: usize, n: usize) {
-            run_block::<C>(p, i, o, d, s, st, n)
+        unsafe fn mid<C: Compute>(p: &Plan, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+            run_block::<C>(p, i, o, d, s, g, st, n)
         }
         match level() {
             // SAFETY: `level` checked that the CPU has these features.
-            Level::Avx512 => return wide::<C>(plan, inputs, outs, dtypes, scratch, start, len),
-            Level::Avx2 => return mid::<C>(plan, inputs, outs, dtypes, scratch, start, len),
+            Level::Avx512 => return wide::<C>(plan, inputs, outs, dtypes, scratch, stage, start, len),
+            Level::Avx2 => return mid::<C>(plan, inputs, outs, dtypes, scratch, stage, start, len),
             Level::Baseline => {}
         }
     }
-    run_block::<C>(plan, inputs, outs, dtypes, scratch, start, len)
+    run_block::<C>(plan, inputs, outs, dtypes, scratch, stage, start, len)
 }
 
 /// Runs the program over elements `start..start + len` (len <= BLOCK).
@@ -383,9 +393,10 @@ unsafe fn block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes
 /// `scratch` holds `nregs * BLOCK` elements owned by this task; `outs[k]` points to output `k`'s
 /// buffer of `n` elements of `dtypes[k]` and no other task writes `start..start + len`. The plan
 /// gives every instruction a destination distinct from its operands, so the slices made here
-/// never alias.
+/// never alias. `stage` is null, or this task's `BLOCK * 8`-byte buffer: outputs then go there
+/// and on with streaming stores.
 #[inline(always)]
-unsafe fn run_block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, start: usize, len: usize) {
+unsafe fn run_block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
     let src = |l: Loc| -> &[C] {
         match l {
             Loc::Reg(r) => std::slice::from_raw_parts(scratch.add(r * BLOCK), len),
@@ -426,7 +437,18 @@ unsafe fn run_block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dt
         }
     }
     for &(k, l) in &plan.stores {
-        store(src(l), outs[k], dtypes[k], start);
+        if stage.is_null() {
+            store(src(l), outs[k], dtypes[k], start);
+            continue;
+        }
+        let size = dtypes[k].size();
+        let from = if dtypes[k] == C::DTYPE {
+            src(l).as_ptr() as *const u8
+        } else {
+            store(src(l), stage as usize, dtypes[k], 0);
+            stage as *const u8
+        };
+        stream_copy(from, (outs[k] as *mut u8).add(start * size), len * size);
     }
 }
 

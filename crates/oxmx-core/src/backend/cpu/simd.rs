@@ -140,12 +140,11 @@ pub const STREAM_BYTES: usize = 8 << 20;
 /// buffer that stays in L1, which is then copied to `dst` with non-temporal (streaming) stores.
 /// For outputs far larger than the caches this skips the read-for-ownership of every destination
 /// line — a third of the traffic of a unary op — which is what a plain `memcpy` also does. Falls
-/// back to filling `dst` directly without AVX-512 or when `dst` is not 64-byte aligned.
+/// back to filling `dst` directly on CPUs without AVX2.
 /// `T` must be a plain numeric type (all-zero bytes valid).
 pub fn fill_streaming<T: Copy>(dst: &mut [T], fill: impl Fn(usize, &mut [T])) {
     let sz = std::mem::size_of::<T>();
-    #[cfg(target_arch = "x86_64")]
-    if level() == Level::Avx512 && (dst.as_ptr() as usize) % 64 == 0 && sz > 0 && 4096 % sz == 0 {
+    if streaming() && sz > 0 && 4096 % sz == 0 {
         #[repr(align(64))]
         struct Buf([u8; 4096]);
         let mut buf = Buf([0; 4096]);
@@ -156,29 +155,77 @@ pub fn fill_streaming<T: Copy>(dst: &mut [T], fill: impl Fn(usize, &mut [T])) {
         while start < dst.len() {
             let len = per.min(dst.len() - start);
             fill(start, &mut stage[..len]);
-            let bytes = len * sz;
-            // SAFETY: AVX-512 checked above; `dst[start..]` is 64-byte aligned because `dst` is and
-            // every full block is 4096 bytes; the stream covers whole 64-byte lines, the tail is
-            // copied plainly.
-            unsafe { stream_copy(stage.as_ptr() as *const u8, dst.as_mut_ptr().add(start) as *mut u8, bytes) };
+            // SAFETY: both ranges hold `len` elements and do not overlap.
+            unsafe { stream_copy(stage.as_ptr() as *const u8, dst.as_mut_ptr().add(start) as *mut u8, len * sz) };
             start += len;
         }
-        // SAFETY: orders the streaming stores before later loads by other threads.
-        unsafe { std::arch::x86_64::_mm_sfence() };
+        stream_fence();
         return;
     }
-    let _ = sz;
     fill(0, dst);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn stream_copy(src: *const u8, dst: *mut u8, bytes: usize) {
-    use std::arch::x86_64::*;
-    let lines = bytes / 64;
-    for i in 0..lines {
-        let v = _mm512_load_si512(src.add(i * 64) as *const _);
-        _mm512_stream_si512(dst.add(i * 64) as *mut _, v);
+/// Whether outputs of `STREAM_BYTES` or more are written with streaming stores: on AVX-512
+/// hosts (measured faster there); `OXMX_STREAM_STORES=1`/`0` turns it on or off anywhere.
+pub fn streaming() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("OXMX_STREAM_STORES").as_deref() {
+        Ok("1") => level() != Level::Baseline,
+        Ok("0") => false,
+        _ => level() == Level::Avx512,
+    })
+}
+
+/// Copies `bytes` bytes from `src` to `dst` with non-temporal stores for the destination's whole
+/// aligned vectors (the unaligned head and tail are copied plainly); a plain copy without AVX2.
+/// End a run of these with [`stream_fence`] before another thread reads `dst`.
+///
+/// # Safety
+/// `src` and `dst` are valid for `bytes` bytes and do not overlap.
+pub unsafe fn stream_copy(src: *const u8, dst: *mut u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(src: *const u8, dst: *mut u8, bytes: usize) {
+            use std::arch::x86_64::*;
+            let head = dst.align_offset(64).min(bytes);
+            std::ptr::copy_nonoverlapping(src, dst, head);
+            let lines = (bytes - head) / 64;
+            for i in 0..lines {
+                let v = _mm512_loadu_si512(src.add(head + i * 64) as *const _);
+                _mm512_stream_si512(dst.add(head + i * 64) as *mut _, v);
+            }
+            let done = head + lines * 64;
+            std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), bytes - done);
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn mid(src: *const u8, dst: *mut u8, bytes: usize) {
+            use std::arch::x86_64::*;
+            let head = dst.align_offset(32).min(bytes);
+            std::ptr::copy_nonoverlapping(src, dst, head);
+            let vecs = (bytes - head) / 32;
+            for i in 0..vecs {
+                let v = _mm256_loadu_si256(src.add(head + i * 32) as *const _);
+                _mm256_stream_si256(dst.add(head + i * 32) as *mut _, v);
+            }
+            let done = head + vecs * 32;
+            std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), bytes - done);
+        }
+        match level() {
+            Level::Avx512 => return wide(src, dst, bytes),
+            Level::Avx2 => return mid(src, dst, bytes),
+            Level::Baseline => {}
+        }
     }
-    std::ptr::copy_nonoverlapping(src.add(lines * 64), dst.add(lines * 64), bytes - lines * 64);
+    std::ptr::copy_nonoverlapping(src, dst, bytes);
+}
+
+/// Orders earlier streaming stores before later loads by other threads.
+#[inline]
+pub fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence is part of SSE, which every x86-64 CPU has.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
