@@ -136,7 +136,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 /// On a GPU, where the work ran: primitives that fell back to the CPU (with counts) and buffer
 /// migrations between host and device, on stderr (a fast GPU run has neither beyond loading).
-fn gpu_report() {
+pub(crate) fn gpu_report() {
     if !oxmx_core::default_device().is_gpu() {
         return;
     }

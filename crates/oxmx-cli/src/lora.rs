@@ -290,6 +290,8 @@ pub fn run(a: LoraArgs) -> Result<()> {
             seed: args.seed,
         };
         lora::train(model, opt.as_mut(), &train_set, valid_set.as_ref(), &targs, &mut print_report)?;
+        // On a GPU: fallbacks, migrations and (OXMX_GPU_PROFILE=1) host time per primitive.
+        crate::bench::gpu_report();
     } else if !args.adapter_path.is_empty() {
         lora::load_adapters(model, &adapter_dir)?;
     }

@@ -368,3 +368,66 @@ fn reads_while_the_next_step_runs_see_their_own_step() {
         assert!(sum > 300_000.0 && sum < 600_000.0, "{sum}");
     });
 }
+
+#[test]
+fn scatter_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    type S = fn(&Array, &[Array], &Array, &[isize]) -> Array;
+    let kinds: [(&str, S); 4] = [("add", scatter_add), ("prod", scatter_prod), ("max", scatter_max), ("min", scatter_min)];
+    for dt in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16, Dtype::Float64, Dtype::Int32, Dtype::Int64, Dtype::Int16, Dtype::Uint8] {
+        let x = rand(&[40, 6, 5], 0.5, 3.0, dt, 41);
+        // Repeated and negative indices along axis 0, computed on the device in the GPU run.
+        let raw = rand(&[64], -40.0, 40.0, Dtype::Float32, 42);
+        let upd = rand(&[64, 1, 6, 5], 0.5, 1.5, dt, 43);
+        for (name, f) in kinds {
+            let (g, c) = both(|| f(&x, &[floor(&raw).astype(Dtype::Int32)], &upd, &[0]));
+            // Sums of repeated indices may add in another order on the GPU.
+            let t = if name == "add" || name == "prod" { tol(dt) * 20.0 } else { 0.0 };
+            assert_close(&format!("scatter_{name} {dt:?}"), &g, &c, t);
+        }
+        // Set with distinct indices along two axes (host-resident index arrays, broadcast).
+        let rows = remainder(&multiply(&arange(0.0, 8.0, 1.0, Some(Dtype::Int32)), &Array::scalar(7i32)), &Array::scalar(40i32));
+        let cols = reshape(&arange(0.0, 5.0, 1.0, Some(Dtype::Int32)), &[5, 1]);
+        let rows = reshape(&rows, &[1, 8]);
+        let upd2 = rand(&[5, 8, 1, 6, 1], 0.5, 1.5, dt, 44);
+        let (g, c) = both(|| scatter(&x, &[cols.clone(), rows.clone()], &upd2, &[2, 0]));
+        assert_close(&format!("scatter {dt:?}"), &g, &c, 0.0);
+    }
+    // Booleans: add is `or`, prod is `and`.
+    let xb = greater(&rand(&[30, 4], 0.0, 1.0, Dtype::Float32, 45), &Array::scalar(0.5f32));
+    let ub = greater(&rand(&[50, 1, 4], 0.0, 1.0, Dtype::Float32, 46), &Array::scalar(0.5f32));
+    let ib = floor(&rand(&[50], 0.0, 30.0, Dtype::Float32, 47)).astype(Dtype::Int32);
+    for (name, f) in kinds {
+        let (g, c) = both(|| f(&xb, &[ib.clone()], &ub, &[0]));
+        assert_close(&format!("scatter_{name} bool"), &g, &c, 0.0);
+    }
+    // The gradient of take_along_axis (a cross-entropy's pick) is a scatter-add.
+    let logits = rand(&[3, 7, 50], -2.0, 2.0, Dtype::Float32, 48);
+    let pick = floor(&rand(&[3, 7, 1], 0.0, 50.0, Dtype::Float32, 49)).astype(Dtype::Int32);
+    let loss = |l: Array| sum(&take_along_axis(&subtract(&l, &logsumexp(&l, -1, true)), &pick, Some(-1)), None, false);
+    let gg = with_device(GPU, || oxmx_core::grad(loss)(logits.clone()));
+    let gc = with_device(Device::Cpu, || oxmx_core::grad(loss)(logits.clone()));
+    assert_close("grad of take_along_axis", &gg, &gc, 1e-5);
+    // Host-resident out-of-range indices give the CPU's error.
+    let bad = Array::from_slice(&[0i32, 40], &[2]);
+    let x = rand(&[40, 6, 5], 0.5, 3.0, Dtype::Float32, 51);
+    let r = with_device(GPU, || scatter_add(&x, &[bad.clone()], &rand(&[2, 1, 6, 5], 0.0, 1.0, Dtype::Float32, 50), &[0]));
+    let err = r.eval().expect_err("index 40 is out of range for an axis of 40");
+    assert!(err.to_string().contains("out of bounds"), "{err}");
+    common::gpu::assert_no_fallback(&["Scatter"]);
+}
+
+#[test]
+fn arange_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16, Dtype::Float64, Dtype::Int32, Dtype::Int64, Dtype::Uint8] {
+        for (start, stop, step) in [(0.0, 200.0, 1.0), (3.0, 250.0, 0.7), (100.0, 1.0, -3.0), (0.0, 0.0, 1.0)] {
+            let (g, c) = both(|| arange(start, stop, step, Some(dt)));
+            // 16-bit floats: a double just under a halfway point of the 16-bit grid (3 + 335 *
+            // 0.7 = 237.49999999999997) rounds down on the CPU and, through f32, up on the GPU.
+            let t = if matches!(dt, Dtype::Float16 | Dtype::Bfloat16) { tol(dt) } else { 0.0 };
+            assert_close(&format!("arange({start}, {stop}, {step}) {dt:?}"), &g, &c, t);
+        }
+    }
+    common::gpu::assert_no_fallback(&["Arange"]);
+}

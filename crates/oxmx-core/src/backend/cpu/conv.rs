@@ -5,7 +5,8 @@
 //! multiplies it by the weight matrix of each group, writing straight into its rows of the
 //! output. A 1x1, stride-1, unpadded conv skips the gather: the input already is the matrix.
 //! Spatial ranks 1 and 2 are run as rank 3 with leading singleton axes, so there is one kernel.
-//! f16/bf16 go through f32 (accumulating in f32), f64 runs natively.
+//! f16/bf16 go through f32 (accumulating in f32), f64 runs natively. On AVX2 hosts without
+//! AVX-512 the f32 tile products run on `sgemm`, like matmul.
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -171,29 +172,7 @@ fn conv_gemm<T: Element>(x: &[T], w: &[T], g: &Geo, out: &mut [T]) {
             // SAFETY: `a` is an [mr, kc] matrix (row stride a_rs), the weight slice of group gi
             // is [og, kc] read transposed, and dst columns gi*og..(gi+1)*og of the tile's rows
             // are exclusively this task's.
-            unsafe {
-                gemm::gemm(
-                    mr,
-                    og,
-                    kc,
-                    dst.as_mut_ptr().add(gi * og),
-                    1,
-                    g.c_out as isize,
-                    false,
-                    a,
-                    1,
-                    a_rs,
-                    pw.0.add(gi * og * kc),
-                    kc as isize,
-                    1,
-                    T::zero(),
-                    T::one(),
-                    false,
-                    false,
-                    false,
-                    par,
-                );
-            }
+            unsafe { tile_product(mr, og, kc, a, a_rs, pw.0.add(gi * og * kc), dst.as_mut_ptr().add(gi * og), g.c_out, par) };
         }
     };
     if inner_par {
@@ -202,6 +181,27 @@ fn conv_gemm<T: Element>(x: &[T], w: &[T], g: &Geo, out: &mut [T]) {
     } else {
         out.par_chunks_mut(rows * g.c_out).enumerate().for_each_init(Vec::new, |buf, (ti, dst)| run(buf, ti, dst));
     }
+}
+
+/// `dst = a · wᵀ` for one tile and group: `a` is [m, k] with row stride `a_rs`, `w` a contiguous
+/// [n, k] weight block, `dst` rows `ldc` apart. f32 runs on `sgemm` where matmul does.
+///
+/// # Safety
+/// The views must be in bounds and `dst` exclusive to the caller.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_product<T: Element>(m: usize, n: usize, k: usize, a: *const T, a_rs: isize, w: *const T, dst: *mut T, ldc: usize, par: Parallelism) {
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == Dtype::Float32 && m * n * k >= super::matmul::SGEMM_MIN_WORK && super::matmul::use_sgemm() {
+        use super::sgemm::{sgemm, View};
+        let threads = match par {
+            Parallelism::Rayon(t) => t,
+            Parallelism::None => 1,
+        };
+        let (a, w) = (View { ptr: a as *const f32, rs: a_rs, cs: 1 }, View { ptr: w as *const f32, rs: 1, cs: k as isize });
+        sgemm(m, n, k, a, w, dst as *mut f32, ldc, threads);
+        return;
+    }
+    gemm::gemm(m, n, k, dst, 1, ldc as isize, false, a, 1, a_rs, w, k as isize, 1, T::zero(), T::one(), false, false, false, par);
 }
 
 /// The weight as a contiguous `(C_out, kvol, cg)` block, spatially reversed when `flip`.

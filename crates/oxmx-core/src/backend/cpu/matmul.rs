@@ -1,6 +1,7 @@
 //! Matmul on the CPU: f32/f64/complex64 through `gemm` (reading strided views in place),
 //! f16 through f32, bf16 on AMX tiles (or through f32), few-row 16-bit products in `gemv`,
-//! integers with a plain loop.
+//! integers with a plain loop. On AVX2 hosts without AVX-512, f32/f16/bf16 run on the hand-written
+//! `sgemm` kernel instead of `gemm` (which trails OpenBLAS there), widening 16-bit inputs as it packs.
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -112,6 +113,54 @@ fn gemm_kernel<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, zero: T, o
     })
 }
 
+/// Whether f32 and 16-bit float products run on `sgemm`: AVX2 hosts without AVX-512 (where the
+/// `gemm` crate keeps the targets, it stays).
+pub(super) fn use_sgemm() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::simd::level() == super::simd::Level::Avx2 && super::sgemm::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Below this many multiply-adds `gemm`'s small-matrix kernels beat `sgemm`'s packing on f32.
+pub(super) const SGEMM_MIN_WORK: usize = 48 * 48 * 48;
+
+/// A float32 product of f32/f16/bf16 operands on `sgemm`, widening 16-bit inputs while packing.
+/// Large products are split across threads inside `sgemm`; batches of small ones run one per task.
+#[cfg(target_arch = "x86_64")]
+fn sgemm_kernel<T: Element + super::sgemm::Widen>(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
+    use super::sgemm::{sgemm, View};
+    let g = geometry(a, b);
+    let (m, n, k) = (g.m, g.n, g.k);
+    let pa = Ptr(a.raw::<T>().as_ptr());
+    let pb = Ptr(b.raw::<T>().as_ptr());
+    let threads = rayon::current_num_threads();
+    Data::build::<f32>(out_shape, |out| {
+        if m * n == 0 {
+            return;
+        }
+        let run = |bi: usize, dst: &mut [f32], threads: usize| {
+            let (pa, pb) = (pa, pb);
+            // SAFETY: offsets and strides describe in-bounds views of the input buffers; `dst`
+            // is an exclusive dense [m, n] block; level() == Avx2 implies sgemm::available().
+            unsafe {
+                let a = View { ptr: pa.0.offset(g.a_offs[bi]), rs: g.a_rs, cs: g.a_cs };
+                let b = View { ptr: pb.0.offset(g.b_offs[bi]), rs: g.b_rs, cs: g.b_cs };
+                sgemm(m, n, k, a, b, dst.as_mut_ptr(), n, threads);
+            }
+        };
+        if g.a_offs.len() > 1 && m * n * k < 128 * 128 * 128 {
+            out.par_chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, 1));
+        } else {
+            out.chunks_mut(m * n).enumerate().for_each(|(bi, dst)| run(bi, dst, threads));
+        }
+    })
+}
+
 /// A dense copy of the inputs when an inner stride is zero or negative (gemm wants real strides).
 fn gemm_ready(d: &Data) -> Result<Data> {
     let nd = d.ndim();
@@ -170,11 +219,12 @@ fn bf16_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
     through_f32::<bf16>(a, b, out_shape, bf16::to_f32, bf16::from_f32)
 }
 
-/// A 16-bit float product computed in float32: both operands converted once (O(n²), vectorised
-/// and parallel), multiplied by the f32 gemm (O(n³)), rounded back once. For float16 this beats
-/// `gemm`'s own f16 path by ~1.5x: this CPU has AVX-512 FP16 but no AMX-FP16, and f16 products
-/// must accumulate in f32 to match MLX and PyTorch.
-fn through_f32<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, up: fn(T) -> f32, down: fn(f32) -> T) -> Result<Data> {
+/// A 16-bit float product computed in float32 and rounded back once. On `sgemm` hosts the kernel
+/// widens the operands as it packs them and `sgemm::narrow` rounds the result; elsewhere both are converted once (O(n²), vectorised and
+/// parallel) and multiplied by the f32 gemm (O(n³)). For float16 this beats `gemm`'s own f16 path
+/// by ~1.5x: this CPU has AVX-512 FP16 but no AMX-FP16, and f16 products must accumulate in f32 to
+/// match MLX and PyTorch.
+fn through_f32<T: Element + Widen16>(a: &Data, b: &Data, out_shape: Vec<usize>, up: fn(T) -> f32, down: fn(f32) -> T) -> Result<Data> {
     const CHUNK: usize = 1 << 15;
     let to_f32 = |d: &Data| -> Result<Data> {
         let src = d.row_major::<T>();
@@ -182,11 +232,40 @@ fn through_f32<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, up: fn(T) 
             out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| super::simd::map_slice(s, o, &up))
         })
     };
+    #[cfg(target_arch = "x86_64")]
+    if use_sgemm() {
+        let r = sgemm_kernel::<T>(a, b, out_shape.clone())?;
+        let acc = r.raw::<f32>();
+        return Data::build::<T>(out_shape, |out| {
+            // SAFETY: use_sgemm() implies sgemm::available().
+            out.par_chunks_mut(CHUNK).zip(acc.par_chunks(CHUNK)).for_each(|(o, s)| unsafe { super::sgemm::narrow(s, o) })
+        });
+    }
     let r = gemm_kernel::<f32>(&to_f32(a)?, &to_f32(b)?, out_shape.clone(), 0.0, 1.0)?;
     let acc = r.row_major::<f32>();
     Data::build::<T>(out_shape, |out| {
         out.par_chunks_mut(CHUNK).zip(acc.par_chunks(CHUNK)).for_each(|(o, s)| super::simd::map_slice(s, o, &down))
     })
+}
+
+/// The 16-bit float types `sgemm` can widen (a plain marker off x86-64).
+#[cfg(target_arch = "x86_64")]
+trait Widen16: super::sgemm::Widen {}
+#[cfg(not(target_arch = "x86_64"))]
+trait Widen16 {}
+impl Widen16 for f16 {}
+impl Widen16 for bf16 {}
+
+/// Float32 product: `sgemm` on AVX2-only hosts (except tiny products), `gemm` elsewhere.
+fn f32_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let nd = a.ndim();
+        if use_sgemm() && a.shape[nd - 2] * a.shape[nd - 1] * b.shape[nd - 1] >= SGEMM_MIN_WORK {
+            return sgemm_kernel::<f32>(a, b, out_shape);
+        }
+    }
+    gemm_kernel::<f32>(a, b, out_shape, 0.0, 1.0)
 }
 
 pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
@@ -195,7 +274,7 @@ pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>>
             let out_shape = specs[0].0.clone();
             let (a, b) = (gemm_ready(&inputs[0])?, gemm_ready(&inputs[1])?);
             let out = match a.dtype {
-                Dtype::Float32 => gemm_kernel::<f32>(&a, &b, out_shape, 0.0, 1.0),
+                Dtype::Float32 => f32_kernel(&a, &b, out_shape),
                 Dtype::Float64 => gemm_kernel::<f64>(&a, &b, out_shape, 0.0, 1.0),
                 Dtype::Float16 => match super::gemv::few_rows::<f16>(&a, &b, out_shape.clone()) {
                     Some(r) => r,

@@ -22,6 +22,8 @@ pub mod radix;
 pub mod random;
 pub mod reduce;
 pub mod rowwise;
+#[cfg(target_arch = "x86_64")]
+mod sgemm;
 pub mod shape;
 pub mod simd;
 pub mod sort;

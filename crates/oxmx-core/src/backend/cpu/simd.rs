@@ -13,9 +13,33 @@ pub enum Level {
     Baseline,
 }
 
-/// The widest instruction set `vectorized` may use on this CPU.
+/// The widest instruction set `vectorized` may use on this CPU, capped by `OXMX_SIMD=avx2` or
+/// `OXMX_SIMD=baseline` (so the AVX2 and scalar paths can be tested and timed on AVX-512 hosts).
+/// Detected once per process.
 #[inline]
 pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let found = detect_level();
+        let cap = match std::env::var("OXMX_SIMD").map(|v| v.to_ascii_lowercase()).as_deref() {
+            Ok("avx2") => Level::Avx2,
+            Ok("baseline") | Ok("sse2") => Level::Baseline,
+            _ => Level::Avx512,
+        };
+        let rank = |l: Level| match l {
+            Level::Avx512 => 2,
+            Level::Avx2 => 1,
+            Level::Baseline => 0,
+        };
+        if rank(cap) < rank(found) {
+            cap
+        } else {
+            found
+        }
+    })
+}
+
+fn detect_level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")

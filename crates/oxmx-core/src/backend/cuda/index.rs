@@ -1,18 +1,22 @@
 //! Gather, slice-update, concatenate and pad on the GPU. Elements move as raw bits (any dtype
-//! of 1, 2, 4 or 8 bytes). Scatter still runs on the CPU.
+//! of 1, 2, 4 or 8 bytes) and scatter (set, add, prod, max, min) with atomics.
 //!
-//! Out-of-range gather indices: index arrays whose bytes are on the host (token ids, indices
-//! built by the program) are checked there first and give the CPU's `IndexOutOfRange` error;
-//! indices computed on the GPU are clamped into the axis (no wild reads, no error: checking
-//! them would stall the stream, and MLX's GPU gathers do not check either).
+//! Out-of-range indices: index arrays whose bytes are on the host (token ids, indices built by
+//! the program) are checked there first and give the CPU's `IndexOutOfRange` error; indices
+//! computed on the GPU are clamped into the axis by gathers and skipped by scatters (no wild
+//! reads or writes, no error: checking them would stall the stream, and MLX's GPU kernels do
+//! not check either). Scatter-set with repeated indices keeps one of the updates, unspecified
+//! which (MLX's GPU backend is the same; its CPU keeps the last).
 
 use super::compiler::function;
 use super::compiler::Args;
 use super::device::Gpu;
-use super::elementwise::{contiguous, copy_into, raw_type, storage};
+use super::elementwise::{compute, contiguous, copy_into, load, raw_type, storage, store};
 use super::fast::{dptr, output};
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
+use crate::dtype::Dtype;
+use crate::primitives::index::ScatterKind;
 use crate::primitives::{IndexOp, ShapeOp};
 use crate::shape::{row_major_strides, size_of};
 use std::sync::Arc;
@@ -41,12 +45,12 @@ pub(crate) fn eval(g: &Gpu, op: &IndexOp, inputs: &mut [Data], specs: &[Spec]) -
     match op {
         IndexOp::Gather { axes, slice_sizes } => gather(g, axes, slice_sizes, inputs, &specs[0]),
         IndexOp::SliceUpdate { start, step, .. } => slice_update(g, start, step, inputs),
-        IndexOp::Scatter { .. } => Ok(None),
+        IndexOp::Scatter { kind, axes } => scatter(g, *kind, axes, inputs),
     }
 }
 
 /// Checks host-resident indices against their axes (as the CPU kernel does).
-fn check_on_host(idx: &Data, axis: usize, n: usize) -> Result<()> {
+fn check_on_host(op: &str, idx: &Data, axis: usize, n: usize) -> Result<()> {
     if !idx.buffer.is_on_host() {
         return Ok(());
     }
@@ -57,7 +61,7 @@ fn check_on_host(idx: &Data, axis: usize, n: usize) -> Result<()> {
         })
     });
     match bad {
-        Some(v) => Err(Error::index(format!("[gather] index {v} is out of bounds for axis {axis} with size {n}"))),
+        Some(v) => Err(Error::index(format!("[{op}] index {v} is out of bounds for axis {axis} with size {n}"))),
         None => Ok(()),
     }
 }
@@ -70,7 +74,7 @@ fn gather(g: &Gpu, axes: &[usize], slice_sizes: &[usize], inputs: &[Data], spec:
         return Ok(None);
     }
     for (i, &ax) in idx.iter().zip(axes) {
-        check_on_host(i, ax, x.shape[ax])?;
+        check_on_host("gather", i, ax, x.shape[ax])?;
     }
     let mut dense = Vec::with_capacity(idx.len());
     for i in idx {
@@ -182,6 +186,154 @@ pub(crate) fn assemble(g: &Gpu, op: &ShapeOp, inputs: &[Data], spec: &Spec) -> R
             }
         }
         _ => return Ok(None),
+    }
+    Ok(Some(vec![out]))
+}
+
+/// How one scatter update combines into its element: a C statement on `out + off` (storage
+/// type `st`) with the update `u`, or `None` when this kernel does not cover the pair.
+/// Sums of f32/f64/32- and 64-bit integers use the hardware's atomic add; every other pair
+/// runs a compare-and-swap loop on the aligned 4- or 8-byte word holding the element.
+fn scatter_update(kind: ScatterKind, dt: Dtype) -> Option<String> {
+    let st = storage(dt)?;
+    let bytes = dt.size();
+    if kind == ScatterKind::Set {
+        return Some("out[off] = u;".into());
+    }
+    match (kind, dt) {
+        (ScatterKind::Add, Dtype::Float32 | Dtype::Float64 | Dtype::Int32 | Dtype::Uint32 | Dtype::Uint64) => {
+            return Some("atomicAdd(out + off, u);".into())
+        }
+        (ScatterKind::Add, Dtype::Int64) => return Some("atomicAdd((unsigned long long*)(out + off), (unsigned long long)u);".into()),
+        _ => {}
+    }
+    // The new value from the current one `a` and the update `u` (both stored values).
+    let c = if dt == Dtype::Bool { "int" } else { compute(dt) };
+    let (a, b) = (load(dt, "a"), load(dt, "u"));
+    let combined = match (kind, dt) {
+        (ScatterKind::Add, Dtype::Bool) => format!("{a} | {b}"),
+        (ScatterKind::Prod, Dtype::Bool) => format!("{a} & {b}"),
+        (ScatterKind::Add, _) => format!("({c})({a}) + ({c})({b})"),
+        (ScatterKind::Prod, _) => format!("({c})({a}) * ({c})({b})"),
+        (ScatterKind::Max, _) => format!("(({c})({b}) > ({c})({a}) || ({c})({b}) != ({c})({b})) ? ({c})({b}) : ({c})({a})"),
+        (ScatterKind::Min, _) => format!("(({c})({b}) < ({c})({a}) || ({c})({b}) != ({c})({b})) ? ({c})({b}) : ({c})({a})"),
+        (ScatterKind::Set, _) => unreachable!(),
+    };
+    let new = store(dt, &combined);
+    Some(match bytes {
+        4 | 8 => {
+            let w = if bytes == 4 { "unsigned int" } else { "unsigned long long" };
+            format!(
+                "{w}* p_ = ({w}*)(out + off); {w} old_ = *p_, was_;\n\
+                 do {{ was_ = old_; union {{ {w} w; {st} v; }} cur_, nv_; cur_.w = was_; {st} a = cur_.v; nv_.v = {new}; \
+                 old_ = atomicCAS(p_, was_, nv_.w); }} while (old_ != was_);"
+            )
+        }
+        1 | 2 => {
+            let mask = if bytes == 1 { "0xffu" } else { "0xffffu" };
+            format!(
+                "unsigned long long addr_ = (unsigned long long)(out + off); unsigned int* p_ = (unsigned int*)(addr_ & ~3ull);\n\
+                 unsigned int sh_ = (unsigned int)(addr_ & 3ull) * 8u; unsigned int old_ = *p_, was_;\n\
+                 do {{ was_ = old_; {st} a = ({st})((was_ >> sh_) & {mask}); {st} nv_ = {new}; \
+                 unsigned int w_ = (was_ & ~({mask} << sh_)) | (((unsigned int)nv_ & {mask}) << sh_); \
+                 old_ = atomicCAS(p_, was_, w_); }} while (old_ != was_);"
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// `x` with `updates` combined in at the indexed slices (inputs: x, idx_0..idx_{k-1}, updates).
+/// In place when x's buffer is the kernel's alone (a donated gradient accumulator), else into
+/// a copy of x.
+fn scatter(g: &Gpu, kind: ScatterKind, axes: &[usize], inputs: &mut [Data]) -> Result<Option<Vec<Data>>> {
+    let n_in = inputs.len();
+    let dt = inputs[0].dtype;
+    let Some(update_stmt) = scatter_update(kind, dt) else { return Ok(None) };
+    let st = storage(dt).unwrap_or("float");
+    {
+        let idx = &inputs[1..n_in - 1];
+        let x = &inputs[0];
+        if idx.len() > MAX_INDICES || x.ndim() > MAX_DIMS || idx.iter().any(|i| !i.dtype.is_integer()) {
+            return Ok(None);
+        }
+        for (i, &ax) in idx.iter().zip(axes) {
+            check_on_host("scatter", i, ax, x.shape[ax])?;
+        }
+    }
+    let mut dense = Vec::with_capacity(n_in - 2);
+    for i in &inputs[1..n_in - 1] {
+        match contiguous(g, i)? {
+            Some(d) => dense.push(d),
+            None => return Ok(None),
+        }
+    }
+    let Some(upd) = contiguous(g, &inputs[n_in - 1])? else { return Ok(None) };
+    let x = &mut inputs[0];
+    let rs = row_major_strides(&x.shape);
+    let slice_shape: Vec<usize> = x.shape.iter().enumerate().map(|(d, &n)| if axes.contains(&d) { 1 } else { n }).collect();
+    let whole = x.offset == 0 && x.is_row_contiguous() && x.buffer.len() >= x.size() * x.dtype.size() && !x.buffer.is_mapped();
+    let in_place = whole && Arc::get_mut(&mut x.buffer).is_some();
+    let (out, optr) = if in_place {
+        let ptr = Arc::get_mut(&mut x.buffer).expect("checked above").device_block_mut(g.ordinal)?.ptr();
+        (x.clone(), ptr)
+    } else {
+        let (out, optr) = output(g, &x.shape, dt)?;
+        if !copy_into(g, x, optr, &rs, 0)? {
+            return Ok(None);
+        }
+        (out, optr)
+    };
+    let mut info = GatherInfo {
+        x_off: 0,
+        slice_n: size_of(&slice_shape) as i64,
+        slice_nd: slice_shape.len() as i32,
+        _pad: 0,
+        axis_stride: [0; MAX_INDICES],
+        axis_size: [1; MAX_INDICES],
+        slice_shape: [1; MAX_DIMS],
+        slice_strides: [0; MAX_DIMS],
+    };
+    for (k, &ax) in axes.iter().enumerate() {
+        info.axis_stride[k] = rs[ax] as i64;
+        info.axis_size[k] = out.shape[ax] as i64;
+    }
+    for (d, (&n, &r)) in slice_shape.iter().zip(&rs).enumerate() {
+        info.slice_shape[d] = n as i64;
+        info.slice_strides[d] = r as i64;
+    }
+    let itypes: Vec<&str> = dense.iter().map(|d| storage(d.dtype).unwrap_or("int")).collect();
+    let name = format!(
+        "scatter_{kind:?}_{}_{}",
+        format!("{dt:?}").to_lowercase(),
+        dense.iter().map(|d| format!("{:?}", d.dtype).to_lowercase()).collect::<Vec<_>>().join("_")
+    );
+    let f = function(g, &name, || {
+        let params: String = itypes.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ i{k}, ")).collect();
+        let bases: String = (0..itypes.len())
+            .map(|k| {
+                format!(
+                    "{{ long long v = (long long)i{k}[i]; long long n = info.axis_size[{k}]; if (v < 0) v += n; \
+                     if (v < 0 || v >= n) continue; off += v * info.axis_stride[{k}]; }}\n"
+                )
+            })
+            .collect();
+        format!(
+            "{GATHER_INFO}\nextern \"C\" __global__ void {name}({st}* __restrict__ out, const {st}* __restrict__ updates, {params}long long n, GatherInfo info) {{\n\
+             for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {{\n\
+             long long i = e / info.slice_n, s = e % info.slice_n; long long off = 0;\n{bases}\
+             for (int d = info.slice_nd - 1; d >= 0; --d) {{ long long c = s % info.slice_shape[d]; s /= info.slice_shape[d]; off += c * info.slice_strides[d]; }}\n\
+             {st} u = updates[e];\n{update_stmt}\n}}\n}}\n"
+        )
+    })?;
+    let n = upd.size();
+    if n > 0 {
+        let mut args = Args::new().arg(optr).arg(dptr(g, &upd)?);
+        for d in &dense {
+            args = args.arg(dptr(g, d)?);
+        }
+        let blocks = n.div_ceil(256).clamp(1, g.sm_count as usize * 32) as u32;
+        args.arg(n as i64).arg(info).launch(g, &f, (blocks, 1), 256)?;
     }
     Ok(Some(vec![out]))
 }

@@ -28,7 +28,7 @@ pub use memory::{clear_cache, memory_stats, set_memory_limit, DeviceBlock};
 
 use crate::error::Result;
 use crate::graph::{Data, Spec};
-use crate::primitives::{CastOp, Primitive, ReduceOp, ShapeOp};
+use crate::primitives::{CastOp, CreationOp, Primitive, ReduceOp, ShapeOp};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -174,6 +174,7 @@ fn gpu_kernel(g: &device::Gpu, prim: &Primitive, inputs: &mut [Data], specs: &[S
         Primitive::Index(op) => index::eval(g, op, inputs, specs),
         Primitive::Fused(op) => fused::eval(g, op, inputs, specs),
         Primitive::Distributed(op) => distributed::eval(g, op, inputs, specs),
+        Primitive::Creation(CreationOp::Arange { start, step, len, dtype }) => one(elementwise::arange(g, *start, *step, *len, *dtype)),
         _ => Ok(None),
     }
 }

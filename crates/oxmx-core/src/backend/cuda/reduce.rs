@@ -57,15 +57,29 @@ fn run_rows(g: &Gpu, name: &str, body: impl FnOnce() -> String, x: &Data, rows: 
     Ok(Data::dense(Buffer::on_device(block, bytes), shape.clone(), *odt))
 }
 
-/// `kind` over `axes` of `x` (kept as size-1 dims), or `None` when the axes are not trailing.
+/// `kind` over `axes` of `x` (kept as size-1 dims). Axes that are not the trailing ones are
+/// moved there first (a transposing copy on the GPU, kept axes in order, so the rows of the
+/// result keep the output's order): the gradient of a batch-broadcast matmul sums over leading
+/// axes, and running that on the CPU cost a round trip per LoRA weight and step.
 pub(crate) fn reduce(g: &Gpu, kind: ReduceKind, axes: &[usize], x: &Data, out: &Spec) -> Result<Option<Data>> {
     let nd = x.ndim();
-    let trailing = axes.iter().enumerate().all(|(i, &a)| a == nd - axes.len() + i);
     let (it, ot) = (x.dtype, out.1);
-    if !trailing || storage(it).is_none() || storage(ot).is_none() {
+    if storage(it).is_none() || storage(ot).is_none() {
         return Ok(None);
     }
-    let Some(x) = contiguous(g, x)? else { return Ok(None) };
+    let trailing = axes.iter().enumerate().all(|(i, &a)| a == nd - axes.len() + i);
+    let x = if trailing {
+        x.clone()
+    } else {
+        let mut sorted = axes.to_vec();
+        sorted.sort_unstable();
+        let perm: Vec<usize> = (0..nd).filter(|a| !sorted.contains(a)).chain(sorted.iter().copied()).collect();
+        let mut view = x.clone();
+        view.shape = perm.iter().map(|&a| x.shape[a]).collect();
+        view.strides = perm.iter().map(|&a| x.strides[a]).collect();
+        view
+    };
+    let Some(x) = contiguous(g, &x)? else { return Ok(None) };
     let cols: usize = x.shape[nd - axes.len()..].iter().product();
     let rows: usize = x.shape[..nd - axes.len()].iter().product();
     // Sums and products accumulate in the output's compute type; max/min in the input's.
