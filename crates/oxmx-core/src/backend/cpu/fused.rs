@@ -176,20 +176,96 @@ enum Access {
     Strided(Vec<usize>, Vec<isize>),
 }
 
-enum PInstr {
-    Unary(UnaryOp, Loc, Loc),
-    Binary(BinaryOp, Loc, Loc, Loc),
+/// A scalar step folded into the instruction before it: the result `v` is stored as
+/// `(v * m) + a`, two IEEE operations as the separate instructions did (never fused into one
+/// rounding). Identity: m = 1, a = -0 (exact for every v, signed zeros and NaNs included).
+#[derive(Copy, Clone, Debug)]
+struct Post<C> {
+    m: C,
+    a: C,
+    has_m: bool,
+    has_a: bool,
+}
+
+/// A binary instruction with one scalar operand `s`, as a step on the other operand.
+#[derive(Copy, Clone)]
+enum ScalarStep<C> {
+    /// `v * s` (either operand order: IEEE multiplication commutes).
+    Mul(C),
+    /// `v + s`, and `v - s` as `v + (-s)` (exact).
+    Add(C),
+    /// `s - v` as `(v * -1) + s` (exact).
+    RSub(C),
+}
+
+impl<C: Compute> Post<C> {
+    fn identity() -> Self {
+        Post { m: C::ONE, a: C::of_f64(-0.0), has_m: false, has_a: false }
+    }
+
+    /// Appends `step` when the result still has the form `(v * m) + a` in that order; false
+    /// otherwise (the step then runs as its own instruction).
+    fn then(&mut self, step: ScalarStep<C>) -> bool {
+        match step {
+            ScalarStep::Mul(s) if !self.has_m && !self.has_a => {
+                (self.m, self.has_m) = (s, true);
+                true
+            }
+            ScalarStep::Add(s) if !self.has_a => {
+                (self.a, self.has_a) = (s, true);
+                true
+            }
+            ScalarStep::RSub(s) if !self.has_m && !self.has_a => {
+                *self = Post { m: -C::ONE, a: s, has_m: true, has_a: true };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+enum PInstr<C> {
+    Unary(UnaryOp, Loc, Loc, Post<C>),
+    Binary(BinaryOp, Loc, Loc, Loc, Post<C>),
+    /// A binary op with a scalar operand on its own: one input stream instead of two.
+    Affine(Loc, Loc, Post<C>),
     Select(Loc, Loc, Loc, Loc),
     Round(Dtype, Loc, Loc),
 }
 
-struct Plan {
+impl<C> PInstr<C> {
+    fn post_mut(&mut self) -> Option<&mut Post<C>> {
+        match self {
+            PInstr::Unary(UnaryOp::BitwiseInvert, ..) => None,
+            PInstr::Binary(BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor | BinaryOp::LeftShift | BinaryOp::RightShift, ..) => None,
+            PInstr::Unary(.., p) | PInstr::Binary(.., p) | PInstr::Affine(.., p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+struct Plan<C> {
     nregs: usize,
     /// (input, register, access) for every input read through a register.
     loads: Vec<(usize, usize, Access)>,
-    instrs: Vec<PInstr>,
+    instrs: Vec<PInstr<C>>,
     /// (output, source) for outputs not computed in place.
     stores: Vec<(usize, Loc)>,
+}
+
+/// `op(a, b)` as a scalar step on one operand when the other is a scalar input of known value.
+fn scalar_step<C: Compute>(op: BinaryOp, a: usize, b: usize, scalar: &[Option<C>]) -> Option<(usize, ScalarStep<C>)> {
+    let sv = |v: usize| scalar.get(v).copied().flatten();
+    match (op, sv(a), sv(b)) {
+        (_, Some(_), Some(_)) => None,
+        (BinaryOp::Multiply, Some(s), None) => Some((b, ScalarStep::Mul(s))),
+        (BinaryOp::Multiply, None, Some(s)) => Some((a, ScalarStep::Mul(s))),
+        (BinaryOp::Add, Some(s), None) => Some((b, ScalarStep::Add(s))),
+        (BinaryOp::Add, None, Some(s)) => Some((a, ScalarStep::Add(s))),
+        (BinaryOp::Subtract, None, Some(s)) => Some((a, ScalarStep::Add(-s))),
+        (BinaryOp::Subtract, Some(s), None) => Some((b, ScalarStep::RSub(s))),
+        _ => None,
+    }
 }
 
 /// Strides of `d` viewed at the output's `shape` (zero along broadcast axes).
@@ -213,14 +289,19 @@ fn broadcast_strides(d: &Data, shape: &[usize]) -> Vec<isize> {
 
 /// `in_place`: outputs of the compute type may be computed directly in their buffers (off when
 /// the outputs are streamed: then every output is stored from a register).
-fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: &[usize], n: usize, in_place: bool) -> Plan {
+fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: &[usize], n: usize, in_place: bool) -> Plan<C> {
     let n_in = inputs.len();
     let n_vals = n_in + op.instrs.len();
     // The last instruction reading each value; outputs stay live to the end.
     let mut last_use = vec![None::<usize>; n_vals];
+    let mut uses = vec![0usize; n_vals];
     for (k, ins) in op.instrs.iter().enumerate() {
-        for v in ins.operands() {
+        let mut ops = ins.operands();
+        ops.sort_unstable();
+        ops.dedup();
+        for v in ops {
             last_use[v] = Some(k);
+            uses[v] += 1;
         }
     }
     let mut loc: Vec<Option<Loc>> = vec![None; n_vals];
@@ -244,6 +325,8 @@ fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: 
         })
     };
     let mut loads = Vec::new();
+    // Values of scalar inputs: binary ops with one become steps folded into their neighbour.
+    let mut scalar: Vec<Option<C>> = vec![None; n_in];
     for (i, d) in inputs.iter().enumerate() {
         if last_use[i].is_none() && !keep[i] {
             continue;
@@ -255,6 +338,7 @@ fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: 
         }
         let access = if d.size() == 1 && n > 1 {
             keep[i] = true; // its register is filled once per task: never reuse it
+            scalar[i] = Some(load_one::<C>(d));
             Access::Scalar
         } else if full {
             Access::Contig
@@ -266,18 +350,43 @@ fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: 
         loc[i] = Some(Loc::Reg(r));
         loads.push((i, r, access));
     }
-    let mut instrs = Vec::new();
+    let mut instrs: Vec<PInstr<C>> = Vec::new();
+    // The planned instruction that computes each value (merged steps share their producer's).
+    let mut producer = vec![None::<usize>; n_vals];
     for (k, ins) in op.instrs.iter().enumerate() {
         let v = n_in + k;
+        let step = match *ins {
+            FusedInstr::Binary { op, a, b, .. } => scalar_step::<C>(op, a, b, &scalar),
+            _ => None,
+        };
+        if let Some((u, st)) = step {
+            // Fold the step into the instruction computing `u` when this is u's only use (no
+            // other reader sees u before the step) and v needs no location of its own: v then
+            // lives where u did, and u's register is released when v's last reader runs.
+            let foldable = uses[u] == 1 && !keep[u] && loc[v].is_none() && matches!(loc[u], Some(Loc::Reg(_)));
+            if let Some(pk) = producer[u].filter(|_| foldable) {
+                if instrs[pk].post_mut().is_some_and(|p| p.then(st)) {
+                    loc[v] = loc[u];
+                    producer[v] = Some(pk);
+                    continue;
+                }
+            }
+        }
         // The destination is taken before the operands are released, so it never aliases them.
         let dst = *loc[v].get_or_insert_with(|| Loc::Reg(alloc(&mut free)));
         let l = |u: usize| loc[u].unwrap_or(Loc::Reg(0));
-        instrs.push(match *ins {
-            FusedInstr::Unary { op, x, .. } => PInstr::Unary(op, l(x), dst),
-            FusedInstr::Binary { op, a, b, .. } => PInstr::Binary(op, l(a), l(b), dst),
-            FusedInstr::Select { cond, a, b, .. } => PInstr::Select(l(cond), l(a), l(b), dst),
-            FusedInstr::AsType { x, dtype } => PInstr::Round(dtype, l(x), dst),
+        instrs.push(match (ins, step) {
+            (_, Some((u, st))) => {
+                let mut post = Post::identity();
+                post.then(st);
+                PInstr::Affine(l(u), dst, post)
+            }
+            (&FusedInstr::Unary { op, x, .. }, _) => PInstr::Unary(op, l(x), dst, Post::identity()),
+            (&FusedInstr::Binary { op, a, b, .. }, _) => PInstr::Binary(op, l(a), l(b), dst, Post::identity()),
+            (&FusedInstr::Select { cond, a, b, .. }, _) => PInstr::Select(l(cond), l(a), l(b), dst),
+            (&FusedInstr::AsType { x, dtype }, _) => PInstr::Round(dtype, l(x), dst),
         });
+        producer[v] = Some(instrs.len() - 1);
         let mut ops = ins.operands();
         ops.dedup();
         for u in ops {
@@ -366,15 +475,15 @@ fn load_one<C: Compute>(d: &Data) -> C {
 ///
 /// # Safety
 /// As `run_block`.
-unsafe fn block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
+unsafe fn block<C: Compute>(plan: &Plan<C>, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-        unsafe fn wide<C: Compute>(p: &Plan, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+        unsafe fn wide<C: Compute>(p: &Plan<C>, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
             run_block::<C>(p, i, o, d, s, g, st, n)
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn mid<C: Compute>(p: &Plan, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+        unsafe fn mid<C: Compute>(p: &Plan<C>, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
             run_block::<C>(p, i, o, d, s, g, st, n)
         }
         match level() {
@@ -396,7 +505,7 @@ unsafe fn block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes
 /// never alias. `stage` is null, or this task's `BLOCK * 8`-byte buffer: outputs then go there
 /// and on with streaming stores.
 #[inline(always)]
-unsafe fn run_block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
+unsafe fn run_block<C: Compute>(plan: &Plan<C>, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
     let src = |l: Loc| -> &[C] {
         match l {
             Loc::Reg(r) => std::slice::from_raw_parts(scratch.add(r * BLOCK), len),
@@ -425,8 +534,9 @@ unsafe fn run_block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dt
     }
     for ins in &plan.instrs {
         match *ins {
-            PInstr::Unary(op, x, o) => unary(op, src(x), dst(o)),
-            PInstr::Binary(op, a, b, o) => binary(op, src(a), src(b), dst(o)),
+            PInstr::Unary(op, x, o, p) => unary(op, src(x), dst(o), p),
+            PInstr::Binary(op, a, b, o, p) => binary(op, src(a), src(b), dst(o), p),
+            PInstr::Affine(x, o, p) => each(src(x), dst(o), p, |v| v),
             PInstr::Select(c, a, b, o) => {
                 let (c, a, b, o) = (src(c), src(a), src(b), dst(o));
                 for i in 0..o.len() {
@@ -453,16 +563,16 @@ unsafe fn run_block<C: Compute>(plan: &Plan, inputs: &[Data], outs: &[usize], dt
 }
 
 #[inline(always)]
-fn each<C: Copy>(x: &[C], o: &mut [C], f: impl Fn(C) -> C) {
+fn each<C: Compute>(x: &[C], o: &mut [C], p: Post<C>, f: impl Fn(C) -> C) {
     for (o, &x) in o.iter_mut().zip(x) {
-        *o = f(x);
+        *o = f(x) * p.m + p.a;
     }
 }
 
 #[inline(always)]
-fn each2<C: Copy>(a: &[C], b: &[C], o: &mut [C], f: impl Fn(C, C) -> C) {
+fn each2<C: Compute>(a: &[C], b: &[C], o: &mut [C], p: Post<C>, f: impl Fn(C, C) -> C) {
     for (o, (&x, &y)) in o.iter_mut().zip(a.iter().zip(b)) {
-        *o = f(x, y);
+        *o = f(x, y) * p.m + p.a;
     }
 }
 
@@ -476,24 +586,24 @@ fn flag<C: Compute>(p: bool) -> C {
 }
 
 #[inline(always)]
-fn unary<C: Compute>(op: UnaryOp, x: &[C], o: &mut [C]) {
+fn unary<C: Compute>(op: UnaryOp, x: &[C], o: &mut [C], p: Post<C>) {
     use UnaryOp::*;
     macro_rules! generic {
         ($($u:ident),*) => {
             match op {
-                Exp => each(x, o, C::exp_),
-                Expm1 => each(x, o, C::expm1_),
-                Log => each(x, o, C::ln_),
-                Log1p => each(x, o, C::ln1p_),
-                Tanh => each(x, o, C::tanh_),
-                Sigmoid => each(x, o, C::sigmoid_),
-                IsNan => each(x, o, |v| flag(v.is_nan())),
-                IsInf => each(x, o, |v| flag(v.is_infinite())),
-                IsPosInf => each(x, o, |v| flag(v == C::infinity())),
-                IsNegInf => each(x, o, |v| flag(v == C::neg_infinity())),
-                IsFinite => each(x, o, |v| flag(v.is_finite())),
-                LogicalNot => each(x, o, |v| flag(v == C::ZERO)),
-                $($u => each(x, o, |v| float_op($u, v)),)*
+                Exp => each(x, o, p, C::exp_),
+                Expm1 => each(x, o, p, C::expm1_),
+                Log => each(x, o, p, C::ln_),
+                Log1p => each(x, o, p, C::ln1p_),
+                Tanh => each(x, o, p, C::tanh_),
+                Sigmoid => each(x, o, p, C::sigmoid_),
+                IsNan => each(x, o, p, |v| flag(v.is_nan())),
+                IsInf => each(x, o, p, |v| flag(v.is_infinite())),
+                IsPosInf => each(x, o, p, |v| flag(v == C::infinity())),
+                IsNegInf => each(x, o, p, |v| flag(v == C::neg_infinity())),
+                IsFinite => each(x, o, p, |v| flag(v.is_finite())),
+                LogicalNot => each(x, o, p, |v| flag(v == C::ZERO)),
+                $($u => each(x, o, p, |v| float_op($u, v)),)*
                 // Never fused (integer only).
                 BitwiseInvert => o.copy_from_slice(x),
             }
@@ -506,30 +616,30 @@ fn unary<C: Compute>(op: UnaryOp, x: &[C], o: &mut [C]) {
 }
 
 #[inline(always)]
-fn binary<C: Compute>(op: BinaryOp, a: &[C], b: &[C], o: &mut [C]) {
+fn binary<C: Compute>(op: BinaryOp, a: &[C], b: &[C], o: &mut [C], p: Post<C>) {
     use BinaryOp::*;
     let z = C::ZERO;
     match op {
-        Add => each2(a, b, o, |x, y| x + y),
-        Subtract => each2(a, b, o, |x, y| x - y),
-        Multiply => each2(a, b, o, |x, y| x * y),
-        Divide => each2(a, b, o, |x, y| x / y),
-        FloorDivide => each2(a, b, o, |x, y| num_traits::Float::floor(x / y)),
-        Remainder => each2(a, b, o, py_rem_f),
-        Power => each2(a, b, o, |x, y| x.powf(y)),
-        Maximum => each2(a, b, o, max_nan),
-        Minimum => each2(a, b, o, min_nan),
-        ArcTan2 => each2(a, b, o, |x, y| x.atan2(y)),
-        LogAddExp => each2(a, b, o, logaddexp),
-        Equal => each2(a, b, o, |x, y| flag(x == y)),
-        NanEqual => each2(a, b, o, |x, y| flag(x == y || (x.is_nan() && y.is_nan()))),
-        NotEqual => each2(a, b, o, |x, y| flag(x != y)),
-        Less => each2(a, b, o, |x, y| flag(x < y)),
-        LessEqual => each2(a, b, o, |x, y| flag(x <= y)),
-        Greater => each2(a, b, o, |x, y| flag(x > y)),
-        GreaterEqual => each2(a, b, o, |x, y| flag(x >= y)),
-        LogicalAnd => each2(a, b, o, |x, y| flag(x != z && y != z)),
-        LogicalOr => each2(a, b, o, |x, y| flag(x != z || y != z)),
+        Add => each2(a, b, o, p, |x, y| x + y),
+        Subtract => each2(a, b, o, p, |x, y| x - y),
+        Multiply => each2(a, b, o, p, |x, y| x * y),
+        Divide => each2(a, b, o, p, |x, y| x / y),
+        FloorDivide => each2(a, b, o, p, |x, y| num_traits::Float::floor(x / y)),
+        Remainder => each2(a, b, o, p, py_rem_f),
+        Power => each2(a, b, o, p, |x, y| x.powf(y)),
+        Maximum => each2(a, b, o, p, max_nan),
+        Minimum => each2(a, b, o, p, min_nan),
+        ArcTan2 => each2(a, b, o, p, |x, y| x.atan2(y)),
+        LogAddExp => each2(a, b, o, p, logaddexp),
+        Equal => each2(a, b, o, p, |x, y| flag(x == y)),
+        NanEqual => each2(a, b, o, p, |x, y| flag(x == y || (x.is_nan() && y.is_nan()))),
+        NotEqual => each2(a, b, o, p, |x, y| flag(x != y)),
+        Less => each2(a, b, o, p, |x, y| flag(x < y)),
+        LessEqual => each2(a, b, o, p, |x, y| flag(x <= y)),
+        Greater => each2(a, b, o, p, |x, y| flag(x > y)),
+        GreaterEqual => each2(a, b, o, p, |x, y| flag(x >= y)),
+        LogicalAnd => each2(a, b, o, p, |x, y| flag(x != z && y != z)),
+        LogicalOr => each2(a, b, o, p, |x, y| flag(x != z || y != z)),
         // Never fused (integer only).
         BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift => o.fill(z),
     }
@@ -539,10 +649,10 @@ fn binary<C: Compute>(op: BinaryOp, a: &[C], b: &[C], o: &mut [C]) {
 #[inline(always)]
 fn round<C: Compute>(to: Dtype, x: &[C], o: &mut [C]) {
     match to {
-        Dtype::Float16 => each(x, o, C::round_f16),
-        Dtype::Bfloat16 => each(x, o, C::round_bf16),
-        Dtype::Float32 => each(x, o, |v| C::of_f32(v.as_f32())),
-        Dtype::Bool => each(x, o, |v| flag(v != C::ZERO)),
+        Dtype::Float16 => each(x, o, Post::identity(), C::round_f16),
+        Dtype::Bfloat16 => each(x, o, Post::identity(), C::round_bf16),
+        Dtype::Float32 => each(x, o, Post::identity(), |v| C::of_f32(v.as_f32())),
+        Dtype::Bool => each(x, o, Post::identity(), |v| flag(v != C::ZERO)),
         _ => o.copy_from_slice(x),
     }
 }
