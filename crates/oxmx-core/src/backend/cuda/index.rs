@@ -18,7 +18,7 @@ use crate::graph::{Data, Spec};
 use crate::dtype::Dtype;
 use crate::primitives::index::ScatterKind;
 use crate::primitives::{IndexOp, ShapeOp};
-use crate::shape::{row_major_strides, size_of};
+use crate::shape::row_major_strides;
 use std::sync::Arc;
 
 const MAX_INDICES: usize = 4;
@@ -36,6 +36,44 @@ struct GatherInfo {
     axis_size: [i64; MAX_INDICES],
     slice_shape: [i64; MAX_DIMS],
     slice_strides: [i64; MAX_DIMS],
+}
+
+impl GatherInfo {
+    /// Base element offset `x_off`; index k steps `axis_stride[k]` over an axis of `axis_size[k]`;
+    /// each index selects a slice of `slice` (shape, strides).
+    fn new(x_off: i64, axes: impl Iterator<Item = (i64, i64)>, slice: impl Iterator<Item = (usize, isize)>) -> GatherInfo {
+        let mut info = GatherInfo {
+            x_off,
+            slice_n: 1,
+            slice_nd: 0,
+            _pad: 0,
+            axis_stride: [0; MAX_INDICES],
+            axis_size: [1; MAX_INDICES],
+            slice_shape: [1; MAX_DIMS],
+            slice_strides: [0; MAX_DIMS],
+        };
+        for (k, (stride, size)) in axes.enumerate() {
+            (info.axis_stride[k], info.axis_size[k]) = (stride, size);
+        }
+        for (d, (n, st)) in slice.enumerate() {
+            (info.slice_shape[d], info.slice_strides[d]) = (n as i64, st as i64);
+            info.slice_n *= n as i64;
+            info.slice_nd += 1;
+        }
+        info
+    }
+}
+
+/// Each index array as a dense device array, or `None` when one cannot be made so.
+fn dense_indices(g: &Gpu, idx: &[Data]) -> Result<Option<Vec<Data>>> {
+    let mut dense = Vec::with_capacity(idx.len());
+    for i in idx {
+        match contiguous(g, i)? {
+            Some(d) => dense.push(d),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(dense))
 }
 
 const GATHER_INFO: &str = "struct GatherInfo { long long x_off; long long slice_n; int slice_nd; int pad; \
@@ -76,31 +114,9 @@ fn gather(g: &Gpu, axes: &[usize], slice_sizes: &[usize], inputs: &[Data], spec:
     for (i, &ax) in idx.iter().zip(axes) {
         check_on_host("gather", i, ax, x.shape[ax])?;
     }
-    let mut dense = Vec::with_capacity(idx.len());
-    for i in idx {
-        match contiguous(g, i)? {
-            Some(d) => dense.push(d),
-            None => return Ok(None),
-        }
-    }
-    let mut info = GatherInfo {
-        x_off: x.offset as i64,
-        slice_n: size_of(slice_sizes) as i64,
-        slice_nd: slice_sizes.len() as i32,
-        _pad: 0,
-        axis_stride: [0; MAX_INDICES],
-        axis_size: [1; MAX_INDICES],
-        slice_shape: [1; MAX_DIMS],
-        slice_strides: [0; MAX_DIMS],
-    };
-    for (k, &ax) in axes.iter().enumerate() {
-        info.axis_stride[k] = x.strides[ax] as i64;
-        info.axis_size[k] = x.shape[ax].max(1) as i64;
-    }
-    for (d, (&s, &st)) in slice_sizes.iter().zip(&x.strides).enumerate() {
-        info.slice_shape[d] = s as i64;
-        info.slice_strides[d] = st as i64;
-    }
+    let Some(dense) = dense_indices(g, idx)? else { return Ok(None) };
+    let axes_info = axes.iter().map(|&ax| (x.strides[ax] as i64, x.shape[ax].max(1) as i64));
+    let info = GatherInfo::new(x.offset as i64, axes_info, slice_sizes.iter().copied().zip(x.strides.iter().copied()));
     let itypes: Vec<&str> = dense.iter().map(|d| storage(d.dtype).unwrap_or("int")).collect();
     let name = format!(
         "gather_{}_{}",
@@ -261,13 +277,7 @@ fn scatter(g: &Gpu, kind: ScatterKind, axes: &[usize], inputs: &mut [Data]) -> R
             check_on_host("scatter", i, ax, x.shape[ax])?;
         }
     }
-    let mut dense = Vec::with_capacity(n_in - 2);
-    for i in &inputs[1..n_in - 1] {
-        match contiguous(g, i)? {
-            Some(d) => dense.push(d),
-            None => return Ok(None),
-        }
-    }
+    let Some(dense) = dense_indices(g, &inputs[1..n_in - 1])? else { return Ok(None) };
     let Some(upd) = contiguous(g, &inputs[n_in - 1])? else { return Ok(None) };
     let x = &mut inputs[0];
     let rs = row_major_strides(&x.shape);
@@ -284,24 +294,8 @@ fn scatter(g: &Gpu, kind: ScatterKind, axes: &[usize], inputs: &mut [Data]) -> R
         }
         (out, optr)
     };
-    let mut info = GatherInfo {
-        x_off: 0,
-        slice_n: size_of(&slice_shape) as i64,
-        slice_nd: slice_shape.len() as i32,
-        _pad: 0,
-        axis_stride: [0; MAX_INDICES],
-        axis_size: [1; MAX_INDICES],
-        slice_shape: [1; MAX_DIMS],
-        slice_strides: [0; MAX_DIMS],
-    };
-    for (k, &ax) in axes.iter().enumerate() {
-        info.axis_stride[k] = rs[ax] as i64;
-        info.axis_size[k] = out.shape[ax] as i64;
-    }
-    for (d, (&n, &r)) in slice_shape.iter().zip(&rs).enumerate() {
-        info.slice_shape[d] = n as i64;
-        info.slice_strides[d] = r as i64;
-    }
+    let axes_info = axes.iter().map(|&ax| (rs[ax] as i64, out.shape[ax] as i64));
+    let info = GatherInfo::new(0, axes_info, slice_shape.iter().copied().zip(rs.iter().copied()));
     let itypes: Vec<&str> = dense.iter().map(|d| storage(d.dtype).unwrap_or("int")).collect();
     let name = format!(
         "scatter_{kind:?}_{}_{}",
