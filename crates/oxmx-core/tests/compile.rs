@@ -480,7 +480,9 @@ fn scalar_steps_fold_exactly() {
                 let y = &(&x * &x) * 2.0;
                 vec![y.clone(), &y + &x]
             }),
-            ("scalar first", |x| vec![&(&Array::scalar(0.5f32) * &(&x - &x)) + &x, multiply(&Array::scalar(3.0f32), &maximum(&x, &Array::scalar(0.0f32)))]),
+            ("scalar first", |x| {
+                vec![&(&Array::scalar(0.5f32) * &(&x - &x)) + &x, multiply(&Array::scalar(3.0f32), &maximum(&x, &Array::scalar(0.0f32)))]
+            }),
         ];
         for (name, f) in cases {
             let want = f(x.clone());
@@ -489,7 +491,10 @@ fn scalar_steps_fold_exactly() {
                 assert_eq!(g.dtype(), w.dtype(), "{name} {dt:?} output {k}");
                 let (g, w) = (g.astype(Dtype::Float64).to_vec::<f64>().unwrap(), w.astype(Dtype::Float64).to_vec::<f64>().unwrap());
                 for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-                    assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{name} {dt:?} output {k} element {i}: compiled {a} plain {b}");
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{name} {dt:?} output {k} element {i}: compiled {a} plain {b}"
+                    );
                 }
             }
         }

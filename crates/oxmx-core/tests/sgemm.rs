@@ -45,7 +45,11 @@ fn operand(batch: &[usize], rows: usize, cols: usize, layout: Layout, dt: Dtype,
     };
     let lead = vec![SliceSpec::FULL; batch.len()];
     let window = |x: Array, r: usize, c: usize| {
-        let specs: Vec<SliceSpec> = lead.iter().copied().chain([SliceSpec::new(Some(1), Some(1 + r as isize), 1), SliceSpec::new(Some(2), Some(2 + c as isize), 1)]).collect();
+        let specs: Vec<SliceSpec> = lead
+            .iter()
+            .copied()
+            .chain([SliceSpec::new(Some(1), Some(1 + r as isize), 1), SliceSpec::new(Some(2), Some(2 + c as isize), 1)])
+            .collect();
         slice(&x, &specs)
     };
     let a = match layout {
@@ -54,7 +58,8 @@ fn operand(batch: &[usize], rows: usize, cols: usize, layout: Layout, dt: Dtype,
         Layout::Window => window(make(rows + 2, cols + 3), rows, cols),
         Layout::WindowT => swapaxes(&window(make(cols + 2, rows + 3), cols, rows), -1, -2),
         Layout::Strided => {
-            let specs: Vec<SliceSpec> = lead.iter().copied().chain([SliceSpec::new(Some(1), None, 2), SliceSpec::new(None, None, 2)]).collect();
+            let specs: Vec<SliceSpec> =
+                lead.iter().copied().chain([SliceSpec::new(Some(1), None, 2), SliceSpec::new(None, None, 2)]).collect();
             slice(&make(2 * rows + 1, 2 * cols), &specs)
         }
     };
@@ -147,7 +152,15 @@ fn dense_shapes_all_float_dtypes() {
 #[test]
 fn transposed_windowed_and_strided_operands() {
     use Layout::*;
-    let pairs = [(Transposed, Transposed), (Dense, Transposed), (Transposed, Dense), (Window, WindowT), (WindowT, Window), (Strided, Strided), (Strided, Dense)];
+    let pairs = [
+        (Transposed, Transposed),
+        (Dense, Transposed),
+        (Transposed, Dense),
+        (Window, WindowT),
+        (WindowT, Window),
+        (Strided, Strided),
+        (Strided, Dense),
+    ];
     for (si, &(m, k, n)) in SHAPES.iter().enumerate() {
         if m * k * n > 4_000_000 {
             continue;

@@ -189,7 +189,17 @@ fn conv_gemm<T: Element>(x: &[T], w: &[T], g: &Geo, out: &mut [T]) {
 /// # Safety
 /// The views must be in bounds and `dst` exclusive to the caller.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_product<T: Element>(m: usize, n: usize, k: usize, a: *const T, a_rs: isize, w: *const T, dst: *mut T, ldc: usize, par: Parallelism) {
+unsafe fn tile_product<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const T,
+    a_rs: isize,
+    w: *const T,
+    dst: *mut T,
+    ldc: usize,
+    par: Parallelism,
+) {
     #[cfg(target_arch = "x86_64")]
     if T::DTYPE == Dtype::Float32 && m * n * k >= super::matmul::SGEMM_MIN_WORK && super::matmul::use_sgemm() {
         use super::sgemm::{sgemm, View};

@@ -237,7 +237,10 @@ impl<C> PInstr<C> {
     fn post_mut(&mut self) -> Option<&mut Post<C>> {
         match self {
             PInstr::Unary(UnaryOp::BitwiseInvert, ..) => None,
-            PInstr::Binary(BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor | BinaryOp::LeftShift | BinaryOp::RightShift, ..) => None,
+            PInstr::Binary(
+                BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor | BinaryOp::LeftShift | BinaryOp::RightShift,
+                ..,
+            ) => None,
             PInstr::Unary(.., p) | PInstr::Binary(.., p) | PInstr::Affine(.., p) => Some(p),
             _ => None,
         }
@@ -475,7 +478,16 @@ fn load_one<C: Compute>(d: &Data) -> C {
 ///
 /// # Safety
 /// As `run_block`.
-unsafe fn block<C: Compute>(plan: &Plan<C>, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
+unsafe fn block<C: Compute>(
+    plan: &Plan<C>,
+    inputs: &[Data],
+    outs: &[usize],
+    dtypes: &[Dtype],
+    scratch: *mut C,
+    stage: *mut u8,
+    start: usize,
+    len: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
@@ -505,7 +517,16 @@ unsafe fn block<C: Compute>(plan: &Plan<C>, inputs: &[Data], outs: &[usize], dty
 /// never alias. `stage` is null, or this task's `BLOCK * 8`-byte buffer: outputs then go there
 /// and on with streaming stores.
 #[inline(always)]
-unsafe fn run_block<C: Compute>(plan: &Plan<C>, inputs: &[Data], outs: &[usize], dtypes: &[Dtype], scratch: *mut C, stage: *mut u8, start: usize, len: usize) {
+unsafe fn run_block<C: Compute>(
+    plan: &Plan<C>,
+    inputs: &[Data],
+    outs: &[usize],
+    dtypes: &[Dtype],
+    scratch: *mut C,
+    stage: *mut u8,
+    start: usize,
+    len: usize,
+) {
     let src = |l: Loc| -> &[C] {
         match l {
             Loc::Reg(r) => std::slice::from_raw_parts(scratch.add(r * BLOCK), len),

@@ -99,7 +99,15 @@ pub(crate) unsafe fn sgemm<T: Widen>(m: usize, n: usize, k: usize, a: View<T>, b
         let (r, s) = ((rows[t / tn], rows[t / tn + 1]), (cols[t % tn], cols[t % tn + 1]));
         if r.1 > r.0 && s.1 > s.0 {
             let cp = cp;
-            serial(r.1 - r.0, s.1 - s.0, k, View { ptr: a.at(r.0, 0), ..a }, View { ptr: b.at(0, s.0), ..b }, cp.0.add(r.0 * ldc + s.0), ldc);
+            serial(
+                r.1 - r.0,
+                s.1 - s.0,
+                k,
+                View { ptr: a.at(r.0, 0), ..a },
+                View { ptr: b.at(0, s.0), ..b },
+                cp.0.add(r.0 * ldc + s.0),
+                ldc,
+            );
         }
     });
 }
