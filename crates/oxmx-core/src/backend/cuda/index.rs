@@ -76,6 +76,22 @@ fn dense_indices(g: &Gpu, idx: &[Data]) -> Result<Option<Vec<Data>>> {
     Ok(Some(dense))
 }
 
+/// The index-array kernel parameters (`i0, i1, ...` of `itypes`) and the statements adding each
+/// index's offset to `off` for update/gather element `i`; `out_of_range` handles an index
+/// outside its axis after negative wrapping (clamp for gathers, skip for scatters).
+fn index_source(itypes: &[&str], out_of_range: &str) -> (String, String) {
+    let params = itypes.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ i{k}, ")).collect();
+    let bases = (0..itypes.len())
+        .map(|k| {
+            format!(
+                "{{ long long v = (long long)i{k}[i]; long long n = info.axis_size[{k}]; if (v < 0) v += n; \
+                 if (v < 0 || v >= n) {{ {out_of_range} }} off += v * info.axis_stride[{k}]; }}\n"
+            )
+        })
+        .collect();
+    (params, bases)
+}
+
 const GATHER_INFO: &str = "struct GatherInfo { long long x_off; long long slice_n; int slice_nd; int pad; \
     long long axis_stride[4]; long long axis_size[4]; long long slice_shape[8]; long long slice_strides[8]; };";
 
@@ -124,15 +140,7 @@ fn gather(g: &Gpu, axes: &[usize], slice_sizes: &[usize], inputs: &[Data], spec:
         dense.iter().map(|d| format!("{:?}", d.dtype).to_lowercase()).collect::<Vec<_>>().join("_")
     );
     let f = function(g, &name, || {
-        let params: String = itypes.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ i{k}, ")).collect();
-        let bases: String = (0..itypes.len())
-            .map(|k| {
-                format!(
-                    "{{ long long v = (long long)i{k}[i]; long long n = info.axis_size[{k}]; if (v < 0) v += n; \
-                     v = v < 0 ? 0 : (v >= n ? n - 1 : v); off += v * info.axis_stride[{k}]; }}\n"
-                )
-            })
-            .collect();
+        let (params, bases) = index_source(&itypes, "v = v < 0 ? 0 : n - 1;");
         format!(
             "{GATHER_INFO}\nextern \"C\" __global__ void {name}({et}* __restrict__ out, const {et}* __restrict__ x, {params}long long n, GatherInfo info) {{\n\
              for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {{\n\
@@ -303,15 +311,7 @@ fn scatter(g: &Gpu, kind: ScatterKind, axes: &[usize], inputs: &mut [Data]) -> R
         dense.iter().map(|d| format!("{:?}", d.dtype).to_lowercase()).collect::<Vec<_>>().join("_")
     );
     let f = function(g, &name, || {
-        let params: String = itypes.iter().enumerate().map(|(k, t)| format!("const {t}* __restrict__ i{k}, ")).collect();
-        let bases: String = (0..itypes.len())
-            .map(|k| {
-                format!(
-                    "{{ long long v = (long long)i{k}[i]; long long n = info.axis_size[{k}]; if (v < 0) v += n; \
-                     if (v < 0 || v >= n) continue; off += v * info.axis_stride[{k}]; }}\n"
-                )
-            })
-            .collect();
+        let (params, bases) = index_source(&itypes, "continue;");
         format!(
             "{GATHER_INFO}\nextern \"C\" __global__ void {name}({st}* __restrict__ out, const {st}* __restrict__ updates, {params}long long n, GatherInfo info) {{\n\
              for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {{\n\
