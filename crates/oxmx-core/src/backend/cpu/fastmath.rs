@@ -8,16 +8,22 @@
 //! the special values (±inf, NaN, ±0, overflow, underflow to subnormals) follow IEEE/libm.
 //! The tests at the bottom compare against f64 libm over dense sweeps.
 
-const LN2_HI: f32 = 0.693_145_75; // ln 2 rounded so that n * LN2_HI is exact for |n| <= 2^9
-const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LN2_HI: f32 = 0.693_145_75; // ln 2 rounded so that n * LN2_HI is exact for |n| <= 2^9
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+/// Adding and subtracting 1.5 * 2^23 rounds any |x| < 2^22 to an integer in the FPU.
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+/// The Taylor coefficients of `expm1_reduced`, highest order first.
+pub(crate) const EXPM1_C: [f32; 7] = [1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5];
+/// `exp`'s clamp: beyond it the result is inf / 0.
+pub(crate) const EXP_LO: f32 = -104.0;
+pub(crate) const EXP_HI: f32 = 89.0;
 
 /// Rounds to the nearest integer (ties away are fine here) without a libm call.
 #[inline(always)]
 fn round_fast(x: f32) -> f32 {
-    // Adding and subtracting 1.5 * 2^23 rounds any |x| < 2^22 to an integer in the FPU.
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC) - MAGIC
+    (x + ROUND_MAGIC) - ROUND_MAGIC
 }
 
 /// 2^n for integral n in [-126, 127] as a bit pattern.
@@ -31,13 +37,10 @@ fn pow2i(n: i32) -> f32 {
 /// elsewhere, so every host computes the same bits.
 #[inline(always)]
 fn expm1_reduced(r: f32) -> f32 {
-    let mut p: f32 = 1.0 / 40320.0;
-    p = p.mul_add(r, 1.0 / 5040.0);
-    p = p.mul_add(r, 1.0 / 720.0);
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
+    let mut p: f32 = EXPM1_C[0];
+    for &c in &EXPM1_C[1..] {
+        p = p.mul_add(r, c);
+    }
     (p * r).mul_add(r, r)
 }
 
@@ -53,7 +56,7 @@ fn reduce_ln2(x: f32) -> (f32, f32) {
 pub fn exp(x: f32) -> f32 {
     // Beyond these limits the result is inf / 0; clamping keeps the integer part representable.
     // NaN is replaced here (and restored at the end) so the integer conversion below is defined.
-    let xc = if x.is_nan() { 0.0 } else { x.clamp(-104.0, 89.0) };
+    let xc = if x.is_nan() { 0.0 } else { x.clamp(EXP_LO, EXP_HI) };
     let (n, r) = reduce_ln2(xc);
     let p = expm1_reduced(r) + 1.0;
     // Scale by 2^n in two halves so that results in the subnormal range and up to 2^128 work.
@@ -144,10 +147,10 @@ pub fn ln_1p(x: f32) -> f32 {
 
 /// Coefficients of tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= `TANH_CLAMP` (P from degree 0 up, Q
 /// likewise with Q(0) = 1), fitted for relative error by `scripts/fit_tanh_rational.py`.
-const TANH_P: [f32; 7] = [1.0, 0.130_831_58, 0.003_103_002_4, 1.114_425e-5, -2.018_386_3e-8, 5.257_69e-11, -8.435_729e-14];
-const TANH_Q: [f32; 4] = [1.0, 0.464_164_85, 0.024_491_386, 2.544_751_6e-4];
+pub(crate) const TANH_P: [f32; 7] = [1.0, 0.130_831_58, 0.003_103_002_4, 1.114_425e-5, -2.018_386_3e-8, 5.257_69e-11, -8.435_729e-14];
+pub(crate) const TANH_Q: [f32; 4] = [1.0, 0.464_164_85, 0.024_491_386, 2.544_751_6e-4];
 /// tanh(x) rounds to 1 in f32 from x = 9.0109 on.
-const TANH_CLAMP: f32 = 9.02;
+pub(crate) const TANH_CLAMP: f32 = 9.02;
 
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {

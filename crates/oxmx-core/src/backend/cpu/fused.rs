@@ -14,6 +14,7 @@
 use super::binary::{logaddexp, max_nan, min_nan, py_rem_f};
 use super::elementwise::{collapse, PAR_THRESHOLD};
 use super::fastmath;
+use super::jit;
 use super::simd::{level, stream_copy, stream_fence, streaming, Level, STREAM_BYTES};
 use super::unary::{float_op, FloatMath};
 use crate::dtype::{Dtype, Element};
@@ -432,7 +433,20 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
         // Outputs far larger than the caches are written with streaming stores (as `memcpy`
         // does), which saves reading every destination line before it is overwritten.
         let stream = streaming() && dtypes.iter().map(|d| n * d.size()).sum::<usize>() >= STREAM_BYTES;
-        let plan = plan::<C>(op, inputs, &dtypes, &shape, n, !stream);
+        // The JIT writes outputs in place (streaming them itself); the interpreter streams
+        // through its stage buffer, so it plans outputs into registers when streaming.
+        let jitted = (C::DTYPE == Dtype::Float32 && jit::enabled())
+            .then(|| {
+                let plan = plan::<C>(op, inputs, &dtypes, &shape, n, true);
+                let (prog, run_time) = lower(&plan, inputs.len(), dtypes.len(), stream)?;
+                Some((plan, jit::kernel(&prog)?, jit::consts(&run_time)))
+            })
+            .flatten();
+        let (plan, jit_code) = match jitted {
+            Some((plan, kernel, consts)) => (plan, Some((kernel, consts))),
+            None => (plan::<C>(op, inputs, &dtypes, &shape, n, !stream), None),
+        };
+        let jit_ref = jit_code.as_ref().map(|(k, c)| (&**k, c.as_ptr() as usize));
         let task = |t0: usize, tlen: usize| {
             let outs = outs;
             let mut scratch = vec![C::default(); plan.nregs * BLOCK];
@@ -444,11 +458,22 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
                     scratch[r * BLOCK..(r + 1) * BLOCK].fill(v);
                 }
             }
+            // With nothing to convert on the way in or out, the JIT code runs the whole task
+            // in one call.
+            let per_block = plan.stores.len() + plan.loads.iter().filter(|l| !matches!(l.2, Access::Scalar)).count();
+            if let Some((kernel, consts)) = jit_ref.filter(|_| per_block == 0) {
+                // SAFETY: as `run_block`; the code reads scratch only at the splatted scalars.
+                unsafe { run_jit(kernel, consts, inputs, outs.0, scratch.as_mut_ptr() as usize, t0, tlen) };
+                if stream {
+                    stream_fence();
+                }
+                return;
+            }
             let mut s = t0;
             while s < t0 + tlen {
                 let len = BLOCK.min(t0 + tlen - s);
                 // SAFETY: see `run_block`.
-                unsafe { block::<C>(&plan, inputs, outs.0, &dtypes, scratch.as_mut_ptr(), stage_ptr, s, len) };
+                unsafe { block::<C>(&plan, jit_ref, inputs, outs.0, &dtypes, scratch.as_mut_ptr(), stage_ptr, s, len) };
                 s += len;
             }
             if stream {
@@ -480,6 +505,7 @@ fn load_one<C: Compute>(d: &Data) -> C {
 /// As `run_block`.
 unsafe fn block<C: Compute>(
     plan: &Plan<C>,
+    jit: Jit,
     inputs: &[Data],
     outs: &[usize],
     dtypes: &[Dtype],
@@ -491,21 +517,84 @@ unsafe fn block<C: Compute>(
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-        unsafe fn wide<C: Compute>(p: &Plan<C>, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
-            run_block::<C>(p, i, o, d, s, g, st, n)
+        unsafe fn wide<C: Compute>(p: &Plan<C>, j: Jit, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+            run_block::<C>(p, j, i, o, d, s, g, st, n)
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn mid<C: Compute>(p: &Plan<C>, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
-            run_block::<C>(p, i, o, d, s, g, st, n)
+        unsafe fn mid<C: Compute>(p: &Plan<C>, j: Jit, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+            run_block::<C>(p, j, i, o, d, s, g, st, n)
         }
         match level() {
             // SAFETY: `level` checked that the CPU has these features.
-            Level::Avx512 => return wide::<C>(plan, inputs, outs, dtypes, scratch, stage, start, len),
-            Level::Avx2 => return mid::<C>(plan, inputs, outs, dtypes, scratch, stage, start, len),
+            Level::Avx512 => return wide::<C>(plan, jit, inputs, outs, dtypes, scratch, stage, start, len),
+            Level::Avx2 => return mid::<C>(plan, jit, inputs, outs, dtypes, scratch, stage, start, len),
             Level::Baseline => {}
         }
     }
-    run_block::<C>(plan, inputs, outs, dtypes, scratch, stage, start, len)
+    run_block::<C>(plan, jit, inputs, outs, dtypes, scratch, stage, start, len)
+}
+
+/// Arguments of a JIT call: four words, then the inputs' and outputs' addresses.
+const JIT_MAX_ARGS: usize = 32;
+
+/// The plan's machine code and its constant table's address, when the JIT compiled it.
+type Jit<'a> = Option<(&'a jit::Kernel, usize)>;
+
+/// The plan as a JIT program, and its run-time constants (the post steps' values); None when
+/// it does not fit the JIT's limits.
+fn lower<C: Compute>(plan: &Plan<C>, n_in: usize, n_out: usize, stream: bool) -> Option<(jit::Prog, Vec<f32>)> {
+    if 4 + n_in + n_out > JIT_MAX_ARGS {
+        return None;
+    }
+    let small = |i: usize| u8::try_from(i).ok();
+    let val = |l: Loc| match l {
+        Loc::Reg(r) => small(r).map(jit::Val::Reg),
+        Loc::In(i) => small(i).map(jit::Val::In),
+        Loc::Out(k) => small(k).map(jit::Val::Out),
+    };
+    let mut run_time = Vec::new();
+    let mut constant = |on: bool, v: C| -> Option<Option<u16>> {
+        if !on {
+            return Some(None);
+        }
+        run_time.push(v.as_f32());
+        jit::run_time_index(run_time.len() - 1).map(Some)
+    };
+    let mut instrs = Vec::with_capacity(plan.instrs.len());
+    for ins in &plan.instrs {
+        let (op, args, dst, post) = match *ins {
+            PInstr::Unary(op, x, o, p) => (jit::Op::Unary(op), vec![x], o, Some(p)),
+            PInstr::Binary(op, a, b, o, p) => (jit::Op::Binary(op), vec![a, b], o, Some(p)),
+            PInstr::Affine(x, o, p) => (jit::Op::Affine, vec![x], o, Some(p)),
+            PInstr::Select(c, a, b, o) => (jit::Op::Select, vec![c, a, b], o, None),
+            PInstr::Round(d, x, o) => (jit::Op::Round(d), vec![x], o, None),
+        };
+        let post = post.unwrap_or_else(Post::identity);
+        instrs.push(jit::Instr {
+            op,
+            args: args.into_iter().map(val).collect::<Option<_>>()?,
+            dst: val(dst)?,
+            mul: constant(post.has_m, post.m)?,
+            add: constant(post.has_a, post.a)?,
+        });
+    }
+    let spilled: Vec<u8> =
+        plan.stores.iter().filter_map(|&(_, l)| if let Loc::Reg(r) = l { Some(small(r)) } else { None }).collect::<Option<_>>()?;
+    // Registers only a folded step read (a scalar operand) are not loaded at all.
+    let read = |r: u8| spilled.contains(&r) || instrs.iter().any(|i: &jit::Instr| i.args.contains(&jit::Val::Reg(r)));
+    let (mut loaded, mut splat) = (Vec::new(), Vec::new());
+    for (_, r, access) in &plan.loads {
+        let r = small(*r)?;
+        if read(r) {
+            if let Access::Scalar = access {
+                splat.push(r);
+            } else {
+                loaded.push(r);
+            }
+        }
+    }
+    let prog = jit::Prog { n_in: small(n_in)?, n_out: small(n_out)?, loaded, splat, spilled, instrs, stream };
+    Some((prog, run_time))
 }
 
 /// Runs the program over elements `start..start + len` (len <= BLOCK).
@@ -519,6 +608,7 @@ unsafe fn block<C: Compute>(
 #[inline(always)]
 unsafe fn run_block<C: Compute>(
     plan: &Plan<C>,
+    jit: Jit,
     inputs: &[Data],
     outs: &[usize],
     dtypes: &[Dtype],
@@ -553,7 +643,10 @@ unsafe fn run_block<C: Compute>(
             Access::Strided(cs, cst) => load_strided(&inputs[*i], cs, cst, start, o),
         }
     }
-    for ins in &plan.instrs {
+    if let Some((kernel, consts)) = jit {
+        run_jit(kernel, consts, inputs, outs, scratch as usize, start, len);
+    }
+    for ins in plan.instrs.iter().filter(|_| jit.is_none()) {
         match *ins {
             PInstr::Unary(op, x, o, p) => unary(op, src(x), dst(o), p),
             PInstr::Binary(op, a, b, o, p) => binary(op, src(a), src(b), dst(o), p),
@@ -583,17 +676,52 @@ unsafe fn run_block<C: Compute>(
     }
 }
 
+/// Runs the block's program as JIT code (which reads inputs and writes outputs in place, and
+/// the scratch registers the loads filled and the stores read).
+///
+/// # Safety
+/// As `run_block`; `consts` is the table `jit::consts` made for this plan.
+#[inline(always)]
+unsafe fn run_jit(kernel: &jit::Kernel, consts: usize, inputs: &[Data], outs: &[usize], scratch: usize, start: usize, len: usize) {
+    let mut args = [0u64; JIT_MAX_ARGS];
+    args[0] = ((len / 16) * 64) as u64;
+    args[1] = (1u64 << (len % 16)) - 1;
+    args[2] = scratch as u64;
+    args[3] = consts as u64;
+    for (i, d) in inputs.iter().enumerate() {
+        // Inputs the plan reads in place are f32; the others are never addressed by the code.
+        args[4 + i] =
+            (d.buffer.as_ptr() as usize).wrapping_add((d.offset as usize).wrapping_add(start).wrapping_mul(d.dtype.size())) as u64;
+    }
+    for (k, &p) in outs.iter().enumerate() {
+        args[4 + inputs.len() + k] = (p + start * 4) as u64;
+    }
+    kernel.run(&args[..4 + inputs.len() + outs.len()]);
+}
+
 #[inline(always)]
 fn each<C: Compute>(x: &[C], o: &mut [C], p: Post<C>, f: impl Fn(C) -> C) {
-    for (o, &x) in o.iter_mut().zip(x) {
-        *o = f(x) * p.m + p.a;
+    if p.has_m || p.has_a {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = f(x) * p.m + p.a;
+        }
+    } else {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = f(x);
+        }
     }
 }
 
 #[inline(always)]
 fn each2<C: Compute>(a: &[C], b: &[C], o: &mut [C], p: Post<C>, f: impl Fn(C, C) -> C) {
-    for (o, (&x, &y)) in o.iter_mut().zip(a.iter().zip(b)) {
-        *o = f(x, y) * p.m + p.a;
+    if p.has_m || p.has_a {
+        for (o, (&x, &y)) in o.iter_mut().zip(a.iter().zip(b)) {
+            *o = f(x, y) * p.m + p.a;
+        }
+    } else {
+        for (o, (&x, &y)) in o.iter_mut().zip(a.iter().zip(b)) {
+            *o = f(x, y);
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod fft;
 pub mod fused;
 pub mod gemv;
 pub mod index;
+pub mod jit;
 mod kfloat;
 pub mod linalg;
 pub mod matmul;
