@@ -62,7 +62,7 @@ impl Rule for AdaDelta {
         Slots::from([("v", ops::zeros_like(param)), ("u", ops::zeros_like(param))])
     }
     fn apply_single(&self, ctx: &Ctx, grad: &Array, param: &Array, slots: &mut Slots) -> Result<Array> {
-        let lr = lr_array(ctx.lr, grad.dtype());
+        let lr = lr_array(&ctx.lr, grad.dtype());
         let (v, u) = (slot(slots, "v")?, slot(slots, "u")?);
         let v = &(&v * self.rho) + &(&ops::square(grad) * (1.0 - self.rho));
         let d = &(&ops::sqrt(&(&u + self.eps)) / &ops::sqrt(&(&v + self.eps))) * grad;

@@ -105,6 +105,13 @@ impl Adafactor {
         min_step.min(1.0 / t.sqrt())
     }
 
+    /// `relative_step_size` at the float32 step count `t`, with array ops (a traced step stays
+    /// live).
+    fn relative_step_size_at(&self, t: &Array) -> Array {
+        let min_step = if self.warmup_init { t * 1e-6f32 } else { Array::scalar(1e-2f32) };
+        ops::minimum(&min_step, &ops::divide(1.0f32, &ops::sqrt(t)))
+    }
+
     /// Without a learning rate, `learning_rate()` reports the relative step size of the next
     /// update (of the latest one once stepping).
     fn refresh_implicit_lr(&mut self) {
@@ -156,18 +163,20 @@ impl Rule for Adafactor {
     fn implicit_lr(&self, step: u64) -> f32 {
         self.relative_step_size(step)
     }
+    fn implicit_lr_at(&self, t: &Array) -> Array {
+        self.relative_step_size_at(t)
+    }
     fn apply_single(&self, ctx: &Ctx, grad: &Array, param: &Array, slots: &mut Slots) -> Result<Array> {
         let factored = grad.ndim() >= 2;
-        let t = ctx.step as f32;
         let param_rms = Self::rms(param);
         let dtype = param_rms.dtype();
 
         // MLX's `_compute_learning_rate`.
-        let rel = if self.relative_step { self.relative_step_size(ctx.step) } else { ctx.lr };
-        let rel = Array::scalar(rel).astype(dtype);
+        let rel = if self.relative_step { self.relative_step_size_at(&ctx.t) } else { ctx.lr.clone() };
+        let rel = rel.astype(dtype);
         let lr = if self.scale_parameter { &ops::maximum(self.eps.1, &param_rms) * &rel } else { &rel * 1.0 };
 
-        let beta_2 = 1.0 - &Array::scalar(t.powf(self.decay_rate as f32)).astype(dtype);
+        let beta_2 = 1.0 - &ops::power(&ctx.t, Array::scalar(self.decay_rate as f32)).astype(dtype);
         let one_minus_beta_2 = 1.0 - &beta_2;
         let sq = &ops::square(grad) + self.eps.0;
 

@@ -25,17 +25,18 @@ fn adam_single(
     slots: &mut Slots,
 ) -> Result<Array> {
     let dtype = grad.dtype();
-    let lr = lr_array(ctx.lr, dtype);
+    let lr = lr_array(&ctx.lr, dtype);
     let (b1, b2) = betas;
     let m = &(&slot(slots, "m")? * b1) + &(grad * (1.0 - b1));
     let v = &(&slot(slots, "v")? * b2) + &(&ops::square(grad) * (1.0 - b2));
     slots.insert("m", m.clone());
     slots.insert("v", v.clone());
     if bias_correction {
-        // MLX computes `beta ** step` on its uint64 step array, i.e. in float32.
-        let t = ctx.step as f32;
-        let c1 = (&lr / &Array::scalar(1.0f32 - (b1 as f32).powf(t))).astype(dtype);
-        let c2 = ops::rsqrt(&Array::scalar(1.0f32 - (b2 as f32).powf(t))).astype(dtype);
+        // MLX computes `beta ** step` on its uint64 step array, i.e. in float32; with array ops
+        // here too, so a traced step count (a compiled training step) stays live.
+        let one_minus_pow = |b: f64| 1.0f32 - &ops::power(Array::scalar(b as f32), &ctx.t);
+        let c1 = (&lr / &one_minus_pow(b1)).astype(dtype);
+        let c2 = ops::rsqrt(&one_minus_pow(b2)).astype(dtype);
         let numerator = &c1 * &m;
         let denominator = &(&ops::sqrt(&v) * &c2) + eps;
         Ok(param - &(&numerator / &denominator))
@@ -174,7 +175,7 @@ impl Rule for AdamW {
         Slots::from([("m", ops::zeros_like(param)), ("v", ops::zeros_like(param))])
     }
     fn apply_single(&self, ctx: &Ctx, grad: &Array, param: &Array, slots: &mut Slots) -> Result<Array> {
-        let lr = lr_array(ctx.lr, grad.dtype());
+        let lr = lr_array(&ctx.lr, grad.dtype());
         let decayed = param * &(1.0 - &(&lr * self.weight_decay));
         adam_single(self.betas, self.eps, self.bias_correction, ctx, grad, &decayed, slots)
     }
@@ -233,7 +234,7 @@ impl Rule for Adamax {
         Slots::from([("m", ops::zeros_like(param)), ("v", ops::zeros_like(param))])
     }
     fn apply_single(&self, ctx: &Ctx, grad: &Array, param: &Array, slots: &mut Slots) -> Result<Array> {
-        let lr = lr_array(ctx.lr, grad.dtype());
+        let lr = lr_array(&ctx.lr, grad.dtype());
         let (b1, b2) = self.betas;
         let m = &(&slot(slots, "m")? * b1) + &(grad * (1.0 - b1));
         let v = ops::maximum(&slot(slots, "v")? * b2, ops::abs(grad));

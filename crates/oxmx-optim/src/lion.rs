@@ -55,7 +55,7 @@ impl Rule for Lion {
         Slots::from([("m", ops::zeros_like(param))])
     }
     fn apply_single(&self, ctx: &Ctx, grad: &Array, param: &Array, slots: &mut Slots) -> Result<Array> {
-        let lr = lr_array(ctx.lr, grad.dtype());
+        let lr = lr_array(&ctx.lr, grad.dtype());
         let (b1, b2) = self.betas;
         let m = slot(slots, "m")?;
         let c = &(&m * b1) + &(grad * (1.0 - b1));

@@ -103,7 +103,7 @@ impl Rule for Muon {
         let mut update = if self.nesterov { &(&g * (1.0 - mu)) + &(&v * mu) } else { v.clone() };
         slots.insert("v", v);
 
-        let mut lr = lr_array(ctx.lr, g.dtype());
+        let mut lr = lr_array(&ctx.lr, g.dtype());
         let shape = update.shape().to_vec();
         if shape.len() >= 2 {
             let flat = shape.len() > 2;

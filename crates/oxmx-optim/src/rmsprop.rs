@@ -59,7 +59,7 @@ impl Rule for RMSprop {
         Slots::from([("v", ops::zeros_like(param))])
     }
     fn apply_single(&self, ctx: &Ctx, grad: &Array, param: &Array, slots: &mut Slots) -> Result<Array> {
-        let lr = lr_array(ctx.lr, grad.dtype());
+        let lr = lr_array(&ctx.lr, grad.dtype());
         let v = &(&slot(slots, "v")? * self.alpha) + &(&ops::square(grad) * (1.0 - self.alpha));
         let new = param - &(&(&lr * grad) / &(&ops::sqrt(&v) + self.eps));
         slots.insert("v", v);

@@ -5,6 +5,7 @@
 use crate::learning_rate::LearningRate;
 use crate::params::{check_pairs, Params};
 use oxmx_core::prelude::*;
+use oxmx_core::transforms::is_traced;
 use std::collections::BTreeMap;
 
 /// One parameter's state arrays by slot name (`"m"`, `"v"`, …).
@@ -15,10 +16,17 @@ pub(crate) type Slots = BTreeMap<&'static str, Array>;
 #[derive(Clone, Debug)]
 pub(crate) struct Core {
     pub step: u64,
+    /// The step count as an array, when `set_state` was given one that a transform is tracing
+    /// (the state input of a compiled training step). Its host value would be this trace's only,
+    /// so updates then count with array ops and `state()` returns the array; `step` is unused.
+    pub traced_step: Option<Array>,
     /// `None` only for Adafactor without a learning rate (it then uses a relative step size).
     pub lr: Option<LearningRate>,
     /// MLX's `state["learning_rate"]`: the value the latest update used.
     pub current_lr: f32,
+    /// As `traced_step`, for a traced `learning_rate` in the loaded state (MLX keeps the learning
+    /// rate in the state too, so a compiled step can take a new one each call).
+    pub traced_lr: Option<Array>,
     pub slots: BTreeMap<String, Slots>,
 }
 
@@ -26,16 +34,17 @@ impl Core {
     pub fn new(lr: Option<LearningRate>) -> Core {
         // MLX's `_maybe_schedule` evaluates a schedule at step 0 when the optimizer is built.
         let current_lr = lr.as_ref().map_or(f32::NAN, |l| l.at(0));
-        Core { step: 0, lr, current_lr, slots: BTreeMap::new() }
+        Core { step: 0, traced_step: None, lr, current_lr, traced_lr: None, slots: BTreeMap::new() }
     }
 }
 
 /// Values one update step shares across parameters.
 pub(crate) struct Ctx {
-    /// The step count after this update's increment (Adam's bias correction uses it so).
-    pub step: u64,
-    /// The learning rate for this update.
-    pub lr: f32,
+    /// The step count after this update's increment (Adam's bias correction uses it so), a
+    /// float32 scalar as MLX computes with its step array.
+    pub t: Array,
+    /// The learning rate for this update (float32 scalar).
+    pub lr: Array,
 }
 
 /// A per-parameter update rule plus access to its [`Core`].
@@ -59,6 +68,10 @@ pub(crate) trait Rule {
     /// `step`).
     fn implicit_lr(&self, _step: u64) -> f32 {
         f32::NAN
+    }
+    /// `implicit_lr` at the float32 step count `t`, with array ops (for a traced step count).
+    fn implicit_lr_at(&self, _t: &Array) -> Array {
+        Array::scalar(f32::NAN)
     }
 }
 
@@ -101,15 +114,39 @@ pub(crate) fn apply<R: Rule>(r: &mut R, grads: &Params, params: &Params) -> Resu
     r.validate()?;
     check_pairs(grads, params, R::NAME)?;
     let mut core = r.core().clone();
-    // MLX order: the schedule sees the step count before the increment, the update after it.
-    if let Some(lr) = &core.lr {
-        core.current_lr = lr.at(core.step);
-    }
-    core.step += 1;
-    if core.lr.is_none() {
-        core.current_lr = r.implicit_lr(core.step);
-    }
-    let ctx = Ctx { step: core.step, lr: core.current_lr };
+    let ctx = match core.traced_step.clone() {
+        None => {
+            // MLX order: the schedule sees the step count before the increment, the update after it.
+            if let Some(lr) = &core.lr {
+                core.current_lr = lr.at(core.step);
+            }
+            core.step += 1;
+            if core.lr.is_none() {
+                core.current_lr = r.implicit_lr(core.step);
+            }
+            Ctx { t: Array::scalar(core.step as f32), lr: Array::scalar(core.current_lr) }
+        }
+        Some(step) => {
+            if matches!(core.lr, Some(LearningRate::Scheduled(_))) {
+                return Err(Error::invalid(format!(
+                    "[{}] the state's 'step' is traced (a compiled or transformed function's input), but a learning-rate \
+                     schedule is a host function of the step count and would be frozen at its traced value; use a \
+                     constant learning rate and pass the scheduled value in the state as 'learning_rate'",
+                    R::NAME
+                )));
+            }
+            let next = &step + &Array::scalar(1u64);
+            let t = next.astype(Dtype::Float32);
+            core.traced_step = Some(next);
+            let lr = match (&core.lr, &core.traced_lr) {
+                (None, _) => r.implicit_lr_at(&t),
+                (Some(_), Some(lr)) => lr.astype(Dtype::Float32),
+                (Some(_), None) => Array::scalar(core.current_lr),
+            };
+            core.traced_lr = Some(lr.clone());
+            Ctx { t, lr }
+        }
+    };
     let mut out = Params::new();
     for (key, g) in grads {
         let Some(p) = params.get(key) else { continue }; // checked by check_pairs
@@ -125,9 +162,9 @@ pub(crate) fn apply<R: Rule>(r: &mut R, grads: &Params, params: &Params) -> Resu
 
 pub(crate) fn state_of(core: &Core) -> Params {
     let mut s = Params::new();
-    s.insert("step".into(), Array::scalar(core.step));
+    s.insert("step".into(), core.traced_step.clone().unwrap_or_else(|| Array::scalar(core.step)));
     if core.lr.is_some() {
-        s.insert("learning_rate".into(), Array::scalar(core.current_lr));
+        s.insert("learning_rate".into(), core.traced_lr.clone().unwrap_or_else(|| Array::scalar(core.current_lr)));
     }
     for (path, slots) in &core.slots {
         for (name, a) in slots {
@@ -137,11 +174,18 @@ pub(crate) fn state_of(core: &Core) -> Params {
     s
 }
 
+/// A one-element state entry, checked without reading its value.
+fn check_scalar(who: &str, key: &str, a: &Array) -> Result<()> {
+    a.check().map_err(|e| e.context(format!("[{who}] state '{key}'")))?;
+    if a.size() != 1 {
+        return Err(Error::invalid(format!("[{who}] state '{key}' must be a scalar, got shape {:?}", a.shape())));
+    }
+    Ok(())
+}
+
 /// A step count stored as any numeric scalar (MLX stores uint64).
 pub(crate) fn read_step(who: &str, a: &Array) -> Result<u64> {
-    if a.size() != 1 {
-        return Err(Error::invalid(format!("[{who}] state 'step' must be a scalar, got shape {:?}", a.shape())));
-    }
+    check_scalar(who, "step", a)?;
     let v = a.item::<f64>().map_err(|e| e.context(format!("[{who}] state 'step'")))?;
     if !(v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(64)) {
         return Err(Error::invalid(format!("[{who}] state 'step' must be a non-negative integer, got {v}")));
@@ -151,24 +195,43 @@ pub(crate) fn read_step(who: &str, a: &Array) -> Result<u64> {
 
 /// A learning rate stored as a float scalar.
 pub(crate) fn read_lr(who: &str, a: &Array) -> Result<f32> {
-    if a.size() != 1 {
-        return Err(Error::invalid(format!("[{who}] state 'learning_rate' must be a scalar, got shape {:?}", a.shape())));
-    }
+    check_scalar(who, "learning_rate", a)?;
     a.item::<f32>().map_err(|e| e.context(format!("[{who}] state 'learning_rate'")))
 }
 
 pub(crate) fn set_state<R: Rule>(r: &mut R, state: &Params) -> Result<()> {
     let mut core = r.core().clone();
     core.slots.clear();
+    (core.traced_step, core.traced_lr) = (None, None);
     let step = state.get("step").ok_or_else(|| Error::invalid(format!("[{}] state has no 'step'", R::NAME)))?;
-    core.step = read_step(R::NAME, step)?;
+    if is_traced(step) {
+        // Kept as an array: reading it would freeze this trace's value into a compiled step.
+        check_scalar(R::NAME, "step", step)?;
+        core.traced_step = Some(ops::reshape(step, &[]).astype(Dtype::Uint64));
+        core.step = 0;
+    } else {
+        core.step = read_step(R::NAME, step)?;
+    }
     if let Some(a) = state.get("learning_rate") {
-        let v = read_lr(R::NAME, a)?;
-        core.current_lr = v;
-        // A constant takes the saved value; a schedule stays and overrides it at the next step,
-        // as in MLX (whose schedulers live outside the state).
-        if !matches!(core.lr, Some(LearningRate::Scheduled(_))) {
-            core.lr = Some(LearningRate::Constant(v));
+        let scheduled = matches!(core.lr, Some(LearningRate::Scheduled(_)));
+        if is_traced(a) {
+            check_scalar(R::NAME, "learning_rate", a)?;
+            if !scheduled {
+                core.traced_lr = Some(ops::reshape(a, &[]).astype(Dtype::Float32));
+                // As below, a loaded learning rate makes the optimizer's constant; its value is
+                // the traced array, so the host number is a stand-in that is never used.
+                if core.lr.is_none() {
+                    core.lr = Some(LearningRate::Constant(f32::NAN));
+                }
+            }
+        } else {
+            let v = read_lr(R::NAME, a)?;
+            core.current_lr = v;
+            // A constant takes the saved value; a schedule stays and overrides it at the next step,
+            // as in MLX (whose schedulers live outside the state).
+            if !scheduled {
+                core.lr = Some(LearningRate::Constant(v));
+            }
         }
     }
     if core.lr.is_none() {
@@ -199,12 +262,11 @@ pub(crate) fn set_lr(core: &mut Core, lr: LearningRate) {
 }
 
 /// MLX's `self.learning_rate.astype(gradient.dtype)`.
-pub(crate) fn lr_array(lr: f32, dtype: Dtype) -> Array {
-    let a = Array::scalar(lr);
-    if dtype == Dtype::Float32 {
-        a
+pub(crate) fn lr_array(lr: &Array, dtype: Dtype) -> Array {
+    if lr.dtype() == dtype {
+        lr.clone()
     } else {
-        a.astype(dtype)
+        lr.astype(dtype)
     }
 }
 

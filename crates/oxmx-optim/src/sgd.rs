@@ -75,7 +75,7 @@ impl Rule for SGD {
         if self.weight_decay != 0.0 {
             g = &g + &(param * self.weight_decay);
         }
-        let lr = lr_array(ctx.lr, g.dtype());
+        let lr = lr_array(&ctx.lr, g.dtype());
         if self.momentum <= 0.0 {
             return Ok(param - &(&lr * &g));
         }

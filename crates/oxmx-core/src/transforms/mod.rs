@@ -17,3 +17,12 @@ pub use compile::{
 };
 pub use tree::{tree_flatten, tree_map, tree_structure, tree_unflatten, Tree};
 pub use vmap::vmap;
+
+/// Whether `a` depends on the input of a transform that is tracing right now (a `compile`,
+/// `grad`, `vjp`, `jvp` or `vmap` function's argument, or anything computed from one). Reading
+/// such an array on the host (`item`, `to_vec`) gives its value for this trace only: a compiled
+/// function would bake it in as a constant. Code that turns state into host numbers (an
+/// optimizer's step count) checks this and keeps the array instead.
+pub fn is_traced(a: &crate::array::Array) -> bool {
+    crate::graph::trace::is_tracing() && crate::graph::trace::traced_op(a).is_some()
+}
