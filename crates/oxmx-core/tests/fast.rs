@@ -213,6 +213,33 @@ fn sdpa_kernel_matches_fallback_on_large_shapes() {
 }
 
 #[test]
+fn sdpa_kernel_reads_cache_views_and_other_value_widths() {
+    let mut rng = Rng::new(13);
+    // (Hq, Hkv, qL, kL used of a 700-row cache, D, Dv): value heads narrower or wider than key
+    // heads, row groups of 1 to 8 (a group of 4 plus a remainder), a head size the vector kernel
+    // does not take (40), keys and values a prefix view of a preallocated cache.
+    let cases = [(8, 1, 1, 600, 64, 48), (5, 1, 1, 333, 32, 80), (6, 2, 1, 513, 128, 128), (3, 3, 2, 700, 40, 40), (4, 2, 4, 650, 16, 16)];
+    for dt in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {
+        for &(hq, hkv, ql, kl, d, dv) in &cases {
+            for causal in [false, true] {
+                let (q64, q) = rand(&mut rng, &[1, hq, ql, d], dt);
+                let (k64, k) = rand(&mut rng, &[1, hkv, 700, d], dt);
+                let (v64, v) = rand(&mut rng, &[1, hkv, 700, dv], dt);
+                let view = |a: &Array, w: usize| ops::slice_range(a, &[0, 0, 0, 0], &[1, hkv as i64, kl as i64, w as i64]);
+                let (k, v, k64, v64) = (view(&k, d), view(&v, dv), view(&k64, d), view(&v64, dv));
+                let mask = || if causal { AttentionMask::Causal } else { AttentionMask::None };
+                let scale = 1.0 / (d as f32).sqrt();
+                let what = format!("{dt} hq {hq} hkv {hkv} ql {ql} kl {kl} d {d} dv {dv} causal {causal}");
+                let y = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask(), None);
+                let want = fast::scaled_dot_product_attention(&q64, &k64, &v64, scale, mask(), None);
+                assert_eq!(y.shape(), &[1, hq, ql, dv], "{what}");
+                assert_close(&what, &y, &want, dt);
+            }
+        }
+    }
+}
+
+#[test]
 fn norms_and_rope_kernels_match_fallback_on_large_shapes() {
     let mut rng = Rng::new(9);
     for dt in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {

@@ -296,8 +296,30 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
             // The last key any row of this tile may see (causal).
             let last_visible = (pos(nr - 1).0 as isize + causal_off).min(kl as isize - 1);
             let first_limit = pos(0).0 as isize + causal_off;
+            // Keys every row of the tile sees unmasked go through the AVX-512 kernel.
+            let unmasked_end = match kind {
+                MaskKind::None => k1,
+                MaskKind::Causal => (first_limit + 1).clamp(k0 as isize, k1 as isize) as usize,
+                _ => k0,
+            };
+            let mut j0 = k0;
+            if unmasked_end > k0 && fast_rows(&kr.data, &vr.data, d, dv) {
+                for g0 in (0..nr).step_by(super::sdpa512::MAX_ROWS) {
+                    let gn = super::sdpa512::MAX_ROWS.min(nr - g0);
+                    let rows = super::sdpa512::Rows {
+                        q: &qs[g0 * d..(g0 + gn) * d],
+                        m: &mut part.m[g0..g0 + gn],
+                        l: &mut part.l[g0..g0 + gn],
+                        acc: &mut part.acc[g0 * dv..(g0 + gn) * dv],
+                    };
+                    let (kp, vp) = (kr.data[kbase + k0 * kr.row_stride..].as_ptr(), vr.data[vbase + k0 * vr.row_stride..].as_ptr());
+                    // SAFETY: `fast_rows` checked the CPU, the dtype and the head sizes; keys
+                    // k0..unmasked_end of this head lie in the buffers `HeadRows` described.
+                    unsafe { attend_rows(rows, kp, kr.row_stride, vp, vr.row_stride, unmasked_end - k0, d, dv) };
+                }
+                j0 = unmasked_end;
+            }
             simd::vectorized(|| {
-                let mut j0 = k0;
                 while j0 < k1 {
                     if kind == MaskKind::Causal && j0 as isize > last_visible {
                         break;
@@ -421,6 +443,39 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
         });
     })
 }
+}
+
+/// Whether `sdpa512` can take keys and values of this element type and these head sizes.
+fn fast_rows<T: KFloat>(_k: &[T], _v: &[T], d: usize, dv: usize) -> bool {
+    simd::level() == simd::Level::Avx512
+        && matches!(T::DTYPE, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16)
+        && d % 16 == 0
+        && dv % 16 == 0
+        && d > 0
+        && dv > 0
+}
+
+/// `sdpa512::attend` for `T`, one of the types `fast_rows` accepts.
+///
+/// # Safety
+/// As `sdpa512::attend`; `fast_rows` held.
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_rows<T: KFloat>(
+    rows: super::sdpa512::Rows,
+    k: *const T,
+    ks: usize,
+    v: *const T,
+    vs: usize,
+    n: usize,
+    d: usize,
+    dv: usize,
+) {
+    match T::DTYPE {
+        Dtype::Float32 => super::sdpa512::attend(rows, k as *const f32, ks, v as *const f32, vs, n, d, dv),
+        Dtype::Float16 => super::sdpa512::attend(rows, k as *const f16, ks, v as *const f16, vs, n, d, dv),
+        Dtype::Bfloat16 => super::sdpa512::attend(rows, k as *const bf16, ks, v as *const bf16, vs, n, d, dv),
+        _ => unreachable!("fast_rows admits f32, f16 and bf16"),
+    }
 }
 
 /// Rows `j0..j0 + nk` of one head (row j at `base + j * stride`, `width` wide) as f32 slices:

@@ -24,6 +24,7 @@ pub mod random;
 pub mod reduce;
 pub mod rowwise;
 #[cfg(target_arch = "x86_64")]
+mod sdpa512;
 mod sgemm;
 pub mod shape;
 pub mod simd;

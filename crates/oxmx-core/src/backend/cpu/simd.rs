@@ -253,3 +253,39 @@ pub fn stream_fence() {
         std::arch::x86_64::_mm_sfence()
     };
 }
+
+/// Element types read sixteen at a time into a zmm register, widened to f32 (quantized scales
+/// and biases, attention's keys and values).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use load16::Load16;
+
+#[cfg(target_arch = "x86_64")]
+mod load16 {
+    use half::{bf16, f16};
+    use std::arch::x86_64::*;
+
+    pub(crate) trait Load16: Copy + Default {
+        /// # Safety
+        /// The CPU has AVX-512 F/BW; `p` is valid for 16 elements.
+        unsafe fn load16(p: *const Self) -> __m512;
+    }
+    impl Load16 for f32 {
+        #[inline(always)]
+        unsafe fn load16(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+    }
+    impl Load16 for f16 {
+        #[inline(always)]
+        unsafe fn load16(p: *const f16) -> __m512 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        }
+    }
+    impl Load16 for bf16 {
+        #[inline(always)]
+        unsafe fn load16(p: *const bf16) -> __m512 {
+            // bfloat16 is the top half of an f32.
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))))
+        }
+    }
+}

@@ -8,8 +8,7 @@
 //! 8 more than a multiple of 16 ends with one 8-word block in the AVX2 layout.
 
 use super::qmm::{xsum_stride, Packed, Scales};
-use crate::backend::cpu::simd::hsum;
-use half::{bf16, f16};
+use crate::backend::cpu::simd::{hsum, Load16};
 use std::arch::x86_64::*;
 
 /// For block `j` of a chunk of 16 groups, the group (0..16) of each of its 16 lanes: lane `i`
@@ -53,30 +52,6 @@ pub(super) fn permute_x16(x: &[f32], m: usize, k: usize, bits: usize) -> (Vec<f3
         }
     }
     (buf, off)
-}
-
-/// Scale and bias element types read sixteen at a time, widened to f32.
-pub(super) trait Load16: Copy + Default {
-    unsafe fn load16(p: *const Self) -> __m512;
-}
-impl Load16 for f32 {
-    #[inline(always)]
-    unsafe fn load16(p: *const f32) -> __m512 {
-        _mm512_loadu_ps(p)
-    }
-}
-impl Load16 for f16 {
-    #[inline(always)]
-    unsafe fn load16(p: *const f16) -> __m512 {
-        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
-    }
-}
-impl Load16 for bf16 {
-    #[inline(always)]
-    unsafe fn load16(p: *const bf16) -> __m512 {
-        // bfloat16 is the top half of an f32.
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))))
-    }
 }
 
 /// One output row `W[row] · x[r]` for every row `r < out.len()` of `x` (`xp` from
