@@ -225,7 +225,7 @@ fn sdpa_kernel_reads_cache_views_and_other_value_widths() {
                 let (q64, q) = rand(&mut rng, &[1, hq, ql, d], dt);
                 let (k64, k) = rand(&mut rng, &[1, hkv, 700, d], dt);
                 let (v64, v) = rand(&mut rng, &[1, hkv, 700, dv], dt);
-                let view = |a: &Array, w: usize| ops::slice_range(a, &[0, 0, 0, 0], &[1, hkv as i64, kl as i64, w as i64]);
+                let view = |a: &Array, w: usize| ops::slice_range(a, &[0, 0, 0, 0], &[1, hkv as isize, kl as isize, w as isize]);
                 let (k, v, k64, v64) = (view(&k, d), view(&v, dv), view(&k64, d), view(&v64, dv));
                 let mask = || if causal { AttentionMask::Causal } else { AttentionMask::None };
                 let scale = 1.0 / (d as f32).sqrt();

@@ -9,7 +9,7 @@
 //! a whole key tile, and f16/bf16 keys and values widen in the load.
 
 use super::fastmath;
-use super::simd::Load16;
+use super::simd::{prefetch_l2, Load16};
 use std::arch::x86_64::*;
 
 /// Keys per tile: a tile of f32 keys and values (2 x 16 KB at head size 128) stays in L1 while
@@ -116,20 +116,6 @@ fn lane_sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
 }
 
-/// Prefetches the `bytes` of one key or value row into L2 (the callers pass the row `AHEAD`
-/// rows on): decode attention streams every row once, and the hardware prefetchers alone kept
-/// two Zen 4 threads at ~30% of DRAM bandwidth (into L1, ~45%; into L2, 70-80%).
-#[inline(always)]
-unsafe fn prefetch_row<T>(row: *const T, bytes: usize) {
-    // A hint: addresses past the buffer (the last tile's) are not dereferenced.
-    let p = row as *const i8;
-    let mut o = 0;
-    while o < bytes {
-        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o));
-        o += 64;
-    }
-}
-
 /// `s[r][j] = q[r] · k[j]` for the tile's `nk` keys: each key chunk is loaded once and used by
 /// every row.
 #[inline(always)]
@@ -137,7 +123,7 @@ unsafe fn scores<T: Load16, const NR: usize>(q: &[f32], k: *const T, ks: usize, 
     let qp = q.as_ptr();
     for j in 0..nk {
         let kp = k.add(j * ks);
-        prefetch_row(kp.wrapping_add(AHEAD * ks), d * std::mem::size_of::<T>());
+        prefetch_l2(kp.wrapping_add(AHEAD * ks), d * std::mem::size_of::<T>());
         let mut a = [_mm512_setzero_ps(); NR];
         let mut c = 0;
         while c < d {
@@ -178,7 +164,7 @@ unsafe fn values<T: Load16, const NR: usize, const CG: usize>(
     for j in 0..nk {
         let vp = v.add(j * vs + c0);
         if c0 == 0 {
-            prefetch_row(vp.wrapping_add(AHEAD * vs), dv * std::mem::size_of::<T>());
+            prefetch_l2(vp.wrapping_add(AHEAD * vs), dv * std::mem::size_of::<T>());
         }
         let mut vv = [_mm512_setzero_ps(); CG];
         for (c, x) in vv.iter_mut().enumerate() {

@@ -254,6 +254,22 @@ pub fn stream_fence() {
     };
 }
 
+/// Prefetches `bytes` from `p` into L2 (a hint: addresses past the buffer are not
+/// dereferenced, so callers may run past their data's end). Streaming kernels use it `AHEAD`
+/// of their reads: on Zen 4 the hardware prefetchers alone kept two threads reading at ~30% of
+/// DRAM bandwidth in decode attention, prefetching into L1 at ~45%, into L2 at 70-80%.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_l2<T>(p: *const T, bytes: usize) {
+    let p = p as *const i8;
+    let mut o = 0;
+    while o < bytes {
+        // SAFETY: prefetch never faults, whatever the address.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.wrapping_add(o)) };
+        o += 64;
+    }
+}
+
 /// Element types read sixteen at a time into a zmm register, widened to f32 (quantized scales
 /// and biases, attention's keys and values).
 #[cfg(target_arch = "x86_64")]

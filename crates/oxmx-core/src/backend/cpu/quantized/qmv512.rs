@@ -8,7 +8,7 @@
 //! 8 more than a multiple of 16 ends with one 8-word block in the AVX2 layout.
 
 use super::qmm::{xsum_stride, Packed, Scales};
-use crate::backend::cpu::simd::{hsum, Load16};
+use crate::backend::cpu::simd::{hsum, prefetch_l2, Load16};
 use std::arch::x86_64::*;
 
 /// For block `j` of a chunk of 16 groups, the group (0..16) of each of its 16 lanes: lane `i`
@@ -89,6 +89,9 @@ pub(super) unsafe fn avx512_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, 
     }
 }
 
+/// How far ahead of its reads the kernel prefetches packed words (see `simd::prefetch_l2`).
+const QMV_AHEAD: usize = 4096;
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn row_b<const B: i32, const PER: usize, const M: usize, T: Load16>(
@@ -146,6 +149,9 @@ unsafe fn row_b<const B: i32, const PER: usize, const M: usize, T: Load16>(
     }
     let full = ng / 16 * 16;
     for g in (0..full).step_by(16) {
+        // The words of these 16 groups, QMV_AHEAD bytes on (into the next row at the end: a
+        // thread's rows are consecutive).
+        prefetch_l2((words.add(g * wpg) as *const u8).wrapping_add(QMV_AHEAD), 64 * wpg);
         let sv = T::load16(s.as_ptr().add(g));
         for j in 0..wpg {
             block16!(g * wpg + 16 * j, _mm512_permutexvar_ps(lanes!(j), sv));
