@@ -133,10 +133,27 @@ unsafe fn scores<T: Load16, const NR: usize>(q: &[f32], k: *const T, ks: usize, 
             }
             c += 16;
         }
+        let mut four = [_mm512_setzero_ps(); 4];
+        four[..NR].copy_from_slice(&a);
+        let sums: [f32; 4] = std::mem::transmute(sum4(four));
         for r in 0..NR {
-            s[r][j] = _mm512_reduce_add_ps(a[r]);
+            s[r][j] = sums[r];
         }
     }
+}
+
+/// The lane sums of four vectors at once (10 vector ops, against ~30 for four separate
+/// reductions, which were a fifth of the kernel's work at half precision).
+#[inline(always)]
+unsafe fn sum4([a0, a1, a2, a3]: [__m512; 4]) -> __m128 {
+    // Per 128-bit lane: interleave pairs and add, twice, leaving [Σa0, Σa1, Σa2, Σa3] partial
+    // sums in each lane; then add the four lanes.
+    let t01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    let t23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    let (t01, t23) = (_mm512_castps_pd(t01), _mm512_castps_pd(t23));
+    let u = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(t01, t23)), _mm512_castpd_ps(_mm512_unpackhi_pd(t01, t23)));
+    let v = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps::<1>(u));
+    _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))
 }
 
 /// `acc[r][c0..c0 + 16 CG] = acc * corr[r] + Σ_j s[r][j] v[j][c0..]`, the accumulators held in
