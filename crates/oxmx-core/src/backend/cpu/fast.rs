@@ -303,7 +303,7 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
                 _ => k0,
             };
             let mut j0 = k0;
-            if unmasked_end > k0 && fast_rows(&kr.data, &vr.data, d, dv) {
+            if unmasked_end > k0 && fast_rows::<T>(d, dv) {
                 for g0 in (0..nr).step_by(super::sdpa512::MAX_ROWS) {
                     let gn = super::sdpa512::MAX_ROWS.min(nr - g0);
                     let rows = super::sdpa512::Rows {
@@ -446,7 +446,7 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
 }
 
 /// Whether `sdpa512` can take keys and values of this element type and these head sizes.
-fn fast_rows<T: KFloat>(_k: &[T], _v: &[T], d: usize, dv: usize) -> bool {
+fn fast_rows<T: KFloat>(d: usize, dv: usize) -> bool {
     simd::level() == simd::Level::Avx512
         && matches!(T::DTYPE, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16)
         && d % 16 == 0
