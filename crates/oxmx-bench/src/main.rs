@@ -147,6 +147,22 @@ const CONV2D: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
     ("conv2d_n4_224x224x3_7x7_s2", 4, 224, 3, 64, 7, 2, 3),
 ];
 
+/// With `OXMX_CPU_PROFILE=1`: the kernels' run time per primitive since the last call (all
+/// threads' time added up), largest first, on stderr.
+pub(crate) fn print_cpu_profile() {
+    let mut prof: Vec<(String, (u64, f64))> = oxmx_core::backend::cuda::profile().into_iter().collect();
+    oxmx_core::backend::cuda::profile_reset();
+    prof.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let (calls, total): (u64, f64) = prof.iter().fold((0, 0.0), |(c, t), p| (c + p.1 .0, t + p.1 .1));
+    if calls == 0 {
+        return;
+    }
+    eprintln!("[cpu] {calls} kernels, {:.1} ms", total * 1e3);
+    for (name, (n, t)) in prof.iter().take(25) {
+        eprintln!("[cpu]   {name:40} {n:8} calls {:9.2} ms {:8.1} us/call", t * 1e3, t * 1e6 / *n as f64);
+    }
+}
+
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
     let want = |name: &str| filter.is_empty() || name.contains(&filter);

@@ -35,6 +35,25 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
             report("matvec_4096x14336_bf16", time(20, || ops::matmul(&x, &wt)), w.nbytes() as f64, 2.0 * (n * k) as f64);
         }
     }
+    // The same kernel on matrices that stay in L2 (512 KB packed) and L3 (2 MB): how fast it
+    // computes when DRAM is not the limit, the ceiling of the large row above.
+    for (n, k) in [(512usize, 2048usize), (1024, 4096)] {
+        let name = format!("qmv_{n}x{k}_q4g64_bf16_cached");
+        if want(&name) {
+            let w = input(&[n, k], 26).astype(Dtype::Bfloat16);
+            let x = input(&[1, k], 27).astype(Dtype::Bfloat16);
+            let (wq, s, b) = ops::quantize(&w, Some(64), Some(4), "affine");
+            let b = b.unwrap();
+            oxmx_core::eval(&[&wq, &s, &b, &x]).unwrap();
+            let bytes = (wq.nbytes() + s.nbytes() + b.nbytes() + x.nbytes()) as f64;
+            report(
+                &name,
+                time(2000, || ops::quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(4), "affine")),
+                bytes,
+                2.0 * (n * k) as f64,
+            );
+        }
+    }
     // SmolLM2-135M's decode shapes (576 wide, groups of 32, f32 activations): short rows, where
     // per-row costs weigh more than on the 14336-wide rows above.
     // `_m8`: eight rows of x at once (a decode batch of 8: the weights are read once for all).

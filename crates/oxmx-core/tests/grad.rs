@@ -210,6 +210,9 @@ fn matmul_and_conv() {
     check("matmul", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(1, &[3, 4], -1.0, 1.0), r(2, &[4, 2], -1.0, 1.0)]);
     check("matmul_batch_bcast", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(3, &[2, 3, 4], -1.0, 1.0), r(4, &[4, 2], -1.0, 1.0)]);
     check("matvec", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(5, &[3, 4], -1.0, 1.0), r(6, &[4], -1.0, 1.0)]);
+    // A batch against one matrix or vector is one product with the batch folded into the rows.
+    check("batched_matvec", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(7, &[2, 3, 4], -1.0, 1.0), r(8, &[4], -1.0, 1.0)]);
+    check("matmul_4d_by_2d", &|x: &[Array]| matmul(&x[0], &x[1]), &[r(9, &[2, 2, 3, 4], -1.0, 1.0), r(10, &[4, 2], -1.0, 1.0)]);
     check(
         "einsum",
         &|x: &[Array]| einsum("ij,jk->ik", &[x[0].clone(), x[1].clone()]),

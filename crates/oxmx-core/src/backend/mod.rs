@@ -32,6 +32,13 @@ pub fn end_batch(stream: Stream) -> Result<()> {
     }
 }
 
+/// Whether `OXMX_CPU_PROFILE` asks for the run time of every CPU kernel, per primitive name
+/// (read with `cuda::profile()`, the table `OXMX_GPU_PROFILE` fills for GPU dispatches).
+pub fn cpu_profiling() -> bool {
+    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::env::var_os("OXMX_CPU_PROFILE").is_some())
+}
+
 /// Runs one primitive on the device of `stream`.
 /// `inputs` is mutable so a kernel may write into an input buffer the scheduler donated (see
 /// `Primitive::donates_input`).
@@ -41,6 +48,15 @@ pub fn eval(prim: &Primitive, stream: Stream, inputs: &mut [Data], specs: &[Spec
             // Inputs a GPU made get their host copy here, where a failure is an error.
             for d in inputs.iter() {
                 d.buffer.ensure_host()?;
+            }
+            if cpu_profiling() {
+                let mut name = prim.name();
+                if std::env::var_os("OXMX_CPU_PROFILE_SHAPES").is_some() {
+                    for d in inputs.iter() {
+                        name += &format!(" {:?}/{:?}", d.shape, d.strides);
+                    }
+                }
+                return cuda::timed(&name, || cpu::eval(prim, inputs, specs));
             }
             cpu::eval(prim, inputs, specs)
         }

@@ -93,20 +93,34 @@ impl Data {
         let (inner, s_in) = (self.shape[nd - 1], self.strides[nd - 1]);
         let rows_per_task = (GATHER_PAR_MIN / inner).max(1);
         let mut out = vec![T::default(); n];
+        let outer = &self.shape[..nd - 1];
         out.par_chunks_mut(inner * rows_per_task).enumerate().for_each(|(t, chunk)| {
-            for (r, dst) in chunk.chunks_mut(inner).enumerate() {
-                let (mut rem, mut o) = (t * rows_per_task + r, self.offset);
-                for ax in (0..nd - 1).rev() {
-                    let d = self.shape[ax];
-                    o += (rem % d) as isize * self.strides[ax];
-                    rem /= d;
-                }
+            // The first row's index is unravelled once, then stepped (a division per axis per
+            // row cost more than copying a short row).
+            let (mut idx, mut rem, mut o) = (vec![0usize; nd - 1], t * rows_per_task, self.offset);
+            for ax in (0..nd - 1).rev() {
+                idx[ax] = rem % outer[ax];
+                rem /= outer[ax];
+                o += idx[ax] as isize * self.strides[ax];
+            }
+            for dst in chunk.chunks_mut(inner) {
                 if s_in == 1 {
                     dst.copy_from_slice(&raw[o as usize..o as usize + inner]);
                 } else {
                     for (j, v) in dst.iter_mut().enumerate() {
                         *v = raw[(o + j as isize * s_in) as usize];
                     }
+                }
+                let mut ax = nd - 1;
+                while ax > 0 {
+                    ax -= 1;
+                    idx[ax] += 1;
+                    o += self.strides[ax];
+                    if idx[ax] < outer[ax] {
+                        break;
+                    }
+                    o -= outer[ax] as isize * self.strides[ax];
+                    idx[ax] = 0;
                 }
             }
         });

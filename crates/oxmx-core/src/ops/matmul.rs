@@ -31,6 +31,19 @@ pub fn matmul(a: &Array, b: &Array) -> Array {
         if xs[xn - 1] != ys[yn - 2] {
             crate::bail!("[matmul] Last dimension of first input with shape {:?} must match second to last dimension of second input with shape {:?}.", a.shape(), b.shape());
         }
+        if xn > 2 && yn == 2 {
+            // A batch of `x` against one matrix (`Linear` on [batch, seq, dims]) is one product
+            // with the batch folded into the rows, as MLX does. Broadcasting the matrix instead
+            // made many small products, and its gradient a batch of them summed afterwards
+            // (x_bᵀ·g_b per batch element, through a transposed copy) rather than one xᵀ·g.
+            let rows: usize = xs[..xn - 1].iter().product();
+            let flat = matmul(&super::reshape_to(&x, &[rows, xs[xn - 1]]), &y);
+            let mut shape = xs[..xn - 1].to_vec();
+            if !b1 {
+                shape.push(ys[1]);
+            }
+            return Ok(super::reshape_to(&flat, &shape));
+        }
         let batch = broadcast_shapes(&xs[..xn - 2], &ys[..yn - 2])?;
         let mut xt = batch.clone();
         xt.extend_from_slice(&xs[xn - 2..]);

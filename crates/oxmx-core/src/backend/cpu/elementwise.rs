@@ -74,7 +74,8 @@ fn offsets_at<const K: usize>(shape: &[usize], strides: &[Vec<isize>], base: [is
 }
 
 /// Visits `len` row-major positions from `start`, calling `row(out_pos, offsets, inner_len,
-/// inner_strides)` once per run along the innermost dim.
+/// inner_strides)` once per run along the innermost dim. The index is unravelled once and then
+/// stepped row by row (a division per dim per row cost more than copying a short row).
 fn strided_rows<const K: usize>(
     shape: &[usize],
     strides: &[Vec<isize>],
@@ -83,20 +84,50 @@ fn strided_rows<const K: usize>(
     len: usize,
     mut row: impl FnMut(usize, [isize; K], usize, [isize; K]),
 ) {
+    if len == 0 {
+        // Nothing to visit (an empty array may have a zero-length dim to divide by).
+        return;
+    }
     let nd = shape.len();
     let inner = shape[nd - 1];
     let mut inner_strides = [0isize; K];
     for k in 0..K {
         inner_strides[k] = strides[k][nd - 1];
     }
+    let mut idx = vec![0usize; nd];
+    let mut flat = start;
+    for d in (0..nd).rev() {
+        idx[d] = flat % shape[d];
+        flat /= shape[d];
+    }
+    let mut off = offsets_at::<K>(shape, strides, base, start);
     let mut pos = start;
     let end = start + len;
     while pos < end {
-        let off = offsets_at::<K>(shape, strides, base, pos);
-        let within = pos % inner;
+        let within = idx[nd - 1];
         let run = (inner - within).min(end - pos);
         row(pos - start, off, run, inner_strides);
         pos += run;
+        // To the start of the next row: back along the inner dim, then carry outwards.
+        for k in 0..K {
+            off[k] -= within as isize * inner_strides[k];
+        }
+        idx[nd - 1] = 0;
+        let mut d = nd - 1;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            for k in 0..K {
+                off[k] += strides[k][d];
+            }
+            if idx[d] < shape[d] {
+                break;
+            }
+            for k in 0..K {
+                off[k] -= shape[d] as isize * strides[k][d];
+            }
+            idx[d] = 0;
+        }
     }
 }
 
@@ -131,6 +162,10 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
             let ptr = ptr;
             strided_rows::<1>(&cs, &cstr, [a.offset], start, len, |o, [off], run, [st]| {
                 let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
+                if st == 1 {
+                    // A unit-stride run (a row of a sliced or permuted view) vectorises.
+                    return map_slice(&raw[off as usize..off as usize + run], dst, &f);
+                }
                 let mut p = off;
                 for d in dst.iter_mut() {
                     *d = f(raw[p as usize]);
@@ -182,6 +217,21 @@ pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: imp
             let ptr = ptr;
             strided_rows::<2>(&cs, &cstr, [a.offset, b.offset], start, len, |o, [pa, pb], run, [sa, sb]| {
                 let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
+                // Unit-stride and broadcast runs (a bias added to each row, a mask to each head)
+                // go through the vectorised slice loops.
+                let (ua, ub) = (pa as usize, pb as usize);
+                match (sa, sb) {
+                    (1, 1) => return zip_slice(&ra[ua..ua + run], &rb[ub..ub + run], dst, &f),
+                    (1, 0) => {
+                        let y = rb[ub];
+                        return map_slice(&ra[ua..ua + run], dst, &|x| f(x, y));
+                    }
+                    (0, 1) => {
+                        let x = ra[ua];
+                        return map_slice(&rb[ub..ub + run], dst, &|y| f(x, y));
+                    }
+                    _ => {}
+                }
                 let (mut pa, mut pb) = (pa, pb);
                 for d in dst.iter_mut() {
                     *d = f(ra[pa as usize], rb[pb as usize]);
@@ -209,6 +259,10 @@ pub fn map_ternary<A: Element, B: Element, C: Element, D: Element>(
             let ptr = ptr;
             strided_rows::<3>(&cs, &cstr, [a.offset, b.offset, c.offset], start, len, |o, [pa, pb, pc], run, [sa, sb, sc]| {
                 let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
+                if [sa, sb, sc].iter().all(|&s| s == 0 || s == 1) {
+                    // Unit-stride or broadcast operands (`where(x > 0, g, 0)`): vectorised.
+                    return zip3_runs(&ra[pa as usize..], &rb[pb as usize..], &rc[pc as usize..], [sa, sb, sc], dst, &f);
+                }
                 let (mut pa, mut pb, mut pc) = (pa, pb, pc);
                 for d in dst.iter_mut() {
                     *d = f(ra[pa as usize], rb[pb as usize], rc[pc as usize]);
@@ -219,4 +273,39 @@ pub fn map_ternary<A: Element, B: Element, C: Element, D: Element>(
             });
         });
     })
+}
+
+/// `dst[i] = f(a[i·sa], b[i·sb], c[i·sc])` for strides of 0 (a broadcast value) or 1, with a
+/// loop per stride pattern so that each one vectorises.
+fn zip3_runs<A: Copy, B: Copy, C: Copy, D>(a: &[A], b: &[B], c: &[C], strides: [isize; 3], dst: &mut [D], f: &impl Fn(A, B, C) -> D) {
+    #[inline(always)]
+    fn body<A: Copy, B: Copy, C: Copy, D, const SA: bool, const SB: bool, const SC: bool>(
+        a: &[A],
+        b: &[B],
+        c: &[C],
+        dst: &mut [D],
+        f: &impl Fn(A, B, C) -> D,
+    ) {
+        let n = dst.len();
+        // Slices cut to the run so the loop needs no bounds checks.
+        let (a, b, c) = (&a[..if SA { n } else { 1 }], &b[..if SB { n } else { 1 }], &c[..if SC { n } else { 1 }]);
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = f(a[if SA { i } else { 0 }], b[if SB { i } else { 0 }], c[if SC { i } else { 0 }]);
+        }
+    }
+    macro_rules! go {
+        ($sa:literal, $sb:literal, $sc:literal) => {
+            super::simd::vectorized(|| body::<A, B, C, D, $sa, $sb, $sc>(a, b, c, dst, f))
+        };
+    }
+    match strides.map(|s| s == 1) {
+        [true, true, true] => go!(true, true, true),
+        [true, true, false] => go!(true, true, false),
+        [true, false, true] => go!(true, false, true),
+        [true, false, false] => go!(true, false, false),
+        [false, true, true] => go!(false, true, true),
+        [false, true, false] => go!(false, true, false),
+        [false, false, true] => go!(false, false, true),
+        [false, false, false] => go!(false, false, false),
+    }
 }

@@ -78,6 +78,17 @@ fn scatter<T: Element>(x: &Data, idx: &[Data], upd: &Data, axes: &[usize], combi
     let updates = upd.row_major::<T>();
     Data::build::<T>(x.shape.clone(), |out| {
         out.copy_from_slice(src);
+        // A slice whose trailing axes are whole (an embedding row) is one contiguous run.
+        let run = (0..slice_shape.len()).rev().take_while(|&d| !axes.contains(&d)).map(|d| slice_shape[d]).product::<usize>();
+        if run == slice_n && slice_n > 0 {
+            for (i, &b) in bases.iter().enumerate() {
+                let dst = &mut out[b as usize..b as usize + slice_n];
+                for (o, &u) in dst.iter_mut().zip(&updates[i * slice_n..(i + 1) * slice_n]) {
+                    *o = combine(*o, u);
+                }
+            }
+            return;
+        }
         for (i, &b) in bases.iter().enumerate() {
             let mut k = 0;
             for_each_offset(&slice_shape, &rs, b, |off| {
@@ -89,19 +100,14 @@ fn scatter<T: Element>(x: &Data, idx: &[Data], upd: &Data, axes: &[usize], combi
     })
 }
 
-fn scatter_typed<T: Element + PartialOrd>(
-    kind: ScatterKind,
-    x: &Data,
-    idx: &[Data],
-    upd: &Data,
-    axes: &[usize],
-    add: fn(T, T) -> T,
-    mul: fn(T, T) -> T,
-) -> Result<Data> {
+/// The real-typed scatters, `add`/`mul` from `ScatterNum` called statically (through a fn
+/// pointer the per-element combine was an indirect call: an embedding's gradient, 2048 rows of
+/// 128 into a 96-row table, took 0.7 ms).
+fn scatter_typed<T: Element + PartialOrd + ScatterNum>(kind: ScatterKind, x: &Data, idx: &[Data], upd: &Data, axes: &[usize]) -> Result<Data> {
     match kind {
         ScatterKind::Set => scatter::<T>(x, idx, upd, axes, |_, u| u),
-        ScatterKind::Add => scatter::<T>(x, idx, upd, axes, add),
-        ScatterKind::Prod => scatter::<T>(x, idx, upd, axes, mul),
+        ScatterKind::Add => scatter::<T>(x, idx, upd, axes, T::add),
+        ScatterKind::Prod => scatter::<T>(x, idx, upd, axes, T::mul),
         ScatterKind::Max => scatter::<T>(x, idx, upd, axes, |a, u| if u > a || u != u { u } else { a }),
         ScatterKind::Min => scatter::<T>(x, idx, upd, axes, |a, u| if u < a || u != u { u } else { a }),
     }
@@ -174,7 +180,7 @@ pub fn eval(op: &IndexOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> 
                     _ => return Err(Error::invalid("[scatter] max/min are not defined for complex64")),
                 },
                 dt => {
-                    crate::dispatch!(real: dt, T => scatter_typed::<T>(*kind, x, idx, upd, axes, <T as ScatterNum>::add, <T as ScatterNum>::mul)?, else unreachable!())
+                    crate::dispatch!(real: dt, T => scatter_typed::<T>(*kind, x, idx, upd, axes)?, else unreachable!())
                 }
             }
         }

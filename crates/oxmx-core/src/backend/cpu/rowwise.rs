@@ -55,20 +55,33 @@ fn row_max<F: RowFloat>(x: &[F]) -> F {
             acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
         }
     }
-    let mut m = F::neg_infinity();
-    for &v in acc.iter().chain(chunks.remainder()) {
+    // The lanes folded as a tree (four vector steps), not one after another: on attention's
+    // 64-wide rows a 16-long dependent chain cost more than the row's loads.
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] = if acc[l + w] > acc[l] { acc[l + w] } else { acc[l] };
+        }
+        w /= 2;
+    }
+    let mut m = acc[0];
+    for &v in chunks.remainder() {
         m = if v > m { v } else { m };
     }
     m
 }
 
+/// The lanes' sum as a tree (see `row_max`), plus `rest`.
 #[inline(always)]
-fn lane_sum<F: RowFloat>(acc: [F; LANES], rest: F) -> F {
-    let mut s = rest;
-    for v in acc {
-        s = s + v;
+fn lane_sum<F: RowFloat>(mut acc: [F; LANES], rest: F) -> F {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] = acc[l] + acc[l + w];
+        }
+        w /= 2;
     }
-    s
+    rest + acc[0]
 }
 
 /// sum(exp(x - m)), also writing the exponentials to `out` when given. The exponentials go
@@ -172,29 +185,39 @@ fn row<F: RowFloat>(kind: RowKind, r: &[F], o: &mut [F]) {
     }
 }
 
-/// An f32 row compiled for AVX-512 or AVX2 where the CPU has them. Named entry points with the
-/// row function inlined, not a closure handed to `simd::vectorized`: such a closure was left out
-/// of line as baseline code, where fastmath's `mul_add` is a libm call (softmax and logsumexp
-/// ran at 0.3 GB/s).
-fn row_f32(kind: RowKind, r: &[f32], o: &mut [f32]) {
+/// Consecutive f32 rows (`cols` long in `r`, `out_cols` long in `o`) compiled for AVX-512 or
+/// AVX2 where the CPU has them. Named entry points with the row function inlined, not a closure
+/// handed to `simd::vectorized`: such a closure was left out of line as baseline code, where
+/// fastmath's `mul_add` is a libm call (softmax and logsumexp ran at 0.3 GB/s). The loop over
+/// rows is inside, so short rows (attention's 64-wide softmax) pay no call per row.
+fn rows_f32(kind: RowKind, r: &[f32], o: &mut [f32], cols: usize, out_cols: usize) {
+    // Plain loops, no closure: a closure would again be compiled out of line as baseline code.
+    #[inline(always)]
+    fn each(kind: RowKind, r: &[f32], o: &mut [f32], cols: usize, out_cols: usize) {
+        let oc = out_cols.max(1);
+        for i in 0..o.len() / oc {
+            let src = if cols == 0 { &[][..] } else { &r[i * cols..(i + 1) * cols] };
+            row(kind, src, &mut o[i * oc..(i + 1) * oc]);
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-        unsafe fn wide(kind: RowKind, r: &[f32], o: &mut [f32]) {
-            row(kind, r, o)
+        unsafe fn wide(kind: RowKind, r: &[f32], o: &mut [f32], cols: usize, out_cols: usize) {
+            each(kind, r, o, cols, out_cols)
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn mid(kind: RowKind, r: &[f32], o: &mut [f32]) {
-            row(kind, r, o)
+        unsafe fn mid(kind: RowKind, r: &[f32], o: &mut [f32], cols: usize, out_cols: usize) {
+            each(kind, r, o, cols, out_cols)
         }
         match simd::level() {
             // SAFETY: `level` checked that the CPU has these features.
-            simd::Level::Avx512 => return unsafe { wide(kind, r, o) },
-            simd::Level::Avx2 => return unsafe { mid(kind, r, o) },
+            simd::Level::Avx512 => return unsafe { wide(kind, r, o, cols, out_cols) },
+            simd::Level::Avx2 => return unsafe { mid(kind, r, o, cols, out_cols) },
             simd::Level::Baseline => {}
         }
     }
-    row(kind, r, o)
+    each(kind, r, o, cols, out_cols)
 }
 
 /// Runs `kind` over every last-axis row of `x` in parallel; rows of 16-bit floats are widened
@@ -207,8 +230,8 @@ fn rows(x: &Data, out_cols: usize, kind: RowKind) -> Result<Data> {
         *l = out_cols;
     }
     match x.dtype {
-        Dtype::Float32 => run_rows::<f32, f32>(&x, cols, out_cols, shape, |r, o| row_f32(kind, r, o)),
-        Dtype::Float64 => run_rows::<f64, f64>(&x, cols, out_cols, shape, |r, o| row::<f64>(kind, r, o)),
+        Dtype::Float32 => run_rows::<f32, f32>(&x, cols, out_cols, shape, |r, o| rows_f32(kind, r, o, cols, out_cols)),
+        Dtype::Float64 => run_rows::<f64, f64>(&x, cols, out_cols, shape, |r, o| each_row(r, o, cols, out_cols, |r, o| row::<f64>(kind, r, o))),
         Dtype::Float16 => widened::<f16>(&x, cols, out_cols, shape, kind),
         Dtype::Bfloat16 => widened::<bf16>(&x, cols, out_cols, shape, kind),
         dt => Err(crate::error::Error::invalid(format!("[rowwise] unsupported dtype {dt}"))),
@@ -219,13 +242,25 @@ fn widened<T: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>
     run_rows::<T, T>(x, cols, out_cols, shape, |r, o| {
         let wide: Vec<f32> = r.iter().map(|v| v.to_f64() as f32).collect();
         let mut res = vec![0f32; o.len()];
-        row_f32(kind, &wide, &mut res);
+        rows_f32(kind, &wide, &mut res, cols, out_cols);
         for (d, v) in o.iter_mut().zip(res) {
             *d = T::from_f64(v as f64);
         }
     })
 }
 
+/// `g(row, out)` for each of the consecutive rows in `r` and `o` (empty rows when `cols` is 0).
+#[inline(always)]
+fn each_row<T, U>(r: &[T], o: &mut [U], cols: usize, out_cols: usize, mut g: impl FnMut(&[T], &mut [U])) {
+    if cols == 0 {
+        o.chunks_mut(out_cols.max(1)).for_each(|o| g(&[], o));
+    } else {
+        o.chunks_mut(out_cols.max(1)).zip(r.chunks(cols)).for_each(|(o, r)| g(r, o));
+    }
+}
+
+/// Calls `f(rows, outs)` on runs of whole rows (`cols` long in the input, `out_cols` in the
+/// output), split across the pool when there are many.
 fn run_rows<T: Element, U: Element>(
     x: &Data,
     cols: usize,
@@ -238,17 +273,15 @@ fn run_rows<T: Element, U: Element>(
     Data::build::<U>(shape, |out| {
         if cols == 0 {
             // Empty rows: each output element still gets the reduction of nothing.
-            out.chunks_mut(out_cols.max(1)).for_each(|o| f(&[], o));
+            f(&[], out);
             return;
         }
         let nrows = n / cols;
         let per_task = (CHUNK / cols).max(1);
         if nrows <= per_task || out_cols == 0 {
-            out.chunks_mut(out_cols.max(1)).zip(src.chunks(cols)).for_each(|(o, r)| f(r, o));
+            f(src, out);
         } else {
-            out.par_chunks_mut(per_task * out_cols).zip(src.par_chunks(per_task * cols)).for_each(|(o, s)| {
-                o.chunks_mut(out_cols).zip(s.chunks(cols)).for_each(|(o, r)| f(r, o));
-            });
+            out.par_chunks_mut(per_task * out_cols).zip(src.par_chunks(per_task * cols)).for_each(|(o, s)| f(s, o));
         }
     })
 }

@@ -60,10 +60,11 @@ pub fn fallbacks() -> BTreeMap<String, u64> {
     fallback_counts().lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Whether `OXMX_GPU_PROFILE` asks for host-side timings of GPU primitives.
+/// Whether `OXMX_GPU_PROFILE` asks for host-side timings of GPU primitives (or
+/// `OXMX_CPU_PROFILE` for the run times of CPU kernels, kept in the same table).
 fn profiling() -> bool {
     static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *P.get_or_init(|| std::env::var_os("OXMX_GPU_PROFILE").is_some())
+    *P.get_or_init(|| std::env::var_os("OXMX_GPU_PROFILE").is_some() || crate::backend::cpu_profiling())
 }
 
 /// With `OXMX_GPU_PROFILE` set, adds the host time of `f` to the profile row `name` (rows for
