@@ -51,7 +51,8 @@ pub fn eval(prim: &Primitive, stream: Stream, inputs: &mut [Data], specs: &[Spec
             }
             if cpu_profiling() {
                 let mut name = prim.name();
-                if std::env::var_os("OXMX_CPU_PROFILE_SHAPES").is_some() {
+                static SHAPES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+                if *SHAPES.get_or_init(|| std::env::var_os("OXMX_CPU_PROFILE_SHAPES").is_some()) {
                     for d in inputs.iter() {
                         name += &format!(" {:?}/{:?}", d.shape, d.strides);
                     }

@@ -95,33 +95,19 @@ impl Data {
         let mut out = vec![T::default(); n];
         let outer = &self.shape[..nd - 1];
         out.par_chunks_mut(inner * rows_per_task).enumerate().for_each(|(t, chunk)| {
-            // The first row's index is unravelled once, then stepped (a division per axis per
-            // row cost more than copying a short row).
-            let (mut idx, mut rem, mut o) = (vec![0usize; nd - 1], t * rows_per_task, self.offset);
-            for ax in (0..nd - 1).rev() {
-                idx[ax] = rem % outer[ax];
-                rem /= outer[ax];
-                o += idx[ax] as isize * self.strides[ax];
-            }
+            // The first row's index is unravelled once, then stepped.
+            let mut idx = unravel(t * rows_per_task, outer);
+            let mut o = [self.offset + idx.iter().zip(&self.strides).map(|(&i, &s)| i as isize * s).sum::<isize>()];
             for dst in chunk.chunks_mut(inner) {
+                let o0 = o[0];
                 if s_in == 1 {
-                    dst.copy_from_slice(&raw[o as usize..o as usize + inner]);
+                    dst.copy_from_slice(&raw[o0 as usize..o0 as usize + inner]);
                 } else {
                     for (j, v) in dst.iter_mut().enumerate() {
-                        *v = raw[(o + j as isize * s_in) as usize];
+                        *v = raw[(o0 + j as isize * s_in) as usize];
                     }
                 }
-                let mut ax = nd - 1;
-                while ax > 0 {
-                    ax -= 1;
-                    idx[ax] += 1;
-                    o += self.strides[ax];
-                    if idx[ax] < outer[ax] {
-                        break;
-                    }
-                    o -= outer[ax] as isize * self.strides[ax];
-                    idx[ax] = 0;
-                }
+                step_index(&mut idx, outer, [&self.strides[..nd - 1]], &mut o);
             }
         });
         Cow::Owned(out)
@@ -191,29 +177,49 @@ pub fn for_each_offset(shape: &[usize], strides: &[isize], offset: isize, mut f:
         f(offset);
         return;
     }
-    let mut idx = vec![0usize; nd];
-    let mut off = offset;
+    let mut idx = vec![0usize; nd - 1];
+    let mut off = [offset];
     let (last_d, last_s) = (shape[nd - 1], strides[nd - 1]);
     loop {
-        let mut o = off;
+        let mut o = off[0];
         for _ in 0..last_d {
             f(o);
             o += last_s;
         }
-        // Advance the outer dims.
-        let mut ax = nd - 1;
-        loop {
-            if ax == 0 {
-                return;
-            }
-            ax -= 1;
-            idx[ax] += 1;
-            off += strides[ax];
-            if idx[ax] < shape[ax] {
-                break;
-            }
-            off -= strides[ax] * shape[ax] as isize;
-            idx[ax] = 0;
+        if !step_index(&mut idx, &shape[..nd - 1], [&strides[..nd - 1]], &mut off) {
+            return;
         }
     }
+}
+
+/// Moves the row-major multi-index `idx` over `shape` one position on (the last axis fastest),
+/// keeping each operand's element offset in step through its `strides`; `false` once past the
+/// end. Stepping rows this way replaces a division per axis per row.
+pub(crate) fn step_index<const K: usize>(idx: &mut [usize], shape: &[usize], strides: [&[isize]; K], off: &mut [isize; K]) -> bool {
+    let mut ax = idx.len();
+    while ax > 0 {
+        ax -= 1;
+        idx[ax] += 1;
+        for k in 0..K {
+            off[k] += strides[k][ax];
+        }
+        if idx[ax] < shape[ax] {
+            return true;
+        }
+        for k in 0..K {
+            off[k] -= shape[ax] as isize * strides[k][ax];
+        }
+        idx[ax] = 0;
+    }
+    false
+}
+
+/// The row-major multi-index of position `flat` in `shape`.
+pub(crate) fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0usize; shape.len()];
+    for d in (0..shape.len()).rev() {
+        idx[d] = flat % shape[d];
+        flat /= shape[d];
+    }
+    idx
 }

@@ -5,6 +5,7 @@
 use super::simd::{fill_streaming, map_slice, zip_slice, STREAM_BYTES};
 use crate::dtype::Element;
 use crate::error::Result;
+use crate::graph::data::{step_index, unravel};
 use crate::graph::Data;
 use crate::shape::Shape;
 use rayon::prelude::*;
@@ -60,19 +61,6 @@ pub fn for_chunks(n: usize, body: impl Fn(usize, usize) + Sync) {
     }
 }
 
-/// Element offsets (one per operand) of row-major index `flat`.
-fn offsets_at<const K: usize>(shape: &[usize], strides: &[Vec<isize>], base: [isize; K], mut flat: usize) -> [isize; K] {
-    let mut off = base;
-    for d in (0..shape.len()).rev() {
-        let i = (flat % shape[d]) as isize;
-        flat /= shape[d];
-        for k in 0..K {
-            off[k] += i * strides[k][d];
-        }
-    }
-    off
-}
-
 /// Visits `len` row-major positions from `start`, calling `row(out_pos, offsets, inner_len,
 /// inner_strides)` once per run along the innermost dim. The index is unravelled once and then
 /// stepped row by row (a division per dim per row cost more than copying a short row).
@@ -94,13 +82,13 @@ fn strided_rows<const K: usize>(
     for k in 0..K {
         inner_strides[k] = strides[k][nd - 1];
     }
-    let mut idx = vec![0usize; nd];
-    let mut flat = start;
-    for d in (0..nd).rev() {
-        idx[d] = flat % shape[d];
-        flat /= shape[d];
+    // The start's index is unravelled once, then stepped a row at a time.
+    let mut idx = unravel(start, shape);
+    let mut off = base;
+    for k in 0..K {
+        off[k] += idx.iter().zip(&strides[k]).map(|(&i, &s)| i as isize * s).sum::<isize>();
     }
-    let mut off = offsets_at::<K>(shape, strides, base, start);
+    let outer: [&[isize]; K] = std::array::from_fn(|k| &strides[k][..nd - 1]);
     let mut pos = start;
     let end = start + len;
     while pos < end {
@@ -108,26 +96,12 @@ fn strided_rows<const K: usize>(
         let run = (inner - within).min(end - pos);
         row(pos - start, off, run, inner_strides);
         pos += run;
-        // To the start of the next row: back along the inner dim, then carry outwards.
+        // Back to the row's start, then on to the next row.
         for k in 0..K {
             off[k] -= within as isize * inner_strides[k];
         }
         idx[nd - 1] = 0;
-        let mut d = nd - 1;
-        while d > 0 {
-            d -= 1;
-            idx[d] += 1;
-            for k in 0..K {
-                off[k] += strides[k][d];
-            }
-            if idx[d] < shape[d] {
-                break;
-            }
-            for k in 0..K {
-                off[k] -= shape[d] as isize * strides[k][d];
-            }
-            idx[d] = 0;
-        }
+        step_index(&mut idx[..nd - 1], &shape[..nd - 1], outer, &mut off);
     }
 }
 

@@ -103,7 +103,13 @@ fn scatter<T: Element>(x: &Data, idx: &[Data], upd: &Data, axes: &[usize], combi
 /// The real-typed scatters, `add`/`mul` from `ScatterNum` called statically (through a fn
 /// pointer the per-element combine was an indirect call: an embedding's gradient, 2048 rows of
 /// 128 into a 96-row table, took 0.7 ms).
-fn scatter_typed<T: Element + PartialOrd + ScatterNum>(kind: ScatterKind, x: &Data, idx: &[Data], upd: &Data, axes: &[usize]) -> Result<Data> {
+fn scatter_typed<T: Element + PartialOrd + ScatterNum>(
+    kind: ScatterKind,
+    x: &Data,
+    idx: &[Data],
+    upd: &Data,
+    axes: &[usize],
+) -> Result<Data> {
     match kind {
         ScatterKind::Set => scatter::<T>(x, idx, upd, axes, |_, u| u),
         ScatterKind::Add => scatter::<T>(x, idx, upd, axes, T::add),

@@ -185,21 +185,24 @@ fn row<F: RowFloat>(kind: RowKind, r: &[F], o: &mut [F]) {
     }
 }
 
+/// `kind` over consecutive rows (`cols` long in `r`, `out_cols` long in `o`; empty rows when
+/// `cols` is 0). Plain loops, no closure: a closure would be compiled out of line as baseline
+/// code inside `rows_f32`'s SIMD entry points.
+#[inline(always)]
+fn each<F: RowFloat>(kind: RowKind, r: &[F], o: &mut [F], cols: usize, out_cols: usize) {
+    let oc = out_cols.max(1);
+    for i in 0..o.len() / oc {
+        let src = if cols == 0 { &[][..] } else { &r[i * cols..(i + 1) * cols] };
+        row(kind, src, &mut o[i * oc..(i + 1) * oc]);
+    }
+}
+
 /// Consecutive f32 rows (`cols` long in `r`, `out_cols` long in `o`) compiled for AVX-512 or
 /// AVX2 where the CPU has them. Named entry points with the row function inlined, not a closure
 /// handed to `simd::vectorized`: such a closure was left out of line as baseline code, where
 /// fastmath's `mul_add` is a libm call (softmax and logsumexp ran at 0.3 GB/s). The loop over
 /// rows is inside, so short rows (attention's 64-wide softmax) pay no call per row.
 fn rows_f32(kind: RowKind, r: &[f32], o: &mut [f32], cols: usize, out_cols: usize) {
-    // Plain loops, no closure: a closure would again be compiled out of line as baseline code.
-    #[inline(always)]
-    fn each(kind: RowKind, r: &[f32], o: &mut [f32], cols: usize, out_cols: usize) {
-        let oc = out_cols.max(1);
-        for i in 0..o.len() / oc {
-            let src = if cols == 0 { &[][..] } else { &r[i * cols..(i + 1) * cols] };
-            row(kind, src, &mut o[i * oc..(i + 1) * oc]);
-        }
-    }
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
@@ -231,7 +234,7 @@ fn rows(x: &Data, out_cols: usize, kind: RowKind) -> Result<Data> {
     }
     match x.dtype {
         Dtype::Float32 => run_rows::<f32, f32>(&x, cols, out_cols, shape, |r, o| rows_f32(kind, r, o, cols, out_cols)),
-        Dtype::Float64 => run_rows::<f64, f64>(&x, cols, out_cols, shape, |r, o| each_row(r, o, cols, out_cols, |r, o| row::<f64>(kind, r, o))),
+        Dtype::Float64 => run_rows::<f64, f64>(&x, cols, out_cols, shape, |r, o| each::<f64>(kind, r, o, cols, out_cols)),
         Dtype::Float16 => widened::<f16>(&x, cols, out_cols, shape, kind),
         Dtype::Bfloat16 => widened::<bf16>(&x, cols, out_cols, shape, kind),
         dt => Err(crate::error::Error::invalid(format!("[rowwise] unsupported dtype {dt}"))),
@@ -247,16 +250,6 @@ fn widened<T: Element>(x: &Data, cols: usize, out_cols: usize, shape: Vec<usize>
             *d = T::from_f64(v as f64);
         }
     })
-}
-
-/// `g(row, out)` for each of the consecutive rows in `r` and `o` (empty rows when `cols` is 0).
-#[inline(always)]
-fn each_row<T, U>(r: &[T], o: &mut [U], cols: usize, out_cols: usize, mut g: impl FnMut(&[T], &mut [U])) {
-    if cols == 0 {
-        o.chunks_mut(out_cols.max(1)).for_each(|o| g(&[], o));
-    } else {
-        o.chunks_mut(out_cols.max(1)).zip(r.chunks(cols)).for_each(|(o, r)| g(r, o));
-    }
 }
 
 /// Calls `f(rows, outs)` on runs of whole rows (`cols` long in the input, `out_cols` in the
