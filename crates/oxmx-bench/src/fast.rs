@@ -9,7 +9,7 @@ use std::time::Instant;
 
 /// Read bandwidth (bytes per second): every thread sums its share of a 1 GiB buffer, far
 /// larger than the caches.
-fn read_bandwidth() -> f64 {
+pub(crate) fn read_bandwidth() -> f64 {
     let n = 1usize << 28;
     let src = vec![1.0f32; n];
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -121,6 +121,8 @@ pub(crate) fn report(name: &str, secs: f64, bytes: f64, flops: f64) {
         "{}",
         serde_json::json!({"impl": "oxmx", "bench": name, "ms": secs * 1e3, "gbps": bytes / secs / 1e9, "gflops": flops / secs / 1e9})
     );
+    // With OXMX_CPU_PROFILE=1, every row is followed by its kernels' times (set-up included).
+    print_cpu_profile();
 }
 
 pub(crate) fn input(shape: &[usize], seed: u64) -> Array {
@@ -150,6 +152,9 @@ const CONV2D: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
 /// With `OXMX_CPU_PROFILE=1`: the kernels' run time per primitive since the last call (all
 /// threads' time added up), largest first, on stderr.
 pub(crate) fn print_cpu_profile() {
+    if std::env::var("OXMX_CPU_PROFILE").map_or(true, |v| v != "1") {
+        return;
+    }
     let mut prof: Vec<(String, (u64, f64))> = oxmx_core::backend::cuda::profile().into_iter().collect();
     oxmx_core::backend::cuda::profile_reset();
     prof.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
@@ -172,6 +177,13 @@ fn main() {
     if want("copy") || want("gelu_16M_f32_compiled") {
         let bw = copy_bandwidth(n16m);
         println!("{}", serde_json::json!({"impl": "machine", "bench": "copy_16M_f32", "gbps": bw / 1e9}));
+    }
+    if want("eval_latency") {
+        // One tiny op evaluated and waited for: the fixed cost every small kernel pays (graph
+        // build, hand-off to the stream thread, wake-up of the caller).
+        let s = input(&[16], 3);
+        s.eval().unwrap();
+        report("eval_latency_add_16_f32", time(5000, || &s + 1.0), 128.0, 16.0);
     }
     let x = input(&[n16m], 1);
     let y = input(&[n16m], 2);

@@ -75,7 +75,6 @@ pub fn run(want: &dyn Fn(&str) -> bool) {
         let flops: f64 = MLP_TRAIN.windows(2).map(|d| 6.0 * (256 * d[0] * d[1]) as f64).sum();
         let t = time_steps(&mut m, &mut opt, 20, |m| mlp_loss(m, &x, &y));
         report("train_mlp_step_b256_784x512x512x10", t, 0.0, flops);
-        crate::print_cpu_profile();
     }
     if want("train_transformer") {
         let (vocab, ctx, dims, heads, layers, batch) = LM;
@@ -93,6 +92,5 @@ pub fn run(want: &dyn Fn(&str) -> bool) {
         let mut opt = AdamW::new(1e-3);
         let t = time_steps(&mut m, &mut opt, 20, |m| lm_loss(m, &x, &y, &mask));
         report("train_transformer_step_b32_l64_d128x2", t, 0.0, 0.0);
-        crate::print_cpu_profile();
     }
 }

@@ -11,6 +11,9 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
     let (n, k) = (4096usize, 14336usize);
     let need_big = ["qmv_", "matvec_"].iter().any(|p| want(p)) || want("quant");
     if need_big {
+        // The floor of the mat-vec rows, measured in the same run.
+        let bw = crate::fast::read_bandwidth();
+        println!("{}", serde_json::json!({"impl": "note", "bench": "dram_read_bandwidth_1GiB", "GB/s": bw / 1e9}));
         let w = input(&[n, k], 20).astype(Dtype::Bfloat16);
         let x = input(&[1, k], 21).astype(Dtype::Bfloat16);
         w.eval().unwrap();

@@ -195,6 +195,27 @@ fn decode_matvec_edges_match_dense() {
 }
 
 #[test]
+fn decode_rows_exact_in_bfloat16_or_not() {
+    // The 4-bit mat-vec multiplies bfloat16 pairs (AVX-512 BF16 CPUs): an x that is exactly
+    // bfloat16 is multiplied once, any other as hi + lo. A batch mixing both kinds of rows must
+    // give each row the bits it gets alone, and both kinds must match the dense product.
+    for (gs, k) in [(32usize, 576usize), (64, 1024), (128, 384)] {
+        let w = rn(&[29, k]);
+        let (wq, s, b) = quantize(&w, Some(gs), Some(4), "affine");
+        let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(4), "affine", Some(Dtype::Float32));
+        let exact = rn(&[2, k]).astype(Dtype::Bfloat16).astype(Dtype::Float32);
+        let x = concatenate(&[exact, rn(&[3, k])], 0);
+        let got = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine");
+        let want = matmul(&x, &transpose(&dq, &[1, 0]));
+        close_scaled(&format!("g{gs} k{k} mixed rows"), &got, &want, 1e-5, dot_bound(&x, &transpose(&dq, &[1, 0])));
+        for r in 0..5 {
+            let alone = quantized_matmul(&slice_axis(&x, 0, r, r + 1), &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine");
+            same_bits(&format!("g{gs} k{k} row {r} alone"), &slice_axis(&got, 0, r, r + 1), &alone);
+        }
+    }
+}
+
+#[test]
 fn gather_qmm_matches_mlx() {
     let (fx, _) = fixtures();
     for (k, mode, gs, bits) in [("gaffine4", "affine", 64, 4), ("gaffine8", "affine", 32, 8), ("gmxfp44", "mxfp4", 32, 4)] {

@@ -5,6 +5,8 @@ pub mod pack;
 pub mod qmm;
 #[cfg(target_arch = "x86_64")]
 mod qmv512;
+#[cfg(target_arch = "x86_64")]
+mod qmv_bf16;
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};

@@ -12,6 +12,8 @@
 use super::pack::{from_fp8, get_bits, FP4_LUT};
 #[cfg(target_arch = "x86_64")]
 use super::qmv512::{avx512_row, lane_groups16, permute_x16};
+#[cfg(target_arch = "x86_64")]
+use super::qmv_bf16;
 use super::{as_bytes, float_dispatch, QF};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -63,6 +65,9 @@ pub(super) struct Packed<'a> {
 impl Packed<'_> {
     pub(super) fn row_bytes(&self) -> usize {
         self.k * self.bits / 8
+    }
+    pub(super) fn is_affine(&self) -> bool {
+        self.mode == QuantMode::Affine
     }
     pub(super) fn groups(&self) -> usize {
         self.k / self.gs
@@ -222,16 +227,24 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
 fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
-    // Per-group sums of x (the bias term), rows padded with zeros so the kernels read them 8 or
-    // 16 at a time.
+    #[cfg(target_arch = "x86_64")]
+    let dot_bf16 = qmv_bf16::usable(w);
+    #[cfg(not(target_arch = "x86_64"))]
+    let dot_bf16 = false;
     let ngp = xsum_stride(ng);
-    let xsum: Vec<f32> = (0..m)
-        .flat_map(|r| (0..ngp).map(move |g| if g < ng { x[r * k + g * w.gs..r * k + (g + 1) * w.gs].iter().sum::<f32>() } else { 0.0 }))
-        .collect();
+    #[cfg(target_arch = "x86_64")]
+    let (xb, xsum) = if dot_bf16 {
+        let (xb, sums) = qmv_bf16::prepare(x, m, k, w.gs);
+        (Some(xb), sums)
+    } else {
+        (None, group_sums(x, m, k, w.gs, ngp))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let xsum = group_sums(x, m, k, w.gs, ngp);
     let fast =
         w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && crate::backend::cpu::simd::avx2_fma();
-    let wide = fast && use_avx512();
-    let (xbuf, xoff) = match (fast, wide) {
+    let wide = fast && use_avx512() && !dot_bf16;
+    let (xbuf, xoff) = match (fast && !dot_bf16, wide) {
         #[cfg(target_arch = "x86_64")]
         (_, true) => permute_x16(x, m, k, w.bits),
         (true, _) => (permute_x(x, m, k, w.bits), 0),
@@ -240,7 +253,7 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let xp = &xbuf[xoff..];
     let idx = lane_groups(w.gs * w.bits / 32);
     #[cfg(target_arch = "x86_64")]
-    let idx16 = if wide { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
+    let idx16 = if wide || dot_bf16 { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
@@ -258,6 +271,12 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
         let mut buf = vec![0f32; if fast { 0 } else { k }];
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(xb) = &xb {
+                // SAFETY: `usable` checked the CPU and the matrix; `xb` is `[m, k]`.
+                unsafe { qmv_bf16::row(xb, &xsum, m, w, row, &idx16, o) };
+                continue;
+            }
             if wide {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `use_avx512()` checked the CPU; slices are sized by the caller's shapes.
@@ -287,6 +306,15 @@ fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
             y[r * n + c] = scratch[c * m + r];
         }
     }
+}
+
+/// Per-group sums of the rows of `x` (the bias term), rows padded with zeros to `ngp` so the
+/// kernels read them 8 or 16 at a time.
+fn group_sums(x: &[f32], m: usize, k: usize, gs: usize, ngp: usize) -> Vec<f32> {
+    let ng = k / gs;
+    (0..m)
+        .flat_map(|r| (0..ngp).map(move |g| if g < ng { x[r * k + g * gs..r * k + (g + 1) * gs].iter().sum::<f32>() } else { 0.0 }))
+        .collect()
 }
 
 /// Row stride of the per-group sums of `x` the mat-vec kernels read: zero-padded to 16 groups.
