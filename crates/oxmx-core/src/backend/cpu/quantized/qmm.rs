@@ -124,12 +124,12 @@ unsafe impl Sync for SendPtr {}
 
 /// `y[m, n] (+)= Σ_k x[m, k] · W[n, k]`, W packed, for `m` rows of `x` (f32, dense `[m, k]`);
 /// `y` dense `[m, n]`.
-fn qmm_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
+fn qmm_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
     if m <= QMV_MAX_ROWS {
-        return qmv_t(x, m, w, n, y);
+        return qmv_t(x, x_bf16, m, w, n, y);
     }
     // Tiles of `NB` rows of W by `KB` columns, dequantized per task; tasks own column blocks of y.
     const NB: usize = 128;
@@ -223,14 +223,18 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
     }
 }
 
-/// Few-row `x @ Wᵀ`: parallel over output rows of W, one pass over the packed bytes.
-fn qmv_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
+/// Few-row `x @ Wᵀ`: parallel over output rows of W, one pass over the packed bytes. `x_bf16`:
+/// the values of `x` came from a bfloat16 array (exact in bfloat16).
+fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
     #[cfg(target_arch = "x86_64")]
-    let dot_bf16 = qmv_bf16::usable(w);
+    let dot_bf16 = x_bf16 && qmv_bf16::usable(w);
     #[cfg(not(target_arch = "x86_64"))]
-    let dot_bf16 = false;
+    let dot_bf16 = {
+        let _ = x_bf16;
+        false
+    };
     let ngp = xsum_stride(ng);
     #[cfg(target_arch = "x86_64")]
     let (xb, xsum) = if dot_bf16 {
@@ -594,10 +598,10 @@ fn store(y: Vec<f32>, spec: &Spec) -> Result<Data> {
     float_dispatch!(spec.1, T => Data::build::<T>(spec.0.clone(), |o| o.iter_mut().zip(&y).for_each(|(o, &v)| *o = T::from_f32(v))))
 }
 
-/// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]`.
-fn one(transpose: bool, x: &[f32], m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
+/// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]` (`x_bf16`: see `qmv_t`).
+fn one(transpose: bool, x: &[f32], x_bf16: bool, m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
     if transpose {
-        qmm_t(x, m, w, wrows, y)
+        qmm_t(x, x_bf16, m, w, wrows, y)
     } else {
         qmm_n(x, m, w, wrows, y)
     }
@@ -605,6 +609,7 @@ fn one(transpose: bool, x: &[f32], m: usize, w: &Packed, wrows: usize, y: &mut [
 
 pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
     let x = x_f32(&inputs[0])?;
+    let x_bf16 = inputs[0].dtype == Dtype::Bfloat16;
     let w = inputs[1].row_major::<u32>();
     let sc = scale_data(p, &inputs[2], inputs.get(3))?;
     let ws = &inputs[1].shape;
@@ -621,7 +626,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
         let m = x.len() / kx / nbatch.max(1);
         for b in 0..nbatch.max(1) {
             let pk = packed(p, &w, &sc, b, wrows, kw);
-            one(transpose, &x[b * m * kx..(b + 1) * m * kx], m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
+            one(transpose, &x[b * m * kx..(b + 1) * m * kx], x_bf16, m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
         }
     };
     // Every kernel writes each output element once (or its gemm overwrites first), so a float32
@@ -637,6 +642,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
 pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
     let nb = usize::from(p.mode.has_biases());
     let x = x_f32(&inputs[0])?;
+    let x_bf16 = inputs[0].dtype == Dtype::Bfloat16;
     let w = inputs[1].row_major::<u32>();
     let sc = scale_data(p, &inputs[2], if nb == 1 { Some(&inputs[3]) } else { None })?;
     let lhs = inputs[3 + nb].row_major::<u32>();
@@ -653,7 +659,7 @@ pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
             return Err(Error::index(format!("[gather_qmm] index out of range: lhs {li} (of {bx}), rhs {ri} (of {bw})")));
         }
         let pk = packed(p, &w, &sc, ri, wrows, kw);
-        one(transpose, &x[li * m * kx..(li + 1) * m * kx], m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
+        one(transpose, &x[li * m * kx..(li + 1) * m * kx], x_bf16, m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
     }
     store(y, spec)
 }

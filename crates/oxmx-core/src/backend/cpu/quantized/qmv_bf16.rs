@@ -16,9 +16,12 @@
 //!
 //! `x` is permuted once per call so that lane `i` of extract `j` of a 128-code block meets element
 //! `4i + j`; after the dot product f32 lane `m` holds elements `8m..8m + 8`, i.e. packed word `m`,
-//! the lane-to-group map of `qmv512`. An `x` that is not exactly bfloat16 (f32, f16) is split as
-//! `hi + lo`, both bfloat16, and multiplied twice: `x − hi − lo` is below `2⁻¹⁶·|x|` (f16 values
-//! split exactly), below the f32 accumulation error over a row.
+//! the lane-to-group map of `qmv512`.
+//!
+//! Only for a bfloat16 `x` (bf16 models). An f32 or f16 `x` would have to be split as `hi + lo`
+//! and multiplied twice; measured that way the kernel was no faster than `qmv512` with one row
+//! and slower with eight (SmolLM2's f32 decode shapes), so those keep `qmv512`. The choice
+//! depends on the dtype only, never on the values, so a row gets the same bits in any batch.
 
 use super::qmm::{xsum_stride, Packed, Scales};
 use super::qmv512::LaneGroups16;
@@ -26,12 +29,10 @@ use crate::backend::cpu::simd::Load16;
 use half::bf16;
 use std::arch::x86_64::*;
 
-/// `x` in the kernel's order as bfloat16: the high parts of every row, then (when `split`) the
-/// low parts, 64-byte aligned from `off`.
+/// `x` in the kernel's order as bfloat16, 64-byte aligned from `off`.
 pub(super) struct XBf16 {
     buf: Vec<bf16>,
     off: usize,
-    split: bool,
 }
 
 /// Whether this CPU runs the kernel and the matrix fits it: 4-bit affine, rows a multiple of
@@ -46,41 +47,30 @@ pub(super) fn usable(w: &Packed) -> bool {
     cpu && w.is_affine() && w.bits == 4 && w.k % 64 == 0
 }
 
-/// `x` (`[m, k]`, f32) as the kernel reads it, and the per-group sums of the values it uses
-/// (rows `xsum_stride` long, zero-padded): position `32j + i` of a block of 128 codes (`16j + i`
-/// of a last block of 64) holds element `4i + j`.
+/// `x` (`[m, k]`, values exactly bfloat16, widened to f32) as the kernel reads it, and its
+/// per-group sums (rows `xsum_stride` long, zero-padded): position `32j + i` of a block of 128
+/// codes (`16j + i` of a last block of 64) holds element `4i + j`.
 pub(super) fn prepare(x: &[f32], m: usize, k: usize, gs: usize) -> (XBf16, Vec<f32>) {
     let ngp = xsum_stride(k / gs);
-    let mut buf = vec![bf16::ZERO; 2 * m * k + 32];
+    let mut buf = vec![bf16::ZERO; m * k + 32];
     let off = buf.as_ptr().align_offset(64).min(32);
     let mut sums = vec![0f32; m * ngp];
     // SAFETY: `usable` (the caller's gate) checked the CPU features; k is a multiple of 64 and
     // of gs (32, 64 or 128), the buffers are sized above.
-    let split = unsafe { prepare_avx512(x, m, k, gs, ngp, &mut buf[off..off + 2 * m * k], &mut sums) };
-    (XBf16 { buf, off, split }, sums)
-}
-
-#[inline(always)]
-unsafe fn widen(h: __m256bh) -> __m512 {
-    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(h))))
+    unsafe { prepare_avx512(x, m, k, gs, ngp, &mut buf[off..off + m * k], &mut sums) };
+    (XBf16 { buf, off }, sums)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn prepare_avx512(x: &[f32], m: usize, k: usize, gs: usize, ngp: usize, planes: &mut [bf16], sums: &mut [f32]) -> bool {
-    let (hi, lo) = planes.split_at_mut(m * k);
-    let mut lo_bits = _mm256_setzero_si256();
-    // Natural order first, 16 values at a time: hi, lo = bf16(x - hi), and the group sums of
-    // hi + lo.
+unsafe fn prepare_avx512(x: &[f32], m: usize, k: usize, gs: usize, ngp: usize, xb: &mut [bf16], sums: &mut [f32]) {
+    // Natural order first, 16 values at a time (exact: the values are bfloat16), with the
+    // group sums.
     for r in 0..m {
         for c in (0..k).step_by(16) {
             let v = _mm512_loadu_ps(x.as_ptr().add(r * k + c));
-            let h = _mm512_cvtneps_pbh(v);
-            let l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, widen(h)));
-            let (hb, lb) = (std::mem::transmute::<__m256bh, __m256i>(h), std::mem::transmute::<__m256bh, __m256i>(l));
-            lo_bits = _mm256_or_si256(lo_bits, lb);
-            _mm256_storeu_si256(hi.as_mut_ptr().add(r * k + c) as *mut __m256i, hb);
-            _mm256_storeu_si256(lo.as_mut_ptr().add(r * k + c) as *mut __m256i, lb);
-            sums[r * ngp + c / gs] += _mm512_reduce_add_ps(_mm512_add_ps(widen(h), widen(l)));
+            let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(xb.as_mut_ptr().add(r * k + c) as *mut __m256i, h);
+            sums[r * ngp + c / gs] += _mm512_reduce_add_ps(v);
         }
     }
     // Then each block of 128 in place: output j takes every fourth value from j, picked from
@@ -91,33 +81,30 @@ unsafe fn prepare_avx512(x: &[f32], m: usize, k: usize, gs: usize, ngp: usize, p
             *v = ((4 * i + j) % 64) as u16;
         }
     }
-    for plane in [&mut *hi, &mut *lo] {
-        for r in 0..m {
-            let row = &mut plane[r * k..(r + 1) * k];
-            let full = k / 128 * 128;
-            for b0 in (0..full).step_by(128) {
-                let p = row.as_mut_ptr().add(b0) as *mut __m512i;
-                let a = [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)), _mm512_loadu_si512(p.add(2)), _mm512_loadu_si512(p.add(3))];
-                for (j, t) in idx.iter().enumerate() {
-                    let ix = _mm512_loadu_si512(t.as_ptr() as *const __m512i);
-                    let first = _mm512_permutex2var_epi16(a[0], ix, a[1]);
-                    let last = _mm512_permutex2var_epi16(a[2], ix, a[3]);
-                    _mm512_storeu_si512(p.add(j), _mm512_mask_blend_epi16(0xFFFF_0000, first, last));
-                }
+    for r in 0..m {
+        let row = &mut xb[r * k..(r + 1) * k];
+        let full = k / 128 * 128;
+        for b0 in (0..full).step_by(128) {
+            let p = row.as_mut_ptr().add(b0) as *mut __m512i;
+            let a = [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)), _mm512_loadu_si512(p.add(2)), _mm512_loadu_si512(p.add(3))];
+            for (j, t) in idx.iter().enumerate() {
+                let ix = _mm512_loadu_si512(t.as_ptr() as *const __m512i);
+                let first = _mm512_permutex2var_epi16(a[0], ix, a[1]);
+                let last = _mm512_permutex2var_epi16(a[2], ix, a[3]);
+                _mm512_storeu_si512(p.add(j), _mm512_mask_blend_epi16(0xFFFF_0000, first, last));
             }
-            if full < k {
-                // A last half block of 64.
-                let mut t = [bf16::ZERO; 64];
-                t.copy_from_slice(&row[full..]);
-                for j in 0..4 {
-                    for i in 0..16 {
-                        row[full + 16 * j + i] = t[4 * i + j];
-                    }
+        }
+        if full < k {
+            // A last half block of 64.
+            let mut t = [bf16::ZERO; 64];
+            t.copy_from_slice(&row[full..]);
+            for j in 0..4 {
+                for i in 0..16 {
+                    row[full + 16 * j + i] = t[4 * i + j];
                 }
             }
         }
     }
-    _mm256_testz_si256(lo_bits, lo_bits) == 0
 }
 
 /// One output row `W[row] · x[r]` for every row `r < out.len()` of `x` (`xsum`: per-group sums
@@ -128,28 +115,19 @@ unsafe fn prepare_avx512(x: &[f32], m: usize, k: usize, gs: usize, ngp: usize, p
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c")]
 pub(super) unsafe fn row(x: &XBf16, xsum: &[f32], m: usize, w: &Packed, row: usize, idx: &LaneGroups16, out: &mut [f32]) {
     macro_rules! rows {
-        ($split:literal, $s:expr, $b:expr) => {
-            match m {
-                1 => row_m::<1, $split, _>(x, xsum, w, row, $s, $b, idx, out),
-                2 => row_m::<2, $split, _>(x, xsum, w, row, $s, $b, idx, out),
-                3 | 4 => row_m::<4, $split, _>(x, xsum, w, row, $s, $b, idx, out),
-                _ => row_m::<8, $split, _>(x, xsum, w, row, $s, $b, idx, out),
-            }
-        };
-    }
-    macro_rules! split {
         ($s:expr, $b:expr) => {
-            if x.split {
-                rows!(true, $s, $b)
-            } else {
-                rows!(false, $s, $b)
+            match m {
+                1 => row_m::<1, _>(x, xsum, w, row, $s, $b, idx, out),
+                2 => row_m::<2, _>(x, xsum, w, row, $s, $b, idx, out),
+                3 | 4 => row_m::<4, _>(x, xsum, w, row, $s, $b, idx, out),
+                _ => row_m::<8, _>(x, xsum, w, row, $s, $b, idx, out),
             }
         };
     }
     match w.sc {
-        Scales::F32(s, b) => split!(s, b),
-        Scales::F16(s, b) => split!(s, b),
-        Scales::Bf16(s, b) => split!(s, b),
+        Scales::F32(s, b) => rows!(s, b),
+        Scales::F16(s, b) => rows!(s, b),
+        Scales::Bf16(s, b) => rows!(s, b),
         _ => unreachable!("affine scales are f32, f16 or bf16"),
     }
 }
@@ -194,7 +172,7 @@ unsafe fn xbh_half(p: *const bf16) -> __m256bh {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_m<const M: usize, const SPLIT: bool, T: Load16>(
+unsafe fn row_m<const M: usize, T: Load16>(
     x: &XBf16,
     xsum: &[f32],
     w: &Packed,
@@ -211,7 +189,6 @@ unsafe fn row_m<const M: usize, const SPLIT: bool, T: Load16>(
     let bytes = w.bytes.as_ptr().add(row * w.row_bytes());
     let (s, b) = (&s[row * ng..(row + 1) * ng], &b[row * ng..(row + 1) * ng]);
     let xp = x.buf.as_ptr().add(x.off);
-    let xlo = xp.add(m * k);
     let mut tot = [_mm512_setzero_ps(); M];
     let mut tail = [_mm256_setzero_ps(); M];
     // The 128 codes from code `c0` (a multiple of 128), scaled per lane by `sv`.
@@ -226,13 +203,6 @@ unsafe fn row_m<const M: usize, const SPLIT: bool, T: Load16>(
                 let mut a1 = _mm512_dpbf16_ps(_mm512_setzero_ps(), e[1], xbh(xr.add(32)));
                 a0 = _mm512_dpbf16_ps(a0, e[2], xbh(xr.add(64)));
                 a1 = _mm512_dpbf16_ps(a1, e[3], xbh(xr.add(96)));
-                if SPLIT {
-                    let xr = xlo.add(r * k + c0);
-                    a0 = _mm512_dpbf16_ps(a0, e[0], xbh(xr));
-                    a1 = _mm512_dpbf16_ps(a1, e[1], xbh(xr.add(32)));
-                    a0 = _mm512_dpbf16_ps(a0, e[2], xbh(xr.add(64)));
-                    a1 = _mm512_dpbf16_ps(a1, e[3], xbh(xr.add(96)));
-                }
                 tot[r] = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), sv, tot[r]);
             }
         }};
@@ -290,13 +260,6 @@ unsafe fn row_m<const M: usize, const SPLIT: bool, T: Load16>(
                 a = _mm256_dpbf16_ps(a, e[1], xbh_half(xr.add(16)));
                 a = _mm256_dpbf16_ps(a, e[2], xbh_half(xr.add(32)));
                 a = _mm256_dpbf16_ps(a, e[3], xbh_half(xr.add(48)));
-                if SPLIT {
-                    let xr = xlo.add(r * k + c0);
-                    a = _mm256_dpbf16_ps(a, e[0], xbh_half(xr));
-                    a = _mm256_dpbf16_ps(a, e[1], xbh_half(xr.add(16)));
-                    a = _mm256_dpbf16_ps(a, e[2], xbh_half(xr.add(32)));
-                    a = _mm256_dpbf16_ps(a, e[3], xbh_half(xr.add(48)));
-                }
                 tail[r] = _mm256_fmadd_ps(a, sv8, tail[r]);
             }
         }
