@@ -9,7 +9,8 @@ use oxmx_core::prelude::*;
 
 pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
     let (n, k) = (4096usize, 14336usize);
-    let need_big = ["qmv_", "matvec_"].iter().any(|p| want(p)) || want("quant");
+    let big = ["qmv_4096x14336_q4g64_bf16", "qmv_4096x14336_q8g64_bf16", "matvec_4096x14336_bf16"];
+    let need_big = big.iter().any(|name| want(name)) || want("quant");
     if need_big {
         // The floor of the mat-vec rows, measured in the same run.
         let bw = crate::fast::read_bandwidth();

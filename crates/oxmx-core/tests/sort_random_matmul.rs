@@ -461,14 +461,23 @@ mod mm {
         }
     }
 
-    /// Few-row 16-bit products (the decode path that reads the weights once, in both layouts)
-    /// against f32 products of the same 16-bit values: one 16-bit rounding step apart.
+    /// Few-row 16-bit products (the decode path that reads the weights once, in both layouts;
+    /// bfloat16 with a transposed weight takes the BF16 dot-product kernel where the CPU has it:
+    /// rows of 1 to 8, k with and without a masked tail) against f32 products of the same 16-bit
+    /// values: one 16-bit rounding step apart.
     #[test]
     fn half_few_row_matmul_matches_f32_reference() {
         for dt in [Dtype::Bfloat16, Dtype::Float16] {
-            for (m, k, n, transpose_b) in
-                [(1, 1500, 70, true), (3, 64, 300, true), (8, 2100, 33, false), (1, 5, 600, false), (2, 1024, 1, true)]
-            {
+            for (m, k, n, transpose_b) in [
+                (1, 1500, 70, true),
+                (3, 64, 300, true),
+                (8, 2100, 33, false),
+                (1, 5, 600, false),
+                (2, 1024, 1, true),
+                (8, 200, 17, true),
+                (5, 31, 9, true),
+                (4, 4096, 40, true),
+            ] {
                 let a = Array::from_slice(&lcg(m * k, 3, 19), &[m, k]).astype(dt) * 0.25;
                 let b = if transpose_b {
                     swapaxes(&Array::from_slice(&lcg(k * n, 4, 19), &[n, k]), -1, -2).astype(dt) * 0.25

@@ -268,6 +268,16 @@ fn f32_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
     gemm_kernel::<f32>(a, b, out_shape, 0.0, 1.0)
 }
 
+/// Decode-shaped bfloat16 products: the BF16 dot-product kernel where the CPU has it, else the
+/// widening one.
+fn bf16_few_rows(a: &Data, b: &Data, out_shape: &[usize]) -> Option<Result<Data>> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(r) = super::gemv_bf16::few_rows(a, b, out_shape.to_vec()) {
+        return Some(r);
+    }
+    super::gemv::few_rows::<bf16>(a, b, out_shape.to_vec())
+}
+
 pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
     match op {
         MatmulOp::Matmul => {
@@ -281,7 +291,7 @@ pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>>
                     None => through_f32::<f16>(&a, &b, out_shape, f16::to_f32, f16::from_f32),
                 },
                 Dtype::Complex64 => gemm_kernel::<Complex32>(&a, &b, out_shape, Complex32::new(0.0, 0.0), Complex32::new(1.0, 0.0)),
-                Dtype::Bfloat16 => match super::gemv::few_rows::<bf16>(&a, &b, out_shape.clone()) {
+                Dtype::Bfloat16 => match bf16_few_rows(&a, &b, &out_shape) {
                     Some(r) => r,
                     None => bf16_kernel(&a, &b, out_shape),
                 },

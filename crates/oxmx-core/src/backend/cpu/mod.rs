@@ -13,6 +13,8 @@ pub mod fastmath;
 pub mod fft;
 pub mod fused;
 pub mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod gemv_bf16;
 pub mod index;
 pub mod jit;
 mod kfloat;
