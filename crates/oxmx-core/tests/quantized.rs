@@ -196,26 +196,26 @@ fn decode_matvec_edges_match_dense() {
 
 #[test]
 fn bfloat16_decode_against_float_scales() {
-    // A bfloat16 x takes the bfloat16 dot-product kernel (on CPUs with AVX-512 BF16) whatever
-    // the dtype of the scales; the edges test above pairs it with bfloat16 scales only. Against
+    // A bfloat16 x against 4-bit weights takes the bfloat16 dot-product kernel (on CPUs with
+    // AVX-512 BF16; 8-bit weights keep qmv512) whatever the dtype of the scales; the edges test above pairs it with bfloat16 scales only. Against
     // the dense product in f32, and each row alone gives the bits it gets in the batch.
-    for (gs, k) in [(32usize, 576usize), (64, 1024), (64, 320), (128, 384)] {
+    for (bits, gs, k) in [(4usize, 32usize, 576usize), (4, 64, 1024), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 32, 96), (8, 64, 1024), (8, 128, 640)] {
         for sdt in [Dtype::Float32, Dtype::Float16] {
             let w = rn(&[29, k]).astype(sdt);
-            let (wq, s, b) = quantize(&w, Some(gs), Some(4), "affine");
-            let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(4), "affine", Some(Dtype::Float32));
+            let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
+            let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(bits), "affine", Some(Dtype::Float32));
             let x = rn(&[5, k]).astype(Dtype::Bfloat16);
-            let got = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine");
+            let got = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(bits), "affine");
             // bfloat16 with f32 or f16 scales promotes to float32; dequantize rounds f16 scales'
             // products in f16, so the reference is only that close.
             assert_eq!(got.dtype(), Dtype::Float32);
             let t = if sdt == Dtype::Float32 { 1e-5 } else { tol("float16") };
             let x32 = x.astype(Dtype::Float32);
             let want = matmul(&x32, &transpose(&dq, &[1, 0]));
-            let name = format!("g{gs} k{k} scales {sdt}");
+            let name = format!("b{bits} g{gs} k{k} scales {sdt}");
             close_scaled(&name, &got, &want, t, dot_bound(&x32, &transpose(&dq, &[1, 0])));
             for r in 0..5 {
-                let alone = quantized_matmul(&slice_axis(&x, 0, r, r + 1), &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine");
+                let alone = quantized_matmul(&slice_axis(&x, 0, r, r + 1), &wq, &s, b.as_ref(), true, Some(gs), Some(bits), "affine");
                 same_bits(&format!("{name} row {r} alone"), &slice_axis(&got, 0, r, r + 1), &alone);
             }
         }
