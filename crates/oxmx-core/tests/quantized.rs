@@ -199,7 +199,9 @@ fn bfloat16_decode_against_float_scales() {
     // A bfloat16 x against 4-bit weights takes the bfloat16 dot-product kernel (on CPUs with
     // AVX-512 BF16; 8-bit weights keep qmv512) whatever the dtype of the scales; the edges test above pairs it with bfloat16 scales only. Against
     // the dense product in f32, and each row alone gives the bits it gets in the batch.
-    for (bits, gs, k) in [(4usize, 32usize, 576usize), (4, 64, 1024), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 32, 96), (8, 64, 1024), (8, 128, 640)] {
+    for (bits, gs, k) in
+        [(4usize, 32usize, 576usize), (4, 64, 1024), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 32, 96), (8, 64, 1024), (8, 128, 640)]
+    {
         for sdt in [Dtype::Float32, Dtype::Float16] {
             let w = rn(&[29, k]).astype(sdt);
             let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
