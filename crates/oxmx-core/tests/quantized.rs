@@ -195,6 +195,39 @@ fn decode_matvec_edges_match_dense() {
 }
 
 #[test]
+fn few_row_decode_across_tasks_and_tiles() {
+    // Enough weight rows for several parallel tasks and 16-row tiles with a short last one
+    // (the AMX kernel on CPUs that have it: 4-bit, f32/f16 x, groups packed side by side in a
+    // tile depending on the number of rows), rows of 16 or more groups (scales read in
+    // overlapping windows), f16 and bf16 scales: against the dense product, and every row of
+    // x gets the bits it gets alone.
+    for (gs, k) in [(32usize, 576usize), (64, 1088), (128, 640), (32, 96)] {
+        for sdt in [Dtype::Float16, Dtype::Bfloat16] {
+            let w = rn(&[301, k]).astype(sdt);
+            let (wq, s, b) = quantize(&w, Some(gs), Some(4), "affine");
+            let dq = dequantize(&wq, &s, b.as_ref(), Some(gs), Some(4), "affine", Some(Dtype::Float32));
+            let dqt = transpose(&dq, &[1, 0]);
+            for xdt in [Dtype::Float32, Dtype::Float16] {
+                let x = rn(&[8, k]).astype(xdt);
+                for m in [1usize, 2, 3, 4, 6, 8] {
+                    let xm = slice_axis(&x, 0, 0, m);
+                    let got = quantized_matmul(&xm, &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine");
+                    let want = matmul(&xm.astype(Dtype::Float32), &dqt);
+                    // f16 scales' products are rounded in f16 by dequantize (see below).
+                    let t = if xdt == Dtype::Float32 && sdt == Dtype::Bfloat16 { 1e-5 } else { tol("float16") };
+                    let name = format!("g{gs} k{k} scales {sdt} x {xdt} m{m}");
+                    close_scaled(&name, &got.astype(Dtype::Float32), &want, t, dot_bound(&xm, &dqt));
+                    for r in 0..m {
+                        let alone = quantized_matmul(&slice_axis(&x, 0, r, r + 1), &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine");
+                        same_bits(&format!("{name} row {r} alone"), &slice_axis(&got, 0, r, r + 1), &alone);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn bfloat16_decode_against_float_scales() {
     // A bfloat16 x against 4-bit weights takes the bfloat16 dot-product kernel (on CPUs with
     // AVX-512 BF16; 8-bit weights keep qmv512) whatever the dtype of the scales; the edges test above pairs it with bfloat16 scales only. Against
