@@ -6,8 +6,6 @@ pub mod qmm;
 #[cfg(target_arch = "x86_64")]
 mod qmv512;
 #[cfg(target_arch = "x86_64")]
-mod qmv_amx;
-#[cfg(target_arch = "x86_64")]
 mod qmv_bf16;
 
 use crate::dtype::{Dtype, Element};

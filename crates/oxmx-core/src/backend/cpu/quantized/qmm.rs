@@ -13,8 +13,6 @@ use super::pack::{from_fp8, get_bits, FP4_LUT};
 #[cfg(target_arch = "x86_64")]
 use super::qmv512::{avx512_row, lane_groups16, permute_x16};
 #[cfg(target_arch = "x86_64")]
-use super::qmv_amx;
-#[cfg(target_arch = "x86_64")]
 use super::qmv_bf16;
 use super::{as_bytes, float_dispatch, QF};
 use crate::dtype::Dtype;
@@ -237,12 +235,6 @@ fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32])
         let _ = x_bf16;
         false
     };
-    // AMX tiles: several rows of x for about the price of one (an f32/f16 x; bf16 x keeps
-    // `qmv_bf16`, which reads DRAM-sized matrices faster).
-    #[cfg(target_arch = "x86_64")]
-    if !dot_bf16 && m <= 8 && qmv_amx::usable(w) {
-        return qmv_amx_t(x, m, w, n, y);
-    }
     let ngp = xsum_stride(ng);
     #[cfg(target_arch = "x86_64")]
     let (xb, xsum) = if dot_bf16 {
@@ -316,31 +308,6 @@ fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32])
     for r in 0..m {
         for c in 0..n {
             y[r * n + c] = scratch[c * m + r];
-        }
-    }
-}
-
-/// `qmv_t` on AMX tiles: tasks of whole 16-row tiles, results computed `[n, m]`.
-#[cfg(target_arch = "x86_64")]
-fn qmv_amx_t(x: &[f32], m: usize, w: &Packed, n: usize, y: &mut [f32]) {
-    let xt = qmv_amx::prepare(x, m, w.k, w.gs);
-    let rows_per_task = (32768 / w.row_bytes().max(1)).clamp(16, 256) / 16 * 16;
-    let mut scratch = Vec::new();
-    let yt: &mut [f32] = if m == 1 {
-        &mut y[..n]
-    } else {
-        scratch.resize(n * m, 0f32);
-        &mut scratch
-    };
-    yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
-        // SAFETY: `usable` held; `xt` is `[m, k]`; the chunk's rows exist.
-        unsafe { qmv_amx::rows(&xt, w, t * rows_per_task, out) };
-    });
-    if m > 1 {
-        for r in 0..m {
-            for c in 0..n {
-                y[r * n + c] = scratch[c * m + r];
-            }
         }
     }
 }
