@@ -169,6 +169,10 @@ pub(crate) fn print_cpu_profile() {
 }
 
 fn main() {
+    // Output piped into `head` (or a closed pipe) ends the run quietly, as for other command-line
+    // tools, instead of `println!` panicking on the broken pipe.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let filter = std::env::args().nth(1).unwrap_or_default();
     let want = |name: &str| filter.is_empty() || name.contains(&filter);
     // OXMX_BENCH_N shrinks the element-wise rows, e.g. to see a kernel with its data in cache.
