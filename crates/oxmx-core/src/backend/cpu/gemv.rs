@@ -18,30 +18,48 @@ pub const MAX_ROWS: usize = 8;
 const CHUNK: usize = 1024;
 const LANES: usize = 16;
 
-simd::multiversion! {
-/// `Some(y)` when the shapes and layouts suit this path, `None` to use the general kernel.
-pub(super) fn few_rows<T: KFloat>(a: &Data, b: &Data, out_shape: Vec<usize>) -> Option<crate::error::Result<Data>> {
+/// A product `x [m, k] @ B [k, n]` the few-row kernels take: one batch, 1..=`MAX_ROWS` rows of
+/// `x`, and `B` read along unit strides from `base` in its buffer: a transposed view of
+/// row-major `W [n, k]` (`transposed`, W's rows `row` apart) or row-major `[k, n]` (rows `row`
+/// apart).
+pub(super) struct FewRows {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub transposed: bool,
+    pub row: usize,
+    pub base: usize,
+}
+
+/// `Some` when `a @ b` (output `out_shape`) has a shape and layout `FewRows` describes.
+pub(super) fn few_rows_shape(a: &Data, b: &Data, out_shape: &[usize]) -> Option<FewRows> {
     let nd = a.ndim();
     let (m, k, n) = (a.shape[nd - 2], a.shape[nd - 1], b.shape[nd - 1]);
     let batches: usize = out_shape[..out_shape.len() - 2].iter().product();
-    if batches != 1 || m == 0 || m > MAX_ROWS || k == 0 || n == 0 {
+    if batches != 1 || m == 0 || m > MAX_ROWS || k == 0 || n == 0 || b.offset < 0 {
         return None;
     }
     let (b_rs, b_cs) = (b.strides[nd - 2], b.strides[nd - 1]);
     let transposed = b_rs == 1 && b_cs >= k as isize;
-    if !(transposed || (b_cs == 1 && b_rs >= n as isize)) || b.offset < 0 {
+    if !(transposed || (b_cs == 1 && b_rs >= n as isize)) {
         return None;
     }
+    let row = if transposed { b_cs } else { b_rs } as usize;
+    Some(FewRows { m, k, n, transposed, row, base: b.offset as usize })
+}
+
+simd::multiversion! {
+/// `Some(y)` when the shapes and layouts suit this path, `None` to use the general kernel.
+pub(super) fn few_rows<T: KFloat>(a: &Data, b: &Data, out_shape: Vec<usize>) -> Option<crate::error::Result<Data>> {
+    let FewRows { m, k, n, transposed, row, base } = few_rows_shape(a, b, &out_shape)?;
     // x widened once: [m, k] dense f32.
     let xr = a.row_major::<T>();
     let mut x = vec![0f32; m * k];
     T::load(&xr, &mut x);
     let raw = b.raw::<T>();
-    let base = b.offset as usize;
     let mut y = vec![0f32; m * n];
     if transposed {
         // Output j is Σ_k x[r, k] W[j, k]; computed transposed ([n, m]) so tasks own rows.
-        let row = b_cs as usize;
         let rows_per_task = (16384 / k).clamp(1, 64);
         let mut yt = vec![0f32; n * m];
         yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
@@ -70,7 +88,6 @@ pub(super) fn few_rows<T: KFloat>(a: &Data, b: &Data, out_shape: Vec<usize>) -> 
         }
     } else {
         // y[r, cols] = Σ_k x[r, k] B[k, cols]; tasks own column stripes and walk all of k.
-        let row = b_rs as usize;
         const COLS: usize = 256;
         let mut stripes: Vec<Vec<f32>> = (0..n.div_ceil(COLS)).map(|_| Vec::new()).collect();
         stripes.par_iter_mut().enumerate().for_each(|(s, acc)| {

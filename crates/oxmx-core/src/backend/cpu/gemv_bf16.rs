@@ -11,13 +11,12 @@
 //! The instruction treats bfloat16 subnormals (below 1.2e-38) as zero, in inputs and in the
 //! accumulators; nothing else differs from f32 arithmetic but the order of the additions.
 
+use super::gemv::FewRows;
 use crate::graph::Data;
 use half::bf16;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
-/// Rows of `x` up to which this path is used (as `gemv::MAX_ROWS`).
-const MAX_ROWS: usize = 8;
 /// How far ahead of its reads the kernel prefetches weights into L2.
 const AHEAD: usize = 8192;
 
@@ -34,19 +33,12 @@ fn usable() -> bool {
 
 /// `Some(y)` when the CPU, shapes and layout suit this path, `None` to use another kernel.
 pub(super) fn few_rows(a: &Data, b: &Data, out_shape: Vec<usize>) -> Option<crate::error::Result<Data>> {
-    let nd = a.ndim();
-    let (m, k, n) = (a.shape[nd - 2], a.shape[nd - 1], b.shape[nd - 1]);
-    let batches: usize = out_shape[..out_shape.len() - 2].iter().product();
-    if !usable() || batches != 1 || m == 0 || m > MAX_ROWS || k == 0 || n == 0 {
-        return None;
-    }
-    let (b_rs, b_cs) = (b.strides[nd - 2], b.strides[nd - 1]);
-    if b_rs != 1 || b_cs < k as isize || b.offset < 0 {
+    let FewRows { m, k, n, transposed, row, base } = super::gemv::few_rows_shape(a, b, &out_shape)?;
+    if !usable() || !transposed {
         return None;
     }
     let x = a.row_major::<bf16>();
-    let w = &b.raw::<bf16>()[b.offset as usize..];
-    let row = b_cs as usize;
+    let w = &b.raw::<bf16>()[base..];
     // Computed transposed ([n, m]) so that tasks own contiguous outputs.
     let mut yt = vec![0f32; n * m];
     let rows_per_task = (65536 / (2 * k)).clamp(1, 256);
@@ -70,7 +62,7 @@ pub(super) fn few_rows(a: &Data, b: &Data, out_shape: Vec<usize>) -> Option<crat
 /// `out[r] = x[r] · w[..k]` for the `m = out.len()` rows of `x` (`[m, k]`).
 ///
 /// # Safety
-/// AVX-512 F/BW and BF16; `w` valid for `k` elements; `m ≤ MAX_ROWS`.
+/// AVX-512 F/BW and BF16; `w` valid for `k` elements; `m ≤ gemv::MAX_ROWS`.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn dot_rows(x: &[bf16], m: usize, k: usize, w: *const bf16, out: &mut [f32]) {
     match m {
