@@ -196,11 +196,10 @@ fn decode_matvec_edges_match_dense() {
 
 #[test]
 fn few_row_decode_across_tasks_and_tiles() {
-    // Enough weight rows for several parallel tasks and 16-row tiles with a short last one
-    // (the AMX kernel on CPUs that have it: 4-bit, f32/f16 x, groups packed side by side in a
-    // tile depending on the number of rows), rows of 16 or more groups (scales read in
-    // overlapping windows), f16 and bf16 scales: against the dense product, and every row of
-    // x gets the bits it gets alone.
+    // Enough weight rows (301) for several parallel tasks of the few-row kernels with a short
+    // last one, rows of 16 groups or more (whole 16-group chunks plus a tail) and of fewer,
+    // f16 and bf16 scales, f32 and f16 x: against the dense product, and every row of x gets
+    // the bits it gets alone.
     for (gs, k) in [(32usize, 576usize), (64, 1088), (128, 640), (32, 96)] {
         for sdt in [Dtype::Float16, Dtype::Bfloat16] {
             let w = rn(&[301, k]).astype(sdt);
