@@ -260,6 +260,64 @@ fn bfloat16_decode_against_float_scales() {
 }
 
 #[test]
+fn decode_with_outliers_in_x() {
+    // Activations with outliers (every 37th element 300x larger) and near-silent groups (1e-3):
+    // the decode kernels multiply x as it is (f32, or bfloat16 products exact in f32), so the
+    // result stays within MLX's f32 tolerance of the dense product whatever the spread of x
+    // within a group (a kernel that rounded x to integers per group would not). With f32 scales
+    // the result is f32 for both dtypes of x. Each row alone gives the bits it gets in the batch.
+    let (n, m) = (29usize, 3usize);
+    for (bits, gs, k) in [(4usize, 32usize, 576usize), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 64, 1024), (2, 64, 640), (2, 128, 1152)] {
+        let w = rn(&[n, k]);
+        let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
+        let b = b.unwrap();
+        let dq = dequantize(&wq, &s, Some(&b), Some(gs), Some(bits), "affine", Some(Dtype::Float32));
+        let dqt = transpose(&dq, &[1, 0]);
+        let mut xv = rn(&[m, k]).to_vec::<f32>().unwrap();
+        for (i, v) in xv.iter_mut().enumerate() {
+            if i % 37 == 5 {
+                *v *= 300.0;
+            } else if (i / gs) % 5 == 3 {
+                *v *= 1e-3;
+            }
+        }
+        let x32 = Array::from_slice(&xv, &[m, k]);
+        for xdt in [Dtype::Float32, Dtype::Bfloat16] {
+            let x = x32.astype(xdt);
+            let got = quantized_matmul(&x, &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine");
+            assert_eq!(got.dtype(), Dtype::Float32);
+            let xe = x.astype(Dtype::Float32);
+            let want = matmul(&xe, &dqt);
+            let name = format!("b{bits} g{gs} k{k} x {xdt}");
+            close_scaled(&name, &got, &want, 1e-5, dot_bound(&xe, &dqt));
+            for r in 0..m {
+                let alone = quantized_matmul(&slice_axis(&x, 0, r, r + 1), &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine");
+                same_bits(&format!("{name} row {r} alone"), &slice_axis(&got, 0, r, r + 1), &alone);
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_propagates_nan_and_inf() {
+    // A NaN in a row of x makes that row's outputs NaN and an infinity makes them non-finite,
+    // whichever decode kernel runs; the other rows are untouched.
+    let (n, k, gs) = (40usize, 256usize, 64usize);
+    let (wq, s, b) = quantize(&rn(&[n, k]), Some(gs), Some(4), "affine");
+    for xdt in [Dtype::Float32, Dtype::Bfloat16, Dtype::Float16] {
+        let mut xv = rn(&[3, k]).to_vec::<f32>().unwrap();
+        xv[k + 70] = f32::NAN;
+        xv[2 * k + 3] = f32::INFINITY;
+        let x = Array::from_slice(&xv, &[3, k]).astype(xdt);
+        let y = quantized_matmul(&x, &wq, &s, b.as_ref(), true, Some(gs), Some(4), "affine").astype(Dtype::Float32);
+        let y = y.to_vec::<f32>().unwrap();
+        assert!(y[..n].iter().all(|v| v.is_finite()), "{xdt}: row 0 finite");
+        assert!(y[n..2 * n].iter().all(|v| v.is_nan()), "{xdt}: row 1 NaN: {:?}", &y[n..2 * n]);
+        assert!(y[2 * n..].iter().all(|v| !v.is_finite()), "{xdt}: row 2 non-finite: {:?}", &y[2 * n..]);
+    }
+}
+
+#[test]
 fn gather_qmm_matches_mlx() {
     let (fx, _) = fixtures();
     for (k, mode, gs, bits) in [("gaffine4", "affine", 64, 4), ("gaffine8", "affine", 32, 8), ("gmxfp44", "mxfp4", 32, 4)] {
