@@ -14,8 +14,6 @@ use super::pack::{from_fp8, get_bits, FP4_LUT};
 use super::qmv512::{avx512_row, lane_groups16, permute_x16};
 #[cfg(target_arch = "x86_64")]
 use super::qmv_bf16;
-#[cfg(target_arch = "x86_64")]
-use super::qmv_i16;
 use super::{as_bytes, float_dispatch, QF};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -126,12 +124,12 @@ unsafe impl Sync for SendPtr {}
 
 /// `y[m, n] (+)= Σ_k x[m, k] · W[n, k]`, W packed, for `m` rows of `x` (f32, dense `[m, k]`);
 /// `y` dense `[m, n]`.
-fn qmm_t(x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
+fn qmm_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
     if m <= QMV_MAX_ROWS {
-        return qmv_t(x, x_dtype, m, w, n, y);
+        return qmv_t(x, x_bf16, m, w, n, y);
     }
     // Tiles of `NB` rows of W by `KB` columns, dequantized per task; tasks own column blocks of y.
     const NB: usize = 128;
@@ -225,21 +223,13 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
     }
 }
 
-/// Few-row `x @ Wᵀ`: parallel over output rows of W, one pass over the packed bytes. `x_dtype`:
-/// the dtype the values of `x` came from (a bfloat16 `x` is exact in bfloat16; a half-precision
-/// `x` has a half-precision result).
-fn qmv_t(x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
-    let x_bf16 = x_dtype == Dtype::Bfloat16;
+/// Few-row `x @ Wᵀ`: parallel over output rows of W, one pass over the packed bytes. `x_bf16`:
+/// the values of `x` came from a bfloat16 array (exact in bfloat16).
+fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
-    // The 16-bit integer kernel where the CPU has it, else the bf16 dot-product kernel for a
-    // bfloat16 `x`, else the f32 kernels.
     #[cfg(target_arch = "x86_64")]
-    let int16 = qmv_i16::usable(w);
-    #[cfg(not(target_arch = "x86_64"))]
-    let int16 = false;
-    #[cfg(target_arch = "x86_64")]
-    let dot_bf16 = !int16 && x_bf16 && qmv_bf16::usable(w);
+    let dot_bf16 = x_bf16 && qmv_bf16::usable(w);
     #[cfg(not(target_arch = "x86_64"))]
     let dot_bf16 = {
         let _ = x_bf16;
@@ -255,12 +245,10 @@ fn qmv_t(x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32
     };
     #[cfg(not(target_arch = "x86_64"))]
     let xsum = group_sums(x, m, k, w.gs, ngp);
-    #[cfg(target_arch = "x86_64")]
-    let xi = int16.then(|| qmv_i16::prepare(x, &xsum, !matches!(x_dtype, Dtype::Float16 | Dtype::Bfloat16), m, k, w.gs, w.bits));
     let fast =
         w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && crate::backend::cpu::simd::avx2_fma();
-    let wide = fast && use_avx512() && !dot_bf16 && !int16;
-    let (xbuf, xoff) = match (fast && !dot_bf16 && !int16, wide) {
+    let wide = fast && use_avx512() && !dot_bf16;
+    let (xbuf, xoff) = match (fast && !dot_bf16, wide) {
         #[cfg(target_arch = "x86_64")]
         (_, true) => permute_x16(x, m, k, w.bits),
         (true, _) => (permute_x(x, m, k, w.bits), 0),
@@ -269,7 +257,7 @@ fn qmv_t(x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32
     let xp = &xbuf[xoff..];
     let idx = lane_groups(w.gs * w.bits / 32);
     #[cfg(target_arch = "x86_64")]
-    let idx16 = if wide || dot_bf16 || int16 { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
+    let idx16 = if wide || dot_bf16 { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
@@ -287,12 +275,6 @@ fn qmv_t(x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32
         let mut buf = vec![0f32; if fast { 0 } else { k }];
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
-            #[cfg(target_arch = "x86_64")]
-            if let Some(xi) = &xi {
-                // SAFETY: `usable` checked the CPU and the matrix; `xi` is `[m, k]`.
-                unsafe { qmv_i16::row(xi, &xsum, m, w, row, &idx16, o) };
-                continue;
-            }
             #[cfg(target_arch = "x86_64")]
             if let Some(xb) = &xb {
                 // SAFETY: `usable` checked the CPU and the matrix; `xb` is `[m, k]`.
@@ -616,10 +598,10 @@ fn store(y: Vec<f32>, spec: &Spec) -> Result<Data> {
     float_dispatch!(spec.1, T => Data::build::<T>(spec.0.clone(), |o| o.iter_mut().zip(&y).for_each(|(o, &v)| *o = T::from_f32(v))))
 }
 
-/// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]` (`x_dtype`: see `qmv_t`).
-fn one(transpose: bool, x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
+/// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]` (`x_bf16`: see `qmv_t`).
+fn one(transpose: bool, x: &[f32], x_bf16: bool, m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
     if transpose {
-        qmm_t(x, x_dtype, m, w, wrows, y)
+        qmm_t(x, x_bf16, m, w, wrows, y)
     } else {
         qmm_n(x, m, w, wrows, y)
     }
@@ -627,7 +609,7 @@ fn one(transpose: bool, x: &[f32], x_dtype: Dtype, m: usize, w: &Packed, wrows: 
 
 pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
     let x = x_f32(&inputs[0])?;
-    let x_dtype = inputs[0].dtype;
+    let x_bf16 = inputs[0].dtype == Dtype::Bfloat16;
     let w = inputs[1].row_major::<u32>();
     let sc = scale_data(p, &inputs[2], inputs.get(3))?;
     let ws = &inputs[1].shape;
@@ -644,7 +626,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
         let m = x.len() / kx / nbatch.max(1);
         for b in 0..nbatch.max(1) {
             let pk = packed(p, &w, &sc, b, wrows, kw);
-            one(transpose, &x[b * m * kx..(b + 1) * m * kx], x_dtype, m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
+            one(transpose, &x[b * m * kx..(b + 1) * m * kx], x_bf16, m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
         }
     };
     // Every kernel writes each output element once (or its gemm overwrites first), so a float32
@@ -660,7 +642,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
 pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
     let nb = usize::from(p.mode.has_biases());
     let x = x_f32(&inputs[0])?;
-    let x_dtype = inputs[0].dtype;
+    let x_bf16 = inputs[0].dtype == Dtype::Bfloat16;
     let w = inputs[1].row_major::<u32>();
     let sc = scale_data(p, &inputs[2], if nb == 1 { Some(&inputs[3]) } else { None })?;
     let lhs = inputs[3 + nb].row_major::<u32>();
@@ -677,7 +659,7 @@ pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
             return Err(Error::index(format!("[gather_qmm] index out of range: lhs {li} (of {bx}), rhs {ri} (of {bw})")));
         }
         let pk = packed(p, &w, &sc, ri, wrows, kw);
-        one(transpose, &x[li * m * kx..(li + 1) * m * kx], x_dtype, m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
+        one(transpose, &x[li * m * kx..(li + 1) * m * kx], x_bf16, m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
     }
     store(y, spec)
 }
