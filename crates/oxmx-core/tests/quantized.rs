@@ -267,7 +267,9 @@ fn decode_with_outliers_in_x() {
     // within a group (a kernel that rounded x to integers per group would not). With f32 scales
     // the result is f32 for both dtypes of x. Each row alone gives the bits it gets in the batch.
     let (n, m) = (29usize, 3usize);
-    for (bits, gs, k) in [(4usize, 32usize, 576usize), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 64, 1024), (2, 64, 640), (2, 128, 1152)] {
+    for (bits, gs, k) in
+        [(4usize, 32usize, 576usize), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 64, 1024), (2, 64, 640), (2, 128, 1152)]
+    {
         let w = rn(&[n, k]);
         let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
         let b = b.unwrap();

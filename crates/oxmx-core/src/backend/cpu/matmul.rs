@@ -3,6 +3,7 @@
 //! integers with a plain loop. On AVX2 hosts without AVX-512, f32/f16/bf16 run on the hand-written
 //! `sgemm` kernel instead of `gemm` (which trails OpenBLAS there), widening 16-bit inputs as it packs.
 
+use super::kfloat::KFloat;
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
@@ -228,7 +229,7 @@ fn through_f32<T: Element + Widen16>(a: &Data, b: &Data, out_shape: Vec<usize>) 
     const CHUNK: usize = 1 << 15;
     let to_f32 = |d: &Data| -> Result<Data> {
         let src = d.row_major::<T>();
-        Data::build::<f32>(d.shape.clone(), |out| out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| T::widen(s, o)))
+        Data::build::<f32>(d.shape.clone(), |out| out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| T::load(s, o)))
     };
     #[cfg(target_arch = "x86_64")]
     if use_sgemm() {
@@ -241,38 +242,18 @@ fn through_f32<T: Element + Widen16>(a: &Data, b: &Data, out_shape: Vec<usize>) 
     }
     let r = gemm_kernel::<f32>(&to_f32(a)?, &to_f32(b)?, out_shape.clone(), 0.0, 1.0)?;
     let acc = r.row_major::<f32>();
-    Data::build::<T>(out_shape, |out| out.par_chunks_mut(CHUNK).zip(acc.par_chunks(CHUNK)).for_each(|(o, s)| T::narrow(s, o)))
+    Data::build::<T>(out_shape, |out| out.par_chunks_mut(CHUNK).zip(acc.par_chunks(CHUNK)).for_each(|(o, s)| T::store(s, o)))
 }
 
-/// The 16-bit float types of `through_f32` (and, on x86-64, the ones `sgemm` can widen), with
-/// whole-slice conversions: `half`'s, which use F16C for float16. Converting through a function
-/// pointer per element took longer than the f32 product at 1024² (f16 matmul 8.5 ms against
-/// f32 5.8 on a 2-core Sapphire Rapids).
+/// The 16-bit float types of `through_f32`, converted by `KFloat`'s whole-slice conversions (F16C
+/// for float16; a function pointer per element took longer than the f32 product at 1024²), and
+/// on x86-64 the ones `sgemm` can widen.
 #[cfg(target_arch = "x86_64")]
-trait Widen16: super::sgemm::Widen + HalfConvert {}
+trait Widen16: super::sgemm::Widen + KFloat {}
 #[cfg(not(target_arch = "x86_64"))]
-trait Widen16: HalfConvert {}
+trait Widen16: KFloat {}
 impl Widen16 for f16 {}
 impl Widen16 for bf16 {}
-
-trait HalfConvert: Sized {
-    fn widen(src: &[Self], dst: &mut [f32]);
-    fn narrow(src: &[f32], dst: &mut [Self]);
-}
-macro_rules! half_convert {
-    ($t:ty) => {
-        impl HalfConvert for $t {
-            fn widen(src: &[Self], dst: &mut [f32]) {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst)
-            }
-            fn narrow(src: &[f32], dst: &mut [Self]) {
-                half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src)
-            }
-        }
-    };
-}
-half_convert!(f16);
-half_convert!(bf16);
 
 /// Float32 product: `sgemm` on AVX2-only hosts (except tiny products), `gemm` elsewhere.
 fn f32_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
