@@ -54,7 +54,7 @@ pub fn run(want: &dyn Fn(&str) -> bool) {
         })
     };
     if want("fast_rms_norm") {
-        for dt in [Dtype::Float32, Dtype::Float16] {
+        for dt in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {
             let x = input(&[4096, 4096], 20).astype(dt);
             let w = input(&[4096], 21).astype(dt);
             x.eval().unwrap();

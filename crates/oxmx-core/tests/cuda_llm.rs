@@ -19,7 +19,9 @@ const HALF_FLOATS: [Dtype; 3] = [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16
 fn norms_match_the_cpu() {
     let Some(_turn) = gpu() else { return };
     for dt in HALF_FLOATS {
-        for shape in [vec![3, 7, 64], vec![5, 4096], vec![2, 1000]] {
+        // Rows of whole 8-element chunks run from registers (1, 2 or 4 chunks a thread); a
+        // ragged row (1001) and one too long for registers (20000) take the plain kernel.
+        for shape in [vec![3, 7, 64], vec![5, 4096], vec![2, 1000], vec![2, 6000], vec![2, 12000], vec![3, 1001], vec![2, 20000]] {
             let d = *shape.last().unwrap();
             let x = rand(&shape, -3.0, 3.0, dt, 1);
             let w = rand(&[d], 0.5, 1.5, dt, 2);
@@ -158,7 +160,7 @@ fn quantized_matmul_matches_the_cpu() {
             let wf = rand(&[40, k], -1.0, 1.0, dt, k as u64);
             let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(64), Some(bits), "affine"));
             let b = b.expect("affine biases");
-            for rows in [1, 3] {
+            for rows in [1, 3, 8] {
                 let x = rand(&[rows, k], -1.0, 1.0, dt, 7 + rows as u64);
                 let (g, c) = both(|| quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(bits), "affine"));
                 assert_close_scaled(&format!("qmv long rows {dt:?} bits={bits} k={k} rows={rows}"), &g, &c, tol(dt));

@@ -69,32 +69,52 @@ fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, h
     if rows > i32::MAX as usize {
         return Ok(None);
     }
+    // Weight and bias as contiguous device arrays, kept alive until the launch is queued (a
+    // copy dropped earlier would hand its block to the output).
     let mut extra = inputs[1..].iter();
-    let mut vec_ptr = |present: bool| -> Result<Option<u64>> {
+    let mut operand = |present: bool| -> Result<Option<Option<Data>>> {
         if !present {
-            return Ok(Some(0));
+            return Ok(Some(None));
         }
         let Some(v) = extra.next() else { return Ok(None) };
-        match contiguous(g, v)? {
-            Some(v) => dptr(g, &v).map(Some),
-            None => Ok(None),
-        }
+        Ok(contiguous(g, v)?.map(Some))
     };
-    let (Some(w), Some(b)) = (vec_ptr(has_w)?, vec_ptr(has_b)?) else { return Ok(None) };
+    let (Some(wd), Some(bd)) = (operand(has_w)?, operand(has_b)?) else { return Ok(None) };
+    let ptr = |v: &Option<Data>| -> Result<u64> { v.as_ref().map_or(Ok(0), |v| dptr(g, v)) };
+    let (xp, w, b) = (dptr(g, &x)?, ptr(&wd)?, ptr(&bd)?);
     let t = storage(x.dtype).unwrap_or("float");
-    let name = format!("norm_{dt}_{}_{}_{}", layer as u8, has_w as u8, has_b as u8);
+    // Rows of whole 16-byte chunks, up to 4 per thread of 512, run from registers (norm_rows8).
+    let chunks = d / 8;
+    let threads = if chunks >= 512 { 512 } else { chunks.div_ceil(32).max(1) * 32 };
+    let per = chunks.div_ceil(threads).next_power_of_two();
+    let vec = d % 8 == 0 && per <= 4 && [xp, w, b].iter().all(|p| p % 16 == 0);
+    let (name, call) = if vec {
+        (
+            format!("norm8_{dt}_{}_{}_{}_{per}", layer as u8, has_w as u8, has_b as u8),
+            format!("norm_rows8<{dt}, {layer}, {has_w}, {has_b}, {per}>"),
+        )
+    } else {
+        (format!("norm_{dt}_{}_{}_{}", layer as u8, has_w as u8, has_b as u8), format!("norm_rows<{dt}, {layer}, {has_w}, {has_b}>"))
+    };
     let f = template_function(
         g,
         FAST,
         &name,
         || format!("{t}* out, const {t}* x, const {t}* w, const {t}* b, long long d, float eps"),
-        || format!("norm_rows<{dt}, {layer}, {has_w}, {has_b}>(out, x, w, b, d, eps)"),
+        || format!("{call}(out, x, w, b, d, eps)"),
     )?;
     let (out, optr) = output(g, &x.shape, x.dtype)?;
     if rows > 0 {
-        let threads = if d >= 4096 { 512 } else { 256 };
-        Args::new().arg(optr).arg(dptr(g, &x)?).arg(w).arg(b).arg(d as i64).arg(eps).launch(g, &f, (rows as u32, 1), threads)?;
+        let threads = if vec {
+            threads
+        } else if d >= 4096 {
+            512
+        } else {
+            256
+        };
+        Args::new().arg(optr).arg(xp).arg(w).arg(b).arg(d as i64).arg(eps).launch(g, &f, (rows as u32, 1), threads as u32)?;
     }
+    drop((wd, bd));
     Ok(Some(out))
 }
 

@@ -204,12 +204,6 @@ fn mark_locked(g: &Gpu, st: &mut Capture) -> Result<()> {
     Ok(())
 }
 
-/// Whether a batching task is running with graphs on (then small uploads travel as kernel
-/// parameters, memory.rs, instead of ending the capture).
-pub(crate) fn batching(g: &Gpu) -> bool {
-    enabled() && lock(g).batching > 0
-}
-
 /// Runs `op` (a copy or synchronisation) directly on the stream, after launching whatever is
 /// captured so far. `why` names the profile row counting the flushes it causes.
 pub(crate) fn outside_capture<T>(g: &Gpu, why: &str, op: impl FnOnce() -> Result<T>) -> Result<T> {

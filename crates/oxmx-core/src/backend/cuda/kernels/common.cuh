@@ -117,6 +117,20 @@ template <int DT> __device__ __forceinline__ void load8(const typename Elem<DT>:
     chunk8_f<DT>(chunk8_load<DT>(p), o);
 }
 
+// Stores eight float32 values at p (16-byte aligned) as element type DT: 16-byte stores.
+template <int DT> __device__ __forceinline__ void store8(typename Elem<DT>::T* p, const float* v) {
+    uint4* q = (uint4*)p;
+    if (DT == 0) {
+        q[0] = make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
+        q[1] = make_uint4(__float_as_uint(v[4]), __float_as_uint(v[5]), __float_as_uint(v[6]), __float_as_uint(v[7]));
+    } else {
+        unsigned int w[4];
+        for (int i = 0; i < 4; ++i)
+            w[i] = (unsigned int)Elem<DT>::store(v[2 * i]) | ((unsigned int)Elem<DT>::store(v[2 * i + 1]) << 16);
+        q[0] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -30,6 +30,63 @@ __device__ void norm_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T*
     }
 }
 
+// norm_rows for rows of d = 8 c elements (c <= CH * blockDim.x), everything 16-byte aligned:
+// the row stays in registers, read with 16-byte loads once (norm_rows reads it twice, two
+// bytes a load for 16-bit types: 56 µs for 4096 x 4096 bfloat16 on an H200, a quarter of
+// the memory's rate).
+template <int DT, bool LAYER, bool HAS_W, bool HAS_B, int CH>
+__device__ void norm_rows8(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const typename Elem<DT>::T* w,
+                           const typename Elem<DT>::T* b, long long d, float eps) {
+    __shared__ float red[32];
+    long long chunks = d / 8;
+    const typename Elem<DT>::T* xr = x + (long long)blockIdx.x * d;
+    typename Elem<DT>::T* orow = out + (long long)blockIdx.x * d;
+    float v[CH][8];
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+        long long j = threadIdx.x + (long long)c * blockDim.x;
+        if (j < chunks) {
+            load8<DT>(xr + 8 * j, v[c]);
+        } else {
+            for (int i = 0; i < 8; ++i) v[c][i] = 0.0f;
+        }
+    }
+    float mean = 0.0f;
+    if (LAYER) {
+        float s = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CH; ++c)
+            for (int i = 0; i < 8; ++i) s += v[c][i];
+        mean = block_sum(s, red) / (float)d;
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+        if (threadIdx.x + (long long)c * blockDim.x < chunks)
+            for (int i = 0; i < 8; ++i) {
+                float t = v[c][i] - mean;
+                ss += t * t;
+            }
+    }
+    float inv = 1.0f / sqrtf(block_sum(ss, red) / (float)d + eps);
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+        long long j = threadIdx.x + (long long)c * blockDim.x;
+        if (j >= chunks) continue;
+        float wv[8], bv[8], o[8];
+        if (HAS_W) load8<DT>(w + 8 * j, wv);
+        if (HAS_B) load8<DT>(b + 8 * j, bv);
+        for (int i = 0; i < 8; ++i) {
+            float t = (v[c][i] - mean) * inv;
+            if (HAS_W && HAS_B) t = fmaf(t, wv[i], bv[i]);
+            else if (HAS_W) t = t * wv[i];
+            else if (HAS_B) t = t + bv[i];
+            o[i] = t;
+        }
+        store8<DT>(orow + 8 * j, o);
+    }
+}
+
 // Rotary embedding of rows of length d (positions along the second-to-last axis, t per
 // batch slot): per row, `half` rotated pairs then d - 2*half copied elements. The inverse
 // frequency of pair k is exp(k * c) (base mode, c = -ln(base)/half) or 1/freqs[k].

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Compiles a kernel family of crates/oxmx-core/src/backend/cuda/kernels with NVRTC for a GPU
+architecture, as the backend does at run time, and prints ptxas's resource report (registers,
+spills, shared memory) for each instantiation: kernel work without device time.
+
+Needs NVRTC and ptxas from PyPI (no GPU): `pip install nvidia-cuda-nvrtc nvidia-cuda-nvcc`.
+
+    python3 scripts/cuda_compile_check.py quantized.cu 'qmv4_mma<2, 64, 1, 4, 8>(out, x, w, scales, biases, n, k, m)' \\
+        --params 'unsigned short* out, const unsigned short* x, const unsigned int* w, const unsigned short* scales, const unsigned short* biases, long long n, long long k, int m'
+"""
+import argparse
+import ctypes
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "oxmx-core", "src", "backend", "cuda", "kernels")
+
+
+def find(pattern):
+    import nvidia
+    for base in nvidia.__path__:
+        hits = glob.glob(os.path.join(base, "**", pattern), recursive=True)
+        if hits:
+            return sorted(hits)[-1]
+    sys.exit(f"{pattern} not found: pip install nvidia-cuda-nvrtc nvidia-cuda-nvcc")
+
+
+def nvrtc_ptx(src, arch):
+    lib = ctypes.CDLL(find("libnvrtc.so*"))
+    prog = ctypes.c_void_p()
+    if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"k.cu", 0, None, None) != 0:
+        sys.exit("nvrtcCreateProgram failed")
+    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+    arr = (ctypes.c_char_p * len(opts))(*opts)
+    rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    if log.value.strip():
+        print(log.value.decode())
+    if rc != 0:
+        sys.exit(f"NVRTC failed ({rc})")
+    lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetPTX(prog, ptx)
+    return ptx.value.decode()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("family")
+    ap.add_argument("calls", nargs="+", help="instantiation calls, as the Rust side writes them")
+    ap.add_argument("--params", required=True, help="the kernel's parameter list")
+    ap.add_argument("--arch", default="sm_90")
+    a = ap.parse_args()
+    common = open(os.path.join(ROOT, "common.cuh")).read()
+    fam = open(os.path.join(ROOT, a.family)).read()
+    kernels = "".join(f'extern "C" __global__ void k{i}({a.params}) {{ {c}; }}\n' for i, c in enumerate(a.calls))
+    ptx = nvrtc_ptx(f"{common}\n{fam}\n{kernels}", a.arch)
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "k.ptx")
+        open(p, "w").write(ptx)
+        r = subprocess.run([find("ptxas"), f"-arch={a.arch}", "-v", p, "-o", os.path.join(d, "k.cubin")],
+                           capture_output=True, text=True)
+        out = r.stdout + r.stderr
+        for i, c in enumerate(a.calls):
+            out = out.replace(f"'k{i}'", f"'{c.split('(')[0]}'")
+        print(out)
+        return r.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
