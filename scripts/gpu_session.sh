@@ -1,7 +1,8 @@
 #!/bin/sh
-# On a GPU machine, one call: the GPU test suites, the harness's GPU table against PyTorch, and
-# the 4-bit mat-vec tuning with kernel-level times (scripts/gpu_qmv_tune.sh). Binaries come as
-# target/gpuc/bins.tar.xz (stripped oxmx-bench and the cuda / cuda_llm test executables).
+# On a GPU machine, one call: the GPU test suites, then the harness's GPU table against PyTorch
+# and kernel-level times (scripts/gpu_kernel_report.sh). Binaries come as
+# target/gpuc/bins.tar.xz (stripped oxmx-bench and the cuda / cuda_llm test executables; xz
+# keeps them under the 64 MiB a call carries).
 set -u
 OUT=${OUT:-gpu-report}
 mkdir -p "$OUT" target/gpu
@@ -11,5 +12,4 @@ for t in cuda_llm cuda; do
   timeout 200 target/gpu/$t --test-threads 1 > "$OUT/$t.txt" 2>&1; echo "$t: exit $?"
   grep -E "test result|FAILED|panicked" "$OUT/$t.txt" | head -6
 done
-timeout 150 python3 scripts/bench_gpu.py target/gpu/oxmx-bench > "$OUT/bench_gpu.txt" 2>&1; tail -32 "$OUT/bench_gpu.txt"
-timeout 240 sh scripts/gpu_qmv_tune.sh target/gpu/oxmx-bench
+timeout 360 sh scripts/gpu_kernel_report.sh target/gpu/oxmx-bench

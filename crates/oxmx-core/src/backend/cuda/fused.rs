@@ -87,7 +87,8 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
         let outs: String =
             specs.iter().enumerate().map(|(j, s)| format!("{}* __restrict__ out{j}, ", storage(s.1).unwrap_or("float"))).collect();
         let stores: String =
-            op.outputs.iter().enumerate().map(|(j, &v)| format!("out{j}[i] = {};\n", store(specs[j].1, &format!("v{v}")))).collect();
+            op.outputs.iter().enumerate().map(|(j, &v)| format!("@o{j} = {};\n", store(specs[j].1, &format!("v{v}")))).collect();
+        let out_types: Vec<&str> = specs.iter().map(|s| storage(s.1).unwrap_or("float")).collect();
         let loads: Vec<(&str, String)> = op
             .input_dtypes
             .iter()
@@ -95,7 +96,7 @@ pub(crate) fn eval(g: &Gpu, op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Re
             .enumerate()
             .map(|(k, (d, data))| (storage(data.dtype).unwrap_or("float"), format!("{} v{k} = {};", compute(*d), load(*d, "@"))))
             .collect();
-        let lp = element_loop("foffset", &loads, &format!("{code}{stores}"));
+        let lp = element_loop("foffset", &loads, &out_types, &format!("{code}{stores}"));
         format!("{FINDEX}extern \"C\" __global__ void {name}({outs}{ins}long long n, FIndex ix) {{\n{lp}}}\n")
     });
     if failed {

@@ -12,7 +12,6 @@ use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
 use super::matmul::gemm;
 use super::matvec::{k_split, WARPS};
-use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::graph::{Data, Spec};
 use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
@@ -124,9 +123,6 @@ fn qmv(
     }
     let dt = x.dtype;
     let code = dt_code(dt).unwrap_or(0);
-    if bits == 4 && matches!(dt, Dtype::Bfloat16 | Dtype::Float16) && [32, 64, 128].contains(&gs) && mma_enabled() {
-        return qmv4_mma(g, gs, &x, &w, &s, &b, m, n, k, spec).map(Some);
-    }
     // Output columns per warp group (R: more share each x load) and 16-byte chunks of each in flight
     // per lane (U: enough bytes outstanding to cover DRAM latency; a 4-bit row of 4096 is then
     // one round trip).
@@ -149,56 +145,6 @@ fn qmv(
         32 * WARPS as u32,
     )?;
     Ok(Some(out))
-}
-
-/// The 4-bit mat-vec on tensor cores (`qmv4_mma` in kernels/quantized.cu) for 16-bit x.
-#[allow(clippy::too_many_arguments)]
-fn qmv4_mma(g: &Gpu, gs: usize, x: &Data, w: &Data, s: &Data, b: &Data, m: usize, n: usize, k: usize, spec: &Spec) -> Result<Data> {
-    let dt = x.dtype;
-    let code = dt_code(dt).unwrap_or(0);
-    // Tiles of 16 rows per warp (T) and groups in flight per lane (U); the warps of a block split
-    // each row's groups W ways, as many as leave each warp U groups.
-    let (t, u) = mma_shape();
-    let groups = k / gs;
-    let wsplit = (1usize << (groups / u).max(1).ilog2()).min(WARPS);
-    let ty = storage(dt).unwrap_or("float");
-    let f = template_function(
-        g,
-        QUANTIZED,
-        &format!("qmv4_mma_{code}_{gs}_{t}_{u}_{wsplit}"),
-        || {
-            format!(
-                "{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int m"
-            )
-        },
-        || format!("qmv4_mma<{code}, {gs}, {t}, {u}, {wsplit}>(out, x, w, scales, biases, n, k, m)"),
-    )?;
-    let (out, optr) = output(g, &spec.0, dt)?;
-    let blocks = n.div_ceil(16).div_ceil(t * (WARPS / wsplit)) as u32;
-    Args::new()
-        .arg(optr)
-        .arg(dptr(g, x)?)
-        .arg(dptr(g, w)?)
-        .arg(dptr(g, s)?)
-        .arg(dptr(g, b)?)
-        .arg(n as i64)
-        .arg(k as i64)
-        .arg(m as i32)
-        .launch(g, &f, (blocks, 1), 32 * WARPS as u32)?;
-    Ok(out)
-}
-
-/// Whether 4-bit mat-vecs of 16-bit x run on the tensor cores (`OXMX_QMV_MMA=0`: the float
-/// kernel, for comparison).
-fn mma_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("OXMX_QMV_MMA").map_or(true, |v| v != "0"))
-}
-
-/// (T, U) of the tensor-core mat-vec; `OXMX_QMV_MMA_SHAPE=T,U` overrides it (tuning on a device).
-fn mma_shape() -> (usize, usize) {
-    static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    SHAPE.get_or_init(|| env_pair("OXMX_QMV_MMA_SHAPE")).unwrap_or((1, 4))
 }
 
 /// (R, U) of the mat-vec kernel. `OXMX_QMV_SHAPE=R,U` overrides it (kernel tuning on a device).

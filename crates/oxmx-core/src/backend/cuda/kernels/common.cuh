@@ -48,6 +48,25 @@ __device__ __forceinline__ long long oxmx_offset(const Index& ix, int k, long lo
     return o;
 }
 
+// Four consecutive elements, aligned as one access (16 bytes for 4-byte types): element-wise
+// kernels read and write dense operands four elements per thread and instruction.
+template <typename T> struct alignas(4 * sizeof(T)) V4 {
+    T v[4];
+};
+// Elements 4i..4i+3 of a dense operand at p (step 1), or its one element four times (step 0).
+template <typename T> __device__ __forceinline__ V4<T> v4_load(const T* p, long long step, long long i) {
+    if (step == 0) {
+        V4<T> r;
+        T x = *p;
+        r.v[0] = x;
+        r.v[1] = x;
+        r.v[2] = x;
+        r.v[3] = x;
+        return r;
+    }
+    return ((const V4<T>*)p)[i];
+}
+
 #define OXMX_INF_F __int_as_float(0x7f800000)
 #define OXMX_INF_D __longlong_as_double(0x7ff0000000000000LL)
 #define OXMX_FLT_MAX 3.402823466e+38f

@@ -53,6 +53,10 @@ __device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
 // half-precision activations the dot runs on 128 + q (one permute per code, bytes_f128) and
 // 128 * sum(x) comes off per chunk: float32 keeps ~1e-6 relative error, far below the
 // output's rounding.
+// Not the tensor cores: a 4-bit variant with m16n8k16 products (two codes per LOP3) ran
+// 1.15-1.3x slower DRAM-cold on an H200 (BENCHMARKS.md, twenty-sixth session): this kernel
+// is bound by loads in flight (SM 30-42%, DRAM 24-35% busy under Nsight Compute), not by its
+// arithmetic; more bytes in flight (a cp.async pipeline) is the lever.
 template <int DT, int BITS, int GS, int M, int R, int U, int W>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
@@ -139,148 +143,5 @@ __device__ void dequantize_affine(typename Elem<DT>::T* out, const unsigned char
         // __fmul_rn / __fadd_rn: no fused multiply-add, so the two roundings match the CPU's.
         float prod = E::load(E::store(__fmul_rn(q, E::load(scales[g]))));
         out[e] = E::store(__fadd_rn(prod, E::load(biases[g])));
-    }
-}
-
-// d += A · B on the tensor cores: one m16n8k16 product of 16-bit floats (DT 2: bfloat16,
-// 1: float16) with float32 accumulators, fragments as the PTX manual lays them out.
-template <int DT>
-__device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
-                                         unsigned b1) {
-    if (DT == 2)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// (a & b) | c in one instruction.
-__device__ __forceinline__ unsigned and_or(unsigned a, unsigned b, unsigned c) {
-    unsigned r;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-}
-
-// The 4-bit mat-vec of `qmv` (same arguments and result, m <= 8 rows of x in 16-bit floats)
-// with the dot products on the tensor cores. Why: `qmv`'s decode (a byte permute per code) and
-// float32 multiply-adds leave the integer pipe nearly full at the memory's rate, so it stalls
-// at about half of copy bandwidth; here two codes become one 16-bit pair with one LOP3
-// (`(w >> 4p) & 0x000F000F | magic` is the pair (OFF + q_p, OFF + q_{p+4}), OFF = 128 in
-// bfloat16, 1024 in float16), and the m16n8k16 product does the rest.
-//
-// A warp owns T tiles of 16 weight rows and every W-th group of k. Per group, lane (g, t)
-// (g = lane / 4, t = lane % 4) reads codes [t GS/4, (t+1) GS/4) of rows g and g + 8 (the A
-// fragments), and x row g at the same positions, paired the same way (the B fragments; rows
-// of x at or past m are zero). A dot product does not care in which order k is summed, so the
-// products see one consistent permutation of k and need no shuffles. Per group and tile:
-//   D = sum (OFF + q) x over the group (GS / 16 products), X = sum x (products with A = 1),
-//   acc += s (D - OFF X) + b X,
-// all float32 (the cancellation leaves ~1e-6 relative error in bfloat16, ~1e-5 in float16,
-// far below the outputs' rounding).
-template <int DT, int GS, int T, int U, int W>
-__device__ void qmv4_mma(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
-                         const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k,
-                         int m) {
-    typedef Elem<DT> E;
-    const unsigned MAGIC = DT == 2 ? 0x43004300u : 0x64006400u;
-    const unsigned ONES = DT == 2 ? 0x3F803F80u : 0x3C003C00u;
-    const float OFF = DT == 2 ? 128.0f : 1024.0f;
-    const int WPT = GS / 32;  // words of codes per lane, row and group
-    const int NMMA = GS / 16;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    int kw = warp % W;
-    long long tile0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + warp / W) * T;
-    long long words = k / 8, groups = k / GS;
-    float acc[T][4];
-    for (int tt = 0; tt < T; ++tt)
-        for (int i = 0; i < 4; ++i) acc[tt][i] = 0.0f;
-    for (long long G0 = kw; G0 < groups; G0 += (long long)W * U) {
-        unsigned wq[U][T][2][WPT];
-        float s[U][T][2], b[U][T][2];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            long long G = G0 + (long long)u * W;
-#pragma unroll
-            for (int tt = 0; tt < T; ++tt)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    long long row = (tile0 + tt) * 16 + g + 8 * h;
-                    bool ok = G < groups && row < n;
-                    const unsigned* p = w + row * words + G * (GS / 8) + t * WPT;
-                    if (WPT == 1) {
-                        wq[u][tt][h][0] = ok ? p[0] : 0u;
-                    } else if (WPT == 2) {
-                        uint2 v = ok ? *(const uint2*)p : make_uint2(0u, 0u);
-                        wq[u][tt][h][0] = v.x;
-                        wq[u][tt][h][WPT - 1] = v.y;
-                    } else {
-                        uint4 v = ok ? *(const uint4*)p : make_uint4(0u, 0u, 0u, 0u);
-                        unsigned vv[4] = {v.x, v.y, v.z, v.w};
-                        for (int i = 0; i < WPT; ++i) wq[u][tt][h][i] = vv[i & 3];
-                    }
-                    s[u][tt][h] = ok ? E::load(scales[row * groups + G]) : 0.0f;
-                    b[u][tt][h] = ok ? E::load(biases[row * groups + G]) : 0.0f;
-                }
-        }
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            long long G = G0 + (long long)u * W;
-            if (G >= groups) break;
-            // x row g at this lane's positions: from x[8i .. 8i+7] the pairs (x_p, x_{p+4}).
-            unsigned xr[4 * WPT];
-            if (g < m) {
-                const uint4* xp = (const uint4*)(x + (long long)g * k + G * GS + t * (GS / 4));
-#pragma unroll
-                for (int i = 0; i < WPT; ++i) {
-                    uint4 v = xp[i];
-                    xr[4 * i + 0] = __byte_perm(v.x, v.z, 0x5410);
-                    xr[4 * i + 1] = __byte_perm(v.x, v.z, 0x7632);
-                    xr[4 * i + 2] = __byte_perm(v.y, v.w, 0x5410);
-                    xr[4 * i + 3] = __byte_perm(v.y, v.w, 0x7632);
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < 4 * WPT; ++i) xr[i] = 0u;
-            }
-            float xs[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int j = 0; j < NMMA; ++j) mma16816<DT>(xs, ONES, ONES, ONES, ONES, xr[2 * j], xr[2 * j + 1]);
-#pragma unroll
-            for (int tt = 0; tt < T; ++tt) {
-                unsigned a[2][4 * WPT];
-#pragma unroll
-                for (int h = 0; h < 2; ++h)
-#pragma unroll
-                    for (int i = 0; i < WPT; ++i)
-#pragma unroll
-                        for (int p = 0; p < 4; ++p) a[h][4 * i + p] = and_or(wq[u][tt][h][i] >> (4 * p), 0x000F000Fu, MAGIC);
-                float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-                for (int j = 0; j < NMMA; ++j) mma16816<DT>(d, a[0][2 * j], a[1][2 * j], a[0][2 * j + 1], a[1][2 * j + 1], xr[2 * j], xr[2 * j + 1]);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    int h = i >> 1;
-                    acc[tt][i] += s[u][tt][h] * fmaf(-OFF, xs[i], d[i]) + b[u][tt][h] * xs[i];
-                }
-            }
-        }
-    }
-    // Sum the W warps that split k; lane (g, t) holds rows g, g + 8 and x rows 2t, 2t + 1.
-    __shared__ float red[BLOCK_WARPS][T][4][32];
-    for (int tt = 0; tt < T; ++tt)
-        for (int i = 0; i < 4; ++i) red[warp][tt][i][lane] = acc[tt][i];
-    __syncthreads();
-    if (kw == 0) {
-        for (int tt = 0; tt < T; ++tt)
-            for (int i = 0; i < 4; ++i) {
-                float v = 0.0f;
-                for (int j = 0; j < W; ++j) v += red[warp + j][tt][i][lane];
-                long long row = (tile0 + tt) * 16 + g + 8 * (i >> 1);
-                int mm = 2 * t + (i & 1);
-                if (row < n && mm < m) out[(long long)mm * n + row] = E::store(v);
-            }
     }
 }
