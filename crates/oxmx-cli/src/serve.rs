@@ -80,7 +80,8 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let path = resolve_model(a.model.as_deref())?;
+    // Flags that need no model are checked first, so a typo is reported as itself even where
+    // the model is missing too.
     let mut template_args = serde_json::Map::new();
     if let Some(t) = &a.chat_template_args {
         match serde_json::from_str::<Value>(t) {
@@ -88,6 +89,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
             _ => return Err(Error::invalid("--chat-template-args must be a JSON object")),
         }
     }
+    let prompt_cache_bytes = parse_bytes(&a.prompt_cache_bytes)?;
+    let path = resolve_model(a.model.as_deref())?;
     let mut extra_eos = Vec::new();
     if !a.extra_eos_token.is_empty() {
         let tok = Tokenizer::from_path(&path)?;
@@ -112,7 +115,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             kv_group_size: a.kv_group_size,
             quantized_kv_start: a.quantized_kv_start,
             prefill_step_size: a.prefill_step_size,
-            prompt_cache_bytes: parse_bytes(&a.prompt_cache_bytes)?,
+            prompt_cache_bytes,
             eos_token_ids: vec![],
         },
         defaults: Defaults { temp: a.temp, top_p: a.top_p, top_k: a.top_k, min_p: a.min_p, max_tokens: a.max_tokens, template_args },
