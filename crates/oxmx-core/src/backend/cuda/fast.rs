@@ -85,9 +85,14 @@ fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, h
     let t = storage(x.dtype).unwrap_or("float");
     // Rows of whole 16-byte chunks, up to 4 per thread of 512, run from registers (norm_rows8).
     let chunks = d / 8;
-    let threads = if chunks >= 512 { 512 } else { chunks.div_ceil(32).max(1) * 32 };
-    let per = chunks.div_ceil(threads).next_power_of_two();
+    let vec_threads = if chunks >= 512 { 512 } else { chunks.div_ceil(32).max(1) * 32 };
+    let per = chunks.div_ceil(vec_threads).next_power_of_two();
     let vec = d % 8 == 0 && per <= 4 && [xp, w, b].iter().all(|p| p % 16 == 0);
+    let threads = match (vec, d >= 4096) {
+        (true, _) => vec_threads,
+        (false, true) => 512,
+        (false, false) => 256,
+    };
     let (name, call) = if vec {
         (
             format!("norm8_{dt}_{}_{}_{}_{per}", layer as u8, has_w as u8, has_b as u8),
@@ -105,13 +110,6 @@ fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, h
     )?;
     let (out, optr) = output(g, &x.shape, x.dtype)?;
     if rows > 0 {
-        let threads = if vec {
-            threads
-        } else if d >= 4096 {
-            512
-        } else {
-            256
-        };
         Args::new().arg(optr).arg(xp).arg(w).arg(b).arg(d as i64).arg(eps).launch(g, &f, (rows as u32, 1), threads as u32)?;
     }
     drop((wd, bd));

@@ -31,9 +31,8 @@ __device__ void norm_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T*
 }
 
 // norm_rows for rows of d = 8 c elements (c <= CH * blockDim.x), everything 16-byte aligned:
-// the row stays in registers, read with 16-byte loads once (norm_rows reads it twice, two
-// bytes a load for 16-bit types: 56 µs for 4096 x 4096 bfloat16 on an H200, a quarter of
-// the memory's rate).
+// the row stays in registers, read with 16-byte loads once (norm_rows reads it twice, one
+// element a load: 56 µs for 4096 x 4096 float32 on an H200 against 37.5 µs here, DRAM-cold).
 template <int DT, bool LAYER, bool HAS_W, bool HAS_B, int CH>
 __device__ void norm_rows8(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const typename Elem<DT>::T* w,
                            const typename Elem<DT>::T* b, long long d, float eps) {

@@ -54,7 +54,7 @@ __device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
 // 128 * sum(x) comes off per chunk: float32 keeps ~1e-6 relative error, far below the
 // output's rounding.
 // Not the tensor cores: a 4-bit variant with m16n8k16 products (two codes per LOP3) ran
-// 1.15-1.3x slower DRAM-cold on an H200 (BENCHMARKS.md, twenty-sixth session): this kernel
+// 1.09-1.30x slower DRAM-cold on an H200 (best and default launch shapes) (BENCHMARKS.md, twenty-sixth session): this kernel
 // is bound by loads in flight (SM 30-42%, DRAM 24-35% busy under Nsight Compute), not by its
 // arithmetic; more bytes in flight (a cp.async pipeline) is the lever.
 template <int DT, int BITS, int GS, int M, int R, int U, int W>
