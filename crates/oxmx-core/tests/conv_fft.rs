@@ -161,6 +161,9 @@ fn conv2d_larger_shapes_match_naive() {
         ([1, 23, 23, 3], [8, 7, 7, 3], 2, 3, 1),
         ([2, 12, 12, 16], [16, 3, 3, 1], 1, 1, 16),
         ([1, 9, 9, 64], [128, 3, 3, 64], 1, 1, 1),
+        // Kernel wider than the padded input row: taps fall off both ends of one run.
+        ([2, 3, 4, 2], [5, 5, 7, 2], 1, 3, 1),
+        ([1, 6, 5, 4], [6, 7, 7, 4], 3, 2, 1),
     ] {
         let (xv, wv) = (lcg(xs.iter().product(), 3), lcg(ws.iter().product(), 5));
         let (want, os) = naive_conv2d(&xv, xs, &wv, ws, stride, pad, groups);
