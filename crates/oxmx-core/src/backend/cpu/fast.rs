@@ -296,7 +296,7 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
             // The last key any row of this tile may see (causal).
             let last_visible = (pos(nr - 1).0 as isize + causal_off).min(kl as isize - 1);
             let first_limit = pos(0).0 as isize + causal_off;
-            // Keys every row of the tile sees unmasked go through the AVX-512 kernel.
+            // Keys every row of the tile sees unmasked go through the AVX-512 or AVX2 kernel.
             let unmasked_end = match kind {
                 MaskKind::None => k1,
                 MaskKind::Causal => (first_limit + 1).clamp(k0 as isize, k1 as isize) as usize,
@@ -304,9 +304,9 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
             };
             let mut j0 = k0;
             if unmasked_end > k0 && fast_rows::<T>(d, dv) {
-                for g0 in (0..nr).step_by(super::sdpa512::MAX_ROWS) {
-                    let gn = super::sdpa512::MAX_ROWS.min(nr - g0);
-                    let rows = super::sdpa512::Rows {
+                for g0 in (0..nr).step_by(super::sdpa_rows::MAX_ROWS) {
+                    let gn = super::sdpa_rows::MAX_ROWS.min(nr - g0);
+                    let rows = super::sdpa_rows::Rows {
                         q: &qs[g0 * d..(g0 + gn) * d],
                         m: &mut part.m[g0..g0 + gn],
                         l: &mut part.l[g0..g0 + gn],
@@ -445,23 +445,24 @@ fn sdpa<T: KFloat>(q: &Data, k: &Data, v: &Data, scale: f32, kind: MaskKind, mas
 }
 }
 
-/// Whether `sdpa512` can take keys and values of this element type and these head sizes.
+/// Whether `sdpa512` (AVX-512) or `sdpa_avx2` can take keys and values of this element type and
+/// these head sizes on this CPU.
 fn fast_rows<T: KFloat>(d: usize, dv: usize) -> bool {
-    simd::level() == simd::Level::Avx512
-        && matches!(T::DTYPE, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16)
-        && d % 16 == 0
-        && dv % 16 == 0
-        && d > 0
-        && dv > 0
+    let lanes = match simd::level() {
+        simd::Level::Avx512 => 16,
+        simd::Level::Avx2 if simd::avx2_fma() => 8,
+        _ => return false,
+    };
+    matches!(T::DTYPE, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) && d % lanes == 0 && dv % lanes == 0 && d > 0 && dv > 0
 }
 
-/// `sdpa512::attend` for `T`, one of the types `fast_rows` accepts.
+/// The attention kernel of `simd::level()` for `T`, one of the types `fast_rows` accepts.
 ///
 /// # Safety
-/// As `sdpa512::attend`; `fast_rows` held.
+/// As `sdpa512::attend` / `sdpa_avx2::attend`; `fast_rows` held.
 #[allow(clippy::too_many_arguments)]
 unsafe fn attend_rows<T: KFloat>(
-    rows: super::sdpa512::Rows,
+    rows: super::sdpa_rows::Rows,
     k: *const T,
     ks: usize,
     v: *const T,
@@ -470,10 +471,15 @@ unsafe fn attend_rows<T: KFloat>(
     d: usize,
     dv: usize,
 ) {
+    use super::{sdpa512, sdpa_avx2};
+    let wide = simd::level() == simd::Level::Avx512;
     match T::DTYPE {
-        Dtype::Float32 => super::sdpa512::attend(rows, k as *const f32, ks, v as *const f32, vs, n, d, dv),
-        Dtype::Float16 => super::sdpa512::attend(rows, k as *const f16, ks, v as *const f16, vs, n, d, dv),
-        Dtype::Bfloat16 => super::sdpa512::attend(rows, k as *const bf16, ks, v as *const bf16, vs, n, d, dv),
+        Dtype::Float32 if wide => sdpa512::attend(rows, k as *const f32, ks, v as *const f32, vs, n, d, dv),
+        Dtype::Float16 if wide => sdpa512::attend(rows, k as *const f16, ks, v as *const f16, vs, n, d, dv),
+        Dtype::Bfloat16 if wide => sdpa512::attend(rows, k as *const bf16, ks, v as *const bf16, vs, n, d, dv),
+        Dtype::Float32 => sdpa_avx2::attend(rows, k as *const f32, ks, v as *const f32, vs, n, d, dv),
+        Dtype::Float16 => sdpa_avx2::attend(rows, k as *const f16, ks, v as *const f16, vs, n, d, dv),
+        Dtype::Bfloat16 => sdpa_avx2::attend(rows, k as *const bf16, ks, v as *const bf16, vs, n, d, dv),
         _ => unreachable!("fast_rows admits f32, f16 and bf16"),
     }
 }

@@ -27,6 +27,10 @@ pub mod reduce;
 pub mod rowwise;
 #[cfg(target_arch = "x86_64")]
 mod sdpa512;
+#[cfg(target_arch = "x86_64")]
+mod sdpa_avx2;
+#[cfg(target_arch = "x86_64")]
+mod sdpa_rows;
 mod sgemm;
 pub mod shape;
 pub mod simd;

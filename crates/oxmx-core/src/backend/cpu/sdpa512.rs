@@ -8,31 +8,9 @@
 //! Here each key chunk is loaded once for all rows, the value accumulators stay in registers for
 //! a whole key tile, and f16/bf16 keys and values widen in the load.
 
-use super::fastmath;
+use super::sdpa_rows::{online_softmax, Rows, AHEAD, TILE};
 use super::simd::{prefetch_l2, Load16};
 use std::arch::x86_64::*;
-
-/// Keys per tile: a tile of f32 keys and values (2 x 16 KB at head size 128) stays in L1 while
-/// the scores are turned into weights and applied.
-const TILE: usize = 32;
-
-/// How many rows ahead keys and values are prefetched (into L2).
-const AHEAD: usize = 64;
-
-/// Query rows processed together (their value accumulators fill 16 of the 32 zmm registers).
-pub(super) const MAX_ROWS: usize = 4;
-
-/// One group of query rows' running softmax state over the keys seen so far.
-pub(super) struct Rows<'a> {
-    /// `nr` rows of `d` query values, pre-multiplied by the softmax scale.
-    pub q: &'a [f32],
-    /// Running max of each row's scores.
-    pub m: &'a mut [f32],
-    /// Running sum of each row's `exp(score - m)`.
-    pub l: &'a mut [f32],
-    /// `nr` rows of `dv`: the unnormalised weighted sum of values.
-    pub acc: &'a mut [f32],
-}
 
 /// Attends `rows` (at most `MAX_ROWS`) to `n` keys and values: key `j` at `k + j * ks`
 /// (`d` elements), value `j` at `v + j * vs` (`dv` elements).
@@ -70,25 +48,7 @@ unsafe fn attend_n<T: Load16, const NR: usize, const CG: usize>(
     while j0 < n {
         let nk = TILE.min(n - j0);
         scores::<T, NR>(q, k.add(j0 * ks), ks, nk, d, &mut s);
-        // Online softmax: rescale what was accumulated when the max grows, turn scores into
-        // weights. Written as plain loops over the tile; they vectorise in this function.
-        let mut corr = [1f32; NR];
-        for r in 0..NR {
-            let sr = &mut s[r][..nk];
-            let mt = sr.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-            let m_new = if mt > m[r] { mt } else { m[r] };
-            if m_new == f32::NEG_INFINITY {
-                sr.iter_mut().for_each(|x| *x = 0.0);
-                continue;
-            }
-            corr[r] = fastmath::exp(m[r] - m_new);
-            // Two loops: with the sum folded in, the exponentials ran one lane at a time.
-            for x in sr.iter_mut() {
-                *x = fastmath::exp(*x - m_new);
-            }
-            l[r] = l[r] * corr[r] + lane_sum(sr);
-            m[r] = m_new;
-        }
+        let corr = online_softmax(&mut s, nk, m, l);
         let vt = v.add(j0 * vs);
         let mut c0 = 0;
         while c0 + 16 * CG <= dv {
@@ -101,19 +61,6 @@ unsafe fn attend_n<T: Load16, const NR: usize, const CG: usize>(
         }
         j0 += nk;
     }
-}
-
-/// The sum of `x` in 16 independent lanes (a vector loop, unlike a sequential float sum).
-#[inline(always)]
-fn lane_sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut c = x.chunks_exact(16);
-    for ch in &mut c {
-        for l in 0..16 {
-            acc[l] += ch[l];
-        }
-    }
-    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
 }
 
 /// `s[r][j] = q[r] · k[j]` for the tile's `nk` keys: each key chunk is loaded once and used by

@@ -270,10 +270,11 @@ pub(crate) fn prefetch_l2<T>(p: *const T, bytes: usize) {
     }
 }
 
-/// Element types read sixteen at a time into a zmm register, widened to f32 (quantized scales
-/// and biases, attention's keys and values).
+/// Element types read sixteen at a time into a zmm register (`Load16`) or eight at a time into a
+/// ymm register (`Load8`), widened to f32: quantized scales and biases, attention's keys and
+/// values.
 #[cfg(target_arch = "x86_64")]
-pub(crate) use load16::Load16;
+pub(crate) use load16::{Load16, Load8};
 
 #[cfg(target_arch = "x86_64")]
 mod load16 {
@@ -302,6 +303,31 @@ mod load16 {
         unsafe fn load16(p: *const bf16) -> __m512 {
             // bfloat16 is the top half of an f32.
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))))
+        }
+    }
+
+    pub(crate) trait Load8: Copy + Default {
+        /// # Safety
+        /// The CPU has AVX2 and F16C; `p` is valid for 8 elements.
+        unsafe fn load8(p: *const Self) -> __m256;
+    }
+    impl Load8 for f32 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+    impl Load8 for f16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
+    impl Load8 for bf16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const bf16) -> __m256 {
+            // bfloat16 is the top half of an f32.
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))
         }
     }
 }

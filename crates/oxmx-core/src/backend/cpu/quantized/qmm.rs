@@ -15,6 +15,8 @@ use super::qmv512::{avx512_row, lane_groups16, permute_x16};
 #[cfg(target_arch = "x86_64")]
 use super::qmv_bf16;
 use super::{as_bytes, float_dispatch, QF};
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::simd::Load8;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
@@ -421,37 +423,6 @@ fn lane_groups(words_per_group: usize) -> LaneGroups {
         }
     }
     t
-}
-
-/// Scale and bias element types the AVX2 kernel reads eight at a time.
-#[cfg(target_arch = "x86_64")]
-trait Load8: Copy + Default {
-    /// Eight consecutive values widened to f32.
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
-}
-#[cfg(target_arch = "x86_64")]
-impl Load8 for f32 {
-    #[inline(always)]
-    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-}
-#[cfg(target_arch = "x86_64")]
-impl Load8 for f16 {
-    #[inline(always)]
-    unsafe fn load8(p: *const f16) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
-}
-#[cfg(target_arch = "x86_64")]
-impl Load8 for bf16 {
-    #[inline(always)]
-    unsafe fn load8(p: *const bf16) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        // bfloat16 is the top half of an f32.
-        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16))
-    }
 }
 
 /// One output row `W[row] · x[r]` for every row `r < out.len() ≤ M` of x (affine, `B` bits,
