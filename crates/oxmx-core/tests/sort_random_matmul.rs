@@ -492,6 +492,16 @@ mod mm {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((g - w).abs() <= w.abs() * ulp + 1e-3, "{dt:?} [{m},{k}]x[{k},{n}] t={transpose_b} element {i}: {g} vs {w}");
                 }
+                // Batch invariance of the decode kernels: each row of `a` gets the bits it gets
+                // alone (a batched decode must give every sequence its own greedy tokens).
+                if transpose_b {
+                    for r in 0..m {
+                        let row = slice_range(&a, &[r as isize, 0], &[r as isize + 1, k as isize]);
+                        let alone = matmul(&row, &b).astype(Dtype::Float32).to_vec::<f32>().unwrap();
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&alone), bits(&got[r * n..(r + 1) * n]), "{dt:?} [{m},{k}]x[{k},{n}] row {r} alone");
+                    }
+                }
             }
         }
     }

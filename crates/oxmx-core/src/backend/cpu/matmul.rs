@@ -267,14 +267,23 @@ fn f32_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
     gemm_kernel::<f32>(a, b, out_shape, 0.0, 1.0)
 }
 
-/// Decode-shaped bfloat16 products: the BF16 dot-product kernel where the CPU has it, else the
-/// widening one.
+/// Decode-shaped bfloat16 products: the BF16 dot-product kernel where the CPU has it, the AVX2
+/// one on AVX2 hosts, else the portable widening one.
 fn bf16_few_rows(a: &Data, b: &Data, out_shape: &[usize]) -> Option<Result<Data>> {
     #[cfg(target_arch = "x86_64")]
     if let Some(r) = super::gemv_bf16::few_rows(a, b, out_shape.to_vec()) {
         return Some(r);
     }
-    super::gemv::few_rows::<bf16>(a, b, out_shape.to_vec())
+    half_few_rows::<bf16>(a, b, out_shape)
+}
+
+/// Decode-shaped float16/bfloat16 products: the AVX2 kernel on AVX2 hosts, else the portable one.
+fn half_few_rows<T: KFloat + super::simd::Load8>(a: &Data, b: &Data, out_shape: &[usize]) -> Option<Result<Data>> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(r) = super::gemv_avx2::few_rows::<T>(a, b, out_shape.to_vec()) {
+        return Some(r);
+    }
+    super::gemv::few_rows::<T>(a, b, out_shape.to_vec())
 }
 
 pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>> {
@@ -285,7 +294,7 @@ pub fn eval(op: &MatmulOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Data>>
             let out = match a.dtype {
                 Dtype::Float32 => f32_kernel(&a, &b, out_shape),
                 Dtype::Float64 => gemm_kernel::<f64>(&a, &b, out_shape, 0.0, 1.0),
-                Dtype::Float16 => match super::gemv::few_rows::<f16>(&a, &b, out_shape.clone()) {
+                Dtype::Float16 => match half_few_rows::<f16>(&a, &b, &out_shape) {
                     Some(r) => r,
                     None => through_f32::<f16>(&a, &b, out_shape),
                 },

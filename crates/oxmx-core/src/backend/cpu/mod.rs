@@ -14,6 +14,8 @@ pub mod fft;
 pub mod fused;
 pub mod gemv;
 #[cfg(target_arch = "x86_64")]
+mod gemv_avx2;
+#[cfg(target_arch = "x86_64")]
 mod gemv_bf16;
 pub mod index;
 pub mod jit;
