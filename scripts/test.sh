@@ -13,7 +13,8 @@ scripts/install_mpi.sh
 cargo test --workspace 2>&1
 # On AVX-512 hosts `cargo test` ran the AVX-512 kernels; run the suites of the AVX2 ones (attention,
 # sgemm, the quantized mat-vecs, element-wise loops) once more capped to AVX2. Elsewhere a repeat.
-OXMX_SIMD=avx2 cargo test -p oxmx-core --test fast --test sgemm --test quantized 2>&1
+# `--workspace` keeps the features of the build above, so nothing is compiled again.
+OXMX_SIMD=avx2 cargo test --workspace --test fast --test sgemm --test quantized 2>&1
 # The Python package (crates/oxmx-py + python/oxmx): the extension is built against the libraries
 # `cargo test` just built (only oxmx-py compiles), and python/tests checks it against NumPy and
 # the mlx package (tests that need mlx skip when it is not importable; pytest itself is required).
