@@ -154,10 +154,9 @@ fn quantized_matmul_matches_the_cpu() {
             }
         }
     }
-    // Long rows: the mat-vec kernels split each row over several warps of a block (4-bit:
-    // rows of whole 128-code stages take the tensor-core kernel, 1280 = 10 stages splits
-    // unevenly, 4160 does not divide and takes the float kernel; 40 and 50 rows leave tiles of
-    // 16 partly empty).
+    // Long rows: the mat-vec kernel splits each row over several warps of a block (groups of
+    // 32 to 128, rows that do not split evenly, row counts that leave a block's last rows
+    // empty).
     for dt in HALF_FLOATS {
         for (bits, k, gs, n) in
             [(4, 4096, 64, 40), (4, 14336, 64, 40), (4, 1280, 32, 50), (4, 1280, 128, 50), (4, 4160, 64, 40), (8, 4096, 64, 40), (2, 8192, 64, 40)]

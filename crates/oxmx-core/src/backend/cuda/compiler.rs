@@ -94,26 +94,6 @@ pub(crate) fn template_function(
     function(g, name, || format!("{}\nextern \"C\" __global__ void {name}({}) {{ {}; }}\n", family.source(), params(), call()))
 }
 
-/// `template_function` with `__launch_bounds__(threads, min_blocks)`: ptxas then keeps the
-/// registers within what `min_blocks` blocks of `threads` per SM allow.
-pub(crate) fn bounded_function(
-    g: &Gpu,
-    family: Family,
-    name: &str,
-    (threads, min_blocks): (u32, u32),
-    params: impl FnOnce() -> String,
-    call: impl FnOnce() -> String,
-) -> Result<CudaFunction> {
-    function(g, name, || {
-        format!(
-            "{}\nextern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) {name}({}) {{ {}; }}\n",
-            family.source(),
-            params(),
-            call()
-        )
-    })
-}
-
 fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
     let file = cache_dir().map(|d| d.join(format!("{name}-{}-{:016x}.ptx", g.arch, fnv(&[src, g.arch]))));
     if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {

@@ -6,7 +6,7 @@
 //! read once either way and tensor cores do the arithmetic). The float modes (mxfp4, mxfp8,
 //! nvfp4), batched weights and `gather_qmm` still run on the CPU.
 
-use super::compiler::{bounded_function, env_pair, template_function, Args, Family};
+use super::compiler::{env_pair, template_function, Args, Family};
 use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
@@ -18,7 +18,6 @@ use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
 use crate::shape::row_major_strides;
 
 const QUANTIZED: Family = Family { file: "quantized.cu", text: include_str!("kernels/quantized.cu") };
-const QMV4: Family = Family { file: "qmv4.cu", text: include_str!("kernels/qmv4.cu") };
 
 /// Rows of x up to which the mat-vec kernel runs.
 const QMV_ROWS: usize = 8;
@@ -124,11 +123,6 @@ fn qmv(
     }
     let dt = x.dtype;
     let code = dt_code(dt).unwrap_or(0);
-    if bits == 4 {
-        if let Some(out) = qmv4(g, gs, x, &w, &s, &b, m, n, k, spec)? {
-            return Ok(Some(out));
-        }
-    }
     // Output columns per warp group (R: more share each x load) and 16-byte chunks of each in flight
     // per lane (U: enough bytes outstanding to cover DRAM latency; a 4-bit row of 4096 is then
     // one round trip).
@@ -151,113 +145,6 @@ fn qmv(
         32 * WARPS as u32,
     )?;
     Ok(Some(out))
-}
-
-/// The 4-bit mat-vec of 16-bit x on the tensor cores with a streaming register ring
-/// (kernels/qmv4.cu), when it applies: 4 bits, bfloat16 or float16 x, groups of 32, 64 or 128,
-/// rows of whole stages, aligned operands. `OXMX_QMV4=0` turns it off (the float kernel, for
-/// comparison); `OXMX_QMV4_SHAPE=U,T` sets the ring depth and tiles per warp and `OXMX_QMV4_W`
-/// the warps that split each row (tuning on a device).
-#[allow(clippy::too_many_arguments)]
-fn qmv4(g: &Gpu, gs: usize, x: &Data, w: &Data, s: &Data, b: &Data, m: usize, n: usize, k: usize, spec: &Spec) -> Result<Option<Data>> {
-    // Codes of each row per stage: 64 bytes, so that a ring of three stages fits the register
-    // budget of two 8-warp blocks per SM (124 registers, ptxas on sm_90).
-    const SC: usize = 128;
-    let dt = x.dtype;
-    let Some(code @ (1 | 2)) = dt_code(dt) else { return Ok(None) };
-    let staged = qmv4_staged();
-    // Codes of each row per stage (the staged kernel's stages are 128-byte runs).
-    let sc = if staged { 256 } else { SC };
-    if !qmv4_enabled() || ![32, 64, 128].contains(&gs) || k % sc != 0 || s.dtype != dt || b.dtype != dt {
-        return Ok(None);
-    }
-    let (xp, wp, sp, bp) = (dptr(g, x)?, dptr(g, w)?, dptr(g, s)?, dptr(g, b)?);
-    // Scales and biases are read as vectors of a stage's SC / gs values.
-    let sv = (2 * sc / gs) as u64;
-    if xp % 16 != 0 || wp % 16 != 0 || sp % sv != 0 || bp % sv != 0 {
-        return Ok(None);
-    }
-    let (u, t) = qmv4_shape();
-    // Warps per block: the staged kernel's rings (S stages of 2.8-3.2 KB per warp) must fit the
-    // 48 KB of static shared memory a block may have.
-    let (bw, stages) = if staged {
-        // OXMX_QMV4_RING=BW,S overrides (tuning on a device) within the 48 KB.
-        static RING: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-        let stage_bytes = if gs == 128 { 3200 } else { 2816 };
-        match *RING.get_or_init(|| env_pair("OXMX_QMV4_RING")) {
-            Some((bw, s)) if [4, 8].contains(&bw) && s >= 2 && bw * (s * stage_bytes + 512) <= 49152 => (bw, s),
-            _ => (4, if gs == 128 { 3 } else { 4 }),
-        }
-    } else {
-        (WARPS, u)
-    };
-    let t = if staged { 1 } else { t };
-    let tiles = n.div_ceil(16).div_ceil(t);
-    // Split rows over W warps only as far as needed to give every SM about two blocks of work:
-    // a warp streams its slice through the ring, and longer slices keep it streaming.
-    let target = 12 * g.sm_count as usize;
-    let wsplit = qmv4_warps().unwrap_or_else(|| {
-        let mut w = 1;
-        while w < bw && tiles * w < target {
-            w *= 2;
-        }
-        w
-    });
-    // Scales through L1 (`OXMX_QMV4_SL=0`: past it, as the weights go; for comparison).
-    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let keep = *KEEP.get_or_init(|| std::env::var("OXMX_QMV4_SL").map_or(true, |v| v != "0"));
-    let ty = storage(dt).unwrap_or("float");
-    let params = || format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int m");
-    let f = if staged {
-        template_function(
-            g,
-            QMV4,
-            &format!("qmv4s_{code}_{gs}_{bw}_{stages}_{wsplit}"),
-            params,
-            || format!("qmv4s<{code}, {gs}, {bw}, {stages}, {wsplit}>(out, x, w, scales, biases, n, k, m)"),
-        )?
-    } else {
-        bounded_function(
-            g,
-            QMV4,
-            &format!("qmv4_{code}_{gs}_{SC}_{t}_{u}_{wsplit}_{keep}"),
-            (32 * WARPS as u32, 2),
-            params,
-            || format!("qmv4<{code}, {gs}, {SC}, {t}, {u}, {wsplit}, {keep}>(out, x, w, scales, biases, n, k, m)"),
-        )?
-    };
-    let (out, optr) = output(g, &spec.0, dt)?;
-    let blocks = tiles.div_ceil(bw / wsplit) as u32;
-    Args::new().arg(optr).arg(xp).arg(wp).arg(sp).arg(bp).arg(n as i64).arg(k as i64).arg(m as i32).launch(
-        g,
-        &f,
-        (blocks, 1),
-        32 * bw as u32,
-    )?;
-    Ok(Some(out))
-}
-
-fn qmv4_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("OXMX_QMV4").map_or(true, |v| v != "0"))
-}
-
-/// (U, T): stages in each warp's ring and 16-row tiles per warp.
-fn qmv4_shape() -> (usize, usize) {
-    static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    SHAPE.get_or_init(|| env_pair("OXMX_QMV4_SHAPE")).unwrap_or((3, 1))
-}
-
-/// Whether the weights go through shared memory (`qmv4s`; `OXMX_QMV4_STAGED=0`: the register
-/// ring, `qmv4`).
-fn qmv4_staged() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("OXMX_QMV4_STAGED").map_or(true, |v| v != "0"))
-}
-
-fn qmv4_warps() -> Option<usize> {
-    static W: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *W.get_or_init(|| std::env::var("OXMX_QMV4_W").ok()?.parse().ok().filter(|w: &usize| [1, 2, 4, 8].contains(w)))
 }
 
 /// (R, U) of the mat-vec kernel. `OXMX_QMV_SHAPE=R,U` overrides it (kernel tuning on a device).

@@ -53,10 +53,15 @@ __device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
 // half-precision activations the dot runs on 128 + q (one permute per code, bytes_f128) and
 // 128 * sum(x) comes off per chunk: float32 keeps ~1e-6 relative error, far below the
 // output's rounding.
-// Not the tensor cores: a 4-bit variant with m16n8k16 products (two codes per LOP3) ran
-// 1.09-1.30x slower DRAM-cold on an H200 (best and default launch shapes) (BENCHMARKS.md, twenty-sixth session): this kernel
-// is bound by loads in flight (SM 30-42%, DRAM 24-35% busy under Nsight Compute), not by its
-// arithmetic; more bytes in flight (a cp.async pipeline) is the lever.
+// Not the tensor cores: three 4-bit variants with m16n8k16 products (two codes per LOP3) were
+// no faster DRAM-cold on an H100/H200 (BENCHMARKS.md, twenty-sixth and twenty-eighth
+// sessions): U groups loaded then computed (bab77dc, 1.09-1.30x slower); each warp streaming
+// its slice through a register ring (2d33034, qmv4: equal); and through a cp.async ring in
+// shared memory with whole 128-byte runs per copy (2d33034, qmv4s: 0.92x the time at
+// 14336x4096, 1.24-1.27x at 4096x4096 and 4096x14336). The measurements point at each warp's
+// serial latency per step (load wait, dependent product chains) at the ~16 warps per SM that
+// registers or shared memory allow: with one warp per 16-row tile qmv4s needed ~1.5 us per
+// 2 KB stage.
 template <int DT, int BITS, int GS, int M, int R, int U, int W>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
