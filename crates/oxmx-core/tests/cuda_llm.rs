@@ -158,9 +158,15 @@ fn quantized_matmul_matches_the_cpu() {
     // 32 to 128, rows that do not split evenly, row counts that leave a block's last rows
     // empty).
     for dt in HALF_FLOATS {
-        for (bits, k, gs, n) in
-            [(4, 4096, 64, 40), (4, 14336, 64, 40), (4, 1280, 32, 50), (4, 1280, 128, 50), (4, 4160, 64, 40), (8, 4096, 64, 40), (2, 8192, 64, 40)]
-        {
+        for (bits, k, gs, n) in [
+            (4, 4096, 64, 40),
+            (4, 14336, 64, 40),
+            (4, 1280, 32, 50),
+            (4, 1280, 128, 50),
+            (4, 4160, 64, 40),
+            (8, 4096, 64, 40),
+            (2, 8192, 64, 40),
+        ] {
             let wf = rand(&[n, k], -1.0, 1.0, dt, k as u64);
             let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(gs), Some(bits), "affine"));
             let b = b.expect("affine biases");
