@@ -56,6 +56,7 @@ def main():
     ap.add_argument("calls", nargs="+", help="instantiation calls, as the Rust side writes them")
     ap.add_argument("--params", required=True, help="the kernel's parameter list")
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--sass", default=None, help="also write the SASS (nvdisasm, from triton's wheel or the PATH) to this file")
     ap.add_argument("--min-blocks", type=int, default=0, help="__launch_bounds__(256, N) on each kernel, as qmv4 is built")
     a = ap.parse_args()
     common = open(os.path.join(ROOT, "common.cuh")).read()
@@ -72,6 +73,11 @@ def main():
         for i, c in enumerate(a.calls):
             out = out.replace(f"'k{i}'", f"'{c.split('(')[0]}'")
         print(out)
+        if a.sass and r.returncode == 0:
+            nvdisasm = glob.glob(os.path.join(sys.prefix, "lib", "python3*", "site-packages", "triton", "backends", "nvidia", "bin", "nvdisasm"))
+            tool = nvdisasm[0] if nvdisasm else "nvdisasm"
+            with open(a.sass, "w") as f:
+                subprocess.run([tool, "-c", os.path.join(d, "k.cubin")], stdout=f, check=False)
         return r.returncode
 
 

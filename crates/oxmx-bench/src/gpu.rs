@@ -1,8 +1,9 @@
 //! GPU rows (`gpu_*`, only when the default device is a GPU), named as in scripts/bench_gpu.py,
 //! which times the same workloads in PyTorch in the same run: the bf16 GEMMs (8192³
 //! and the Llama-3-8B projections for a 512-token prefill), causal attention 1×32×4096×128,
-//! and the decode mat-vecs at the Llama-3-8B shapes, dense bf16 and 4-bit g64 (floor: the
-//! weight bytes at copy bandwidth).
+//! decoding attention over KV caches of 640 to 32k positions, and the decode mat-vecs at the
+//! Llama-3-8B shapes, dense bf16 and 4-bit g64 (floor: the weight or cache bytes at copy
+//! bandwidth).
 
 use crate::{input, report, time};
 use oxmx_core::ops;
@@ -44,6 +45,26 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
             "gpu_sdpa_causal_1x32x4096x128_bf16",
             time(10, || oxmx_core::fast::scaled_dot_product_attention(&q, &k, &v, scale, "causal", None)),
             0.0,
+            flops,
+        );
+    }
+    // Decoding attention over a KV cache (one query, GQA 32/8, head 128): the floor is the
+    // K and V bytes at copy bandwidth.
+    for kl in [640usize, 4096, 32768] {
+        let name = format!("gpu_sdpa_decode_gqa32x8_k{kl}_d128_bf16");
+        if !want(&name) {
+            continue;
+        }
+        let q = input(&[1, 32, 1, 128], 8).astype(Dtype::Bfloat16);
+        let k = input(&[1, 8, kl, 128], 9).astype(Dtype::Bfloat16);
+        let v = input(&[1, 8, kl, 128], 10).astype(Dtype::Bfloat16);
+        oxmx_core::eval(&[&q, &k, &v]).unwrap();
+        let scale = 1.0 / (128f32).sqrt();
+        let flops = 2.0 * 2.0 * 32.0 * kl as f64 * 128.0;
+        report(
+            &name,
+            time(50, || oxmx_core::fast::scaled_dot_product_attention(&q, &k, &v, scale, oxmx_core::ops::fast::AttentionMask::None, None)),
+            (k.nbytes() + v.nbytes()) as f64,
             flops,
         );
     }

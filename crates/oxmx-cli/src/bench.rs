@@ -108,7 +108,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         // OXMX_GPU_PROFILE's report covers the last trial alone (no first-use compilations).
         oxmx_core::backend::cuda::profile_reset();
+        let launches = oxmx_core::backend::cuda::launches;
+        let gpu_profiling = oxmx_core::default_device().is_gpu() && std::env::var_os("OXMX_GPU_PROFILE").is_some();
+        if gpu_profiling {
+            eprintln!("[gpu] trial {}: kernel launches before it {}", i + 1, launches(0));
+        }
         let r = bench_run(model.as_ref(), &prompts, &opts)?;
+        if gpu_profiling {
+            eprintln!("[gpu] trial {}: kernel launches after it {}", i + 1, launches(0));
+        }
         if !a.json {
             let _ = writeln!(out, "Trial {}:  {}", i + 1, fields(&r));
         }
@@ -138,6 +146,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// migrations between host and device, on stderr (a fast GPU run has neither beyond loading).
 pub(crate) fn gpu_report() {
     if !oxmx_core::default_device().is_gpu() {
+        // OXMX_CPU_PROFILE=1: the kernels' run time per primitive (same table).
+        print_profile("cpu");
         return;
     }
     let (to_host, to_device) = oxmx_core::memory::migrations();
@@ -149,16 +159,26 @@ pub(crate) fn gpu_report() {
         let list: Vec<String> = f.iter().map(|(k, v)| format!("{k} x{v}")).collect();
         eprintln!("[gpu] ran on the CPU: {}", list.join(", "));
     }
-    // OXMX_GPU_PROFILE=1: host time per primitive, largest first.
-    let mut prof: Vec<(String, (u64, f64))> = oxmx_core::backend::cuda::profile().into_iter().collect();
+    print_profile("gpu");
+}
+
+/// The profile table, largest rows first: on a GPU (OXMX_GPU_PROFILE=1) the host's dispatch time
+/// per primitive and the GPU clock's rows; on the CPU (OXMX_CPU_PROFILE=1) kernel run times.
+fn print_profile(tag: &str) {
+    let (gpu_clock, mut prof): (Vec<_>, Vec<_>) =
+        oxmx_core::backend::cuda::profile().into_iter().partition(|(name, _)| name.starts_with("~gpu"));
+    // The GPU's own clock: how much of the span the graphs covered it was busy.
+    for (name, (n, t)) in &gpu_clock {
+        eprintln!("[{tag}] {name}: {n} x, {:.1} ms", t * 1e3);
+    }
     prof.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
     let total: f64 = prof.iter().map(|p| p.1 .1).sum();
     if total > 0.0 {
         let calls: u64 = prof.iter().map(|p| p.1 .0).sum();
-        eprintln!("[gpu] host dispatch: {calls} ops, {:.1} ms, {:.2} us/op", total * 1e3, total * 1e6 / calls as f64);
+        eprintln!("[{tag}] profiled: {calls} ops, {:.1} ms, {:.2} us/op", total * 1e3, total * 1e6 / calls as f64);
         // The largest rows, and every CUDA-graph row (flush reasons, updates, instantiations).
-        for (name, (n, t)) in prof.iter().enumerate().filter(|(i, p)| *i < 16 || p.0.starts_with("~graph")).map(|(_, p)| p) {
-            eprintln!("[gpu]   {name:40} {n:8} calls {:9.1} ms {:7.2} us/call", t * 1e3, t * 1e6 / *n as f64);
+        for (name, (n, t)) in prof.iter().enumerate().filter(|(i, p)| *i < 24 || p.0.starts_with("~graph")).map(|(_, p)| p) {
+            eprintln!("[{tag}]   {name:40} {n:8} calls {:9.1} ms {:7.2} us/call", t * 1e3, t * 1e6 / *n as f64);
         }
     }
 }

@@ -83,8 +83,9 @@ fn attention_inputs(b: usize, hq: usize, hkv: usize, ql: usize, kl: usize, d: us
 #[test]
 fn attention_matches_the_cpu() {
     let Some(_turn) = gpu() else { return };
-    // (batch, q heads, kv heads, q length, k length, head dim): decoding steps (vector kernel,
-    // split over keys), prefill chunks (flash attention for heads of 64 and 128: several
+    // (batch, q heads, kv heads, q length, k length, head dim): decoding steps (the lane-per-key
+    // kernel for heads of whole 16-byte chunks: 64, 80 with a ragged chunk group, 128, 256;
+    // the warp-per-key kernel for 12; split over keys), prefill chunks (flash attention for heads of 64 and 128: several
     // 128-row blocks and 64-key tiles with ragged ends, more keys than queries) and the
     // cuBLAS path (head size 80).
     let cases = [
@@ -95,6 +96,9 @@ fn attention_matches_the_cpu() {
         (1, 4, 2, 200, 200, 128),
         (2, 2, 1, 130, 300, 64),
         (2, 4, 1, 9, 50, 80),
+        (1, 4, 2, 1, 100, 12),
+        (1, 4, 1, 2, 77, 80),
+        (1, 2, 2, 4, 513, 256),
     ];
     for dt in HALF_FLOATS {
         for (ci, &(b, hq, hkv, ql, kl, d)) in cases.iter().enumerate() {

@@ -217,6 +217,20 @@ fn rows_in_place(g: &Gpu, d: &Data) -> Result<Option<Data>> {
     contiguous(g, d)
 }
 
+/// Whether the decoding kernel can give each lane a whole key row (`sdpa_keys`): rows of
+/// `d = 8 c` elements, every row 16-byte aligned (the base, offset and strides multiples of 16
+/// bytes), and not switched off by `OXMX_SDPA_KEYS=0`.
+fn lane_per_key(g: &Gpu, k: &Data, d: usize) -> Result<bool> {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("OXMX_SDPA_KEYS").is_ok_and(|v| v == "0")) || d % 8 != 0 || d > 256 {
+        return Ok(false);
+    }
+    let es = k.dtype.size() as u64;
+    let base = k.buffer.device_block(g.ordinal)?.ptr();
+    let aligned = |elems: i64| (elems as u64).wrapping_mul(es) % 16 == 0;
+    Ok(base % 16 == 0 && aligned(k.offset as i64) && (0..3).all(|a| k.shape[a] <= 1 || aligned(k.strides[a] as i64)))
+}
+
 fn mask_code(kind: MaskKind) -> u32 {
     match kind {
         MaskKind::None => 0,
@@ -261,7 +275,10 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
     let mc = mask_code(kind);
     if ql <= VECTOR_ROWS {
         let (kpl, vpl) = (d.div_ceil(32), dv.div_ceil(32));
-        let name = format!("sdpa_vector_{dt}_{kpl}_{vpl}_{mc}");
+        // One lane per key where K's rows are whole 16-byte chunks (see sdpa_keys in fast.cu);
+        // OXMX_SDPA_KEYS=0 keeps the warp-per-key kernel, for comparing.
+        let (kernel, kt) = if lane_per_key(g, &k, d)? { ("sdpa_keys", d / 8) } else { ("sdpa_vector", kpl) };
+        let name = format!("{kernel}_{dt}_{kt}_{vpl}_{mc}");
         let f = template_function(
             g,
             FAST,
@@ -274,11 +291,15 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             },
             || {
                 format!(
-                "sdpa_vector<{dt}, {kpl}, {vpl}, {mc}>(part, q, k, v, mask, ks, vs, ms, ms_k, d, dv, hq, hkv, ql, kl, scale, split_len)"
-            )
+                    "{kernel}<{dt}, {kt}, {vpl}, {mc}>(part, q, k, v, mask, ks, vs, ms, ms_k, d, dv, hq, hkv, ql, kl, scale, split_len)"
+                )
             },
         )?;
-        let want = (2 * g.sm_count as usize).div_ceil(rows);
+        // Key splits: enough blocks to cover the GPU (~8 per SM for the lane-per-key kernel,
+        // whose warps each hold one 32-key chunk in flight; 2 for the warp-per-key one), at
+        // least 128 keys each.
+        let per_sm = if kernel == "sdpa_keys" { 8 } else { 2 };
+        let want = (per_sm * g.sm_count as usize).div_ceil(rows);
         let n_split = want.clamp(1, kl.div_ceil(128)).min(65535);
         let split_len = kl.div_ceil(n_split);
         let n_split = kl.div_ceil(split_len);

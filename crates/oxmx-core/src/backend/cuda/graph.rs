@@ -83,6 +83,9 @@ pub(crate) struct Capture {
     /// Recent marks, oldest first: an event recorded on the stream once every launch up to
     /// `.0` had been queued. Reads wait on the first mark that covers their data.
     marks: std::collections::VecDeque<(u64, Event)>,
+    /// With `OXMX_GPU_PROFILE`: timing events around each graph launch (start, end), read by
+    /// `gpu_time` to tell how long the GPU spent running the graphs against the wall time.
+    timings: Vec<(Event, Event)>,
 }
 
 /// Direct launches between two marks (a read waits at most this many launches past its data).
@@ -97,10 +100,28 @@ unsafe impl Send for Event {}
 
 impl Event {
     pub(crate) fn new() -> Result<Event> {
+        Self::with_flags(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32)
+    }
+
+    /// An event that records a time stamp (for `elapsed_since`).
+    fn timing() -> Result<Event> {
+        Self::with_flags(sys::CUevent_flags::CU_EVENT_DEFAULT as u32)
+    }
+
+    fn with_flags(flags: u32) -> Result<Event> {
         let mut e: sys::CUevent = std::ptr::null_mut();
         // SAFETY: creates an event in the bound context.
-        check(unsafe { sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32) }, "creating a CUDA event")?;
+        check(unsafe { sys::cuEventCreate(&mut e, flags) }, "creating a CUDA event")?;
         Ok(Event(e))
+    }
+
+    /// Seconds between `start` and this event, once both have run (waits for this one).
+    fn elapsed_since(&self, start: &Event) -> Result<f64> {
+        self.wait()?;
+        let mut ms = 0f32;
+        // SAFETY: two live timing events of one context, both recorded and complete.
+        check(unsafe { sys::cuEventElapsedTime_v2(&mut ms, start.0, self.0) }, "reading a CUDA event's time")?;
+        Ok(ms as f64 * 1e-3)
     }
 
     pub(crate) fn record(&self, stream: sys::CUstream) -> Result<()> {
@@ -332,8 +353,16 @@ fn end_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
             st.execs.insert(key, Exec(exec));
         }
         let exec = st.execs.get(&key).expect("exec was just cached").0;
+        let timing = if super::profiling() { Some((Event::timing()?, Event::timing()?)) } else { None };
+        if let Some((start, _)) = &timing {
+            start.record(g.cu_stream())?;
+        }
         // SAFETY: an instantiated graph on this device's stream.
         check(super::timed("~graph launch", || unsafe { sys::cuGraphLaunch(exec, g.cu_stream()) }), "launching a CUDA graph")?;
+        if let Some((start, end)) = timing {
+            end.record(g.cu_stream())?;
+            st.timings.push((start, end));
+        }
         st.launches += 1;
         g.capture_launched.notify_all();
         Ok(())
@@ -343,6 +372,24 @@ fn end_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
         let _ = sys::cuGraphDestroy(graph);
     }
     result
+}
+
+/// With `OXMX_GPU_PROFILE`: the graphs launched since the last call, the GPU time they ran
+/// (each from the moment the stream reached it to its end: idle gaps between graphs are not
+/// counted) and the span from the first one's start to the last one's end. Busy over span is
+/// the GPU's utilisation while graphs ran; a host-bound loop shows it well under 1. Waits for
+/// the last graph.
+pub(crate) fn gpu_time(g: &Gpu) -> Result<(u64, f64, f64)> {
+    let timings = std::mem::take(&mut lock(g).timings);
+    let mut busy = 0.0;
+    for (start, end) in &timings {
+        busy += end.elapsed_since(start)?;
+    }
+    let span = match (timings.first(), timings.last()) {
+        (Some((first, _)), Some((_, last))) => last.elapsed_since(first)?,
+        _ => 0.0,
+    };
+    Ok((timings.len() as u64, busy, span))
 }
 
 /// A task of `ops` ops starts on this device: batch its launches when it is long enough.

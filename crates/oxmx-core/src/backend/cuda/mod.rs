@@ -98,14 +98,39 @@ fn profile_table() -> &'static Mutex<BTreeMap<String, (u64, f64)>> {
 /// With `OXMX_GPU_PROFILE` set: per primitive name, (calls, seconds) of host time spent
 /// dispatching it for a GPU stream (kernel launches are asynchronous, so this is the host's
 /// cost per op, not the kernel's run time; fallbacks include their CPU kernel). Empty otherwise.
+/// Two rows come from the GPU's own clock (CUDA events around each graph launch, rows starting
+/// with `~gpu`): the time the GPU ran graphs and the span they covered.
 pub fn profile() -> BTreeMap<String, (u64, f64)> {
-    profile_table().lock().unwrap_or_else(|p| p.into_inner()).clone()
+    let mut table = profile_table().lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if profiling() && !table.is_empty() {
+        for ordinal in 0..device_count() {
+            if let Ok((n, busy, span)) = device::gpu(ordinal).and_then(graph::gpu_time) {
+                if n > 0 {
+                    table.insert(format!("~gpu {ordinal}: graphs running (GPU clock)"), (n, busy));
+                    table.insert(format!("~gpu {ordinal}: first graph start to last end (GPU clock)"), (1, span));
+                }
+            }
+        }
+    }
+    table
+}
+
+/// Kernel launches (direct or captured into graphs) on GPU `ordinal` so far; 0 for a device not
+/// in use. With Nsight Compute's `--launch-skip`, it finds a phase of a run (e.g. one decoding
+/// step); a library call that launches several kernels (cuBLAS) counts once.
+pub fn launches(ordinal: usize) -> u64 {
+    device::gpu(ordinal).map_or(0, graph::launch_seq)
 }
 
 /// Empties the `OXMX_GPU_PROFILE` table (to profile one phase, e.g. a benchmark's last trial,
 /// without the kernel compilations and loads of the first).
 pub fn profile_reset() {
     profile_table().lock().unwrap_or_else(|p| p.into_inner()).clear();
+    if profiling() {
+        for ordinal in 0..device_count() {
+            let _ = device::gpu(ordinal).and_then(graph::gpu_time);
+        }
+    }
 }
 
 /// A stream worker starts a task of `ops` ops on GPU `ordinal`; `true` when its kernels are

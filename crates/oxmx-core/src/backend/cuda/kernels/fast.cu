@@ -209,6 +209,132 @@ __device__ void sdpa_vector(float* part, const typename Elem<DT>::T* q, const ty
     }
 }
 
+// Attention for few query rows, one lane per key: block (row, split) walks its key range 32
+// keys per warp at a time. Each lane computes its key's score over the whole row (KC 16-byte
+// chunks of K, q in shared memory), the warp takes the chunk's max and sum once, then every
+// lane accumulates the chunk's 32 value rows for its dims (lane + 32 e: coalesced). Why: the
+// warp-per-key kernel above keeps one key in flight per warp, a serial chain of load, shuffle
+// reduction and exp per key (~25 µs per layer at 640 keys on an H200, a fifth of a Llama-3-8B
+// decoding step); here each lane has its row's KC loads in flight and the reductions run once
+// per 32 keys. Needs d = 8 KC and K rows 16-byte aligned (fast.rs checks); writes the same
+// partial results as sdpa_vector, for sdpa_merge.
+template <int DT, int KC, int VPL, int MASK>
+__device__ void sdpa_keys(float* part, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+                          const typename Elem<DT>::T* v, const void* mask, Rows4 ks, Rows4 vs, Rows4 ms,
+                          long long ms_k, int d, int dv, int hq, int hkv, int ql, long long kl, float scale,
+                          long long split_len) {
+    typedef Elem<DT> E;
+    const float NEG_INF = -__int_as_float(0x7f800000);
+    __shared__ float qs[KC * 8];
+    __shared__ float sm[SDPA_WARPS], sl[SDPA_WARPS];
+    __shared__ float sacc[SDPA_WARPS][VPL * 32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    long long r = blockIdx.x;
+    int split = blockIdx.y, n_split = gridDim.y;
+    int i = (int)(r % ql), h = (int)((r / ql) % hq);
+    long long bi = r / ((long long)ql * hq);
+    int hk = h / (hq / hkv);
+    for (int c = threadIdx.x; c < KC * 8; c += blockDim.x) qs[c] = E::load(q[r * d + c]) * scale;
+    __syncthreads();
+    long long k0 = (long long)split * split_len;
+    long long k1 = k0 + split_len < kl ? k0 + split_len : kl;
+    if (MASK == MASK_CAUSAL) {
+        long long lim = (long long)i + kl - ql + 1;
+        if (lim < k1) k1 = lim;
+    }
+    float m = NEG_INF, l = 0.0f, acc[VPL];
+#pragma unroll
+    for (int e = 0; e < VPL; ++e) acc[e] = 0.0f;
+    const typename E::T* kb = k + ks.off + bi * ks.b + hk * ks.h;
+    const typename E::T* vb = v + vs.off + bi * vs.b + hk * vs.h;
+    long long mrow = ms.off + bi * ms.b + h * ms.h + i * ms.l;
+    for (long long base = k0 + 32 * warp; base < k1; base += 32 * SDPA_WARPS) {
+        // Past the range, a lane reads the last key again and its weight is 0: no branch
+        // around the loads, so they all stay in flight together (a load under a per-key
+        // branch waited for the one before it).
+        long long last = k1 - 1;
+        long long j = base + lane < last ? base + lane : last;
+        const typename E::T* kr = kb + j * ks.l;
+        float s = 0.0f;
+        // Loads first, arithmetic after, in groups of KG chunks: written interleaved, the
+        // compiler kept only ~5 of a row's loads in flight.
+        constexpr int KG = KC < 16 ? KC : 16;
+#pragma unroll
+        for (int c0 = 0; c0 < KC; c0 += KG) {
+            Chunk8<DT> kc[KG];
+#pragma unroll
+            for (int u = 0; u < KG; ++u)
+                if (c0 + u < KC) kc[u] = chunk8_load<DT>(kr + 8 * (c0 + u));
+#pragma unroll
+            for (int u = 0; u < KG; ++u) {
+                if (c0 + u >= KC) break;
+                float kf[8];
+                chunk8_f<DT>(kc[u], kf);
+#pragma unroll
+                for (int t = 0; t < 8; ++t) s = fmaf(qs[8 * (c0 + u) + t], kf[t], s);
+            }
+        }
+        if (MASK == MASK_BOOL && !((const bool_t*)mask)[mrow + j * ms_k]) s = -OXMX_FLT_MAX;
+        if (MASK == MASK_ADD) s += E::load(((const typename E::T*)mask)[mrow + j * ms_k]);
+        if (base + lane > last) s = NEG_INF;
+        float mn = fmaxf(m, warp_max(s));
+        if (mn == NEG_INF) continue;
+        float corr = expf(m - mn);
+        float p = s == NEG_INF ? 0.0f : expf(s - mn);
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int e = 0; e < VPL; ++e) acc[e] *= corr;
+        // Value rows VG keys at a time, their loads all issued before the arithmetic.
+        constexpr int VG = VPL <= 4 ? 8 : 4;
+#pragma unroll 1
+        for (int u0 = 0; u0 < 32; u0 += VG) {
+            typename E::T vv[VG][VPL];
+#pragma unroll
+            for (int u = 0; u < VG; ++u) {
+                long long ju = base + u0 + u < last ? base + u0 + u : last;
+                const typename E::T* vr = vb + ju * vs.l;
+#pragma unroll
+                for (int e = 0; e < VPL; ++e) {
+                    int c = lane + 32 * e;
+                    vv[u][e] = c < dv ? vr[c] : vr[0];
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < VG; ++u) {
+                float pu = __shfl_sync(0xffffffffu, p, u0 + u);
+#pragma unroll
+                for (int e = 0; e < VPL; ++e)
+                    if (lane + 32 * e < dv) acc[e] = fmaf(pu, E::load(vv[u][e]), acc[e]);
+            }
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < VPL; ++e) sacc[warp][lane + 32 * e] = acc[e];
+    __syncthreads();
+    float M = sm[0];
+    for (int w = 1; w < SDPA_WARPS; ++w) M = fmaxf(M, sm[w]);
+    float* out = part + (r * n_split + split) * (2 + (long long)dv);
+    float L = 0.0f, cw[SDPA_WARPS];
+    for (int w = 0; w < SDPA_WARPS; ++w) {
+        cw[w] = sm[w] == NEG_INF ? 0.0f : expf(sm[w] - M);
+        L += sl[w] * cw[w];
+    }
+    if (threadIdx.x == 0) {
+        out[0] = M;
+        out[1] = L;
+    }
+    for (int x = threadIdx.x; x < dv; x += blockDim.x) {
+        float a = 0.0f;
+        for (int w = 0; w < SDPA_WARPS; ++w) a += sacc[w][x] * cw[w];
+        out[2 + x] = a;
+    }
+}
+
 // Merges the key splits of each row (and the row's sink logit, a split with one zero value).
 template <int DT, bool SINKS>
 __device__ void sdpa_merge(typename Elem<DT>::T* out, const float* part, const float* sinks, int n_split, int dv,

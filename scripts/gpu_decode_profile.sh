@@ -1,0 +1,24 @@
+#!/bin/sh
+# On a GPU machine: where a Llama-3-8B-shaped decoding step's time goes.
+#  1. `oxmx bench` plain, then with OXMX_GPU_PROFILE=1: the stream worker's host time per
+#     primitive, and the GPU's own clock around each CUDA graph (busy time against the span).
+#  2. Nsight Compute over the last ~2 decoding steps of a short run (--warm: caches as the run
+#     left them), every kernel in launch order in $OUT/decode_kernels.json and a table by name.
+# Binaries from target/gpuc/bins.tar.xz; logs under $OUT.
+#
+#   MODEL=scripts/configs/llama3-8b-4bit sh scripts/gpu_decode_profile.sh
+set -u
+OUT=${OUT:-gpu-report}
+mkdir -p "$OUT" target/gpu
+[ -x target/gpu/oxmx ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+M=${MODEL:-scripts/configs/llama3-8b-4bit}
+B="target/gpu/oxmx bench --random-weights --model $M"
+echo "== plain"; $B -p 512 -g 128 -n 2 2>&1 | grep -E "Trial|Averages"
+echo "== profiled"; OXMX_GPU_PROFILE=1 $B -p 512 -g 128 -n 2 > "$OUT/profile.txt" 2>&1
+grep -E "Trial|Averages|\[gpu\]" "$OUT/profile.txt" | head -50
+OXMX_GPU_PROFILE=1 $B -p 16 -g 8 -n 1 > "$OUT/short.txt" 2>&1
+N=$(sed -n 's/.*kernel launches after it \([0-9]*\).*/\1/p' "$OUT/short.txt" | tail -1)
+SKIP=$((N - ${WINDOW:-1400}))
+echo "== ncu: launches $N, skipping $SKIP"
+python3 scripts/ncu_kernels.py --warm --skip "$SKIP" --count 4000 --raw "$OUT/decode_kernels.json" -- $B -p 16 -g 8 -n 1 2>"$OUT/ncu_err.txt" | head -40
