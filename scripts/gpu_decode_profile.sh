@@ -6,7 +6,7 @@
 #     left them), every kernel in launch order in $OUT/decode_kernels.json and a table by name.
 # Binaries from target/gpuc/bins.tar.xz; logs under $OUT.
 #
-#   MODEL=scripts/configs/llama3-8b-4bit sh scripts/gpu_decode_profile.sh
+#   MODEL=scripts/configs/llama3-8b-4bit sh scripts/gpu_decode_profile.sh   (NCU_ONLY=1: step 2 alone)
 set -u
 OUT=${OUT:-gpu-report}
 mkdir -p "$OUT" target/gpu
@@ -14,9 +14,11 @@ mkdir -p "$OUT" target/gpu
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 M=${MODEL:-scripts/configs/llama3-8b-4bit}
 B="target/gpu/oxmx bench --random-weights --model $M"
-echo "== plain"; $B -p 512 -g 128 -n 2 2>&1 | grep -E "Trial|Averages"
-echo "== profiled"; OXMX_GPU_PROFILE=1 $B -p 512 -g 128 -n 2 > "$OUT/profile.txt" 2>&1
-grep -E "Trial|Averages|\[gpu\]" "$OUT/profile.txt" | head -50
+if [ -z "${NCU_ONLY:-}" ]; then
+  echo "== plain"; $B -p 512 -g 128 -n 2 2>&1 | grep -E "Trial|Averages"
+  echo "== profiled"; OXMX_GPU_PROFILE=1 $B -p 512 -g 128 -n 2 > "$OUT/profile.txt" 2>&1
+  grep -E "Trial|Averages|\[gpu\]" "$OUT/profile.txt" | head -50
+fi
 OXMX_GPU_PROFILE=1 $B -p 16 -g 8 -n 1 > "$OUT/short.txt" 2>&1
 N=$(sed -n 's/.*kernel launches after it \([0-9]*\).*/\1/p' "$OUT/short.txt" | tail -1)
 SKIP=$((N - ${WINDOW:-1400}))

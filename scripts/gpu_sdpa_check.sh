@@ -16,6 +16,9 @@ for keys in 1 0; do
     OXMX_SDPA_KEYS=$keys python3 scripts/ncu_kernels.py --match sdpa --skip 4 --count 6 -- target/gpu/oxmx-bench "gpu_sdpa_decode_gqa32x8_k${kl}_d128_bf16" 2>>"$OUT/ncu_err.txt" | tail -n +2 | grep -v "^all" | sed "s/^/k$kl /"
   done
 done
+# Fused q/k/v with one RoPE launch for q and k: the fused model's logits against the separate
+# products', on the GPU.
+[ -x target/gpu/fused ] && timeout 60 target/gpu/fused 2>&1 | grep -E "test result|panicked" | head -3
 for round in $(seq ${ROUNDS:-2}); do
   for keys in 1 0; do
     printf "decode, OXMX_SDPA_KEYS=%s: " $keys

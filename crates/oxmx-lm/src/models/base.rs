@@ -102,6 +102,26 @@ fn window_mask(window: Option<usize>, base: AttentionMask, offset: usize, l: usi
 /// Rotates `q: [B, Hq, L, D]` and `k: [B, Hkv, L, D]` (already normed), appends `k, v` to the
 /// cache, attends with the layer's mask and returns `[B, L, Hq * D]` (before `o_proj`).
 pub fn attend(spec: &AttnSpec, q: &Array, k: &Array, v: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+    attend_with(spec, Queries::Separate(q, k), v, cache)
+}
+
+/// `attend` with `qk: [B, Hq + Hkv, L, D]` holding the query heads and then the key heads (as a
+/// fused q/k/v product leaves them): one RoPE launch rotates both, then q and k are views.
+pub fn attend_joint(spec: &AttnSpec, qk: &Array, v: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+    attend_with(spec, Queries::Joint(qk), v, cache)
+}
+
+/// Queries and keys before RoPE, apart or in one array.
+#[derive(Clone, Copy)]
+enum Queries<'a> {
+    Separate(&'a Array, &'a Array),
+    Joint(&'a Array),
+}
+
+fn attend_with(spec: &AttnSpec, qk: Queries, v: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+    let q = match qk {
+        Queries::Separate(q, _) | Queries::Joint(q) => q,
+    };
     let (b, l) = (q.shape()[0] as isize, q.shape()[2]);
     let offset = cache.as_ref().map_or(0, |c| c.offset());
     // A cache of several sequences (the server's batch) gives per-row positions and its own mask.
@@ -112,8 +132,15 @@ pub fn attend(spec: &AttnSpec, q: &Array, k: &Array, v: &Array, cache: Option<&m
         Some((_, None)) => AttentionMask::Causal,
         None => cache_mask(&cache, l),
     };
-    let q = spec.rope.apply_rows(q, offset, rows.as_ref().map(|r| &r.0));
-    let k = spec.rope.apply_rows(k, offset, rows.as_ref().map(|r| &r.0));
+    let rope = |x: &Array| spec.rope.apply_rows(x, offset, rows.as_ref().map(|r| &r.0));
+    let (q, k) = match qk {
+        Queries::Separate(q, k) => (rope(q), rope(k)),
+        Queries::Joint(qk) => {
+            let mut parts = ops::split_at(&rope(qk), &[spec.n_heads as isize], 1);
+            let k = parts.pop().expect("two parts");
+            (parts.pop().expect("two parts"), k)
+        }
+    };
     let fetched = match cache {
         Some(c) => c.update_and_fetch_kv(&k, v),
         None => FetchedKv::Plain(k, v.clone()),
@@ -193,7 +220,16 @@ impl Attention {
     /// `x: [B, L, hidden]`.
     pub fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
         let s = &self.spec;
-        let (q, k, v) = match self.fused.as_ref().and_then(|f| f.forward(&[&self.q_proj, &self.k_proj, &self.v_proj], x)) {
+        let parts = [&self.q_proj, &self.k_proj, &self.v_proj];
+        if self.q_norm.is_none() && self.k_norm.is_none() {
+            // Fused q/k/v (decoding): q and k stay one array for one RoPE launch.
+            if let Some(mut y) = self.fused.as_ref().and_then(|f| f.forward_merged(&parts, x, 2)) {
+                let v = split_heads(&y.pop().expect("two parts"), s.n_kv_heads, s.head_dim);
+                let qk = split_heads(&y.pop().expect("two parts"), s.n_heads + s.n_kv_heads, s.head_dim);
+                return linear(&self.o_proj, &attend_joint(s, &qk, &v, cache));
+            }
+        }
+        let (q, k, v) = match self.fused.as_ref().and_then(|f| f.forward(&parts, x)) {
             Some(mut y) => {
                 let v = y.pop().expect("three parts");
                 let k = y.pop().expect("three parts");

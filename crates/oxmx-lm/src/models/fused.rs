@@ -120,6 +120,12 @@ impl Fused {
     /// The parts' outputs for `x` (views of one product), or `None` when `x` has more than
     /// `MAX_ROWS` rows or a part changed since it was fused (then the caller runs the parts).
     pub fn forward(&self, parts: &[&Linear], x: &Array) -> Option<Vec<Array>> {
+        self.forward_merged(parts, x, 1)
+    }
+
+    /// As `forward`, with the first `merged` parts' outputs as one view (q and k of an
+    /// attention layer, rotated by one RoPE launch).
+    pub fn forward_merged(&self, parts: &[&Linear], x: &Array, merged: usize) -> Option<Vec<Array>> {
         // Only for few rows (decoding): a prompt's products are large enough that dispatch costs
         // nothing, and its fused output plus the copies its strided parts need for the next ops
         // would only add memory.
@@ -136,9 +142,11 @@ impl Fused {
         let y = self.linear.forward(x);
         let mut bounds = Vec::with_capacity(self.widths.len() - 1);
         let mut at = 0isize;
-        for w in &self.widths[..self.widths.len() - 1] {
+        for (i, w) in self.widths[..self.widths.len() - 1].iter().enumerate() {
             at += *w as isize;
-            bounds.push(at);
+            if i + 1 >= merged {
+                bounds.push(at);
+            }
         }
         Some(ops::split_at(&y, &bounds, -1))
     }
