@@ -1,8 +1,8 @@
 //! Fused projections (q/k/v and gate/up as one product at inference, `models/fused.rs`): the
 //! fused model's logits equal the unfused model's (prefill and cached decoding, dense and
 //! quantized, with and without q/k/v biases); its parameters are unchanged (names, shapes,
-//! values); a part replaced or updated afterwards switches that layer back to the separate
-//! products.
+//! values); fusing does not grow the memory the model holds; a part replaced or updated
+//! afterwards switches that layer back to the separate products.
 
 use oxmx_core::{ops, Array, Dtype};
 use oxmx_lm::cache::make_prompt_cache;
@@ -21,8 +21,8 @@ fn config(model_type: &str) -> ModelConfig {
 }
 
 fn random_model(model_type: &str, quantize: Option<usize>) -> DecoderLM<DecoderLayer> {
-    // Fusion is opt-in; every test of this file turns it on (the same value, so the threads
-    // setting it agree).
+    // Fusion is on by default; every test of this file says so explicitly (the same value, so
+    // the threads setting it agree), in case the environment turned it off.
     std::env::set_var("OXMX_FUSE_PROJECTIONS", "1");
     let c = config(model_type);
     let mut m = match model_type {
@@ -43,6 +43,13 @@ fn random_model(model_type: &str, quantize: Option<usize>) -> DecoderLM<DecoderL
     let p = m.parameters();
     oxmx_core::eval(&p.values().collect::<Vec<_>>()).unwrap();
     m
+}
+
+/// The tests of this file one at a time: one of them reads the allocator's global counters.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn tokens(n: usize, seed: u32) -> Array {
@@ -73,6 +80,7 @@ fn run(m: &dyn LanguageModel) -> Vec<Array> {
 
 #[test]
 fn fused_logits_equal_separate_products() {
+    let _serial = serial();
     for (model_type, q) in [("llama", None), ("llama", Some(4)), ("llama", Some(8)), ("qwen2", None), ("qwen2", Some(4))] {
         let separate = random_model(model_type, q);
         let mut fused = separate.clone();
@@ -96,6 +104,7 @@ fn fused_logits_equal_separate_products() {
 
 #[test]
 fn a_part_changed_after_fusion_runs_separately() {
+    let _serial = serial();
     let mut m = random_model("llama", Some(4));
     m.fuse_projections().unwrap();
     // Replace layer 0's k_proj with another quantized matrix and layer 1's up_proj with a dense
@@ -128,6 +137,7 @@ fn a_part_changed_after_fusion_runs_separately() {
 
 #[test]
 fn parts_read_through_their_views_give_the_same_products() {
+    let _serial = serial();
     use oxmx_nn::UnaryModule;
     for q in [None, Some(4)] {
         let separate = random_model("llama", q);
@@ -140,5 +150,38 @@ fn parts_read_through_their_views_give_the_same_products() {
         }
         let (a, b) = (&fused.model.layers[1].mlp, &separate.model.layers[1].mlp);
         assert_close(&format!("{q:?} up_proj through its view"), &a.up_proj.forward(&x), &b.up_proj.forward(&x));
+    }
+}
+
+#[test]
+fn fusing_does_not_grow_the_models_memory() {
+    let _serial = serial();
+    for q in [None, Some(4)] {
+        let mut m = random_model("llama", q);
+        // As when a previous layer's parts were just freed: blocks half again the size of each
+        // array fusion will make wait in the allocator's cache (which hands out blocks up to
+        // twice the size asked for, and the model would keep the slack).
+        let mut sizes = Vec::new();
+        for l in &m.model.layers {
+            let (a, p) = (&l.self_attn, &l.mlp);
+            for group in [vec![&a.q_proj, &a.k_proj, &a.v_proj], vec![&p.gate_proj, &p.up_proj]] {
+                sizes.push(group.iter().map(|x| x.weight.nbytes()).sum::<usize>());
+                if let Some(s0) = group[0].scales.as_ref() {
+                    sizes.push(s0.nbytes() * group.len());
+                    sizes.push(s0.nbytes() * group.len());
+                }
+            }
+        }
+        let blocks: Vec<Array> =
+            sizes.iter().map(|&n| oxmx_core::random::normal(&[(n * 3 / 2).div_ceil(4)], Dtype::Float32, 0.0, 1.0, None)).collect();
+        oxmx_core::eval(&blocks.iter().collect::<Vec<_>>()).unwrap();
+        drop(blocks);
+        let before = oxmx_core::memory::active_memory();
+        m.fuse_projections().unwrap();
+        let after = oxmx_core::memory::active_memory();
+        // The fused arrays replace the parts' (each part becomes a view): at most the
+        // allocator's rounding may differ.
+        let slack = 4096 * sizes.len();
+        assert!(after <= before + slack, "{q:?}: active memory {before} -> {after} bytes after fusing");
     }
 }
