@@ -101,6 +101,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             a.prompt_tokens, a.generation_tokens, a.batch_size
         );
     }
+    let gpu_profiling = oxmx_core::default_device().is_gpu() && std::env::var_os("OXMX_GPU_PROFILE").is_some();
     let mut results = Vec::with_capacity(a.num_trials);
     for i in 0..a.num_trials {
         if a.delay > 0 {
@@ -108,14 +109,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         // OXMX_GPU_PROFILE's report covers the last trial alone (no first-use compilations).
         oxmx_core::backend::cuda::profile_reset();
-        let launches = oxmx_core::backend::cuda::launches;
-        let gpu_profiling = oxmx_core::default_device().is_gpu() && std::env::var_os("OXMX_GPU_PROFILE").is_some();
+        // Kernel launch counts around the trial, for Nsight Compute's --launch-skip.
         if gpu_profiling {
-            eprintln!("[gpu] trial {}: kernel launches before it {}", i + 1, launches(0));
+            eprintln!("[gpu] trial {}: kernel launches before it {}", i + 1, oxmx_core::backend::cuda::launches(0));
         }
         let r = bench_run(model.as_ref(), &prompts, &opts)?;
         if gpu_profiling {
-            eprintln!("[gpu] trial {}: kernel launches after it {}", i + 1, launches(0));
+            eprintln!("[gpu] trial {}: kernel launches after it {}", i + 1, oxmx_core::backend::cuda::launches(0));
         }
         if !a.json {
             let _ = writeln!(out, "Trial {}:  {}", i + 1, fields(&r));

@@ -62,10 +62,19 @@ pub(crate) fn gpu(ordinal: usize) -> Result<&'static Gpu> {
     super::timed("~gpu() lookup", || gpu_untimed(ordinal))
 }
 
+/// One slot per device, read without a lock (every kernel launch looks its device up; the
+/// mutex this replaced cost ~0.5 µs a lookup); a mutex only orders creation.
+static SLOTS: OnceLock<Vec<OnceLock<&'static Gpu>>> = OnceLock::new();
+
+/// The device `ordinal` if something already created it (bound to the calling thread), without
+/// creating it: for reports that must not start a GPU a run never used.
+pub(crate) fn existing(ordinal: usize) -> Option<&'static Gpu> {
+    let g = *SLOTS.get()?.get(ordinal)?.get()?;
+    g.ctx.bind_to_thread().ok()?;
+    Some(g)
+}
+
 fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
-    // One slot per device, read without a lock (every kernel launch looks its device up; the
-    // mutex this replaced cost ~0.5 µs a lookup); the mutex only orders creation.
-    static SLOTS: OnceLock<Vec<OnceLock<&'static Gpu>>> = OnceLock::new();
     static CREATING: Mutex<()> = Mutex::new(());
     let n = device_count();
     if ordinal >= n {

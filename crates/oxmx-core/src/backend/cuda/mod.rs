@@ -104,7 +104,7 @@ pub fn profile() -> BTreeMap<String, (u64, f64)> {
     let mut table = profile_table().lock().unwrap_or_else(|p| p.into_inner()).clone();
     if profiling() && !table.is_empty() {
         for ordinal in 0..device_count() {
-            if let Ok((n, busy, span)) = device::gpu(ordinal).and_then(graph::gpu_time) {
+            if let Some(Ok((n, busy, span))) = device::existing(ordinal).map(graph::gpu_time) {
                 if n > 0 {
                     table.insert(format!("~gpu {ordinal}: graphs running (GPU clock)"), (n, busy));
                     table.insert(format!("~gpu {ordinal}: first graph start to last end (GPU clock)"), (1, span));
@@ -119,17 +119,16 @@ pub fn profile() -> BTreeMap<String, (u64, f64)> {
 /// in use. With Nsight Compute's `--launch-skip`, it finds a phase of a run (e.g. one decoding
 /// step); a library call that launches several kernels (cuBLAS) counts once.
 pub fn launches(ordinal: usize) -> u64 {
-    device::gpu(ordinal).map_or(0, graph::launch_seq)
+    device::existing(ordinal).map_or(0, graph::launch_seq)
 }
 
 /// Empties the `OXMX_GPU_PROFILE` table (to profile one phase, e.g. a benchmark's last trial,
 /// without the kernel compilations and loads of the first).
 pub fn profile_reset() {
     profile_table().lock().unwrap_or_else(|p| p.into_inner()).clear();
-    if profiling() {
-        for ordinal in 0..device_count() {
-            let _ = device::gpu(ordinal).and_then(graph::gpu_time);
-        }
+    // The GPU-clock rows restart too (devices this run has not used are left alone).
+    for g in (0..device_count()).filter_map(device::existing) {
+        let _ = graph::gpu_time(g);
     }
 }
 
