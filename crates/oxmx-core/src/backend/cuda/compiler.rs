@@ -4,7 +4,7 @@
 
 use super::device::{cuda_err, Gpu};
 use crate::error::{Error, Result};
-use cudarc::driver::CudaFunction;
+use cudarc::driver::{sys, CudaFunction};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::path::PathBuf;
 
@@ -73,12 +73,26 @@ pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Re
     if let Some(f) = cached(g, name) {
         return Ok(f);
     }
-    let src = format!("{}\n{}", COMMON.source(), body());
+    let src = format!("{}\n{}", COMMON.source(), with_grid_dependency(name, body())?);
     let ptx = ptx_for(g, name, &src)?;
     let module = g.ctx.load_module(ptx).map_err(|e| cuda_err(&format!("loading kernel {name}"), e))?;
     let f = module.load_function(name).map_err(|e| cuda_err(&format!("finding kernel {name}"), e))?;
     g.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), f.clone());
     Ok(f)
+}
+
+/// `src` with `oxmx_grid_dependency()` (kernels/common.cuh) as the first statement of kernel
+/// `name`, so that every kernel may be launched with programmatic dependent launch. Each
+/// source defines its kernel as `extern "C" __global__ void name(params) {`, and parameter
+/// lists hold no braces: the body starts at the first `{` after the name.
+fn with_grid_dependency(name: &str, mut src: String) -> Result<String> {
+    let head = format!("__global__ void {name}(");
+    let body = src.find(&head).and_then(|at| src[at..].find('{').map(|b| at + b + 1));
+    let Some(body) = body else {
+        return Err(Error::runtime(format!("[gpu] kernel source for {name} does not define `__global__ void {name}(...)`")));
+    };
+    src.insert_str(body, " oxmx_grid_dependency();");
+    Ok(src)
 }
 
 /// The kernel `name` from a templated family source (`kernels/*.cu`) and the one-line call
@@ -143,10 +157,49 @@ pub(crate) fn launch_grid(
         // device pointers to blocks that stay alive while the stream uses them (the driver
         // copies the values at the call, captured or not).
         unsafe {
-            cudarc::driver::result::launch_kernel(f.cu_function(), (blocks.0, blocks.1, 1), (threads, 1, 1), shared, g.cu_stream(), params)
+            if g.pdl {
+                launch_dependent(f.cu_function(), blocks, threads, shared, g.cu_stream(), params)
+            } else {
+                cudarc::driver::result::launch_kernel(f.cu_function(), (blocks.0, blocks.1, 1), (threads, 1, 1), shared, g.cu_stream(), params)
+            }
         }
         .map_err(|e| cuda_err("launching a kernel", e))
     })
+}
+
+/// `cuLaunchKernelEx` with programmatic stream serialization allowed: the kernel's blocks may
+/// be scheduled before the previous kernel on the stream has finished (each kernel waits for it
+/// first, `oxmx_grid_dependency`), which hides the launch gap between dependent kernels, ~1 µs
+/// of a few-µs decoding kernel. A capture turns it into a programmatic edge of the graph.
+///
+/// # Safety
+/// As `cuLaunchKernel`: a live function of the current context and parameters matching it.
+unsafe fn launch_dependent(
+    f: sys::CUfunction,
+    blocks: (u32, u32),
+    threads: u32,
+    shared: u32,
+    stream: sys::CUstream,
+    params: &mut [*mut std::ffi::c_void],
+) -> std::result::Result<(), cudarc::driver::DriverError> {
+    // SAFETY: a zeroed attribute is a valid bit pattern (a C union of integers).
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: blocks.0,
+        gridDimY: blocks.1,
+        gridDimZ: 1,
+        blockDimX: threads,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: shared,
+        hStream: stream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: the config and attribute live for the call; the caller vouches for f and params.
+    unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }.result()
 }
 
 /// Kernel arguments by value, in order (the driver copies each from its pointer at launch).

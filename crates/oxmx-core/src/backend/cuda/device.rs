@@ -23,6 +23,9 @@ pub(crate) struct Gpu {
     pub arch: &'static str,
     pub sm_count: u32,
     pub total_mem: usize,
+    /// Kernels launch with programmatic dependent launch (compiler.rs, `launch_grid`): compute
+    /// capability 9.0 and later, unless `OXMX_PDL=0`.
+    pub pdl: bool,
     pub blas: Mutex<Option<super::matmul::BlasHandle>>,
     pub kernels: Mutex<HashMap<String, CudaFunction>>,
     /// CUDA graph capture of batched ops (graph.rs); also orders every use of the stream.
@@ -103,6 +106,7 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
         .map_err(|e| cuda_err("reading the multiprocessor count", e))? as u32;
     let total_mem = ctx.total_mem().map_err(|e| cuda_err("reading the memory size", e))?;
     let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+    let pdl = major >= 9 && std::env::var("OXMX_PDL").map_or(true, |v| v != "0");
     let g: &'static Gpu = Box::leak(Box::new(Gpu {
         ordinal,
         ctx,
@@ -110,6 +114,7 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
         arch,
         sm_count,
         total_mem,
+        pdl,
         blas: Mutex::new(None),
         kernels: Mutex::new(HashMap::new()),
         capture: Mutex::new(Default::default()),

@@ -23,6 +23,21 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return h;
 }
 
+// Programmatic dependent launch (compute capability 9.0+; compiler.rs puts this call first in
+// every kernel and launches kernels with the attribute that allows it). The driver may start a
+// kernel's blocks while the kernel before it on the stream is still running; `wait` holds them
+// until that kernel has finished and its writes are visible, so nothing is read or written
+// early. `launch_dependents` then lets the next kernel's blocks be scheduled: it comes after
+// the wait, so a kernel that starts early can only overlap a predecessor that has itself passed
+// its wait, and every kernel before that one has finished. Without the attribute both are
+// no-ops.
+__device__ __forceinline__ void oxmx_grid_dependency() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 #define OXMX_MAX_DIMS 8
 #define OXMX_MAX_INPUTS 3
 
