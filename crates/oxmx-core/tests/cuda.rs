@@ -246,6 +246,23 @@ fn reductions_and_softmax_match_the_cpu() {
     assert_close("int sum", &g, &c, 0.0);
     let (g, c) = both(|| prod(&rand(&[4, 20], 0.5, 1.5, Dtype::Float32, 24), -1, false));
     assert_close("prod", &g, &c, 1e-5);
+    // Few long rows: each row is split across blocks and the partial results merged.
+    for dt in FLOATS {
+        for shape in [vec![(1usize << 20) + 5], vec![3, 70001]] {
+            // Positive terms (no cancellation) whose sum fits float16.
+            let x = rand(&shape, 0.0, 0.05, dt, 25);
+            let what = |op: &str| format!("{op} {dt:?} {shape:?}");
+            let (g, c) = both(|| sum(&x, -1, false));
+            assert_close(&what("sum"), &g, &c, tol(dt) * 30.0);
+            let (g, c) = both(|| max(&x, -1, false));
+            assert_close(&what("max"), &g, &c, 0.0);
+            let (g, c) = both(|| min(&x, None, false));
+            assert_close(&what("min"), &g, &c, 0.0);
+        }
+    }
+    let i = rand(&[2, 300000], -50.0, 50.0, Dtype::Int32, 26);
+    let (g, c) = both(|| sum(&i, -1, false));
+    assert_close("int sum, split rows", &g, &c, 0.0);
 }
 
 #[test]

@@ -288,5 +288,45 @@ fn argmax_argmin_and_logsumexp_match_the_cpu() {
     );
     let (g, c) = both(|| logsumexp(&special, -1isize, true));
     assert_close("logsumexp inf and NaN rows", &g, &c, 0.0);
+    // Rows long enough to be split across blocks (a vocabulary's logits), ragged lengths.
+    for dt in HALF_FLOATS {
+        for (rows, cols) in [(1, 128256), (2, 100003), (3, 4099)] {
+            let x = rand(&[rows, cols], -20.0, 20.0, dt, 81 + cols as u64);
+            let (g, c) = both(|| argmax(&x, Some(-1), false));
+            assert_close(&format!("argmax {dt:?} {rows}x{cols}"), &g, &c, 0.0);
+            let (g, c) = both(|| argmin(&x, Some(-1), false));
+            assert_close(&format!("argmin {dt:?} {rows}x{cols}"), &g, &c, 0.0);
+            let (g, c) = both(|| logsumexp(&x, -1isize, true));
+            assert_close(&format!("logsumexp {dt:?} {rows}x{cols}"), &g, &c, tol(dt) * 2.0);
+        }
+    }
+    // Split rows with the deciding values in different splits: a tie (the first wins), NaNs
+    // (the first wins, logsumexp is NaN), +inf, and a row of -inf.
+    let n = 60000usize;
+    let row = |marks: &[(usize, f32)]| {
+        let mut v = vec![0.5f32; n];
+        for &(i, x) in marks {
+            v[i] = x;
+        }
+        v
+    };
+    let flat: Vec<f32> = [
+        row(&[(41000, 9.0), (7000, 9.0)]),
+        row(&[(52000, f32::NAN), (30000, f32::NAN), (100, 9.0)]),
+        row(&[(45000, f32::INFINITY), (3, 2.0)]),
+        vec![f32::NEG_INFINITY; n],
+        row(&[(59999, -9.0), (0, -9.0)]),
+    ]
+    .concat();
+    let x = Array::from_slice(&flat, &[5, n]);
+    for dt in HALF_FLOATS {
+        let x = x.astype(dt);
+        let (g, c) = both(|| argmax(&x, Some(-1), false));
+        assert_close(&format!("argmax split ties and NaN {dt:?}"), &g, &c, 0.0);
+        let (g, c) = both(|| argmin(&x, Some(-1), false));
+        assert_close(&format!("argmin split ties and NaN {dt:?}"), &g, &c, 0.0);
+        let (g, c) = both(|| logsumexp(&x, -1isize, true));
+        assert_close(&format!("logsumexp split special rows {dt:?}"), &g, &c, tol(dt) * 2.0);
+    }
     assert_no_fallback(&["ArgMax", "ArgMin", "LogSumExp"]);
 }

@@ -134,6 +134,21 @@ fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
     Ok(ptx)
 }
 
+/// Compiles kernel `name` from `body` as `function` would, for `arch`, without a device: `None`
+/// when NVRTC cannot be loaded (tests of generated sources skip then).
+#[cfg(test)]
+pub(crate) fn compile_only(name: &str, body: String, arch: &'static str) -> Option<Result<()>> {
+    if !nvrtc_present() {
+        return None;
+    }
+    let src = match with_grid_dependency(name, body) {
+        Ok(b) => format!("{}\n{b}", COMMON.source()),
+        Err(e) => return Some(Err(e)),
+    };
+    let opts = CompileOptions { arch: Some(arch), options: vec!["--std=c++17".into()], ..Default::default() };
+    Some(cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map(|_| ()).map_err(|e| Error::runtime(format!("{name}: {e:?}"))))
+}
+
 /// Launches `f` over `n` threads' worth of grid-stride work with `params` (pointers to each
 /// argument's value, in order).
 pub(crate) fn launch(g: &Gpu, f: &CudaFunction, n: usize, params: &mut [*mut std::ffi::c_void]) -> Result<()> {
@@ -160,7 +175,14 @@ pub(crate) fn launch_grid(
             if g.pdl {
                 launch_dependent(f.cu_function(), blocks, threads, shared, g.cu_stream(), params)
             } else {
-                cudarc::driver::result::launch_kernel(f.cu_function(), (blocks.0, blocks.1, 1), (threads, 1, 1), shared, g.cu_stream(), params)
+                cudarc::driver::result::launch_kernel(
+                    f.cu_function(),
+                    (blocks.0, blocks.1, 1),
+                    (threads, 1, 1),
+                    shared,
+                    g.cu_stream(),
+                    params,
+                )
             }
         }
         .map_err(|e| cuda_err("launching a kernel", e))
