@@ -11,7 +11,7 @@ use std::time::Instant;
 /// larger than the caches.
 pub(crate) fn read_bandwidth() -> f64 {
     let n = 1usize << 28;
-    let src = crate::HugeF32::new(n, 1.0);
+    let src = crate::HostF32::new(n, 1.0);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let run = || {
         std::thread::scope(|s| {

@@ -106,65 +106,42 @@ fn process_cpu_seconds() -> f64 {
 }
 
 /// The machine's copy bandwidth (read + write bytes per second) with a plain multithreaded copy.
-/// f32 storage on transparent huge pages, as oxmx's own large buffers are (`memory.rs`; off with
-/// `OXMX_HUGE_PAGES=0`, as there): the machine's reference rates are read from memory laid out
-/// as the kernels' own, so a kernel's fraction of them stays honest.
-pub(crate) struct HugeF32 {
-    ptr: std::ptr::NonNull<f32>,
+/// f32 storage from oxmx's own allocator, so the machine's reference rates are read from memory
+/// laid out as the kernels' arrays are (large blocks on transparent huge pages, `memory.rs`):
+/// a kernel's fraction of them stays honest.
+pub(crate) struct HostF32 {
+    buf: oxmx_core::memory::Buffer,
     n: usize,
 }
 
-const HUGE: usize = 2 << 20;
-
-impl HugeF32 {
-    pub(crate) fn new(n: usize, v: f32) -> HugeF32 {
-        let layout = Self::layout(n);
-        // SAFETY: a non-zero layout (at least one huge page).
-        let raw = unsafe { std::alloc::alloc(layout) } as *mut f32;
-        let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
-        if std::env::var("OXMX_HUGE_PAGES").map_or(true, |v| v != "0") {
-            // SAFETY: advice over the block just allocated, before its first touch.
-            unsafe { libc::madvise(raw as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE) };
-        }
-        let mut h = HugeF32 { ptr, n };
+impl HostF32 {
+    pub(crate) fn new(n: usize, v: f32) -> HostF32 {
+        let buf = oxmx_core::memory::Buffer::alloc(n * 4).expect("allocating a benchmark buffer");
+        let mut h = HostF32 { buf, n };
         h.fill(v);
         h
     }
-
-    fn layout(n: usize) -> std::alloc::Layout {
-        std::alloc::Layout::from_size_align((n * 4).max(HUGE).div_ceil(HUGE) * HUGE, HUGE).expect("a valid layout")
-    }
 }
 
-impl std::ops::Deref for HugeF32 {
+impl std::ops::Deref for HostF32 {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        // SAFETY: n initialised f32s owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.n) }
+        // SAFETY: the buffer holds n * 4 bytes, aligned to at least 64 (f32-aligned).
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const f32, self.n) }
     }
 }
 
-impl std::ops::DerefMut for HugeF32 {
+impl std::ops::DerefMut for HostF32 {
     fn deref_mut(&mut self) -> &mut [f32] {
-        // SAFETY: as deref, borrowed mutably through self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.n) }
+        let n = self.n;
+        // SAFETY: as deref, borrowed mutably through the buffer.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.bytes_mut().as_mut_ptr() as *mut f32, n) }
     }
 }
-
-impl Drop for HugeF32 {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, Self::layout(self.n)) };
-    }
-}
-
-// Plain memory behind a unique owner.
-unsafe impl Send for HugeF32 {}
-unsafe impl Sync for HugeF32 {}
 
 fn copy_bandwidth(n: usize) -> f64 {
-    let src = HugeF32::new(n, 1.0);
-    let mut dst = HugeF32::new(n, 0.0);
+    let src = HostF32::new(n, 1.0);
+    let mut dst = HostF32::new(n, 0.0);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let run = |dst: &mut [f32]| {
         std::thread::scope(|s| {

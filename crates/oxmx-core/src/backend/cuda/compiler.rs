@@ -73,12 +73,21 @@ pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Re
     if let Some(f) = cached(g, name) {
         return Ok(f);
     }
-    let src = format!("{}\n{}", COMMON.source(), with_grid_dependency(name, body())?);
+    let src = kernel_source(name, body())?;
     let ptx = ptx_for(g, name, &src)?;
     let module = g.ctx.load_module(ptx).map_err(|e| cuda_err(&format!("loading kernel {name}"), e))?;
     let f = module.load_function(name).map_err(|e| cuda_err(&format!("finding kernel {name}"), e))?;
     g.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), f.clone());
     Ok(f)
+}
+
+/// The whole source of kernel `name`: COMMON, then `body` with the grid dependency inserted.
+fn kernel_source(name: &str, body: String) -> Result<String> {
+    Ok(format!("{}\n{}", COMMON.source(), with_grid_dependency(name, body)?))
+}
+
+fn compile_options(arch: &'static str) -> CompileOptions {
+    CompileOptions { arch: Some(arch), options: vec!["--std=c++17".into()], ..Default::default() }
 }
 
 /// `src` with `oxmx_grid_dependency()` (kernels/common.cuh) as the first statement of kernel
@@ -118,7 +127,7 @@ fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
             "[gpu] NVRTC (libnvrtc) could not be loaded: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH".to_string(),
         ));
     }
-    let opts = CompileOptions { arch: Some(g.arch), options: vec!["--std=c++17".into()], ..Default::default() };
+    let opts = compile_options(g.arch);
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
         .map_err(|e| Error::runtime(format!("[gpu] NVRTC could not compile kernel {name}: {e:?}")))?;
     if let Some(f) = &file {
@@ -141,11 +150,11 @@ pub(crate) fn compile_only(name: &str, body: String, arch: &'static str) -> Opti
     if !nvrtc_present() {
         return None;
     }
-    let src = match with_grid_dependency(name, body) {
-        Ok(b) => format!("{}\n{b}", COMMON.source()),
+    let src = match kernel_source(name, body) {
+        Ok(src) => src,
         Err(e) => return Some(Err(e)),
     };
-    let opts = CompileOptions { arch: Some(arch), options: vec!["--std=c++17".into()], ..Default::default() };
+    let opts = compile_options(arch);
     Some(cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map(|_| ()).map_err(|e| Error::runtime(format!("{name}: {e:?}"))))
 }
 
