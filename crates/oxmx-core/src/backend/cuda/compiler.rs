@@ -70,16 +70,10 @@ pub(crate) fn cached(g: &Gpu, name: &str) -> Option<CudaFunction> {
 /// prepended). `name` must determine the source (callers encode every parameter in it): the
 /// source is only generated on a cache miss, which keeps a launch's host cost to a map lookup.
 pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Result<CudaFunction> {
-    compiled(g, name, true, body)
-}
-
-/// `function`, where `insert_wait` false leaves `oxmx_grid_dependency()` to the kernel itself
-/// (one that prefetches inputs into L2 before waiting, `template_function_pf`).
-fn compiled(g: &Gpu, name: &str, insert_wait: bool, body: impl FnOnce() -> String) -> Result<CudaFunction> {
     if let Some(f) = cached(g, name) {
         return Ok(f);
     }
-    let src = if insert_wait { kernel_source(name, body())? } else { format!("{}\n{}", COMMON.source(), body()) };
+    let src = kernel_source(name, body())?;
     let ptx = ptx_for(g, name, &src)?;
     let module = g.ctx.load_module(ptx).map_err(|e| cuda_err(&format!("loading kernel {name}"), e))?;
     let f = module.load_function(name).map_err(|e| cuda_err(&format!("finding kernel {name}"), e))?;
@@ -120,50 +114,7 @@ pub(crate) fn template_function(
     params: impl FnOnce() -> String,
     call: impl FnOnce() -> String,
 ) -> Result<CudaFunction> {
-    function(g, name, || template_source(family, name, params(), call()))
-}
-
-/// `template_function` for kernels with a `bool PF` template parameter: when `pf` is true the
-/// call runs `oxmx_grid_dependency()` itself, after prefetching into L2 what the previous
-/// kernel on the stream cannot have written (weights). An L2 prefetch cannot read stale data,
-/// since every SM's writes land in L2, so it is safe whatever that kernel does; loads into
-/// registers before the wait would not be.
-pub(crate) fn template_function_pf(
-    g: &Gpu,
-    family: Family,
-    name: &str,
-    pf: bool,
-    params: impl FnOnce() -> String,
-    call: impl FnOnce() -> String,
-) -> Result<CudaFunction> {
-    compiled(g, name, !pf, || template_source(family, name, params(), call()))
-}
-
-/// Whether kernels prefetch their weights into L2 before waiting for the previous kernel: with
-/// programmatic dependent launch only (without it the wait is at the launch, nothing to
-/// overlap); `OXMX_PREFETCH=0` turns it off (A/B on a device).
-pub(crate) fn prefetching(g: &Gpu) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    g.pdl && *ON.get_or_init(|| std::env::var("OXMX_PREFETCH").map_or(true, |v| v != "0"))
-}
-
-fn template_source(family: Family, name: &str, params: String, call: String) -> String {
-    format!("{}\nextern \"C\" __global__ void {name}({params}) {{ {call}; }}\n", family.source())
-}
-
-/// `template_function_pf` for a kernel that prefetches and waits itself, compiled for at least
-/// `min_blocks` resident blocks of 256 threads per SM (`__launch_bounds__`: fewer registers).
-pub(crate) fn template_function_bounded(
-    g: &Gpu,
-    family: Family,
-    name: &str,
-    min_blocks: u32,
-    params: impl FnOnce() -> String,
-    call: impl FnOnce() -> String,
-) -> Result<CudaFunction> {
-    compiled(g, name, false, || {
-        format!("{}\nextern \"C\" __global__ void __launch_bounds__(256, {min_blocks}) {name}({}) {{ {}; }}\n", family.source(), params(), call())
-    })
+    function(g, name, || format!("{}\nextern \"C\" __global__ void {name}({}) {{ {}; }}\n", family.source(), params(), call()))
 }
 
 fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {

@@ -21,8 +21,6 @@ pub(crate) struct Gpu {
     pub read_stream: Arc<CudaStream>,
     /// `sm_XY` for NVRTC.
     pub arch: &'static str,
-    /// Compute capability as 10 * major + minor (80: Ampere, 90: Hopper).
-    pub capability: u32,
     pub sm_count: u32,
     pub total_mem: usize,
     /// Kernels launch with programmatic dependent launch (compiler.rs, `launch_grid`): compute
@@ -114,7 +112,6 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
         ctx,
         stream,
         arch,
-        capability: (10 * major + minor) as u32,
         sm_count,
         total_mem,
         pdl,

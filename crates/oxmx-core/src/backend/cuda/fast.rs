@@ -5,7 +5,7 @@
 //! two cuBLAS products around a masked-softmax kernel (scores in float32, probabilities in the
 //! input dtype, as an op-built attention does). float32, float16 and bfloat16 inputs.
 
-use super::compiler::{prefetching, template_function, template_function_pf, Args, Family};
+use super::compiler::{template_function, Args, Family};
 use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::matmul::gemm;
@@ -278,15 +278,11 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
         // One lane per key where K's rows are whole 16-byte chunks (see sdpa_keys in fast.cu);
         // OXMX_SDPA_KEYS=0 keeps the warp-per-key kernel, for comparing.
         let (kernel, kt) = if lane_per_key(g, &k, d)? { ("sdpa_keys", d / 8) } else { ("sdpa_vector", kpl) };
-        // sdpa_keys prefetches the cache before waiting for the kernel before it.
-        let pf = kernel == "sdpa_keys" && prefetching(g);
-        let pf_arg = if kernel == "sdpa_keys" { format!(", {pf}") } else { String::new() };
-        let name = format!("{kernel}_{dt}_{kt}_{vpl}_{mc}_{}", pf as u8);
-        let f = template_function_pf(
+        let name = format!("{kernel}_{dt}_{kt}_{vpl}_{mc}");
+        let f = template_function(
             g,
             FAST,
             &name,
-            pf,
             || {
                 format!(
                     "float* part, const {ty}* q, const {ty}* k, const {ty}* v, const void* mask, Rows4 ks, Rows4 vs, Rows4 ms, \
@@ -295,7 +291,7 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             },
             || {
                 format!(
-                    "{kernel}<{dt}, {kt}, {vpl}, {mc}{pf_arg}>(part, q, k, v, mask, ks, vs, ms, ms_k, d, dv, hq, hkv, ql, kl, scale, split_len)"
+                    "{kernel}<{dt}, {kt}, {vpl}, {mc}>(part, q, k, v, mask, ks, vs, ms, ms_k, d, dv, hq, hkv, ql, kl, scale, split_len)"
                 )
             },
         )?;

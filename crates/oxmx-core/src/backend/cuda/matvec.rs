@@ -6,7 +6,7 @@
 //! Llama-3-8B decoding step, ~3.8 ms of host time for a step whose weights the GPU reads in
 //! ~3.5 ms. This kernel is one plain launch (~3 µs) and reads the weight at full width.
 
-use super::compiler::{env_pair, prefetching, template_function_pf, Args, Family};
+use super::compiler::{env_pair, template_function, Args, Family};
 use super::device::Gpu;
 use super::elementwise::storage;
 use super::fast::{dptr, dt_code, output};
@@ -67,14 +67,12 @@ pub(crate) fn gemv(g: &Gpu, a: &Data, la: &Layout, b: &Data, lb: &Layout, shape:
     });
     let w = k_split(k / 8, u);
     let ty = storage(dt).unwrap_or("float");
-    let pf = prefetching(g);
-    let f = template_function_pf(
+    let f = template_function(
         g,
         MATVEC,
-        &format!("gemv_t_{code}_{rows}_{r}_{u}_{w}_{}", pf as u8),
-        pf,
+        &format!("gemv_t_{code}_{rows}_{r}_{u}_{w}"),
         || format!("{ty}* out, const {ty}* x, const {ty}* w, long long n, long long k, long long ldx, long long ldw, float alpha"),
-        || format!("gemv_t<{code}, {rows}, {r}, {u}, {w}, {pf}>(out, x, w, n, k, ldx, ldw, alpha)"),
+        || format!("gemv_t<{code}, {rows}, {r}, {u}, {w}>(out, x, w, n, k, ldx, ldw, alpha)"),
     )?;
     let (out, optr) = output(g, shape, dt)?;
     let blocks = n.div_ceil(r * (WARPS / w)) as u32;

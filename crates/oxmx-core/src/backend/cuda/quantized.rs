@@ -6,13 +6,12 @@
 //! read once either way and tensor cores do the arithmetic). The float modes (mxfp4, mxfp8,
 //! nvfp4), batched weights and `gather_qmm` still run on the CPU.
 
-use super::compiler::{env_pair, prefetching, template_function, template_function_bounded, template_function_pf, Args, Family};
+use super::compiler::{env_pair, template_function, Args, Family};
 use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
 use super::matmul::gemm;
 use super::matvec::{k_split, WARPS};
-use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::graph::{Data, Spec};
 use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
@@ -124,23 +123,18 @@ fn qmv(
     }
     let dt = x.dtype;
     let code = dt_code(dt).unwrap_or(0);
-    if let Some(out) = qmv_tc(g, p, x, xp, wp, &s, &b, m, n, k, spec)? {
-        return Ok(Some(out));
-    }
     // Output columns per warp group (R: more share each x load) and 16-byte chunks of each in flight
     // per lane (U: enough bytes outstanding to cover DRAM latency; a 4-bit row of 4096 is then
     // one round trip).
     let (r, u) = qmv_shape();
     let w = k_split(k / vpc, u);
     let ty = storage(dt).unwrap_or("float");
-    let pf = prefetching(g);
-    let f = template_function_pf(
+    let f = template_function(
         g,
         QUANTIZED,
-        &format!("qmv_{code}_{bits}_{gs}_{m}_{r}_{u}_{w}_{}", pf as u8),
-        pf,
+        &format!("qmv_{code}_{bits}_{gs}_{m}_{r}_{u}_{w}"),
         || format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k"),
-        || format!("qmv<{code}, {bits}, {gs}, {m}, {r}, {u}, {w}, {pf}>(out, x, w, scales, biases, n, k)"),
+        || format!("qmv<{code}, {bits}, {gs}, {m}, {r}, {u}, {w}>(out, x, w, scales, biases, n, k)"),
     )?;
     let (out, optr) = output(g, &spec.0, dt)?;
     let blocks = n.div_ceil(r * (WARPS / w)) as u32;
@@ -150,63 +144,6 @@ fn qmv(
         (blocks, 1),
         32 * WARPS as u32,
     )?;
-    Ok(Some(out))
-}
-
-/// The tensor-core 4-bit mat-vec (`qmv_tc` in quantized.cu) for one row of 16-bit x, groups of
-/// 32-128 and rows of whole 128-code segments; `None` where it does not apply (the float
-/// kernel runs). `OXMX_QMV_TC=0` turns it off; `OXMX_QMV_TC=U` sets the segments in flight.
-#[allow(clippy::too_many_arguments)]
-fn qmv_tc(
-    g: &Gpu,
-    p: &QuantParams,
-    x: &Data,
-    xp: u64,
-    wp: u64,
-    s: &Data,
-    b: &Data,
-    m: usize,
-    n: usize,
-    k: usize,
-    spec: &Spec,
-) -> Result<Option<Data>> {
-    static SETTING: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let setting = *SETTING.get_or_init(|| std::env::var("OXMX_QMV_TC").ok().and_then(|v| v.parse().ok()));
-    let u_want = setting.unwrap_or(2);
-    let dt = x.dtype;
-    let (bits, gs) = (p.bits, p.group_size);
-    if u_want == 0 || m != 1 || bits != 4 || ![32, 64, 128].contains(&gs) || k % 128 != 0 || g.capability < 80 {
-        return Ok(None);
-    }
-    let code = match dt {
-        Dtype::Float16 => 1,
-        Dtype::Bfloat16 => 2,
-        _ => return Ok(None),
-    };
-    let (sp, bp) = (dptr(g, s)?, dptr(g, b)?);
-    // Scales and biases are read two groups at a time (4 bytes) when a segment has several.
-    if gs < 128 && (sp % 4 != 0 || bp % 4 != 0) {
-        return Ok(None);
-    }
-    // The W warps of a tile take equal runs of segments.
-    let segs = k / 128;
-    let w = [8, 4, 2, 1].into_iter().find(|w| segs % w == 0).unwrap_or(1);
-    let u = u_want.min(4);
-    let pf = prefetching(g);
-    let ty = storage(dt).unwrap_or("float");
-    static MB: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let mb = *MB.get_or_init(|| std::env::var("OXMX_QMV_TC_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
-    let params = || format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k");
-    let call = || format!("qmv_tc<{code}, {gs}, {u}, {w}, {pf}>(out, x, w, scales, biases, n, k)");
-    let name = format!("qmv_tc_{code}_{gs}_{u}_{w}_{}_{mb}", pf as u8);
-    let f = if mb > 0 && pf {
-        template_function_bounded(g, QUANTIZED, &name, mb, params, call)?
-    } else {
-        template_function_pf(g, QUANTIZED, &name, pf, params, call)?
-    };
-    let (out, optr) = output(g, &spec.0, dt)?;
-    let blocks = n.div_ceil(16 * (WARPS / w)) as u32;
-    Args::new().arg(optr).arg(xp).arg(wp).arg(sp).arg(bp).arg(n as i64).arg(k as i64).launch(g, &f, (blocks, 1), 32 * WARPS as u32)?;
     Ok(Some(out))
 }
 

@@ -38,34 +38,6 @@ __device__ __forceinline__ void oxmx_grid_dependency() {
 #endif
 }
 
-// L2 prefetches, for what a kernel reads before its grid dependency (compiler.rs,
-// `template_function_prefetching`): `bytes` (a multiple of 16, 16-byte aligned) in one bulk
-// request, or the 128-byte line holding p. No-ops before compute capability 9.0.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* p, unsigned int bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-__device__ __forceinline__ void prefetch_l2_line(const void* p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p) : "memory");
-#endif
-}
-
-// D = A(16x16, row) * B(16x8, col) + C with float32 accumulation (sm_80+; flash attention,
-// the 4-bit mat-vec).
-template <int DT> __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, const unsigned int* b);
-template <> __device__ __forceinline__ void mma16816<1>(float* c, const unsigned int* a, const unsigned int* b) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-template <> __device__ __forceinline__ void mma16816<2>(float* c, const unsigned int* a, const unsigned int* b) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 #define OXMX_MAX_DIMS 8
 #define OXMX_MAX_INPUTS 3
 

@@ -218,11 +218,7 @@ __device__ void sdpa_vector(float* part, const typename Elem<DT>::T* q, const ty
 // decoding step); here each lane has its row's KC loads in flight and the reductions run once
 // per 32 keys. Needs d = 8 KC and K rows 16-byte aligned (fast.rs checks); writes the same
 // partial results as sdpa_vector, for sdpa_merge.
-// With PF the kernel waits for the previous one itself (compiler.rs, template_function_pf):
-// first the block of each KV head's first query head asks L2 for its split's keys and values
-// (when their rows are contiguous), which the cache update just before may still be writing:
-// an L2 prefetch cannot see stale data.
-template <int DT, int KC, int VPL, int MASK, bool PF>
+template <int DT, int KC, int VPL, int MASK>
 __device__ void sdpa_keys(float* part, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
                           const typename Elem<DT>::T* v, const void* mask, Rows4 ks, Rows4 vs, Rows4 ms,
                           long long ms_k, int d, int dv, int hq, int hkv, int ql, long long kl, float scale,
@@ -238,28 +234,19 @@ __device__ void sdpa_keys(float* part, const typename Elem<DT>::T* q, const type
     int i = (int)(r % ql), h = (int)((r / ql) % hq);
     long long bi = r / ((long long)ql * hq);
     int hk = h / (hq / hkv);
+    for (int c = threadIdx.x; c < KC * 8; c += blockDim.x) qs[c] = E::load(q[r * d + c]) * scale;
+    __syncthreads();
     long long k0 = (long long)split * split_len;
     long long k1 = k0 + split_len < kl ? k0 + split_len : kl;
     if (MASK == MASK_CAUSAL) {
         long long lim = (long long)i + kl - ql + 1;
         if (lim < k1) k1 = lim;
     }
-    const typename E::T* kb = k + ks.off + bi * ks.b + hk * ks.h;
-    const typename E::T* vb = v + vs.off + bi * vs.b + hk * vs.h;
-    if (PF) {
-        if (h % (hq / hkv) == 0 && i == 0 && k1 > k0 && (threadIdx.x & 31) == 0) {
-            if (threadIdx.x == 0 && ks.l == d)
-                prefetch_l2_bulk(kb + k0 * d, (unsigned int)((k1 - k0) * d * sizeof(typename E::T)));
-            if (threadIdx.x == 32 && vs.l == dv && (dv * sizeof(typename E::T)) % 16 == 0)
-                prefetch_l2_bulk(vb + k0 * dv, (unsigned int)((k1 - k0) * dv * sizeof(typename E::T)));
-        }
-        oxmx_grid_dependency();
-    }
-    for (int c = threadIdx.x; c < KC * 8; c += blockDim.x) qs[c] = E::load(q[r * d + c]) * scale;
-    __syncthreads();
     float m = NEG_INF, l = 0.0f, acc[VPL];
 #pragma unroll
     for (int e = 0; e < VPL; ++e) acc[e] = 0.0f;
+    const typename E::T* kb = k + ks.off + bi * ks.b + hk * ks.h;
+    const typename E::T* vb = v + vs.off + bi * vs.b + hk * vs.h;
     long long mrow = ms.off + bi * ms.b + h * ms.h + i * ms.l;
     for (long long base = k0 + 32 * warp; base < k1; base += 32 * SDPA_WARPS) {
         // Past the range, a lane reads the last key again and its weight is 0: no branch
@@ -416,6 +403,19 @@ __device__ void sdpa_softmax(typename Elem<DT>::T* p, const float* s, const void
 }
 
 // ---- Flash attention (prefill): tensor-core tiles, online softmax in registers ----
+
+// D = A(16x16, row) * B(16x8, col) + C with float32 accumulation (sm_80+).
+template <int DT> __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, const unsigned int* b);
+template <> __device__ __forceinline__ void mma16816<1>(float* c, const unsigned int* a, const unsigned int* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> __device__ __forceinline__ void mma16816<2>(float* c, const unsigned int* a, const unsigned int* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 
 // Two floats rounded into one register of two 16-bit elements (lo in the low half).
 template <int DT> __device__ __forceinline__ unsigned int pack2(float lo, float hi);

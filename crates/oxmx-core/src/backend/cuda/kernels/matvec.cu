@@ -10,10 +10,7 @@
 // SM full even when n is small (the caller picks W from the row length). A chunk of x is
 // loaded once per step for all R rows. Sums are float32, reduced across the warp, then across
 // the group in shared memory.
-// With PF the kernel waits for the previous one itself (template_function_prefetching), after
-// asking L2 for its warp's first pass of w (R rows x U runs of 32 chunks), which the previous
-// kernel did not write: the weight streams in while that kernel still runs.
-template <int DT, int M, int R, int U, int W, bool PF>
+template <int DT, int M, int R, int U, int W>
 __device__ void gemv_t(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const typename Elem<DT>::T* w, long long n,
                        long long k, long long ldx, long long ldw, float alpha) {
     typedef Elem<DT> E;
@@ -22,15 +19,6 @@ __device__ void gemv_t(typename Elem<DT>::T* out, const typename Elem<DT>::T* x,
     int kw = warp % W;
     long long n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + warp / W) * R;
     long long chunks = k / 8;
-    if (PF) {
-        if (lane < R * U) {
-            int r = lane / U, u = lane % U;
-            long long c = kw * 32 + 32 * W * u;
-            if (c < chunks && n0 + r < n)
-                prefetch_l2_bulk(w + (n0 + r) * ldw + c * 8, (unsigned int)(min(32LL, chunks - c) * 8 * sizeof(typename E::T)));
-        }
-        oxmx_grid_dependency();
-    }
     float acc[M][R];
     for (int m = 0; m < M; ++m)
         for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
