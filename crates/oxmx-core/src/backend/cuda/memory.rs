@@ -114,13 +114,15 @@ pub(crate) fn clear_all_caches() {
     }
 }
 
+/// Blocks below this size are rounded to powers of two, larger ones to multiples of 2 MB.
+const LARGE_BLOCK: usize = 1 << 20;
+
 /// Small blocks round to powers of two (from 256 bytes), large ones to 2 MiB: few distinct
 /// sizes, so freed blocks are found again.
 fn round(bytes: usize) -> usize {
-    const LARGE: usize = 1 << 20;
     if bytes == 0 {
         0
-    } else if bytes < LARGE {
+    } else if bytes < LARGE_BLOCK {
         bytes.next_power_of_two().max(256)
     } else {
         bytes.div_ceil(2 << 20) * (2 << 20)
@@ -156,7 +158,10 @@ fn alloc_untimed(ordinal: usize, bytes: usize) -> Result<DeviceBlock> {
         // Like MLX: a large fraction of the device's memory.
         st.limit = g.total_mem / 20 * 19;
     }
-    let hit = st.cache.range_mut(capacity..=capacity.saturating_mul(2)).next().map(|(c, v)| (*c, v.pop()));
+    // Small blocks are power-of-two buckets (the next one up may serve), large ones multiples
+    // of 2 MB (see `reuse_limit`).
+    let granule = if capacity < LARGE_BLOCK { capacity } else { 2 << 20 };
+    let hit = st.cache.range_mut(capacity..=crate::memory::reuse_limit(capacity, granule)).next().map(|(c, v)| (*c, v.pop()));
     if let Some((cap, Some(ptr))) = hit {
         if st.cache.get(&cap).is_some_and(|v| v.is_empty()) {
             st.cache.remove(&cap);
