@@ -159,8 +159,9 @@ fn fusing_does_not_grow_the_models_memory() {
     for q in [None, Some(4)] {
         let mut m = random_model("llama", q);
         // As when a previous layer's parts were just freed: blocks half again the size of each
-        // array fusion will make wait in the allocator's cache (which hands out blocks up to
-        // twice the size asked for, and the model would keep the slack).
+        // array fusion will make wait in the allocator's cache (which handed out blocks up to
+        // twice the size asked for until the thirty-first session; the model would keep the
+        // slack).
         let mut sizes = Vec::new();
         for l in &m.model.layers {
             let (a, p) = (&l.self_attn, &l.mlp);

@@ -79,9 +79,9 @@ impl Fused {
         }
         let widths: Vec<usize> = parts.iter().map(|p| p.weight.shape()[0]).collect();
         // Fresh blocks for arrays that live as long as the model: the allocator's cache would
-        // otherwise hand out the previous layer's freed parts, which may be up to twice the
-        // size asked for, and hold the slack for good (SmolLM2-135M: 12.9 MB more active
-        // after loading, 129.07 against 116.14 MB).
+        // otherwise hand out the previous layer's freed parts, which may be larger than asked
+        // for (up to an eighth now, up to twice before the thirty-first session: SmolLM2-135M
+        // then held 12.9 MB more after loading, 129.07 against 116.14 MB), and hold the slack.
         oxmx_core::memory::clear_cache();
         let cat = |get: &dyn Fn(&Linear) -> Option<Array>| -> Option<Array> {
             let v: Option<Vec<Array>> = parts.iter().map(|p| get(p)).collect();
