@@ -5,6 +5,7 @@
 //! rows into the output (vectorised along K); other layouts are transposed into `[K, R]` first.
 
 use super::elementwise::{CHUNK, PAR_THRESHOLD};
+use super::kfloat::KFloat;
 use crate::dtype::{cast, Dtype, Element};
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
@@ -331,23 +332,17 @@ fn arg_reduce(x: &Data, axis: usize, is_max: bool, shape: Vec<usize>) -> Result<
     let c = x.to_row_contiguous()?;
     let mut out = vec![0u32; outer * inner];
     // Float rows along the last axis (greedy sampling's argmax over the logits): lane-parallel.
-    if inner == 1 && matches!(c.dtype, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
-        crate::dispatch!(c.dtype, T => {
-            let src = &c.raw::<T>()[c.offset as usize..c.offset as usize + x.size()];
-            out.par_iter_mut().enumerate().for_each(|(o, slot)| {
-                let row = &src[o * n..(o + 1) * n];
-                let i = if T::DTYPE == Dtype::Float32 {
-                    // SAFETY: T is f32 here (checked by the dtype).
-                    let r = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const f32, n) };
-                    if is_max { arg_row::<true>(r) } else { arg_row::<false>(r) }
-                } else {
-                    let r: Vec<f32> = row.iter().map(|v| v.to_f64() as f32).collect();
-                    if is_max { arg_row::<true>(&r) } else { arg_row::<false>(&r) }
-                };
-                *slot = i as u32;
-            });
-        });
-        return Data::from_slice(&out, shape);
+    if inner == 1 {
+        let rows = match c.dtype {
+            Dtype::Float32 => Some(arg_rows::<f32> as fn(&Data, usize, usize, bool, &mut [u32])),
+            Dtype::Float16 => Some(arg_rows::<f16> as fn(&Data, usize, usize, bool, &mut [u32])),
+            Dtype::Bfloat16 => Some(arg_rows::<bf16> as fn(&Data, usize, usize, bool, &mut [u32])),
+            _ => None,
+        };
+        if let Some(rows) = rows {
+            rows(&c, x.size(), n, is_max, &mut out);
+            return Data::from_slice(&out, shape);
+        }
     }
     crate::dispatch!(c.dtype, T => {
         let src = &c.raw::<T>()[c.offset as usize..c.offset as usize + x.size()];
@@ -377,6 +372,22 @@ fn arg_reduce(x: &Data, axis: usize, is_max: bool, shape: Vec<usize>) -> Result<
     Data::from_slice(&out, shape)
 }
 
+/// `arg_row` over each row of `n` of the contiguous float data `c` (f32 read in place, half
+/// types widened a row at a time).
+fn arg_rows<T: KFloat>(c: &Data, size: usize, n: usize, is_max: bool, out: &mut [u32]) {
+    let src = &c.raw::<T>()[c.offset as usize..c.offset as usize + size];
+    out.par_iter_mut().enumerate().for_each(|(o, slot)| {
+        let row = &src[o * n..(o + 1) * n];
+        let mut buf = Vec::new();
+        let r = T::as_f32(row).unwrap_or_else(|| {
+            buf.resize(n, 0f32);
+            T::load(row, &mut buf);
+            &buf
+        });
+        *slot = if is_max { arg_row::<true>(r) } else { arg_row::<false>(r) } as u32;
+    });
+}
+
 /// The index of the first maximum (`MAX`) or minimum of `row`, or of its first NaN (NumPy's and
 /// MLX's rule). Eight lanes each keep their best value and its first index, which compiles to
 /// vector compares and blends; the generic loop above compared one f64 key at a time (70 µs for
@@ -384,20 +395,9 @@ fn arg_reduce(x: &Data, axis: usize, is_max: bool, shape: Vec<usize>) -> Result<
 fn arg_row<const MAX: bool>(row: &[f32]) -> usize {
     const L: usize = 8;
     let better = |v: f32, b: f32| if MAX { v > b } else { v < b };
-    let first = |r: &[f32]| {
-        let mut bi = 0;
-        for (i, &v) in r.iter().enumerate().skip(1) {
-            if better(v, r[bi]) {
-                bi = i;
-            }
-        }
-        bi
-    };
-    if let Some(i) = row.iter().position(|v| v.is_nan()).filter(|_| row.len() < 2 * L) {
-        return i;
-    }
+    let first_nan = || row.iter().position(|v| v.is_nan());
     if row.len() < 2 * L {
-        return first(row);
+        return first_nan().unwrap_or_else(|| (1..row.len()).fold(0, |bi, i| if better(row[i], row[bi]) { i } else { bi }));
     }
     let mut best = [0f32; L];
     best.copy_from_slice(&row[..L]);
@@ -415,8 +415,8 @@ fn arg_row<const MAX: bool>(row: &[f32]) -> usize {
             }
         }
     }
-    if nan.iter().any(|&b| b) || rest.iter().any(|v| v.is_nan()) || best[..].iter().any(|v| v.is_nan()) {
-        return row.iter().position(|v| v.is_nan()).unwrap_or(0);
+    if nan.contains(&true) || rest.iter().any(|v| v.is_nan()) {
+        return first_nan().unwrap_or(0);
     }
     // The best lane (ties: the lowest index), then the tail, whose indices come after all lanes'.
     let mut bi = idx[0] as usize;
