@@ -301,6 +301,45 @@ fn decode_with_outliers_in_x() {
 }
 
 #[test]
+fn half_precision_decode_error_budget() {
+    // Half-precision x and scales (a half-precision result): on AVX2 hosts the 16-bit integer
+    // kernel rounds x per group (qmv_i16.rs). Its error beyond the result's own rounding must
+    // stay under 5e-5 of each output's Σ|x·w| with outliers in x (every 37th value 30x larger;
+    // a NumPy model of the kernel puts the worst case near 4e-5 and the mean near 5e-6; without
+    // the per-group correction the worst case is ~2x that). Reference: the product of the same
+    // half-precision x with the dequantized weights (scales widened exactly), in f32.
+    let (n, m) = (64usize, 3usize);
+    for (bits, gs, k) in [(4usize, 64usize, 4096usize), (4, 32, 576), (4, 128, 1024), (8, 64, 1024), (2, 64, 640)] {
+        for dt in [Dtype::Float16, Dtype::Bfloat16] {
+            // Fixed draws: the budget is checked on the same data every run.
+            let draw = |shape: &[usize], seed: u64| random::normal(shape, Dtype::Float32, 0.0f32, 1.0f32, Some(&random::key(seed)));
+            let (wq, s, b) = quantize(&draw(&[n, k], (k + bits) as u64).astype(dt), Some(gs), Some(bits), "affine");
+            let b = b.unwrap();
+            let dq = dequantize(&wq, &s.astype(Dtype::Float32), Some(&b.astype(Dtype::Float32)), Some(gs), Some(bits), "affine", None);
+            let dqt = transpose(&dq, &[1, 0]);
+            let mut xv = draw(&[m, k], gs as u64).to_vec::<f32>().unwrap();
+            xv.iter_mut().step_by(37).for_each(|v| *v *= 30.0);
+            let x = Array::from_slice(&xv, &[m, k]).astype(dt);
+            let got = quantized_matmul(&x, &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine");
+            assert_eq!(got.dtype(), dt);
+            let x32 = x.astype(Dtype::Float32);
+            let want = matmul(&x32, &dqt).to_vec::<f32>().unwrap();
+            let bound = matmul(&abs(&x32), &abs(&dqt)).to_vec::<f32>().unwrap();
+            let got = got.astype(Dtype::Float32).to_vec::<f32>().unwrap();
+            let mantissa = if dt == Dtype::Float16 { 10 } else { 7 };
+            for (i, ((&g, &w), &bd)) in got.iter().zip(&want).zip(&bound).enumerate() {
+                // One unit in the last place of the result's dtype (rounding either side of a tie).
+                let ulp = if w == 0.0 { 0.0 } else { 2f32.powi(w.abs().log2().floor() as i32 - mantissa) };
+                assert!(
+                    (g - w).abs() <= ulp + 5e-5 * bd,
+                    "b{bits} g{gs} k{k} {dt} element {i}: got {g}, want {w} (ulp {ulp}, Σ|x·w| {bd})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn decode_propagates_nan_and_inf() {
     // A NaN in a row of x makes that row's outputs NaN and an infinity makes them non-finite,
     // whichever decode kernel runs; the other rows are untouched.

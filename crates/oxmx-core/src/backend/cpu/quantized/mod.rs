@@ -7,6 +7,8 @@ pub mod qmm;
 mod qmv512;
 #[cfg(target_arch = "x86_64")]
 mod qmv_bf16;
+#[cfg(target_arch = "x86_64")]
+mod qmv_i16;
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};

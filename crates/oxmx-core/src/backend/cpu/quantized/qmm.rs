@@ -14,6 +14,8 @@ use super::pack::{from_fp8, get_bits, FP4_LUT};
 use super::qmv512::{avx512_row, lane_groups16, permute_x16};
 #[cfg(target_arch = "x86_64")]
 use super::qmv_bf16;
+#[cfg(target_arch = "x86_64")]
+use super::qmv_i16;
 use super::{as_bytes, float_dispatch, QF};
 #[cfg(target_arch = "x86_64")]
 use crate::backend::cpu::simd::Load8;
@@ -126,12 +128,12 @@ unsafe impl Sync for SendPtr {}
 
 /// `y[m, n] (+)= Σ_k x[m, k] · W[n, k]`, W packed, for `m` rows of `x` (f32, dense `[m, k]`);
 /// `y` dense `[m, n]`.
-fn qmm_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
+fn qmm_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
     if m <= QMV_MAX_ROWS {
-        return qmv_t(x, x_bf16, m, w, n, y);
+        return qmv_t(x, xdt, m, w, n, y);
     }
     // Tiles of `NB` rows of W by `KB` columns, dequantized per task; tasks own column blocks of y.
     const NB: usize = 128;
@@ -225,18 +227,15 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
     }
 }
 
-/// Few-row `x @ Wᵀ`: parallel over output rows of W, one pass over the packed bytes. `x_bf16`:
-/// the values of `x` came from a bfloat16 array (exact in bfloat16).
-fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
+/// Few-row `x @ Wᵀ`: parallel over output rows of W, one pass over the packed bytes. `xdt`:
+/// the dtype of the array the values of `x` came from (exact in it).
+fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
     #[cfg(target_arch = "x86_64")]
-    let dot_bf16 = x_bf16 && qmv_bf16::usable(w);
+    let dot_bf16 = xdt == Dtype::Bfloat16 && qmv_bf16::usable(w);
     #[cfg(not(target_arch = "x86_64"))]
-    let dot_bf16 = {
-        let _ = x_bf16;
-        false
-    };
+    let dot_bf16 = false;
     let ngp = xsum_stride(ng);
     #[cfg(target_arch = "x86_64")]
     let (xb, xsum) = if dot_bf16 {
@@ -250,7 +249,13 @@ fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32])
     let fast =
         w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && crate::backend::cpu::simd::avx2_fma();
     let wide = fast && use_avx512() && !dot_bf16;
-    let (xbuf, xoff) = match (fast && !dot_bf16, wide) {
+    // Half-precision x and result on AVX2 hosts: the 16-bit integer kernel (qmv_i16.rs).
+    let half_out = matches!(xdt, Dtype::Float16 | Dtype::Bfloat16) && matches!(w.sc, Scales::F16(..) | Scales::Bf16(..));
+    #[cfg(target_arch = "x86_64")]
+    let xi = (fast && !wide && !dot_bf16 && half_out && use_i16()).then(|| unsafe { qmv_i16::prepare(x, m, k, w.gs, w.bits) }); // SAFETY: `fast` checked AVX2 and FMA
+    #[cfg(not(target_arch = "x86_64"))]
+    let xi: Option<()> = None;
+    let (xbuf, xoff) = match (fast && !dot_bf16 && xi.is_none(), wide) {
         #[cfg(target_arch = "x86_64")]
         (_, true) => permute_x16(x, m, k, w.bits),
         (true, _) => (permute_x(x, m, k, w.bits), 0),
@@ -277,6 +282,12 @@ fn qmv_t(x: &[f32], x_bf16: bool, m: usize, w: &Packed, n: usize, y: &mut [f32])
         let mut buf = vec![0f32; if fast { 0 } else { k }];
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
+            #[cfg(target_arch = "x86_64")]
+            if let Some(xi) = &xi {
+                // SAFETY: `fast` checked the CPU and the matrix; `xi` is `[m, k]` of this matrix.
+                unsafe { qmv_i16::row(xi, &xsum, w, row, &idx, o) };
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if let Some(xb) = &xb {
                 // SAFETY: `usable` checked the CPU and the matrix; `xb` is `[m, k]`.
@@ -340,6 +351,13 @@ fn use_avx512() -> bool {
             && crate::backend::cpu::simd::avx2_fma()
             && std::env::var("OXMX_QMV_AVX2").map_or(true, |v| v != "1")
     })
+}
+
+/// Whether half-precision x takes the 16-bit integer kernel on AVX2 hosts (`OXMX_QMV_I16=0`:
+/// the float kernel, for A/B measurements).
+fn use_i16() -> bool {
+    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USE.get_or_init(|| std::env::var("OXMX_QMV_I16").map_or(true, |v| v != "0"))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -413,7 +431,7 @@ unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, i
 /// For each block `j` of a chunk of eight groups, the group (0..8) of each of its eight lanes:
 /// lane `i` holds word `8j + i`, in group `(8j + i) / words_per_group`. At most 32 blocks
 /// (8-bit, groups of 128). Built once per product.
-type LaneGroups = [[i32; 8]; 32];
+pub(super) type LaneGroups = [[i32; 8]; 32];
 
 fn lane_groups(words_per_group: usize) -> LaneGroups {
     let mut t = [[0i32; 8]; 32];
@@ -569,10 +587,10 @@ fn store(y: Vec<f32>, spec: &Spec) -> Result<Data> {
     float_dispatch!(spec.1, T => Data::build::<T>(spec.0.clone(), |o| o.iter_mut().zip(&y).for_each(|(o, &v)| *o = T::from_f32(v))))
 }
 
-/// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]` (`x_bf16`: see `qmv_t`).
-fn one(transpose: bool, x: &[f32], x_bf16: bool, m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
+/// One product `x_b [m, kx] @ W_b(ᵀ)` into `y_b [m, out]` (`xdt`: see `qmv_t`).
+fn one(transpose: bool, x: &[f32], xdt: Dtype, m: usize, w: &Packed, wrows: usize, y: &mut [f32]) {
     if transpose {
-        qmm_t(x, x_bf16, m, w, wrows, y)
+        qmm_t(x, xdt, m, w, wrows, y)
     } else {
         qmm_n(x, m, w, wrows, y)
     }
@@ -580,7 +598,7 @@ fn one(transpose: bool, x: &[f32], x_bf16: bool, m: usize, w: &Packed, wrows: us
 
 pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
     let x = x_f32(&inputs[0])?;
-    let x_bf16 = inputs[0].dtype == Dtype::Bfloat16;
+    let xdt = inputs[0].dtype;
     let w = inputs[1].row_major::<u32>();
     let sc = scale_data(p, &inputs[2], inputs.get(3))?;
     let ws = &inputs[1].shape;
@@ -597,7 +615,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
         let m = x.len() / kx / nbatch.max(1);
         for b in 0..nbatch.max(1) {
             let pk = packed(p, &w, &sc, b, wrows, kw);
-            one(transpose, &x[b * m * kx..(b + 1) * m * kx], x_bf16, m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
+            one(transpose, &x[b * m * kx..(b + 1) * m * kx], xdt, m, &pk, wrows, &mut y[b * m * out_cols..(b + 1) * m * out_cols]);
         }
     };
     // Every kernel writes each output element once (or its gemm overwrites first), so a float32
@@ -613,7 +631,7 @@ pub fn matmul(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
 pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Data> {
     let nb = usize::from(p.mode.has_biases());
     let x = x_f32(&inputs[0])?;
-    let x_bf16 = inputs[0].dtype == Dtype::Bfloat16;
+    let xdt = inputs[0].dtype;
     let w = inputs[1].row_major::<u32>();
     let sc = scale_data(p, &inputs[2], if nb == 1 { Some(&inputs[3]) } else { None })?;
     let lhs = inputs[3 + nb].row_major::<u32>();
@@ -630,7 +648,7 @@ pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
             return Err(Error::index(format!("[gather_qmm] index out of range: lhs {li} (of {bx}), rhs {ri} (of {bw})")));
         }
         let pk = packed(p, &w, &sc, ri, wrows, kw);
-        one(transpose, &x[li * m * kx..(li + 1) * m * kx], x_bf16, m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
+        one(transpose, &x[li * m * kx..(li + 1) * m * kx], xdt, m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
     }
     store(y, spec)
 }

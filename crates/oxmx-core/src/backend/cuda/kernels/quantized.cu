@@ -62,7 +62,7 @@ __device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
 // serial latency per step (load wait, dependent product chains) at the ~16 warps per SM that
 // registers or shared memory allow: with one warp per 16-row tile qmv4s needed ~1.5 us per
 // 2 KB stage.
-template <int DT, int BITS, int GS, int M, int R, int U, int W>
+template <int DT, int BITS, int GS, int M, int R, int U, int W, int MEMONLY = 0>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
     typedef Elem<DT> E;
@@ -102,6 +102,11 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
                 for (int j = 0; j < VPC / 8; ++j) load8<DT>(xp + 8 * j, xv + 8 * j);
                 float xs = 0.0f;
                 for (int j = 0; j < VPC; ++j) xs += xv[j];
+                if (MEMONLY) {  // experiment: the same loads, almost no arithmetic
+                    for (int r = 0; r < R; ++r)
+                        acc[m][r] += __uint_as_float((wq[u][r].x ^ wq[u][r].y ^ wq[u][r].z ^ wq[u][r].w) & 0x3f7fffffu) * s[u][r] + b[u][r] + xs;
+                    continue;
+                }
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     unsigned int ws[4] = {wq[u][r].x, wq[u][r].y, wq[u][r].z, wq[u][r].w};
@@ -123,6 +128,92 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
                     }
                     if (OFFSET128) dot = fmaf(-128.0f, xs, dot);
                     acc[m][r] += s[u][r] * dot + b[u][r] * xs;
+                }
+            }
+        }
+    }
+    group_reduce_store<E, M, R, W>(acc, out, n, 1.0f);
+}
+
+// x of a 4-bit mat-vec as 16-bit integers, for qmv_x16. Each run of 32 values (the x of one
+// 16-byte chunk of codes) gets d = max|x| / 32767 and its exact float32 sum; the values are
+// rounded to x / d, so |x - d * xq| <= max|x| / 65534, well under a half-precision x's own
+// rounding for any value within 2^6 of its run's largest. They are stored in the order the
+// dot products take them: within each 8, values 0, 2, 4, 6 then 1, 3, 5, 7 (a code word's
+// even nibbles, then its odd ones). One warp per run: total is a multiple of 32, so whole
+// warps leave together.
+template <int DT>
+__device__ void qmv_x16_prep(short* xq, float2* meta, const typename Elem<DT>::T* x, long long total) {
+    typedef Elem<DT> E;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float v = E::load(x[i]);
+    float a = fabsf(v), sum = v;
+    for (int o = 16; o; o >>= 1) {
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+        sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    }
+    float inv = a > 0.0f ? 32767.0f / a : 0.0f;
+    int q = max(-32767, min(32767, __float2int_rn(v * inv)));
+    int lane = (int)(i & 31), j = lane & 7;
+    xq[(i & ~31LL) + (lane & ~7) + (j >> 1) + 4 * (j & 1)] = (short)q;
+    if (lane == 0) meta[i >> 5] = make_float2(a / 32767.0f, sum);
+}
+
+// qmv for 4-bit codes with x from qmv_x16_prep: integer dot products of two 16-bit x values
+// with two codes per instruction (dp2a, exact in int32: |sum| <= 32 * 15 * 32767 < 2^24), so a
+// code costs ~0.9 instructions against ~4 for the float kernel's permute-and-FMA path, and a
+// chunk's x arrives ready (64 bytes, shared by the R rows). Per chunk: s * d * dot + b * sum(x).
+template <int DT, int GS, int M, int R, int U, int W>
+__device__ void qmv_x16(typename Elem<DT>::T* out, const short* xq, const float2* xmeta, const unsigned int* w,
+                        const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
+    typedef Elem<DT> E;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int kw = warp % W;
+    long long n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + warp / W) * R;
+    long long words = k / 8, chunks = words / 4, groups = k / GS;
+    float acc[M][R];
+    for (int m = 0; m < M; ++m)
+        for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
+    for (long long c0 = kw * 32 + lane; c0 < chunks; c0 += 32 * W * U) {
+        uint4 wq[U][R];
+        float s[U][R], b[U][R];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            long long c = c0 + 32 * W * u;
+            long long gi = c * 32 / GS;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                bool ok = c < chunks && n0 + r < n;
+                wq[u][r] = ok ? ((const uint4*)(w + (n0 + r) * words))[c] : make_uint4(0u, 0u, 0u, 0u);
+                s[u][r] = ok ? E::load(scales[(n0 + r) * groups + gi]) : 0.0f;
+                b[u][r] = ok ? E::load(biases[(n0 + r) * groups + gi]) : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            long long c = c0 + 32 * W * u;
+            if (c >= chunks) break;
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                const uint4* xp = (const uint4*)(xq + m * k + c * 32);
+                uint4 x4[4] = {xp[0], xp[1], xp[2], xp[3]};
+                float2 md = xmeta[m * chunks + c];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    unsigned int ws[4] = {wq[u][r].x, wq[u][r].y, wq[u][r].z, wq[u][r].w};
+                    // Two chains (even and odd nibbles) so consecutive dp2a do not wait on each other.
+                    int de = 0, dodd = 0;
+#pragma unroll
+                    for (int wi = 0; wi < 4; ++wi) {
+                        int lo = (int)(ws[wi] & 0x0F0F0F0Fu), hi = (int)((ws[wi] >> 4) & 0x0F0F0F0Fu);
+                        const unsigned int xw[4] = {x4[wi].x, x4[wi].y, x4[wi].z, x4[wi].w};
+                        de = __dp2a_lo((int)xw[0], lo, de);
+                        de = __dp2a_hi((int)xw[1], lo, de);
+                        dodd = __dp2a_lo((int)xw[2], hi, dodd);
+                        dodd = __dp2a_hi((int)xw[3], hi, dodd);
+                    }
+                    acc[m][r] += s[u][r] * md.x * (float)(de + dodd) + b[u][r] * md.y;
                 }
             }
         }
