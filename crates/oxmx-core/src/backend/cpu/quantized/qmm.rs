@@ -476,10 +476,14 @@ unsafe fn avx2_row_b<const B: i32, const PER: usize, const M: usize, T: Load8>(
     let (s, b) = (&s[row_start..row_start + ng], &b[row_start..row_start + ng]);
     let mask = _mm256_set1_epi32((1 << B) - 1);
     let mut tot = [_mm256_setzero_ps(); M];
+    let pf = prefetch_blocks();
     // One block: 8 words, `8 * PER` elements, scaled per lane by `sv`.
     macro_rules! block {
         ($blk:expr, $sv:expr) => {{
             let blk = $blk;
+            if pf > 0 && blk % 2 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(words.add(blk + pf) as *const i8);
+            }
             let v = _mm256_loadu_si256(words.add(blk));
             let mut q = [_mm256_setzero_ps(); PER];
             for (j, qj) in q.iter_mut().enumerate() {
@@ -651,4 +655,14 @@ pub fn gather(p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) ->
         one(transpose, &x[li * m * kx..(li + 1) * m * kx], xdt, m, &pk, wrows, &mut y[i * m * out_cols..(i + 1) * m * out_cols]);
     }
     store(y, spec)
+}
+
+/// Blocks of 32 bytes to prefetch ahead of the one being read: 64 (2 KB; `OXMX_QMV_PF=N`
+/// overrides, 0 turns it off), for the AVX2 mat-vecs. On Zen 2 the integer kernel's 4096x14336
+/// 4-bit row went from 1.83-1.86 ms without to 1.54-1.60 ms (1 KB: 1.57, 4 KB: 1.57); the
+/// default model's decode (float kernel, rows of 576): six alternating pairs, 84.9 tok/s
+/// mean without, 88.0 with (a noisy host; no pair much worse).
+pub(super) fn prefetch_blocks() -> usize {
+    static PF: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PF.get_or_init(|| std::env::var("OXMX_QMV_PF").ok().and_then(|v| v.parse().ok()).unwrap_or(64))
 }

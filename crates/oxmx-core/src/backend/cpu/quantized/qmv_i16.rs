@@ -16,7 +16,7 @@
 //! of a block are contiguous; `vpmaddwd` of field `f` with them leaves in 32-bit lane `i` the
 //! products of packed word `i`, which is the lane-to-group map of the float path (`LaneGroups`).
 
-use super::qmm::{xsum_stride, LaneGroups, Packed, Scales};
+use super::qmm::{prefetch_blocks, xsum_stride, LaneGroups, Packed, Scales};
 use crate::backend::cpu::simd::Load8;
 use std::arch::x86_64::*;
 
@@ -156,6 +156,7 @@ unsafe fn row_b<const B: i32, const F: usize, const M: usize, T: Load8>(
     // work, less than the FMA latency one chain through every block would wait on. The order
     // is the same for every row count (batch invariance).
     let mut tot = [_mm256_setzero_ps(); M];
+    let pf = prefetch_blocks();
     // The rounding error meets s·q, not w = s·q + b: its share s·c·Σδx with c the middle code
     // is added back per group (this halves it), leaving s·Σδx·(q - c).
     let mid = _mm256_set1_ps(((1 << B) - 1) as f32 / 2.0);
@@ -165,6 +166,9 @@ unsafe fn row_b<const B: i32, const F: usize, const M: usize, T: Load8>(
         ($g:expr, $j:expr, $p:ident, $svr:ident, $first:expr) => {{
             let (g, j) = ($g, $j);
             let blk = g * wpg / 8 + j;
+            if pf > 0 && j % 2 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(words.add(blk + pf) as *const i8);
+            }
             let q = fields::<B>(_mm256_loadu_si256(words.add(blk)));
             let perm = _mm256_loadu_si256(idx[j].as_ptr() as *const __m256i);
             for r in 0..m {
