@@ -134,9 +134,7 @@ fn qmv(
     if bits == 4 && dt != Dtype::Float32 && x16_enabled() {
         return qmv_x16(g, (xp, wp), (&s, &b), (code, ty, gs), (m, n, k), (r, u, w), spec).map(Some);
     }
-    // Experiment (issue 6): `OXMX_QMV_MEMONLY=1` keeps the float kernel's loads and drops its
-    // arithmetic (wrong results), to time the memory side alone under Nsight Compute.
-    let memonly = std::env::var("OXMX_QMV_MEMONLY").map(|v| v == "1").unwrap_or(false) as i32;
+    let memonly = memory_only() as i32;
     let f = template_function(
         g,
         QUANTIZED,
@@ -159,6 +157,14 @@ fn qmv(
 fn qmv_shape() -> (usize, usize) {
     static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     SHAPE.get_or_init(|| env_pair("OXMX_QMV_SHAPE")).unwrap_or((2, 4))
+}
+
+/// Experiment (issue 6): `OXMX_QMV_MEMONLY=1` keeps the float kernel's loads and drops its
+/// arithmetic (wrong results), to time the memory side alone under Nsight Compute. Read once: a
+/// decoding step runs ~130 of these products.
+fn memory_only() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("OXMX_QMV_MEMONLY").map(|v| v == "1").unwrap_or(false))
 }
 
 /// Whether 4-bit mat-vecs with half-precision x run the integer kernel: opt-in
