@@ -336,6 +336,30 @@ fn main() {
             report(&name, time(iters, || ops::matmul(&a, &b)), (3 * n * n * dt.size()) as f64, flops);
         }
     }
+    // The products of the training steps (issue 4), with their transposed operands: `x @ Wᵀ`
+    // forward, `gᵀ @ x` for the weight gradient, `g @ W` for the input gradient; the MLP's
+    // batch of 256 and the transformer's 2048 tokens of width 128 (MLP 512).
+    let train_products = [
+        (256usize, 784usize, 512usize, false, true),
+        (256, 512, 512, false, true),
+        (512, 256, 784, true, false),
+        (256, 512, 512, false, false),
+        (2048, 128, 512, false, true),
+        (2048, 512, 128, false, true),
+        (2048, 128, 128, false, false),
+        (512, 2048, 128, true, false),
+    ];
+    for (m, k, n, at, bt) in train_products {
+        let name = format!("matmul_train_{m}x{k}x{n}{}{}_f32", if at { "_at" } else { "" }, if bt { "_bt" } else { "" });
+        if !want(&name) {
+            continue;
+        }
+        let operand =
+            |r: usize, c: usize, t: bool, seed: u64| if t { ops::transpose(&input(&[c, r], seed), &[1, 0]) } else { input(&[r, c], seed) };
+        let (a, b) = (operand(m, k, at, 13), operand(k, n, bt, 14));
+        oxmx_core::eval(&[&a, &b]).unwrap();
+        report(&name, time(400, || ops::matmul(&a, &b)), (4 * (m * k + k * n + m * n)) as f64, 2.0 * (m * k * n) as f64);
+    }
     if want("sort") {
         let v = input(&[1 << 20], 12);
         v.eval().unwrap();

@@ -1,9 +1,10 @@
 //! Float matmul against a float64 reference over edge shapes, layouts, dtypes and batches.
 //!
-//! On AVX2 hosts without AVX-512 these products run on the hand-written `sgemm` kernel (f32 above
-//! a small size, f16/bf16 at every size beyond the few-row mat-vec path); elsewhere on `gemm`. The
-//! shapes straddle the kernel's blocking: 6-row and 16-column tiles, 256-deep and 4096-wide blocks,
-//! 144-row blocks and the split of a product over threads.
+//! On x86-64 hosts these products run on the hand-written `sgemm` kernel (on AVX2 f32 above a
+//! small size, f16/bf16 at every size beyond the few-row mat-vec path; on AVX-512 f16/bf16 below
+//! AMX's sizes and f32 with a transposed B of 256 columns or more); elsewhere on `gemm`. The
+//! shapes straddle the kernel's blocking: 6×16 and 12×32 tiles, 256-deep and 4096-wide blocks,
+//! 144- and 240-row blocks and the split of a product over threads.
 
 use oxmx_core::ops::*;
 use oxmx_core::prelude::*;
@@ -118,8 +119,9 @@ fn check(a: &Array, b: &Array, what: &str) {
 
 const FLOATS: [Dtype; 3] = [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16];
 
-/// (m, k, n): empty, single, tile edges (6, 16), block edges (144, 256, 4096) and long k.
-const SHAPES: [(usize, usize, usize); 16] = [
+/// (m, k, n): empty, single, tile edges (6×16 on AVX2, 12×32 on AVX-512), block edges (144 and
+/// 240 rows, 256 deep, 4096 wide) and long k.
+const SHAPES: [(usize, usize, usize); 19] = [
     (0, 5, 7),
     (5, 0, 7),
     (5, 7, 0),
@@ -136,6 +138,9 @@ const SHAPES: [(usize, usize, usize); 16] = [
     (300, 40, 500),
     (13, 5000, 29),
     (20, 70, 4200),
+    (25, 260, 289),
+    (241, 300, 257),
+    (12, 256, 32),
 ];
 
 #[test]
@@ -177,6 +182,7 @@ fn transposed_windowed_and_strided_operands() {
     // Large enough to split over threads, with transposed and windowed operands.
     for dt in FLOATS {
         check(&operand(&[], 190, 300, WindowT, dt, 1), &operand(&[], 300, 170, Transposed, dt, 2), &format!("{dt:?} split"));
+        check(&operand(&[], 100, 200, Dense, dt, 3), &operand(&[], 200, 290, Transposed, dt, 4), &format!("{dt:?} split, 290 columns"));
     }
 }
 

@@ -223,7 +223,11 @@ unsafe fn tile_product<T: Element>(
     par: Parallelism,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if T::DTYPE == Dtype::Float32 && m * n * k >= super::matmul::SGEMM_MIN_WORK && super::matmul::use_sgemm() {
+    if T::DTYPE == Dtype::Float32
+        && m * n * k >= super::matmul::SGEMM_MIN_WORK
+        && super::matmul::use_sgemm()
+        && super::matmul::f32_on_sgemm(n, 1, k as isize)
+    {
         use super::sgemm::{sgemm, View};
         let threads = match par {
             Parallelism::Rayon(t) => t,

@@ -114,17 +114,36 @@ fn gemm_kernel<T: Element>(a: &Data, b: &Data, out_shape: Vec<usize>, zero: T, o
     })
 }
 
-/// Whether f32 and 16-bit float products run on `sgemm`: AVX2 hosts without AVX-512 (where the
-/// `gemm` crate keeps the targets, it stays).
+/// Whether f32 and 16-bit float products run on `sgemm`: x86-64 hosts with AVX2 or AVX-512
+/// (`OXMX_SGEMM=0` keeps them on the `gemm` crate, for A/B measurements).
 pub(super) fn use_sgemm() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::simd::level() == super::simd::Level::Avx2 && super::sgemm::available()
+        static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *USE.get_or_init(|| {
+            super::simd::level() != super::simd::Level::Baseline
+                && super::sgemm::available()
+                && std::env::var("OXMX_SGEMM").map_or(true, |v| v != "0")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
+}
+
+/// Whether an f32 product with `n` columns and B's strides `(b_rs, b_cs)` runs on `sgemm`
+/// (given `use_sgemm()`). Always on AVX2 hosts. On AVX-512 hosts only the `x @ Wᵀ` layout (B's
+/// columns contiguous) with at least 256 columns: there `gemm` trails `sgemm`'s 12×32 tile by
+/// 20–30% (Sapphire Rapids, the MLP training step's products); on square products, on row-major
+/// B and with 128 columns or fewer it is level or ahead (`oxmx-bench matmul_`, `conv2d`).
+pub(super) fn f32_on_sgemm(n: usize, b_rs: isize, b_cs: isize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::level() == super::simd::Level::Avx512 {
+        return n >= 256 && b_rs == 1 && b_cs != 1;
+    }
+    let _ = (n, b_rs, b_cs);
+    true
 }
 
 /// Below this many multiply-adds `gemm`'s small-matrix kernels beat `sgemm`'s packing on f32.
@@ -147,7 +166,7 @@ fn sgemm_kernel<T: Element + super::sgemm::Widen>(a: &Data, b: &Data, out_shape:
         let run = |bi: usize, dst: &mut [f32], threads: usize| {
             let (pa, pb) = (pa, pb);
             // SAFETY: offsets and strides describe in-bounds views of the input buffers; `dst`
-            // is an exclusive dense [m, n] block; level() == Avx2 implies sgemm::available().
+            // is an exclusive dense [m, n] block; use_sgemm() implies sgemm::available().
             unsafe {
                 let a = View { ptr: pa.0.offset(g.a_offs[bi]), rs: g.a_rs, cs: g.a_cs };
                 let b = View { ptr: pb.0.offset(g.b_offs[bi]), rs: g.b_rs, cs: g.b_cs };
@@ -255,12 +274,14 @@ trait Widen16: KFloat {}
 impl Widen16 for f16 {}
 impl Widen16 for bf16 {}
 
-/// Float32 product: `sgemm` on AVX2-only hosts (except tiny products), `gemm` elsewhere.
+/// Float32 product: `sgemm` on AVX2 hosts (except tiny products) and for `f32_on_sgemm`'s
+/// layouts on AVX-512 ones, `gemm` elsewhere.
 fn f32_kernel(a: &Data, b: &Data, out_shape: Vec<usize>) -> Result<Data> {
     #[cfg(target_arch = "x86_64")]
     {
         let nd = a.ndim();
-        if use_sgemm() && a.shape[nd - 2] * a.shape[nd - 1] * b.shape[nd - 1] >= SGEMM_MIN_WORK {
+        let n = b.shape[nd - 1];
+        if use_sgemm() && a.shape[nd - 2] * a.shape[nd - 1] * n >= SGEMM_MIN_WORK && f32_on_sgemm(n, b.strides[nd - 2], b.strides[nd - 1]) {
             return sgemm_kernel::<f32>(a, b, out_shape);
         }
     }

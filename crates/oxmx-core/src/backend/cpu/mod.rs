@@ -34,6 +34,8 @@ mod sdpa_avx2;
 #[cfg(target_arch = "x86_64")]
 mod sdpa_rows;
 mod sgemm;
+#[cfg(target_arch = "x86_64")]
+mod sgemm512;
 pub mod shape;
 pub mod simd;
 pub mod sort;

@@ -1,10 +1,12 @@
-//! Single-precision GEMM for x86-64 CPUs with AVX2 and FMA but no AVX-512.
+//! Single-precision GEMM for x86-64 CPUs with AVX2 and FMA, and with AVX-512.
 //!
-//! Hand-written because the `gemm` crate's AVX2 path reaches only ~0.7x OpenBLAS on such hosts
-//! (Zen 3: 116-130 GFLOP/s against 150-178 on two cores). This is the classic BLIS layout: B is
-//! packed into KC×NR panels (kept in L1 by the inner loop), A into MR×KC panels (an MC×KC block
-//! kept in L2), and a 6×16 register-blocked FMA microkernel holds its 12 accumulators in ymm
-//! registers. Packing reads arbitrary strides (transposed and sliced views work in place) and widens
+//! Hand-written because the `gemm` crate reaches only ~0.7x OpenBLAS on AVX2 hosts (Zen 3:
+//! 116-130 GFLOP/s against 150-178 on two cores) and 0.5-0.75x PyTorch's oneDNN on AVX-512 ones
+//! (Sapphire Rapids: 200-310 GFLOP/s against ~400 at a training step's shapes). This is the
+//! classic BLIS layout: B is packed into KC×NR panels (kept in L1 by the inner loop), A into
+//! MR×KC panels (an MC×KC block kept in L2), and a register-blocked FMA microkernel (a `Tile`)
+//! holds its accumulators in registers: 6×16 in ymm registers on AVX2 (this file), 12×32 in zmm
+//! registers on AVX-512 (`sgemm512.rs`). Packing reads arbitrary strides (transposed and sliced views work in place) and widens
 //! f16/bf16 to f32 on the fly, so 16-bit products need no separate conversion pass; C is f32, and
 //! `narrow` rounds it to 16 bits with F16C / integer rounding instead of per-element calls.
 
@@ -13,15 +15,48 @@ use rayon::prelude::*;
 use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;
 
-/// Microkernel tile: 6 rows × 16 columns = 12 ymm accumulators, plus 2 for B and 1 for A.
-const MR: usize = 6;
-const NR: usize = 16;
-/// Depth of a packed block: a 16-wide B panel (KC·NR·4 = 16 KiB) stays in Zen 3's 32 KiB L1d.
-const KC: usize = 256;
-/// Rows of a packed A block (MC·KC·4 = 144 KiB, well inside the 512 KiB L2). Multiple of MR.
-const MC: usize = 144;
-/// Columns of a packed B block (KC·NC·4 = 4 MiB, in L3). Multiple of NR.
-const NC: usize = 4096;
+/// A register-blocked microkernel and the block sizes that suit it.
+pub(super) trait Tile {
+    /// Rows of C per microkernel call (A values broadcast per depth step).
+    const MR: usize;
+    /// Columns of C per microkernel call (B vectors loaded per depth step), a multiple of 8.
+    const NR: usize;
+    /// Depth of a packed block: a KC×NR B panel stays in L1d.
+    const KC: usize;
+    /// Rows of a packed A block (MC×KC in L2). Multiple of MR.
+    const MC: usize;
+    /// Columns of a packed B block (KC×NC in L3). Multiple of NR.
+    const NC: usize;
+    /// `C[MR, NR] (=|+=) A·B` over `kc` depth steps from packed panels (A: `p*MR + r`, B:
+    /// `p*NR + c`); `first` overwrites C, otherwise adds to it.
+    ///
+    /// # Safety
+    /// The CPU has the tile's instruction set; the panels hold `kc` steps; C is writable.
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool);
+}
+
+/// AVX2: 6 rows × 16 columns = 12 ymm accumulators, plus 2 for B and 1 for A.
+struct Avx2Tile;
+
+impl Tile for Avx2Tile {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    /// A 16-wide B panel (KC·NR·4 = 16 KiB) stays in Zen 3's 32 KiB L1d.
+    const KC: usize = 256;
+    /// 144 KiB, well inside the 512 KiB L2.
+    const MC: usize = 144;
+    /// 4 MiB, in L3.
+    const NC: usize = 4096;
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+        kernel(kc, a, b, c, ldc, first)
+    }
+}
+
+/// The widest tile this CPU runs: AVX-512's where the SIMD level allows it (`OXMX_SIMD=avx2`
+/// caps it).
+fn wide() -> bool {
+    super::simd::level() == super::simd::Level::Avx512 && super::sgemm512::available()
+}
 
 /// A strided matrix operand: element (i, j) is at `ptr + i*rs + j*cs` (in elements).
 #[derive(Clone, Copy)]
@@ -86,20 +121,30 @@ pub(crate) unsafe fn sgemm<T: Widen>(m: usize, n: usize, k: usize, a: View<T>, b
         }
         return;
     }
-    let (tm, tn) = grid(m, n, k, threads);
+    if wide() {
+        split_run::<T, super::sgemm512::Avx512Tile>(m, n, k, a, b, c, ldc, threads)
+    } else {
+        split_run::<T, Avx2Tile>(m, n, k, a, b, c, ldc, threads)
+    }
+}
+
+/// `sgemm` on tile `M`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn split_run<T: Widen, M: Tile>(m: usize, n: usize, k: usize, a: View<T>, b: View<T>, c: *mut f32, ldc: usize, threads: usize) {
+    let (tm, tn) = grid::<M>(m, n, k, threads);
     if tm * tn == 1 {
-        serial(m, n, k, a, b, c, ldc);
+        serial::<T, M>(m, n, k, a, b, c, ldc);
         return;
     }
     // Each task owns a rectangle of C and packs its own operands: no barriers between threads, at
     // the price of packing A tn times and B tm times (O(n²) next to the O(n³) product).
-    let (rows, cols) = (split(m, tm, MR), split(n, tn, NR));
+    let (rows, cols) = (split(m, tm, M::MR), split(n, tn, M::NR));
     let cp = CPtr(c);
     (0..tm * tn).into_par_iter().for_each(|t| {
         let (r, s) = ((rows[t / tn], rows[t / tn + 1]), (cols[t % tn], cols[t % tn + 1]));
         if r.1 > r.0 && s.1 > s.0 {
             let cp = cp;
-            serial(
+            serial::<T, M>(
                 r.1 - r.0,
                 s.1 - s.0,
                 k,
@@ -119,7 +164,7 @@ unsafe impl Sync for CPtr {}
 
 /// Tasks along m and n: as many as threads while each keeps enough work to pay for a task, in the
 /// factorisation that packs the least (A is re-packed per column part, B per row part).
-fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+fn grid<M: Tile>(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
     let work = m * n * k;
     let t = threads.min(work / (64 * 64 * 64)).max(1);
     let mut best = (1, 1, usize::MAX);
@@ -128,7 +173,7 @@ fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
             continue;
         }
         let tn = t / tm;
-        if tm > m.div_ceil(MR) || tn > n.div_ceil(NR) {
+        if tm > m.div_ceil(M::MR) || tn > n.div_ceil(M::NR) {
             continue;
         }
         let cost = tn * m + tm * n;
@@ -195,21 +240,21 @@ thread_local! {
 
 /// One thread's product: the BLIS loop nest jc (NC) → pc (KC, pack B) → ic (MC, pack A) → macro.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn serial<T: Widen>(m: usize, n: usize, k: usize, a: View<T>, b: View<T>, c: *mut f32, ldc: usize) {
-    let (kc_max, mc_max, nc_max) = (block(k, KC, 1), block(m, MC, MR), block(n, NC, NR));
+unsafe fn serial<T: Widen, M: Tile>(m: usize, n: usize, k: usize, a: View<T>, b: View<T>, c: *mut f32, ldc: usize) {
+    let (kc_max, mc_max, nc_max) = (block(k, M::KC, 1), block(m, M::MC, M::MR), block(n, M::NC, M::NR));
     PACKS.with(|p| {
         let (sa, sb) = &mut *p.borrow_mut();
-        // The padding absorbs the 8-wide stores of the last 6-row panel (see `pack_a`).
+        // The padding absorbs the 8-wide stores of the last row panel (see `pack_a`).
         let (pa, pb) = (sa.get(mc_max * kc_max + 8), sb.get(nc_max * kc_max));
         for jc in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - jc);
             for pc in (0..k).step_by(kc_max) {
                 let kc = kc_max.min(k - pc);
-                pack_b(kc, nc, View { ptr: b.at(pc, jc), ..b }, pb);
+                pack_b::<T, M>(kc, nc, View { ptr: b.at(pc, jc), ..b }, pb);
                 for ic in (0..m).step_by(mc_max) {
                     let mc = mc_max.min(m - ic);
-                    pack_a(mc, kc, m - ic, View { ptr: a.at(ic, pc), ..a }, pa);
-                    macro_kernel(mc, nc, kc, pa, pb, c.add(ic * ldc + jc), ldc, pc == 0);
+                    pack_a::<T, M>(mc, kc, m - ic, View { ptr: a.at(ic, pc), ..a }, pa);
+                    macro_kernel::<M>(mc, nc, kc, pa, pb, c.add(ic * ldc + jc), ldc, pc == 0);
                 }
             }
         }
@@ -219,29 +264,31 @@ unsafe fn serial<T: Widen>(m: usize, n: usize, k: usize, a: View<T>, b: View<T>,
 /// All tiles of an mc×nc block of C from packed A and B; `first` overwrites C, later blocks add.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn macro_kernel(mc: usize, nc: usize, kc: usize, pa: *const f32, pb: *const f32, c: *mut f32, ldc: usize, first: bool) {
-    for jr in (0..nc).step_by(NR) {
-        let nr = NR.min(nc - jr);
-        for ir in (0..mc).step_by(MR) {
-            let mr = MR.min(mc - ir);
+unsafe fn macro_kernel<M: Tile>(mc: usize, nc: usize, kc: usize, pa: *const f32, pb: *const f32, c: *mut f32, ldc: usize, first: bool) {
+    for jr in (0..nc).step_by(M::NR) {
+        let nr = M::NR.min(nc - jr);
+        for ir in (0..mc).step_by(M::MR) {
+            let mr = M::MR.min(mc - ir);
             let (ap, bp, cp) = (pa.add(ir * kc), pb.add(jr * kc), c.add(ir * ldc + jr));
-            if mr == MR && nr == NR {
-                kernel(kc, ap, bp, cp, ldc, first);
+            if mr == M::MR && nr == M::NR {
+                M::kernel(kc, ap, bp, cp, ldc, first);
             } else {
-                edge(mr, nr, kc, ap, bp, cp, ldc, first);
+                edge::<M>(mr, nr, kc, ap, bp, cp, ldc, first);
             }
         }
     }
 }
 
-/// A partial tile: the full 6×16 product into a stack buffer, then only the valid part to C.
+/// A partial tile: the full tile's product into a stack buffer, then only the valid part to C.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn edge(mr: usize, nr: usize, kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, first: bool) {
-    let mut tmp = [0f32; MR * NR];
-    kernel(kc, ap, bp, tmp.as_mut_ptr(), NR, true);
+unsafe fn edge<M: Tile>(mr: usize, nr: usize, kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, first: bool) {
+    // Room for the largest tile (12×32).
+    let mut tmp = [0f32; 16 * 32];
+    debug_assert!(M::MR * M::NR <= tmp.len());
+    M::kernel(kc, ap, bp, tmp.as_mut_ptr(), M::NR, true);
     for i in 0..mr {
-        let (src, dst) = (&tmp[i * NR..i * NR + nr], c.add(i * ldc));
+        let (src, dst) = (&tmp[i * M::NR..i * M::NR + nr], c.add(i * ldc));
         for (j, &v) in src.iter().enumerate() {
             *dst.add(j) = if first { v } else { *dst.add(j) + v };
         }
@@ -251,6 +298,8 @@ unsafe fn edge(mr: usize, nr: usize, kc: usize, ap: *const f32, bp: *const f32, 
 /// The 6×16 microkernel: per k step two 8-wide B loads, six A broadcasts, twelve FMAs.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+    const MR: usize = Avx2Tile::MR;
+    const NR: usize = Avx2Tile::NR;
     for i in 0..MR {
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
@@ -346,65 +395,82 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 
 /// Packs kc×nc of B into NR-wide panels: panel j holds B[p, j*NR + c] at `p*NR + c`, zero-padded.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_b<T: Widen>(kc: usize, nc: usize, b: View<T>, out: *mut f32) {
-    for j0 in (0..nc).step_by(NR) {
+unsafe fn pack_b<T: Widen, M: Tile>(kc: usize, nc: usize, b: View<T>, out: *mut f32) {
+    const { assert!(M::NR % 8 == 0) };
+    let nr = M::NR;
+    for j0 in (0..nc).step_by(nr) {
         let dst = out.add(j0 * kc);
         let panel = View { ptr: b.at(0, j0), ..b };
-        if nc - j0 < NR {
-            pack_scalar(kc, nc - j0, NR, View { ptr: panel.ptr, rs: panel.cs, cs: panel.rs }, dst);
+        if nc - j0 < nr {
+            pack_scalar(kc, nc - j0, nr, View { ptr: panel.ptr, rs: panel.cs, cs: panel.rs }, dst);
         } else if b.cs == 1 {
             for p in 0..kc {
-                _mm256_store_ps(dst.add(p * NR), load8(panel.at(p, 0)));
-                _mm256_store_ps(dst.add(p * NR + 8), load8(panel.at(p, 8)));
+                for h in (0..nr).step_by(8) {
+                    _mm256_store_ps(dst.add(p * nr + h), load8(panel.at(p, h)));
+                }
             }
         } else if b.rs == 1 {
             // Columns are contiguous: transpose 8×8 blocks of 8 columns × 8 depths.
             let p8 = kc / 8 * 8;
             for p in (0..p8).step_by(8) {
-                for h in 0..2 {
-                    let cols = transpose8(std::array::from_fn(|c| load8(panel.at(p, h * 8 + c))));
+                for h in (0..nr).step_by(8) {
+                    let cols = transpose8(std::array::from_fn(|c| load8(panel.at(p, h + c))));
                     for (q, v) in cols.iter().enumerate() {
-                        _mm256_store_ps(dst.add((p + q) * NR + h * 8), *v);
+                        _mm256_store_ps(dst.add((p + q) * nr + h), *v);
                     }
                 }
             }
             let tail = View { ptr: panel.at(p8, 0), rs: panel.cs, cs: panel.rs };
-            pack_scalar(kc - p8, NR, NR, tail, dst.add(p8 * NR));
+            pack_scalar(kc - p8, nr, nr, tail, dst.add(p8 * nr));
         } else {
-            pack_scalar(kc, NR, NR, View { ptr: panel.ptr, rs: panel.cs, cs: panel.rs }, dst);
+            pack_scalar(kc, nr, nr, View { ptr: panel.ptr, rs: panel.cs, cs: panel.rs }, dst);
         }
     }
 }
 
 /// Packs mc×kc of A into MR-row panels: panel i holds A[i*MR + r, p] at `p*MR + r`, zero-padded.
-/// The vector paths store 8 floats per depth step where 6 belong: each store's two extra lanes are
-/// overwritten by the next one, and the last spills into the next panel (packed afterwards) or the
-/// buffer's padding. `avail` rows of the view are readable (the column path reads 8 at a time).
+/// The vector paths store groups of 8 rows per depth step, the last group with fewer rows than 8
+/// (6 of 6, 4 of 12): depth by depth in increasing address order, so a store's extra lanes are
+/// overwritten by the next depth's stores, and the last spills into the next panel (packed
+/// afterwards) or the buffer's padding. `avail` rows of the view are readable (the column path
+/// reads 8 at a time).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_a<T: Widen>(mc: usize, kc: usize, avail: usize, a: View<T>, out: *mut f32) {
-    for i0 in (0..mc).step_by(MR) {
+unsafe fn pack_a<T: Widen, M: Tile>(mc: usize, kc: usize, avail: usize, a: View<T>, out: *mut f32) {
+    let mr = M::MR;
+    // Row groups of 8 (at most two: the widest tile has 12 rows).
+    const { assert!(M::MR <= 16) };
+    let groups = mr.div_ceil(8);
+    for i0 in (0..mc).step_by(mr) {
         let dst = out.add(i0 * kc);
         let panel = View { ptr: a.at(i0, 0), ..a };
-        if mc - i0 < MR {
-            pack_scalar(kc, mc - i0, MR, panel, dst);
+        if mc - i0 < mr {
+            pack_scalar(kc, mc - i0, mr, panel, dst);
         } else if a.cs == 1 {
-            // Rows are contiguous: transpose blocks of 6 rows (+2 zero rows) × 8 depths.
+            // Rows are contiguous: transpose blocks of 8 rows (zero rows past MR) × 8 depths.
             let p8 = kc / 8 * 8;
+            let z = _mm256_setzero_ps();
             for p in (0..p8).step_by(8) {
-                let z = _mm256_setzero_ps();
-                let rows = std::array::from_fn(|r| if r < MR { load8(panel.at(r, p)) } else { z });
-                for (q, v) in transpose8(rows).iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((p + q) * MR), *v);
+                let mut t = [[z; 8]; 2];
+                for (g, tg) in t.iter_mut().enumerate().take(groups) {
+                    let rows = std::array::from_fn(|r| if 8 * g + r < mr { load8(panel.at(8 * g + r, p)) } else { z });
+                    *tg = transpose8(rows);
+                }
+                for q in 0..8 {
+                    for (g, tg) in t.iter().enumerate().take(groups) {
+                        _mm256_storeu_ps(dst.add((p + q) * mr + 8 * g), tg[q]);
+                    }
                 }
             }
-            pack_scalar(kc - p8, MR, MR, View { ptr: panel.at(0, p8), ..panel }, dst.add(p8 * MR));
-        } else if a.rs == 1 && i0 + 8 <= avail {
-            // Columns are contiguous (a transposed A): 8 rows per depth step, 6 kept.
+            pack_scalar(kc - p8, mr, mr, View { ptr: panel.at(0, p8), ..panel }, dst.add(p8 * mr));
+        } else if a.rs == 1 && i0 + 8 * groups <= avail {
+            // Columns are contiguous (a transposed A): 8 rows per load, the extra ones dropped.
             for p in 0..kc {
-                _mm256_storeu_ps(dst.add(p * MR), load8(panel.at(0, p)));
+                for g in 0..groups {
+                    _mm256_storeu_ps(dst.add(p * mr + 8 * g), load8(panel.at(8 * g, p)));
+                }
             }
         } else {
-            pack_scalar(kc, MR, MR, panel, dst);
+            pack_scalar(kc, mr, mr, panel, dst);
         }
     }
 }
