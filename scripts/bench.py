@@ -92,7 +92,28 @@ def matmul_workloads(lib, rng):
             a = mk(rng.uniform(-1, 1, (n, n)).astype("float32"))
             b = mk(rng.uniform(-1, 1, (n, n)).astype("float32"))
             out.append((f"matmul_{n}_{dt}", lambda a=a, b=b: lib["matmul"](a, b), 3 if n >= 4096 else 5))
+    mk = lib["matrix"]("float32")
+    for m, k, n, at, bt in TRAIN_PRODUCTS:
+        a = mk(rng.uniform(-1, 1, (k, m) if at else (m, k)).astype("float32"))
+        b = mk(rng.uniform(-1, 1, (n, k) if bt else (k, n)).astype("float32"))
+        a, b = (a.T if at else a), (b.T if bt else b)
+        name = f"matmul_train_{m}x{k}x{n}{'_at' if at else ''}{'_bt' if bt else ''}_f32"
+        out.append((name, lambda a=a, b=b: lib["matmul"](a, b), 50))
     return out
+
+
+# The training steps' products, (m, k, n, A transposed, B transposed): mirrors
+# crates/oxmx-bench/src/main.rs.
+TRAIN_PRODUCTS = [
+    (256, 784, 512, False, True),
+    (256, 512, 512, False, True),
+    (512, 256, 784, True, False),
+    (256, 512, 512, False, False),
+    (2048, 128, 512, False, True),
+    (2048, 512, 128, False, True),
+    (2048, 128, 128, False, False),
+    (512, 2048, 128, True, False),
+]
 
 
 MLP_BATCH, MLP_DIMS = 256, [1024, 1024, 1024, 1024, 10]  # mirrors crates/oxmx-bench/src/transforms.rs
