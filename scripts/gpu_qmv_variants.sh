@@ -3,7 +3,7 @@
 # Llama-3-8B shapes under each of VARIANTS: space-separated settings, each a comma-separated
 # list of environment assignments ("-" for none), e.g.
 #
-#   VARIANTS="- OXMX_QMV_X16=0 OXMX_QMV_X16=0,OXMX_QMV_SHAPE=2,8" sh scripts/gpu_qmv_variants.sh
+#   VARIANTS="- OXMX_QMV_MEMONLY=1 OXMX_QMV_SHAPE=2,8" sh scripts/gpu_qmv_variants.sh
 #
 # Every kernel of a call is listed (a variant may launch more than one). Binaries from
 # target/gpuc/bins.tar.xz.

@@ -12,8 +12,6 @@ use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
 use super::matmul::gemm;
 use super::matvec::{k_split, WARPS};
-use super::memory::alloc;
-use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::graph::{Data, Spec};
 use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
@@ -131,9 +129,6 @@ fn qmv(
     let (r, u) = qmv_shape();
     let w = k_split(k / vpc, u);
     let ty = storage(dt).unwrap_or("float");
-    if bits == 4 && dt != Dtype::Float32 && x16_enabled() {
-        return qmv_x16(g, (xp, wp), (&s, &b), (code, ty, gs), (m, n, k), (r, u, w), spec).map(Some);
-    }
     let memonly = memory_only() as i32;
     let f = template_function(
         g,
@@ -165,56 +160,4 @@ fn qmv_shape() -> (usize, usize) {
 fn memory_only() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("OXMX_QMV_MEMONLY").map(|v| v == "1").unwrap_or(false))
-}
-
-/// Whether 4-bit mat-vecs with half-precision x run the integer kernel: opt-in
-/// (`OXMX_QMV_X16=1`) until it has passed the GPU suites and been timed on a device (written
-/// in a session without one; `scripts/gpu_qmv_variants.sh` and `gpu_ab.sh` are the plan).
-fn x16_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("OXMX_QMV_X16").map(|v| v == "1").unwrap_or(false))
-}
-
-/// The 4-bit mat-vec on 16-bit integer x: `qmv_x16_prep` rounds each run of 32 x values to
-/// int16 with its own scale (and keeps its exact sum) into a scratch block, then `qmv_x16`
-/// takes two codes per integer dot-product instruction.
-#[allow(clippy::type_complexity)]
-fn qmv_x16(
-    g: &Gpu,
-    (xp, wp): (u64, u64),
-    (s, b): (&Data, &Data),
-    (code, ty, gs): (u32, &str, usize),
-    (m, n, k): (usize, usize, usize),
-    (r, u, w): (usize, usize, usize),
-    spec: &Spec,
-) -> Result<Data> {
-    let total = m * k;
-    let scratch = alloc(g.ordinal, total * 2 + total / 32 * 8)?;
-    let (xq, meta) = (scratch.ptr(), scratch.ptr() + (total * 2) as u64);
-    let prep = template_function(
-        g,
-        QUANTIZED,
-        &format!("qmv_x16_prep_{code}"),
-        || format!("short* xq, float2* meta, const {ty}* x, long long total"),
-        || format!("qmv_x16_prep<{code}>(xq, meta, x, total)"),
-    )?;
-    Args::new().arg(xq).arg(meta).arg(xp).arg(total as i64).launch(g, &prep, (total.div_ceil(256) as u32, 1), 256)?;
-    let f = template_function(
-        g,
-        QUANTIZED,
-        &format!("qmv_x16_{code}_{gs}_{m}_{r}_{u}_{w}"),
-        || {
-            format!("{ty}* out, const short* xq, const float2* xmeta, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k")
-        },
-        || format!("qmv_x16<{code}, {gs}, {m}, {r}, {u}, {w}>(out, xq, xmeta, w, scales, biases, n, k)"),
-    )?;
-    let (out, optr) = output(g, &spec.0, spec.1)?;
-    let blocks = n.div_ceil(r * (WARPS / w)) as u32;
-    Args::new().arg(optr).arg(xq).arg(meta).arg(wp).arg(dptr(g, s)?).arg(dptr(g, b)?).arg(n as i64).arg(k as i64).launch(
-        g,
-        &f,
-        (blocks, 1),
-        32 * WARPS as u32,
-    )?;
-    Ok(out)
 }
