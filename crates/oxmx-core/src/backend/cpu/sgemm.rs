@@ -295,49 +295,78 @@ unsafe fn edge<M: Tile>(mr: usize, nr: usize, kc: usize, ap: *const f32, bp: *co
     }
 }
 
-/// The 6×16 microkernel: per k step two 8-wide B loads, six A broadcasts, twelve FMAs.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernel(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, first: bool) {
-    const MR: usize = Avx2Tile::MR;
-    const NR: usize = Avx2Tile::NR;
-    for i in 0..MR {
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
-    }
-    let mut acc = [_mm256_setzero_ps(); 2 * MR];
-    #[inline(always)]
-    unsafe fn step(acc: &mut [__m256; 2 * MR], a: *const f32, b: *const f32) {
-        let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
-        for i in 0..MR {
-            let ai = _mm256_broadcast_ss(&*a.add(i));
-            acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
-            acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+/// A tile's microkernel `$name` (the `Tile::kernel` contract) for vectors of `$w` floats:
+/// per depth step `NR / $w` B loads, `MR` A broadcasts and `MR · NR / $w` FMAs, the
+/// accumulators in registers, unrolled by 4 so the loop overhead stays off the FMA ports.
+macro_rules! microkernel {
+    ($name:ident, $feature:literal, $tile:ty, $v:ty, $w:literal,
+     $zero:ident, $load:ident, $loadu:ident, $storeu:ident, $set1:ident, $fmadd:ident, $add:ident) => {
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+            const MR: usize = <$tile as Tile>::MR;
+            const NR: usize = <$tile as Tile>::NR;
+            const V: usize = NR / $w;
+            for i in 0..MR {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+            }
+            let mut acc = [$zero(); V * MR];
+            #[inline(always)]
+            unsafe fn step(acc: &mut [$v; V * MR], a: *const f32, b: *const f32) {
+                // A loop, not `array::from_fn`: a closure is not compiled with the target features.
+                let mut bv = [$zero(); V];
+                for (j, x) in bv.iter_mut().enumerate() {
+                    *x = $load(b.add(j * $w));
+                }
+                for i in 0..MR {
+                    let ai = $set1(*a.add(i));
+                    for j in 0..V {
+                        acc[V * i + j] = $fmadd(ai, bv[j], acc[V * i + j]);
+                    }
+                }
+            }
+            for _ in 0..kc / 4 {
+                for u in 0..4 {
+                    step(&mut acc, a.add(u * MR), b.add(u * NR));
+                }
+                a = a.add(4 * MR);
+                b = b.add(4 * NR);
+            }
+            for _ in 0..kc % 4 {
+                step(&mut acc, a, b);
+                a = a.add(MR);
+                b = b.add(NR);
+            }
+            for i in 0..MR {
+                let row = c.add(i * ldc);
+                for j in 0..V {
+                    let mut v = acc[V * i + j];
+                    if !first {
+                        v = $add(v, $loadu(row.add(j * $w)));
+                    }
+                    $storeu(row.add(j * $w), v);
+                }
+            }
         }
-    }
-    // Unrolled by 4 so the loop overhead stays off the two FMA ports.
-    for _ in 0..kc / 4 {
-        for u in 0..4 {
-            step(&mut acc, a.add(u * MR), b.add(u * NR));
-        }
-        a = a.add(4 * MR);
-        b = b.add(4 * NR);
-    }
-    for _ in 0..kc % 4 {
-        step(&mut acc, a, b);
-        a = a.add(MR);
-        b = b.add(NR);
-    }
-    for i in 0..MR {
-        let row = c.add(i * ldc);
-        let (mut lo, mut hi) = (acc[2 * i], acc[2 * i + 1]);
-        if !first {
-            lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
-            hi = _mm256_add_ps(hi, _mm256_loadu_ps(row.add(8)));
-        }
-        _mm256_storeu_ps(row, lo);
-        _mm256_storeu_ps(row.add(8), hi);
-    }
+    };
 }
+pub(super) use microkernel;
+
+// The 6×16 AVX2 microkernel: two 8-wide B loads, six A broadcasts, twelve FMAs per step.
+microkernel!(
+    kernel,
+    "avx2,fma",
+    Avx2Tile,
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_load_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps
+);
 
 /// Eight consecutive source elements as f32.
 #[target_feature(enable = "avx2,f16c")]

@@ -6,7 +6,7 @@
 //! ports. The two B vectors and a broadcast bring the register count to 27 of 32. A 32-wide B panel
 //! 256 deep is 32 KiB, inside the 48 KiB L1d; the A block (240 rows) is 240 KiB of the 2 MiB L2.
 
-use super::sgemm::Tile;
+use super::sgemm::{microkernel, Tile};
 use core::arch::x86_64::*;
 
 pub(super) struct Avx512Tile;
@@ -27,45 +27,17 @@ impl Tile for Avx512Tile {
     }
 }
 
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, first: bool) {
-    const MR: usize = Avx512Tile::MR;
-    const NR: usize = Avx512Tile::NR;
-    for i in 0..MR {
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
-    }
-    let mut acc = [_mm512_setzero_ps(); 2 * MR];
-    #[inline(always)]
-    unsafe fn step(acc: &mut [__m512; 2 * MR], a: *const f32, b: *const f32) {
-        let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
-        for i in 0..MR {
-            let ai = _mm512_set1_ps(*a.add(i));
-            acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
-            acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
-        }
-    }
-    // Unrolled by 4 so the loop overhead stays off the FMA ports.
-    for _ in 0..kc / 4 {
-        for u in 0..4 {
-            step(&mut acc, a.add(u * MR), b.add(u * NR));
-        }
-        a = a.add(4 * MR);
-        b = b.add(4 * NR);
-    }
-    for _ in 0..kc % 4 {
-        step(&mut acc, a, b);
-        a = a.add(MR);
-        b = b.add(NR);
-    }
-    for i in 0..MR {
-        let row = c.add(i * ldc);
-        let (mut lo, mut hi) = (acc[2 * i], acc[2 * i + 1]);
-        if !first {
-            lo = _mm512_add_ps(lo, _mm512_loadu_ps(row));
-            hi = _mm512_add_ps(hi, _mm512_loadu_ps(row.add(16)));
-        }
-        _mm512_storeu_ps(row, lo);
-        _mm512_storeu_ps(row.add(16), hi);
-    }
-}
+microkernel!(
+    kernel,
+    "avx512f",
+    Avx512Tile,
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_load_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps
+);
