@@ -283,13 +283,15 @@ unsafe fn macro_kernel<M: Tile>(mc: usize, nc: usize, kc: usize, pa: *const f32,
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn edge<M: Tile>(mr: usize, nr: usize, kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, first: bool) {
-    // Room for the largest tile (12×32).
-    let mut tmp = [0f32; 16 * 32];
-    debug_assert!(M::MR * M::NR <= tmp.len());
-    M::kernel(kc, ap, bp, tmp.as_mut_ptr(), M::NR, true);
+    // Room for the largest tile (12×32), not zeroed: the kernel writes all MR×NR values
+    // (`first`) before any is read.
+    const { assert!(M::MR * M::NR <= 12 * 32) };
+    let mut tmp = [std::mem::MaybeUninit::<f32>::uninit(); 12 * 32];
+    M::kernel(kc, ap, bp, tmp.as_mut_ptr() as *mut f32, M::NR, true);
     for i in 0..mr {
-        let (src, dst) = (&tmp[i * M::NR..i * M::NR + nr], c.add(i * ldc));
-        for (j, &v) in src.iter().enumerate() {
+        let dst = c.add(i * ldc);
+        for j in 0..nr {
+            let v = tmp[i * M::NR + j].assume_init();
             *dst.add(j) = if first { v } else { *dst.add(j) + v };
         }
     }
