@@ -57,11 +57,12 @@ def main():
     ap.add_argument("--params", required=True, help="the kernel's parameter list")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--sass", default=None, help="also write the SASS (nvdisasm, from triton's wheel or the PATH) to this file")
-    ap.add_argument("--min-blocks", type=int, default=0, help="__launch_bounds__(256, N) on each kernel, as qmv4 is built")
+    ap.add_argument("--min-blocks", type=int, default=0, help="__launch_bounds__(THREADS, N) on each kernel, as the backend builds some")
+    ap.add_argument("--threads", type=int, default=256, help="THREADS of --min-blocks")
     a = ap.parse_args()
     common = open(os.path.join(ROOT, "common.cuh")).read()
     fam = open(os.path.join(ROOT, a.family)).read()
-    bounds = f"__launch_bounds__(256, {a.min_blocks}) " if a.min_blocks else ""
+    bounds = f"__launch_bounds__({a.threads}, {a.min_blocks}) " if a.min_blocks else ""
     kernels = "".join(f'extern "C" __global__ void {bounds}k{i}({a.params}) {{ {c}; }}\n' for i, c in enumerate(a.calls))
     ptx = nvrtc_ptx(f"{common}\n{fam}\n{kernels}", a.arch)
     with tempfile.TemporaryDirectory() as d:

@@ -114,7 +114,23 @@ pub(crate) fn template_function(
     params: impl FnOnce() -> String,
     call: impl FnOnce() -> String,
 ) -> Result<CudaFunction> {
-    function(g, name, || format!("{}\nextern \"C\" __global__ void {name}({}) {{ {}; }}\n", family.source(), params(), call()))
+    template_function_bounded(g, family, name, None, params, call)
+}
+
+/// As `template_function`, with `__launch_bounds__(threads, min_blocks)` on the kernel when
+/// `bounds` is given (for kernels that need the register budget of exactly that occupancy).
+pub(crate) fn template_function_bounded(
+    g: &Gpu,
+    family: Family,
+    name: &str,
+    bounds: Option<(u32, u32)>,
+    params: impl FnOnce() -> String,
+    call: impl FnOnce() -> String,
+) -> Result<CudaFunction> {
+    function(g, name, || {
+        let lb = bounds.map(|(t, b)| format!("__launch_bounds__({t}, {b}) ")).unwrap_or_default();
+        format!("{}\nextern \"C\" {lb}__global__ void {name}({}) {{ {}; }}\n", family.source(), params(), call())
+    })
 }
 
 fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
@@ -252,9 +268,19 @@ impl Args {
     }
 
     /// Launches `f` with these arguments.
-    pub fn launch(mut self, g: &Gpu, f: &CudaFunction, blocks: (u32, u32), threads: u32) -> Result<()> {
+    pub fn launch(self, g: &Gpu, f: &CudaFunction, blocks: (u32, u32), threads: u32) -> Result<()> {
+        self.launch_shared(g, f, blocks, threads, 0)
+    }
+
+    /// Launches `f` with these arguments and `shared` bytes of dynamic shared memory (above
+    /// 48 KB the kernel is allowed that much first, as the driver requires).
+    pub fn launch_shared(mut self, g: &Gpu, f: &CudaFunction, blocks: (u32, u32), threads: u32, shared: u32) -> Result<()> {
+        if shared > 48 * 1024 {
+            let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+            f.set_attribute(attr, shared as i32).map_err(|e| cuda_err("allowing a kernel its shared memory", e))?;
+        }
         let mut ptrs: Vec<*mut std::ffi::c_void> = self.0.iter_mut().map(|b| b.as_mut_ptr() as *mut std::ffi::c_void).collect();
-        launch_grid(g, f, blocks, threads, 0, &mut ptrs)
+        launch_grid(g, f, blocks, threads, shared, &mut ptrs)
     }
 }
 

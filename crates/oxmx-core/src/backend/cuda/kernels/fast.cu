@@ -462,12 +462,12 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned int* r, unsigned int 
                  : "r"(addr));
 }
 
-// FA_BC rows of D elements (keys or values from j0 on; rows past kl are zeros) into S, 16
-// bytes per copy, asynchronously (cp_async_commit / cp_async_wait_all around it).
-template <int D>
+// ROWS rows of D elements (keys, values or queries from j0 on; rows past kl are zeros) into S,
+// 16 bytes per copy, asynchronously (cp_async_commit / cp_async_wait_all around it).
+template <int D, int ROWS = FA_BC>
 __device__ __forceinline__ void fa_load_tile(unsigned short (*S)[D + FA_PAD], const unsigned short* base, long long rstride,
                                              long long j0, long long kl) {
-    for (int idx = threadIdx.x; idx < FA_BC * D / 8; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < ROWS * D / 8; idx += blockDim.x) {
         int r = idx / (D / 8), c = (idx % (D / 8)) * 8;
         long long j = j0 + r;
         bool ok = j < kl;
@@ -616,5 +616,214 @@ __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<D
         int col = nt * 8 + tig * 2;
         if (row0 < ql) *(unsigned int*)(ob + row0 * D + col) = pack2<DT>(o[nt][0] * inv0, o[nt][1] * inv0);
         if (row1 < ql) *(unsigned int*)(ob + row1 * D + col) = pack2<DT>(o[nt][2] * inv1, o[nt][3] * inv1);
+    }
+}
+
+// 2^x by the special-function unit (ex2.approx.ftz: -inf gives +0, ~2 ulp), without the
+// range fix-ups exp2f adds.
+__device__ __forceinline__ float fa_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+#define FA2_WARPS 4
+#define FA2_ROWS 32  // query rows per warp: two 16-row mma tiles share each K and V fragment
+
+// The dynamic shared memory flash_attention_wide needs: the block's queries and one tile of
+// keys and of values, rows padded by FA_PAD.
+#define FA2_SMEM(D) ((FA2_WARPS * FA2_ROWS + 2 * FA_BC) * ((D) + FA_PAD) * 2)
+
+// flash_attention with 4 warps of 32 query rows (FlashAttention-2's split): every K and V
+// fragment read from shared memory feeds two mma tiles, halving the shared-memory traffic per
+// product, which bounds the 16-row version on Hopper. Q no longer fits in registers beside the
+// doubled accumulators, so the block's 128 query rows sit in shared memory (dynamic, 68 KB at
+// D = 128; two blocks per SM). Causal blocks run heaviest first (blockIdx.y counts the query
+// tiles down from the last), and a warp skips the products of a key tile wholly above its
+// rows' horizon. Grid (batch x head, query tiles); same arguments and layouts as flash_attention.
+template <int DT, int D, bool CAUSAL, bool SINKS>
+__device__ void flash_attention_wide(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+                                     const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv,
+                                     int ql, long long kl64, float scale_log2) {
+    typedef typename Elem<DT>::T T;
+    typedef unsigned short Row[D + FA_PAD];
+    const int RB = (D + FA_PAD) * 2;  // bytes per shared row
+    extern __shared__ __align__(16) unsigned short fa_smem[];
+    Row* Qs = (Row*)fa_smem;
+    Row* Ks = Qs + FA2_WARPS * FA2_ROWS;
+    Row* Vs = Ks + FA_BC;
+    const float NEG = -__int_as_float(0x7f800000);
+    const int BR = FA2_WARPS * FA2_ROWS;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int gid = lane >> 2, tig = lane & 3;
+    int mi = lane >> 3, mr = lane & 7;  // ldmatrix: this lane's matrix and row
+    long long bh = blockIdx.x;
+    int h = (int)(bh % hq);
+    long long bi = bh / hq;
+    int hk = h / (hq / hkv);
+    int kl = (int)kl64;  // the host keeps kl below 2^31
+    int q0 = (CAUSAL ? gridDim.y - 1 - blockIdx.y : blockIdx.y) * BR;
+    const unsigned short* qb = (const unsigned short*)(q + bh * (long long)ql * D);
+    const unsigned short* kb = (const unsigned short*)(k + ks.off + bi * ks.b + hk * ks.h);
+    const unsigned short* vb = (const unsigned short*)(v + vs.off + bi * vs.b + hk * vs.h);
+    int wrow = q0 + warp * FA2_ROWS;  // this warp's first query row
+    int shift = kl - ql;              // key j is visible to query row i when j <= i + shift (causal)
+    int kend = kl;
+    if (CAUSAL) kend = min(kend, q0 + BR + shift);
+    // This lane's ldmatrix row addresses; every fragment is a constant offset from them.
+    unsigned int qaddr = smem_addr(&Qs[warp * FA2_ROWS + (mi & 1) * 8 + mr][(mi >> 1) * 8]);
+    unsigned int kaddr = smem_addr(&Ks[(mi >> 1) * 8 + mr][(mi & 1) * 8]);
+    unsigned int vaddr = smem_addr(&Vs[(mi & 1) * 8 + mr][(mi >> 1) * 8]);
+    fa_load_tile<D, FA2_WARPS * FA2_ROWS>(Qs, qb, D, q0, ql);
+    if (kend > 0) fa_load_tile<D>(Ks, kb, ks.l, 0, kl);
+    cp_async_commit();
+    float m[2][2], l[2][2];
+    float o[2][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+        m[mt][0] = m[mt][1] = NEG;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt) o[mt][nt][0] = o[mt][nt][1] = o[mt][nt][2] = o[mt][nt][3] = 0.0f;
+    }
+    for (int j0 = 0; j0 < kend; j0 += FA_BC) {
+        // K(j0) (and Q) have landed and every warp is done with the previous V tile.
+        cp_async_wait_all();
+        __syncthreads();
+        fa_load_tile<D>(Vs, vb, vs.l, j0, kl);
+        cp_async_commit();
+        // Whether any key of this tile is visible to this warp's last row (warp-uniform).
+        bool live = !CAUSAL || j0 <= wrow + FA2_ROWS - 1 + shift;
+        float s[2][FA_BC / 8][4];
+        if (live) {
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < FA_BC / 8; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                unsigned int qa[2][4];
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt) ldmatrix_x4(qa[mt], qaddr + mt * 16 * RB + kk * 32);
+#pragma unroll
+                for (int np = 0; np < FA_BC / 16; ++np) {
+                    unsigned int b[4];
+                    ldmatrix_x4(b, kaddr + np * 16 * RB + kk * 32);
+#pragma unroll
+                    for (int mt = 0; mt < 2; ++mt) {
+                        mma16816<DT>(s[mt][2 * np], qa[mt], b);
+                        mma16816<DT>(s[mt][2 * np + 1], qa[mt], b + 2);
+                    }
+                }
+            }
+            // Masking only where the tile reaches past the keys or this warp's first row's horizon.
+            bool edge = j0 + FA_BC > kl || (CAUSAL && j0 + FA_BC - 1 > wrow + shift);
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int hr = 0; hr < 2; ++hr) {
+                    // The last visible key of this row, counted from this lane's first column.
+                    int lim = kl - 1;
+                    if (CAUSAL) lim = min(lim, wrow + mt * 16 + gid + hr * 8 + shift);
+                    lim -= j0 + tig * 2;
+#pragma unroll
+                    for (int nt = 0; nt < FA_BC / 8; ++nt)
+#pragma unroll
+                        for (int e = 2 * hr; e < 2 * hr + 2; ++e) {
+                            float x = s[mt][nt][e] * scale_log2;
+                            s[mt][nt][e] = edge && nt * 8 + (e & 1) > lim ? NEG : x;
+                        }
+                }
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int rr = 0; rr < 2; ++rr) {
+                    float mx = NEG;
+#pragma unroll
+                    for (int nt = 0; nt < FA_BC / 8; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * rr], s[mt][nt][2 * rr + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    float mn = fmaxf(m[mt][rr], mx);
+                    // A row with no visible key yet keeps m = -inf: its probabilities are 0.
+                    float base = mn == NEG ? 0.0f : mn;
+                    float corr = fa_exp2(m[mt][rr] - base);
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int nt = 0; nt < FA_BC / 8; ++nt)
+#pragma unroll
+                        for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
+                            float p = fa_exp2(s[mt][nt][e] - base);
+                            s[mt][nt][e] = p;
+                            sum += p;
+                        }
+                    l[mt][rr] = l[mt][rr] * corr + sum;
+#pragma unroll
+                    for (int nt = 0; nt < D / 8; ++nt) {
+                        o[mt][nt][2 * rr] *= corr;
+                        o[mt][nt][2 * rr + 1] *= corr;
+                    }
+                    m[mt][rr] = mn;
+                }
+        }
+        // V(j0) has landed and every warp is done with K(j0): fetch the next K meanwhile.
+        cp_async_wait_all();
+        __syncthreads();
+        if (j0 + FA_BC < kend) {
+            fa_load_tile<D>(Ks, kb, ks.l, j0 + FA_BC, kl);
+            cp_async_commit();
+        }
+        if (live) {
+#pragma unroll
+            for (int kk = 0; kk < FA_BC / 16; ++kk) {
+                unsigned int pa[2][4];
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt) {
+                    pa[mt][0] = pack2<DT>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    pa[mt][1] = pack2<DT>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    pa[mt][2] = pack2<DT>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    pa[mt][3] = pack2<DT>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int np = 0; np < D / 16; ++np) {
+                    unsigned int b[4];
+                    ldmatrix_x4_trans(b, vaddr + kk * 16 * RB + np * 32);
+#pragma unroll
+                    for (int mt = 0; mt < 2; ++mt) {
+                        mma16816<DT>(o[mt][2 * np], pa[mt], b);
+                        mma16816<DT>(o[mt][2 * np + 1], pa[mt], b + 2);
+                    }
+                }
+            }
+        }
+    }
+    T* ob = out + bh * (long long)ql * D;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+        float inv[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            float lr = l[mt][rr];
+            lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+            lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+            if (SINKS) {
+                float sl = sinks[h] * 1.4426950408889634f;
+                float mn = fmaxf(m[mt][rr], sl);
+                float corr = m[mt][rr] == NEG ? 0.0f : exp2f(m[mt][rr] - mn);
+                lr = lr * corr + exp2f(sl - mn);
+#pragma unroll
+                for (int nt = 0; nt < D / 8; ++nt) {
+                    o[mt][nt][2 * rr] *= corr;
+                    o[mt][nt][2 * rr + 1] *= corr;
+                }
+            }
+            inv[rr] = 1.0f / lr;
+        }
+        int r0 = wrow + mt * 16 + gid, r1 = r0 + 8;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt) {
+            int col = nt * 8 + tig * 2;
+            if (r0 < ql) *(unsigned int*)(ob + (long long)r0 * D + col) = pack2<DT>(o[mt][nt][0] * inv[0], o[mt][nt][1] * inv[0]);
+            if (r1 < ql) *(unsigned int*)(ob + (long long)r1 * D + col) = pack2<DT>(o[mt][nt][2] * inv[1], o[mt][nt][3] * inv[1]);
+        }
     }
 }
