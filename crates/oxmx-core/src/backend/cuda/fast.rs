@@ -23,19 +23,10 @@ const FAST: Family = Family { file: "fast.cu", text: include_str!("kernels/fast.
 /// Query positions up to which attention runs the vector (decoding) kernel.
 const VECTOR_ROWS: usize = 4;
 /// Warps per vector-attention block (SDPA_WARPS in fast.cu).
-/// Query rows per flash-attention block and its warps (FA_BR, FA_WARPS in fast.cu).
+/// Query rows per flash-attention block and its warps of 32 rows (FA_WARPS in fast.cu).
 const FA_ROWS: usize = 128;
-const FA_WARPS: u32 = 8;
-/// Warps of the 32-rows-per-warp flash attention (FA2_WARPS in fast.cu; FA_ROWS rows a block).
-const FA2_WARPS: u32 = 4;
+const FA_WARPS: u32 = 4;
 const SDPA_WARPS: u32 = 4;
-
-/// `OXMX_FA_NARROW=1`: flash attention with 8 warps of 16 query rows (the twelfth session's
-/// kernel) instead of 4 warps of 32, for comparing the two on a device.
-fn fa_narrow() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("OXMX_FA_NARROW").is_ok_and(|v| v == "1"))
-}
 
 /// The element code of a float dtype for templated kernels (Elem<DT> in common.cuh).
 pub(crate) fn dt_code(d: Dtype) -> Option<u32> {
@@ -355,24 +346,22 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
     let rows16 = |d: &Data| d.offset % 8 == 0 && d.strides[..3].iter().all(|s| s % 8 == 0);
     if dt != 0 && d == dv && (d == 64 || d == 128) && !has_mask && rows16(&k) && rows16(&v) && kl < i32::MAX as usize {
         let causal = kind == MaskKind::Causal;
-        let narrow = fa_narrow();
-        if narrow && b * hq > 65535 || !narrow && ql.div_ceil(FA_ROWS) > 65535 {
+        if ql.div_ceil(FA_ROWS) > 65535 {
             return Ok(None);
         }
-        let (kernel, bounds) = if narrow { ("flash_attention", None) } else { ("flash_attention_wide", Some((32 * FA2_WARPS, 2))) };
-        let name = format!("{kernel}_{dt}_{d}_{}_{}", causal as u8, has_sinks as u8);
+        let name = format!("flash_attention_{dt}_{d}_{}_{}", causal as u8, has_sinks as u8);
         let f = template_function_bounded(
             g,
             FAST,
             &name,
-            bounds,
+            Some((32 * FA_WARPS, 2)),
             || {
                 format!(
                     "{ty}* out, const {ty}* q, const {ty}* k, const {ty}* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, \
                  int ql, long long kl, float scale_log2"
                 )
             },
-            || format!("{kernel}<{dt}, {d}, {causal}, {has_sinks}>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2)"),
+            || format!("flash_attention<{dt}, {d}, {causal}, {has_sinks}>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2)"),
         )?;
         let (out, optr) = output(g, &spec.0, q.dtype)?;
         let args = Args::new()
@@ -388,14 +377,9 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
             .arg(ql as i32)
             .arg(kl as i64)
             .arg(scale * std::f32::consts::LOG2_E);
-        let tiles = ql.div_ceil(FA_ROWS) as u32;
-        if narrow {
-            args.launch(g, &f, (tiles, (b * hq) as u32), 32 * FA_WARPS)?;
-        } else {
-            // Queries, one key tile and one value tile, rows padded by 8 (FA2_SMEM in fast.cu).
-            let shared = (FA_ROWS + 2 * 64) * (d + 8) * 2;
-            args.launch_shared(g, &f, ((b * hq) as u32, tiles), 32 * FA2_WARPS, shared as u32)?;
-        }
+        // Queries, one key tile and one value tile, rows padded by 8 (FA_PAD in fast.cu).
+        let shared = (FA_ROWS + 2 * 64) * (d + 8) * 2;
+        args.launch_shared(g, &f, ((b * hq) as u32, ql.div_ceil(FA_ROWS) as u32), 32 * FA_WARPS, shared as u32)?;
         return Ok(Some(out));
     }
     // Scores = scale · Q Kᵀ per (batch, kv head) with the group's heads stacked as rows.

@@ -430,10 +430,8 @@ template <> __device__ __forceinline__ unsigned int pack2<2>(float lo, float hi)
     return d;
 }
 
-#define FA_BR 128
 #define FA_BC 64
 #define FA_PAD 8
-#define FA_WARPS 8
 
 // The shared-memory address of a generic pointer into shared memory.
 __device__ __forceinline__ unsigned int smem_addr(const void* p) {
@@ -475,149 +473,6 @@ __device__ __forceinline__ void fa_load_tile(unsigned short (*S)[D + FA_PAD], co
     }
 }
 
-// One block per (128 query rows, batch x head): 8 warps of 16 rows each (FlashAttention-2's
-// loop). Q stays in registers as mma fragments; each 64-key tile of K and of V goes to shared
-// memory by cp.async (V's copy overlaps the scores, the next K's the P.V product) and into
-// fragments by ldmatrix (V transposed on the way); scores, the running max and the output
-// accumulate in registers. Scores are scaled by scale * log2(e) and exponentiated with exp2.
-// q [B, Hq, Lq, D] dense; k, v read in place (a KV cache's prefix view, rows 16-byte
-// aligned); out [B, Hq, Lq, D] dense. fp16 / bf16 only.
-template <int DT, int D, bool CAUSAL, bool SINKS>
-__device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
-                                const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv,
-                                int ql, long long kl, float scale_log2) {
-    typedef typename Elem<DT>::T T;
-    __shared__ __align__(16) unsigned short Ks[FA_BC][D + FA_PAD];
-    __shared__ __align__(16) unsigned short Vs[FA_BC][D + FA_PAD];
-    const float NEG = -__int_as_float(0x7f800000);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int gid = lane >> 2, tig = lane & 3;
-    int mi = lane >> 3, mr = lane & 7;  // ldmatrix: this lane's matrix and row
-    long long bh = blockIdx.y;
-    int h = (int)(bh % hq);
-    long long bi = bh / hq;
-    int hk = h / (hq / hkv);
-    long long q0 = (long long)blockIdx.x * FA_BR;
-    const T* qb = q + bh * (long long)ql * D;
-    long long row0 = q0 + warp * 16 + gid, row1 = row0 + 8;
-    const unsigned short* kb = (const unsigned short*)(k + ks.off + bi * ks.b + hk * ks.h);
-    const unsigned short* vb = (const unsigned short*)(v + vs.off + bi * vs.b + hk * vs.h);
-    long long shift = kl - ql;  // key j is visible to query row i when j <= i + shift (causal)
-    long long kend = kl;
-    if (CAUSAL) {
-        long long last = q0 + FA_BR - 1 + shift + 1;
-        if (last < kend) kend = last;
-    }
-    if (kend > 0) {
-        fa_load_tile<D>(Ks, kb, ks.l, 0, kl);
-        cp_async_commit();
-    }
-    unsigned int qa[D / 16][4];
-    for (int kk = 0; kk < D / 16; ++kk) {
-        int col = kk * 16 + tig * 2;
-        qa[kk][0] = row0 < ql ? *(const unsigned int*)(qb + row0 * D + col) : 0u;
-        qa[kk][1] = row1 < ql ? *(const unsigned int*)(qb + row1 * D + col) : 0u;
-        qa[kk][2] = row0 < ql ? *(const unsigned int*)(qb + row0 * D + col + 8) : 0u;
-        qa[kk][3] = row1 < ql ? *(const unsigned int*)(qb + row1 * D + col + 8) : 0u;
-    }
-    float m[2] = {NEG, NEG}, l[2] = {0.0f, 0.0f};
-    float o[D / 8][4];
-    for (int nt = 0; nt < D / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
-    for (long long j0 = 0; j0 < kend; j0 += FA_BC) {
-        // K(j0) has landed and every warp is done with the previous V tile.
-        cp_async_wait_all();
-        __syncthreads();
-        fa_load_tile<D>(Vs, vb, vs.l, j0, kl);
-        cp_async_commit();
-        float s[FA_BC / 8][4];
-        for (int nt = 0; nt < FA_BC / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-            for (int np = 0; np < FA_BC / 16; ++np) {
-                unsigned int b[4];
-                ldmatrix_x4(b, smem_addr(&Ks[np * 16 + (mi >> 1) * 8 + mr][kk * 16 + (mi & 1) * 8]));
-                mma16816<DT>(s[2 * np], qa[kk], b);
-                mma16816<DT>(s[2 * np + 1], qa[kk], b + 2);
-            }
-        // Masking only where the tile reaches past the keys or the block's first row's horizon.
-        bool edge = j0 + FA_BC > kl || (CAUSAL && j0 + FA_BC - 1 > q0 + shift);
-        for (int nt = 0; nt < FA_BC / 8; ++nt)
-            for (int e = 0; e < 4; ++e) {
-                float x = s[nt][e] * scale_log2;
-                if (edge) {
-                    long long row = e < 2 ? row0 : row1;
-                    long long j = j0 + nt * 8 + tig * 2 + (e & 1);
-                    if (j >= kl || (CAUSAL && j > row + shift)) x = NEG;
-                }
-                s[nt][e] = x;
-            }
-        for (int rr = 0; rr < 2; ++rr) {
-            float mx = NEG;
-            for (int nt = 0; nt < FA_BC / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(m[rr], mx);
-            float corr = mn == NEG ? 1.0f : exp2f(m[rr] - mn);
-            float sum = 0.0f;
-            for (int nt = 0; nt < FA_BC / 8; ++nt)
-                for (int e = 2 * rr; e < 2 * rr + 2; ++e) {
-                    float p = mn == NEG ? 0.0f : exp2f(s[nt][e] - mn);
-                    s[nt][e] = p;
-                    sum += p;
-                }
-            l[rr] = l[rr] * corr + sum;
-            for (int nt = 0; nt < D / 8; ++nt) {
-                o[nt][2 * rr] *= corr;
-                o[nt][2 * rr + 1] *= corr;
-            }
-            m[rr] = mn;
-        }
-        // V(j0) has landed and every warp is done with K(j0): fetch the next K meanwhile.
-        cp_async_wait_all();
-        __syncthreads();
-        if (j0 + FA_BC < kend) {
-            fa_load_tile<D>(Ks, kb, ks.l, j0 + FA_BC, kl);
-            cp_async_commit();
-        }
-#pragma unroll
-        for (int kk = 0; kk < FA_BC / 16; ++kk) {
-            unsigned int pa[4];
-            pa[0] = pack2<DT>(s[2 * kk][0], s[2 * kk][1]);
-            pa[1] = pack2<DT>(s[2 * kk][2], s[2 * kk][3]);
-            pa[2] = pack2<DT>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[3] = pack2<DT>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int np = 0; np < D / 16; ++np) {
-                unsigned int b[4];
-                ldmatrix_x4_trans(b, smem_addr(&Vs[kk * 16 + (mi & 1) * 8 + mr][np * 16 + (mi >> 1) * 8]));
-                mma16816<DT>(o[2 * np], pa, b);
-                mma16816<DT>(o[2 * np + 1], pa, b + 2);
-            }
-        }
-    }
-    for (int rr = 0; rr < 2; ++rr) {
-        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
-        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
-        if (SINKS) {
-            float sl = sinks[h] * 1.4426950408889634f;
-            float mn = fmaxf(m[rr], sl);
-            float corr = m[rr] == NEG ? 0.0f : exp2f(m[rr] - mn);
-            l[rr] = l[rr] * corr + exp2f(sl - mn);
-            for (int nt = 0; nt < D / 8; ++nt) {
-                o[nt][2 * rr] *= corr;
-                o[nt][2 * rr + 1] *= corr;
-            }
-        }
-    }
-    float inv0 = 1.0f / l[0], inv1 = 1.0f / l[1];
-    T* ob = out + bh * (long long)ql * D;
-    for (int nt = 0; nt < D / 8; ++nt) {
-        int col = nt * 8 + tig * 2;
-        if (row0 < ql) *(unsigned int*)(ob + row0 * D + col) = pack2<DT>(o[nt][0] * inv0, o[nt][1] * inv0);
-        if (row1 < ql) *(unsigned int*)(ob + row1 * D + col) = pack2<DT>(o[nt][2] * inv1, o[nt][3] * inv1);
-    }
-}
 
 // 2^x by the special-function unit (ex2.approx.ftz: -inf gives +0, ~2 ulp), without the
 // range fix-ups exp2f adds.
@@ -627,22 +482,24 @@ __device__ __forceinline__ float fa_exp2(float x) {
     return y;
 }
 
-#define FA2_WARPS 4
-#define FA2_ROWS 32  // query rows per warp: two 16-row mma tiles share each K and V fragment
+#define FA_WARPS 4
+#define FA_WROWS 32  // query rows per warp: two 16-row mma tiles share each K and V fragment
 
-// The dynamic shared memory flash_attention_wide needs: the block's queries and one tile of
-// keys and of values, rows padded by FA_PAD.
-#define FA2_SMEM(D) ((FA2_WARPS * FA2_ROWS + 2 * FA_BC) * ((D) + FA_PAD) * 2)
 
-// flash_attention with 4 warps of 32 query rows (FlashAttention-2's split): every K and V
-// fragment read from shared memory feeds two mma tiles, halving the shared-memory traffic per
-// product, which bounds the 16-row version on Hopper. Q no longer fits in registers beside the
-// doubled accumulators, so the block's 128 query rows sit in shared memory (dynamic, 68 KB at
-// D = 128; two blocks per SM). Causal blocks run heaviest first (blockIdx.y counts the query
-// tiles down from the last), and a warp skips the products of a key tile wholly above its
-// rows' horizon. Grid (batch x head, query tiles); same arguments and layouts as flash_attention.
+// Flash attention (FlashAttention-2's loop) on mma.sync tensor-core products: one block per
+// (batch x head, 128 query rows), 4 warps of 32 rows. Every K and V fragment read from shared
+// memory by ldmatrix feeds two 16-row mma tiles (with 16 rows a warp, the twelfth session's
+// version, shared-memory traffic bound it: 151.6 against 270 TFLOP/s on an H100, 34th
+// session). The block's queries sit in shared memory (Q's fragments do not fit in registers
+// beside the 32-row accumulators), with one 64-key tile of K and one of V (dynamic, 68 KB at
+// D = 128; two blocks per SM under __launch_bounds__(128, 2)). V's copy (cp.async) overlaps the
+// scores, the next K's the P.V product; scores, the running max and the output accumulate in
+// registers, scaled by scale * log2(e) and exponentiated with exp2. Causal blocks run heaviest
+// first (blockIdx.y counts the query tiles down from the last), and a warp skips the products
+// of a key tile wholly above its rows' horizon. q [B, Hq, Lq, D] dense; k, v read in place (a
+// KV cache's prefix view, rows 16-byte aligned); out [B, Hq, Lq, D] dense. fp16 / bf16 only.
 template <int DT, int D, bool CAUSAL, bool SINKS>
-__device__ void flash_attention_wide(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+__device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
                                      const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv,
                                      int ql, long long kl64, float scale_log2) {
     typedef typename Elem<DT>::T T;
@@ -650,10 +507,10 @@ __device__ void flash_attention_wide(typename Elem<DT>::T* out, const typename E
     const int RB = (D + FA_PAD) * 2;  // bytes per shared row
     extern __shared__ __align__(16) unsigned short fa_smem[];
     Row* Qs = (Row*)fa_smem;
-    Row* Ks = Qs + FA2_WARPS * FA2_ROWS;
+    Row* Ks = Qs + FA_WARPS * FA_WROWS;
     Row* Vs = Ks + FA_BC;
     const float NEG = -__int_as_float(0x7f800000);
-    const int BR = FA2_WARPS * FA2_ROWS;
+    const int BR = FA_WARPS * FA_WROWS;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int gid = lane >> 2, tig = lane & 3;
     int mi = lane >> 3, mr = lane & 7;  // ldmatrix: this lane's matrix and row
@@ -666,15 +523,15 @@ __device__ void flash_attention_wide(typename Elem<DT>::T* out, const typename E
     const unsigned short* qb = (const unsigned short*)(q + bh * (long long)ql * D);
     const unsigned short* kb = (const unsigned short*)(k + ks.off + bi * ks.b + hk * ks.h);
     const unsigned short* vb = (const unsigned short*)(v + vs.off + bi * vs.b + hk * vs.h);
-    int wrow = q0 + warp * FA2_ROWS;  // this warp's first query row
+    int wrow = q0 + warp * FA_WROWS;  // this warp's first query row
     int shift = kl - ql;              // key j is visible to query row i when j <= i + shift (causal)
     int kend = kl;
     if (CAUSAL) kend = min(kend, q0 + BR + shift);
     // This lane's ldmatrix row addresses; every fragment is a constant offset from them.
-    unsigned int qaddr = smem_addr(&Qs[warp * FA2_ROWS + (mi & 1) * 8 + mr][(mi >> 1) * 8]);
+    unsigned int qaddr = smem_addr(&Qs[warp * FA_WROWS + (mi & 1) * 8 + mr][(mi >> 1) * 8]);
     unsigned int kaddr = smem_addr(&Ks[(mi >> 1) * 8 + mr][(mi & 1) * 8]);
     unsigned int vaddr = smem_addr(&Vs[(mi & 1) * 8 + mr][(mi >> 1) * 8]);
-    fa_load_tile<D, FA2_WARPS * FA2_ROWS>(Qs, qb, D, q0, ql);
+    fa_load_tile<D, FA_WARPS * FA_WROWS>(Qs, qb, D, q0, ql);
     if (kend > 0) fa_load_tile<D>(Ks, kb, ks.l, 0, kl);
     cp_async_commit();
     float m[2][2], l[2][2];
@@ -693,7 +550,7 @@ __device__ void flash_attention_wide(typename Elem<DT>::T* out, const typename E
         fa_load_tile<D>(Vs, vb, vs.l, j0, kl);
         cp_async_commit();
         // Whether any key of this tile is visible to this warp's last row (warp-uniform).
-        bool live = !CAUSAL || j0 <= wrow + FA2_ROWS - 1 + shift;
+        bool live = !CAUSAL || j0 <= wrow + FA_WROWS - 1 + shift;
         float s[2][FA_BC / 8][4];
         if (live) {
 #pragma unroll
