@@ -120,13 +120,13 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
         if a.is_row_contiguous() {
             let src = &raw[a.offset as usize..a.offset as usize + n];
             if n < PAR_THRESHOLD {
-                map_slice(src, out, &f);
+                map_slice(src, out, &&f);
             } else if n * std::mem::size_of::<B>() >= STREAM_BYTES {
                 out.par_chunks_mut(CHUNK)
                     .zip(src.par_chunks(CHUNK))
-                    .for_each(|(o, s)| fill_streaming(o, |st, blk| map_slice(&s[st..st + blk.len()], blk, &f)));
+                    .for_each(|(o, s)| fill_streaming(o, |st, blk| map_slice(&s[st..st + blk.len()], blk, &&f)));
             } else {
-                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| map_slice(s, o, &f));
+                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| map_slice(s, o, &&f));
             }
             return;
         }
@@ -138,7 +138,7 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
                 let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
                 if st == 1 {
                     // A unit-stride run (a row of a sliced or permuted view) vectorises.
-                    return map_slice(&raw[off as usize..off as usize + run], dst, &f);
+                    return map_slice(&raw[off as usize..off as usize + run], dst, &&f);
                 }
                 let mut p = off;
                 for d in dst.iter_mut() {
@@ -166,14 +166,14 @@ pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: imp
                 match (a_scalar, b_scalar) {
                     (true, true) => o.iter_mut().for_each(|o| *o = f(ra[oa], rb[ob])),
                     (true, false) => {
-                        let x = ra[oa];
-                        map_slice(&rb[ob + start..ob + start + len], o, &|y| f(x, y))
+                        let (x, f) = (ra[oa], &f);
+                        map_slice(&rb[ob + start..ob + start + len], o, &move |y| f(x, y))
                     }
                     (false, true) => {
-                        let y = rb[ob];
-                        map_slice(&ra[oa + start..oa + start + len], o, &|x| f(x, y))
+                        let (y, f) = (rb[ob], &f);
+                        map_slice(&ra[oa + start..oa + start + len], o, &move |x| f(x, y))
                     }
-                    (false, false) => zip_slice(&ra[oa + start..oa + start + len], &rb[ob + start..ob + start + len], o, &f),
+                    (false, false) => zip_slice(&ra[oa + start..oa + start + len], &rb[ob + start..ob + start + len], o, &&f),
                 }
             };
             if n < PAR_THRESHOLD {
@@ -195,14 +195,14 @@ pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: imp
                 // go through the vectorised slice loops.
                 let (ua, ub) = (pa as usize, pb as usize);
                 match (sa, sb) {
-                    (1, 1) => return zip_slice(&ra[ua..ua + run], &rb[ub..ub + run], dst, &f),
+                    (1, 1) => return zip_slice(&ra[ua..ua + run], &rb[ub..ub + run], dst, &&f),
                     (1, 0) => {
-                        let y = rb[ub];
-                        return map_slice(&ra[ua..ua + run], dst, &|x| f(x, y));
+                        let (y, f) = (rb[ub], &f);
+                        return map_slice(&ra[ua..ua + run], dst, &move |x| f(x, y));
                     }
                     (0, 1) => {
-                        let x = ra[ua];
-                        return map_slice(&rb[ub..ub + run], dst, &|y| f(x, y));
+                        let (x, f) = (ra[ua], &f);
+                        return map_slice(&rb[ub..ub + run], dst, &move |y| f(x, y));
                     }
                     _ => {}
                 }

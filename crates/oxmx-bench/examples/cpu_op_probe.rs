@@ -1,0 +1,66 @@
+//! What one CPU op costs at a training step's activation shapes: each op evaluated alone, with
+//! its inputs evaluated (and warm in cache) first, median of many runs. Numbers are printed,
+//! not asserted: they say which of a training step's element-wise ops are slower than their
+//! bytes. `cargo run --release -p oxmx-bench --example cpu_op_probe`.
+
+use oxmx_core::prelude::*;
+use oxmx_core::{random, Dtype};
+use std::time::Instant;
+
+fn time(name: &str, bytes: usize, f: &dyn Fn() -> Array) {
+    let mut t: Vec<f64> = (0..60)
+        .map(|_| {
+            let st = Instant::now();
+            let y = f();
+            y.eval().unwrap();
+            st.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = t[t.len() / 2];
+    println!("{name:48} {med:8.1} us  {:6.1} GB/s", bytes as f64 / med / 1e3);
+}
+
+fn main() {
+    let x = random::normal(&[32, 64, 128], Dtype::Float32, 0.0, 1.0, None);
+    let y = random::normal(&[32, 64, 128], Dtype::Float32, 0.0, 1.0, None);
+    let h = random::normal(&[32, 64, 512], Dtype::Float32, 0.0, 1.0, None);
+    let s = random::normal(&[32, 4, 64, 64], Dtype::Float32, 0.0, 1.0, None);
+    let row = random::normal(&[32, 64, 1], Dtype::Float32, 0.0, 1.0, None);
+    let col = random::normal(&[128], Dtype::Float32, 0.0, 1.0, None);
+    let col512 = random::normal(&[512], Dtype::Float32, 0.0, 1.0, None);
+    let qkv = random::normal(&[32, 64, 4, 32], Dtype::Float32, 0.0, 1.0, None);
+    let w = random::normal(&[128, 128], Dtype::Float32, 0.0, 1.0, None);
+    let w2 = random::normal(&[128, 128], Dtype::Float32, 0.0, 1.0, None);
+    oxmx_core::eval(&[&x, &y, &h, &s, &row, &col, &col512, &qkv, &w, &w2]).unwrap();
+    let wb = 128 * 128 * 4;
+    if std::env::args().any(|a| a == "--chain") {
+        // For perf: only the chain of small ops, many times.
+        for _ in 0..300 {
+            (0..200).fold(w.clone(), |a, _| &a * 0.999f32).eval().unwrap();
+        }
+        return;
+    }
+    time("w * 0.9 [128,128]", 2 * wb, &|| &w * 0.9f32);
+    time("w * w2 [128,128]", 3 * wb, &|| &w * &w2);
+    time("w * 0.9 + w2 * 0.1 [128,128]", 5 * wb, &|| &w * 0.9f32 + &w2 * 0.1f32);
+    time("chain of 200 (w * 0.999) [128,128], per op", 2 * wb * 200, &|| (0..200).fold(w.clone(), |a, _| &a * 0.999f32));
+    time("200 independent (w * c) summed by 200 adds", 2 * wb * 400, &|| {
+        (0..200).map(|i| &w * (i as f32)).fold(w2.clone(), |a, b| &a + &b)
+    });
+    let mb = 32 * 64 * 128 * 4;
+    time("x * y [32,64,128]", 3 * mb, &|| &x * &y);
+    time("x + y [32,64,128]", 3 * mb, &|| &x + &y);
+    time("x * 0.5 [32,64,128]", 2 * mb, &|| &x * 0.5f32);
+    time("x * row [32,64,1]", 2 * mb, &|| &x * &row);
+    time("x * col [128]", 2 * mb, &|| &x * &col);
+    time("x + col [128]", 2 * mb, &|| &x + &col);
+    time("h + col512 [32,64,512]", 8 * mb, &|| &h + &col512);
+    time("maximum(h, 0) [32,64,512]", 8 * mb, &|| ops::maximum(&h, 0.0f32));
+    time("h >= 0 [32,64,512]", 5 * mb, &|| ops::greater_equal(&h, 0.0f32));
+    time("sum(x, -1) [32,64,128]", mb, &|| ops::sum(&x, -1, true));
+    time("sum(x, (0,1)) [32,64,128]", mb, &|| ops::sum(&x, vec![0, 1], false));
+    time("softmax(s, -1) [32,4,64,64]", 2 * 2 * mb, &|| ops::softmax(&s, -1, false));
+    time("s * s [32,4,64,64]", 3 * 2 * mb, &|| &s * &s);
+    time("transpose(qkv, 0,2,1,3) copy", 2 * mb, &|| ops::contiguous(&ops::transpose(&qkv, &[0, 2, 1, 3])));
+}
