@@ -34,6 +34,29 @@ fn main() {
     let w2 = random::normal(&[128, 128], Dtype::Float32, 0.0, 1.0, None);
     oxmx_core::eval(&[&x, &y, &h, &s, &row, &col, &col512, &qkv, &w, &w2]).unwrap();
     let wb = 128 * 128 * 4;
+    // A training step's products: weight gradients gᵀ·x (A a transposed view, k = tokens).
+    for (m, k, n) in [(128, 2048, 128), (128, 2048, 512), (512, 2048, 128), (2048, 128, 128), (2048, 128, 512), (2048, 512, 128)] {
+        let g = random::normal(&[k, m], Dtype::Float32, 0.0, 1.0, None);
+        let xx = random::normal(&[k, n], Dtype::Float32, 0.0, 1.0, None);
+        let a = random::normal(&[m, k], Dtype::Float32, 0.0, 1.0, None);
+        let wt = random::normal(&[n, k], Dtype::Float32, 0.0, 1.0, None);
+        oxmx_core::eval(&[&g, &xx, &a, &wt]).unwrap();
+        let gf = 2.0 * (m * n * k) as f64;
+        let t = |name: &str, f: &dyn Fn() -> Array| {
+            let mut v: Vec<f64> = (0..30)
+                .map(|_| {
+                    let st = Instant::now();
+                    f().eval().unwrap();
+                    st.elapsed().as_secs_f64()
+                })
+                .collect();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!("{name:48} {:8.1} us  {:6.1} GFLOP/s", v[15] * 1e6, gf / v[15] / 1e9);
+        };
+        t(&format!("gT @ x {m}x{k}x{n}"), &|| ops::matmul(&ops::swapaxes(&g, 0, 1), &xx));
+        t(&format!("a @ x {m}x{k}x{n}"), &|| ops::matmul(&a, &xx));
+        t(&format!("a @ wT {m}x{k}x{n}"), &|| ops::matmul(&a, &ops::swapaxes(&wt, 0, 1)));
+    }
     if std::env::args().any(|a| a == "--chain") {
         // For perf: only the chain of small ops, many times.
         for _ in 0..300 {
@@ -58,9 +81,18 @@ fn main() {
     time("h + col512 [32,64,512]", 8 * mb, &|| &h + &col512);
     time("maximum(h, 0) [32,64,512]", 8 * mb, &|| ops::maximum(&h, 0.0f32));
     time("h >= 0 [32,64,512]", 5 * mb, &|| ops::greater_equal(&h, 0.0f32));
+    let mask = ops::greater_equal(&h, 0.0f32);
+    mask.eval().unwrap();
+    time("where(h >= 0, h, 0) [32,64,512]", 9 * mb, &|| ops::where_(&mask, &h, 0.0f32));
     time("sum(x, -1) [32,64,128]", mb, &|| ops::sum(&x, -1, true));
     time("sum(x, (0,1)) [32,64,128]", mb, &|| ops::sum(&x, vec![0, 1], false));
     time("softmax(s, -1) [32,4,64,64]", 2 * 2 * mb, &|| ops::softmax(&s, -1, false));
+    let q = random::normal(&[32, 4, 64, 32], Dtype::Float32, 0.0, 1.0, None);
+    let mask = random::normal(&[64, 64], Dtype::Float32, 0.0, 1.0, None);
+    oxmx_core::eval(&[&q, &mask]).unwrap();
+    let scores = || &ops::matmul(&q, &ops::swapaxes(&q, -1, -2)) + &mask;
+    time("q @ kT + mask [32,4,64,64]", 2 * 2 * mb, &scores);
+    time("softmax(q @ kT + mask, precise)", 2 * 2 * mb, &|| ops::softmax(&scores(), -1, true));
     time("s * s [32,4,64,64]", 3 * 2 * mb, &|| &s * &s);
     time("transpose(qkv, 0,2,1,3) copy", 2 * mb, &|| ops::contiguous(&ops::transpose(&qkv, &[0, 2, 1, 3])));
 }

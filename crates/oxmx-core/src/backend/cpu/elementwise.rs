@@ -263,8 +263,12 @@ fn zip3_runs<A: Copy, B: Copy, C: Copy, D>(a: &[A], b: &[B], c: &[C], strides: [
         let n = dst.len();
         // Slices cut to the run so the loop needs no bounds checks.
         let (a, b, c) = (&a[..if SA { n } else { 1 }], &b[..if SB { n } else { 1 }], &c[..if SC { n } else { 1 }]);
+        // Broadcast values read once: read in the loop, they were loaded again per element (a
+        // store to `dst` might have changed them, as far as the compiler knew) and the loop
+        // stayed scalar (see simd::map_slice).
+        let (a0, b0, c0) = (a[0], b[0], c[0]);
         for (i, d) in dst.iter_mut().enumerate() {
-            *d = f(a[if SA { i } else { 0 }], b[if SB { i } else { 0 }], c[if SC { i } else { 0 }]);
+            *d = f(if SA { a[i] } else { a0 }, if SB { b[i] } else { b0 }, if SC { c[i] } else { c0 });
         }
     }
     macro_rules! go {

@@ -138,6 +138,10 @@ pub(super) fn use_sgemm() -> bool {
 /// 20–30% (Sapphire Rapids, the MLP training step's products); on square products, on row-major
 /// B and with 128 columns or fewer it is level or ahead (`oxmx-bench matmul_`, `conv2d`).
 pub(super) fn f32_on_sgemm(n: usize, b_rs: isize, b_cs: isize) -> bool {
+    static ALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ALL.get_or_init(|| std::env::var("OXMX_SGEMM").is_ok_and(|v| v == "all")) {
+        return true;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::simd::level() == super::simd::Level::Avx512 {
         return n >= 256 && b_rs == 1 && b_cs != 1;
