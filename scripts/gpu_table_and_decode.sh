@@ -1,0 +1,18 @@
+#!/bin/sh
+# On a GPU machine: the harness's whole GPU table against PyTorch (scripts/bench_gpu.py) and
+# Llama-3-8B-shaped decoding in bf16 and 4-bit (random weights), from the binaries packed in
+# target/gpuc/bins.tar.xz. Logs under $OUT.
+#
+#   sh scripts/gpu_table_and_decode.sh
+set -u
+OUT=${OUT:-gpu-report}
+mkdir -p "$OUT" target/gpu
+[ -x target/gpu/oxmx-bench ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
+python3 scripts/bench_gpu.py target/gpu/oxmx-bench > "$OUT/bench_gpu.txt" 2>&1
+tail -32 "$OUT/bench_gpu.txt"
+for model in llama3-8b-bf16 llama3-8b-4bit; do
+  printf "%s: " "$model"
+  timeout 200 target/gpu/oxmx bench --random-weights --model scripts/configs/$model -p 512 -g 128 -n 2 2>&1 | grep -E "Averages"
+done
