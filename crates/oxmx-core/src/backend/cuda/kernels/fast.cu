@@ -482,6 +482,17 @@ __device__ __forceinline__ float fa_exp2(float x) {
     return y;
 }
 
+// Both 16-row tiles of a warp times one ldmatrix.x4 B fragment (n-tiles n and n + 1):
+// acc[mt][n] += a[mt] b[0..1], acc[mt][n + 1] += a[mt] b[2..3].
+template <int DT, int N>
+__device__ __forceinline__ void fa_mma_tiles(float (*acc)[N][4], const unsigned int (*a)[4], const unsigned int* b, int n) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+        mma16816<DT>(acc[mt][n], a[mt], b);
+        mma16816<DT>(acc[mt][n + 1], a[mt], b + 2);
+    }
+}
+
 #define FA_WARPS 4
 #define FA_WROWS 32  // query rows per warp: two 16-row mma tiles share each K and V fragment
 
@@ -566,11 +577,7 @@ __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<D
                 for (int np = 0; np < FA_BC / 16; ++np) {
                     unsigned int b[4];
                     ldmatrix_x4(b, kaddr + np * 16 * RB + kk * 32);
-#pragma unroll
-                    for (int mt = 0; mt < 2; ++mt) {
-                        mma16816<DT>(s[mt][2 * np], qa[mt], b);
-                        mma16816<DT>(s[mt][2 * np + 1], qa[mt], b + 2);
-                    }
+                    fa_mma_tiles<DT, FA_BC / 8>(s, qa, b, 2 * np);
                 }
             }
             // Masking only where the tile reaches past the keys or this warp's first row's horizon.
@@ -644,11 +651,7 @@ __device__ void flash_attention(typename Elem<DT>::T* out, const typename Elem<D
                 for (int np = 0; np < D / 16; ++np) {
                     unsigned int b[4];
                     ldmatrix_x4_trans(b, vaddr + kk * 16 * RB + np * 32);
-#pragma unroll
-                    for (int mt = 0; mt < 2; ++mt) {
-                        mma16816<DT>(o[mt][2 * np], pa[mt], b);
-                        mma16816<DT>(o[mt][2 * np + 1], pa[mt], b + 2);
-                    }
+                    fa_mma_tiles<DT, D / 8>(o, pa, b, 2 * np);
                 }
             }
         }
