@@ -1,6 +1,7 @@
 #!/bin/sh
 # On a GPU machine: the harness's whole GPU table against PyTorch (scripts/bench_gpu.py) and
-# Llama-3-8B-shaped decoding in bf16 and 4-bit (random weights), from the binaries packed in
+# Llama-3-8B-shaped decoding in bf16 and 4-bit (random weights), after the GPU test suites in
+# SUITES (default cuda_llm), from the binaries packed in
 # target/gpuc/bins.tar.xz. Logs under $OUT.
 #
 #   sh scripts/gpu_table_and_decode.sh
@@ -10,6 +11,11 @@ mkdir -p "$OUT" target/gpu
 [ -x target/gpu/oxmx-bench ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
+for t in ${SUITES-cuda_llm}; do
+  timeout 200 target/gpu/$t --test-threads 1 > "$OUT/$t.txt" 2>&1
+  echo "$t: exit $?; $(grep -E "test result" "$OUT/$t.txt" | tail -1)"
+  grep -E "FAILED|panicked" "$OUT/$t.txt" | head -6
+done
 python3 scripts/bench_gpu.py target/gpu/oxmx-bench > "$OUT/bench_gpu.txt" 2>&1
 tail -32 "$OUT/bench_gpu.txt"
 for model in llama3-8b-bf16 llama3-8b-4bit; do
