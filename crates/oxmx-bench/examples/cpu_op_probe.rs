@@ -84,6 +84,10 @@ fn main() {
     let mask = ops::greater_equal(&h, 0.0f32);
     mask.eval().unwrap();
     time("where(h >= 0, h, 0) [32,64,512]", 9 * mb, &|| ops::where_(&mask, &h, 0.0f32));
+    let table = random::normal(&[96, 128], Dtype::Float32, 0.0, 1.0, None);
+    let tokens = random::randint(0, 96, &[32, 64], Dtype::Int32, None);
+    oxmx_core::eval(&[&table, &tokens]).unwrap();
+    time("take(table [96,128], tokens [32,64], 0)", 2 * mb, &|| ops::take(&table, &tokens, Some(0)));
     time("sum(x, -1) [32,64,128]", mb, &|| ops::sum(&x, -1, true));
     time("sum(x, (0,1)) [32,64,128]", mb, &|| ops::sum(&x, vec![0, 1], false));
     time("softmax(s, -1) [32,4,64,64]", 2 * 2 * mb, &|| ops::softmax(&s, -1, false));

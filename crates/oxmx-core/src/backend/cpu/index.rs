@@ -51,8 +51,19 @@ fn gather<T: Element>(x: &Data, idx: &[Data], axes: &[usize], slice_sizes: &[usi
         if slice_n == 0 {
             return;
         }
+        // Slices whose last axis is contiguous in x (an embedding row) are copied run by run;
+        // element by element, an embedding lookup of 2048 rows of 128 ran at ~7 GB/s.
+        let nd = slice_sizes.len();
+        let run = if nd > 0 && x.strides[nd - 1] == 1 { slice_sizes[nd - 1] } else { 1 };
         let fill = |(i, o): (usize, &mut [T])| {
             let mut k = 0;
+            if run > 1 {
+                for_each_offset(&slice_sizes[..nd - 1], &x.strides[..nd - 1], x.offset + bases[i], |off| {
+                    o[k..k + run].copy_from_slice(&raw[off as usize..off as usize + run]);
+                    k += run;
+                });
+                return;
+            }
             for_each_offset(slice_sizes, &x.strides, x.offset + bases[i], |off| {
                 o[k] = raw[off as usize];
                 k += 1;
