@@ -19,6 +19,13 @@ import tempfile
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "oxmx-core", "src", "backend", "cuda", "kernels")
 
 
+def source(name):
+    """A kernel file, from $OXMX_CUDA_KERNELS_DIR when it holds one (as the backend reads it)."""
+    d = os.environ.get("OXMX_CUDA_KERNELS_DIR")
+    path = os.path.join(d, name) if d and os.path.exists(os.path.join(d, name)) else os.path.join(ROOT, name)
+    return open(path).read()
+
+
 def find(pattern):
     import nvidia
     for base in nvidia.__path__:
@@ -60,8 +67,8 @@ def main():
     ap.add_argument("--min-blocks", type=int, default=0, help="__launch_bounds__(THREADS, N) on each kernel, as the backend builds some")
     ap.add_argument("--threads", type=int, default=256, help="THREADS of --min-blocks")
     a = ap.parse_args()
-    common = open(os.path.join(ROOT, "common.cuh")).read()
-    fam = open(os.path.join(ROOT, a.family)).read()
+    common = source("common.cuh")
+    fam = source(a.family)
     bounds = f"__launch_bounds__({a.threads}, {a.min_blocks}) " if a.min_blocks else ""
     kernels = "".join(f'extern "C" __global__ void {bounds}k{i}({a.params}) {{ {c}; }}\n' for i, c in enumerate(a.calls))
     ptx = nvrtc_ptx(f"{common}\n{fam}\n{kernels}", a.arch)

@@ -86,7 +86,8 @@ fn attention_matches_the_cpu() {
     // (batch, q heads, kv heads, q length, k length, head dim): decoding steps (the lane-per-key
     // kernel for heads of whole 16-byte chunks: 64, 80 with a ragged chunk group, 128, 256;
     // the warp-per-key kernel for 12; split over keys), prefill chunks (flash attention for heads of 64 and 128: several
-    // 128-row blocks and 64-key tiles with ragged ends, more keys than queries) and the
+    // 128-row blocks and 64- or 128-key tiles with ragged ends, more keys than queries, a
+    // long run of double-buffered tiles) and the
     // cuBLAS path (head size 80).
     let cases = [
         (1, 8, 2, 1, 300, 64),
@@ -97,6 +98,7 @@ fn attention_matches_the_cpu() {
         (1, 2, 2, 290, 333, 128),
         (1, 3, 1, 260, 260, 64),
         (2, 2, 1, 130, 300, 64),
+        (1, 2, 1, 520, 1100, 128),
         (2, 4, 1, 9, 50, 80),
         (1, 4, 2, 1, 100, 12),
         (1, 4, 1, 2, 77, 80),

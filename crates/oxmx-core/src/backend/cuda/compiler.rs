@@ -70,11 +70,17 @@ pub(crate) fn cached(g: &Gpu, name: &str) -> Option<CudaFunction> {
 /// prepended). `name` must determine the source (callers encode every parameter in it): the
 /// source is only generated on a cache miss, which keeps a launch's host cost to a map lookup.
 pub(crate) fn function(g: &Gpu, name: &str, body: impl FnOnce() -> String) -> Result<CudaFunction> {
+    function_for(g, name, g.arch, body)
+}
+
+/// As `function`, compiled for target `arch` (e.g. `sm_90a`, whose architecture-specific
+/// instructions such as wgmma the portable `sm_90` target lacks).
+fn function_for(g: &Gpu, name: &str, arch: &'static str, body: impl FnOnce() -> String) -> Result<CudaFunction> {
     if let Some(f) = cached(g, name) {
         return Ok(f);
     }
     let src = kernel_source(name, body())?;
-    let ptx = ptx_for(g, name, &src)?;
+    let ptx = ptx_for(name, &src, arch)?;
     let module = g.ctx.load_module(ptx).map_err(|e| cuda_err(&format!("loading kernel {name}"), e))?;
     let f = module.load_function(name).map_err(|e| cuda_err(&format!("finding kernel {name}"), e))?;
     g.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), f.clone());
@@ -117,6 +123,19 @@ pub(crate) fn template_function(
     template_function_bounded(g, family, name, None, params, call)
 }
 
+/// As `template_function_bounded`, compiled for target `arch` (see `function_for`).
+pub(crate) fn template_function_for(
+    g: &Gpu,
+    family: Family,
+    name: &str,
+    arch: &'static str,
+    bounds: Option<(u32, u32)>,
+    params: impl FnOnce() -> String,
+    call: impl FnOnce() -> String,
+) -> Result<CudaFunction> {
+    function_for(g, name, arch, || template_source(family, name, bounds, params(), call()))
+}
+
 /// As `template_function`, with `__launch_bounds__(threads, min_blocks)` on the kernel when
 /// `bounds` is given (for kernels that need the register budget of exactly that occupancy).
 pub(crate) fn template_function_bounded(
@@ -127,14 +146,17 @@ pub(crate) fn template_function_bounded(
     params: impl FnOnce() -> String,
     call: impl FnOnce() -> String,
 ) -> Result<CudaFunction> {
-    function(g, name, || {
-        let lb = bounds.map(|(t, b)| format!("__launch_bounds__({t}, {b}) ")).unwrap_or_default();
-        format!("{}\nextern \"C\" {lb}__global__ void {name}({}) {{ {}; }}\n", family.source(), params(), call())
-    })
+    function(g, name, || template_source(family, name, bounds, params(), call()))
 }
 
-fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
-    let file = cache_dir().map(|d| d.join(format!("{name}-{}-{:016x}.ptx", g.arch, fnv(&[src, g.arch]))));
+/// `family`'s source with kernel `name` defined as one call into it.
+fn template_source(family: Family, name: &str, bounds: Option<(u32, u32)>, params: String, call: String) -> String {
+    let lb = bounds.map(|(t, b)| format!("__launch_bounds__({t}, {b}) ")).unwrap_or_default();
+    format!("{}\nextern \"C\" {lb}__global__ void {name}({params}) {{ {call}; }}\n", family.source())
+}
+
+fn ptx_for(name: &str, src: &str, arch: &'static str) -> Result<Ptx> {
+    let file = cache_dir().map(|d| d.join(format!("{name}-{arch}-{:016x}.ptx", fnv(&[src, arch]))));
     if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
         return Ok(Ptx::from_src(text));
     }
@@ -143,7 +165,7 @@ fn ptx_for(g: &Gpu, name: &str, src: &str) -> Result<Ptx> {
             "[gpu] NVRTC (libnvrtc) could not be loaded: add the CUDA toolkit's lib folder to LD_LIBRARY_PATH".to_string(),
         ));
     }
-    let opts = compile_options(g.arch);
+    let opts = compile_options(arch);
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
         .map_err(|e| Error::runtime(format!("[gpu] NVRTC could not compile kernel {name}: {e:?}")))?;
     if let Some(f) = &file {

@@ -21,6 +21,9 @@ pub(crate) struct Gpu {
     pub read_stream: Arc<CudaStream>,
     /// `sm_XY` for NVRTC.
     pub arch: &'static str,
+    /// Compute capability 9.0 (H100, H200): kernels using Hopper's architecture-specific
+    /// instructions (wgmma) can be compiled for the `sm_90a` target.
+    pub sm90a: bool,
     pub sm_count: u32,
     pub total_mem: usize,
     /// Kernels launch with programmatic dependent launch (compiler.rs, `launch_grid`): compute
@@ -112,6 +115,7 @@ fn gpu_untimed(ordinal: usize) -> Result<&'static Gpu> {
         ctx,
         stream,
         arch,
+        sm90a: (major, minor) == (9, 0),
         sm_count,
         total_mem,
         pdl,

@@ -5,7 +5,7 @@
 //! two cuBLAS products around a masked-softmax kernel (scores in float32, probabilities in the
 //! input dtype, as an op-built attention does). float32, float16 and bfloat16 inputs.
 
-use super::compiler::{template_function, template_function_bounded, Args, Family};
+use super::compiler::{template_function, Args, Family};
 use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::matmul::gemm;
@@ -18,14 +18,11 @@ use crate::primitives::fast::MaskKind;
 use crate::primitives::FastOp;
 use crate::shape::{row_major_strides, size_of};
 
-const FAST: Family = Family { file: "fast.cu", text: include_str!("kernels/fast.cu") };
+pub(crate) const FAST: Family = Family { file: "fast.cu", text: include_str!("kernels/fast.cu") };
 
 /// Query positions up to which attention runs the vector (decoding) kernel.
 const VECTOR_ROWS: usize = 4;
 /// Warps per vector-attention block (SDPA_WARPS in fast.cu).
-/// Query rows per flash-attention block and its warps of 32 rows (FA_WARPS in fast.cu).
-const FA_ROWS: usize = 128;
-const FA_WARPS: u32 = 4;
 const SDPA_WARPS: u32 = 4;
 
 /// The element code of a float dtype for templated kernels (Elem<DT> in common.cuh).
@@ -192,9 +189,10 @@ fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base:
 }
 
 /// Mirrors `struct Rows4` in fast.cu: element offset and batch/head/row strides.
+/// A 4-D operand's element offset and batch, head and row strides (Rows4 in common.cuh).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct Rows4 {
+pub(crate) struct Rows4 {
     off: i64,
     b: i64,
     h: i64,
@@ -202,7 +200,7 @@ struct Rows4 {
 }
 
 impl Rows4 {
-    fn of(d: &Data) -> Rows4 {
+    pub(crate) fn of(d: &Data) -> Rows4 {
         Rows4 { off: d.offset as i64, b: d.strides[0] as i64, h: d.strides[1] as i64, l: d.strides[2] as i64 }
     }
 }
@@ -341,46 +339,12 @@ fn sdpa(g: &Gpu, dt: u32, inputs: &[Data], scale: f32, kind: MaskKind, has_sinks
         return Ok(Some(out));
     }
     // Half-precision heads of 64 or 128 without an array mask: flash attention (tensor cores,
-    // nothing of size L² in memory). K and V rows are copied 16 bytes at a time, so they must
-    // start on 8-element boundaries.
-    let rows16 = |d: &Data| d.offset % 8 == 0 && d.strides[..3].iter().all(|s| s % 8 == 0);
-    if dt != 0 && d == dv && (d == 64 || d == 128) && !has_mask && rows16(&k) && rows16(&v) && kl < i32::MAX as usize {
-        let causal = kind == MaskKind::Causal;
-        if ql.div_ceil(FA_ROWS) > 65535 {
-            return Ok(None);
+    // nothing of size L² in memory; flash.rs).
+    if dt != 0 && d == dv && (d == 64 || d == 128) && !has_mask {
+        let dims = super::flash::Dims { b, hq, hkv, ql, kl, d };
+        if let Some(out) = super::flash::attention(g, dt, &q, &k, &v, sptr, dims, kind == MaskKind::Causal, has_sinks, scale, spec)? {
+            return Ok(Some(out));
         }
-        let name = format!("flash_attention_{dt}_{d}_{}_{}", causal as u8, has_sinks as u8);
-        let f = template_function_bounded(
-            g,
-            FAST,
-            &name,
-            Some((32 * FA_WARPS, 2)),
-            || {
-                format!(
-                    "{ty}* out, const {ty}* q, const {ty}* k, const {ty}* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, \
-                 int ql, long long kl, float scale_log2"
-                )
-            },
-            || format!("flash_attention<{dt}, {d}, {causal}, {has_sinks}>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2)"),
-        )?;
-        let (out, optr) = output(g, &spec.0, q.dtype)?;
-        let args = Args::new()
-            .arg(optr)
-            .arg(dptr(g, &q)?)
-            .arg(k.buffer.device_block(g.ordinal)?.ptr())
-            .arg(v.buffer.device_block(g.ordinal)?.ptr())
-            .arg(sptr)
-            .arg(Rows4::of(&k))
-            .arg(Rows4::of(&v))
-            .arg(hq as i32)
-            .arg(hkv as i32)
-            .arg(ql as i32)
-            .arg(kl as i64)
-            .arg(scale * std::f32::consts::LOG2_E);
-        // Queries, one key tile and one value tile, rows padded by 8 (FA_PAD in fast.cu).
-        let shared = (FA_ROWS + 2 * 64) * (d + 8) * 2;
-        args.launch_shared(g, &f, ((b * hq) as u32, ql.div_ceil(FA_ROWS) as u32), 32 * FA_WARPS, shared as u32)?;
-        return Ok(Some(out));
     }
     // Scores = scale · Q Kᵀ per (batch, kv head) with the group's heads stacked as rows.
     let gq = hq / hkv;

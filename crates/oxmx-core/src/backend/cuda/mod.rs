@@ -12,6 +12,7 @@ mod device;
 mod distributed;
 mod elementwise;
 mod fast;
+mod flash;
 mod fused;
 mod graph;
 mod index;

@@ -210,3 +210,45 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
     float t = lane < nw ? red[lane] : 0.0f;
     return warp_sum(t);
 }
+
+// ---- Helpers of the attention kernels ----
+
+// A strided 4-D operand's element offset and batch, head and row strides (K, V, masks).
+struct Rows4 {
+    long long off, b, h, l;
+};
+
+// Two floats rounded into one register of two 16-bit elements (lo in the low half).
+template <int DT> __device__ __forceinline__ unsigned int pack2(float lo, float hi);
+template <> __device__ __forceinline__ unsigned int pack2<1>(float lo, float hi) {
+    unsigned int d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+template <> __device__ __forceinline__ unsigned int pack2<2>(float lo, float hi) {
+    unsigned int d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+// The shared-memory address of a generic pointer into shared memory.
+__device__ __forceinline__ unsigned int smem_addr(const void* p) {
+    unsigned int a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+// 16 bytes global -> shared without passing through registers; zero-filled when !ok.
+__device__ __forceinline__ void cp_async16(unsigned int dst, const void* src, bool ok) {
+    int n = ok ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// 2^x by the special-function unit (ex2.approx.ftz: -inf gives +0, ~2 ulp), without the
+// range fix-ups exp2f adds.
+__device__ __forceinline__ float fa_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}

@@ -119,10 +119,6 @@ __device__ void rope_rows(typename Elem<DT>::T* out, const typename Elem<DT>::T*
 }
 
 // Element strides of a [B, H, L, D] operand read in place (a KV cache is a prefix view).
-struct Rows4 {
-    long long off, b, h, l;
-};
-
 #define SDPA_WARPS 4
 #define MASK_NONE 0
 #define MASK_CAUSAL 1
@@ -417,35 +413,10 @@ template <> __device__ __forceinline__ void mma16816<2>(float* c, const unsigned
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// Two floats rounded into one register of two 16-bit elements (lo in the low half).
-template <int DT> __device__ __forceinline__ unsigned int pack2(float lo, float hi);
-template <> __device__ __forceinline__ unsigned int pack2<1>(float lo, float hi) {
-    unsigned int d;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
-}
-template <> __device__ __forceinline__ unsigned int pack2<2>(float lo, float hi) {
-    unsigned int d;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
-}
 
 #define FA_BC 64
 #define FA_PAD 8
 
-// The shared-memory address of a generic pointer into shared memory.
-__device__ __forceinline__ unsigned int smem_addr(const void* p) {
-    unsigned int a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-// 16 bytes global -> shared without passing through registers; zero-filled when !ok.
-__device__ __forceinline__ void cp_async16(unsigned int dst, const void* src, bool ok) {
-    int n = ok ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 // Four 8x8 matrices of 16-bit elements from shared memory (lane i gives row i % 8 of matrix
 // i / 8); lane t receives row t / 4, columns 2 (t % 4) and 2 (t % 4) + 1 of each (of its
 // transpose with .trans).
@@ -474,13 +445,6 @@ __device__ __forceinline__ void fa_load_tile(unsigned short (*S)[D + FA_PAD], co
 }
 
 
-// 2^x by the special-function unit (ex2.approx.ftz: -inf gives +0, ~2 ulp), without the
-// range fix-ups exp2f adds.
-__device__ __forceinline__ float fa_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // Both 16-row tiles of a warp times one ldmatrix.x4 B fragment (n-tiles n and n + 1):
 // acc[mt][n] += a[mt] b[0..1], acc[mt][n + 1] += a[mt] b[2..3].

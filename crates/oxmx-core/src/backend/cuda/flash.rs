@@ -1,0 +1,102 @@
+//! Flash attention (prefill) for half-precision heads of 64 or 128 without an array mask: the
+//! scores never leave the chip. On compute capability 9.0 (H100, H200) the kernel of
+//! kernels/flash_sm90.cu runs its products as warpgroup tensor-core instructions (wgmma)
+//! straight from shared memory; elsewhere, or with `OXMX_FLASH_SM90=0`, the mma.sync kernel of
+//! kernels/fast.cu does (its fragments pass through registers).
+
+use super::compiler::{template_function_bounded, template_function_for, Args, Family};
+use super::device::Gpu;
+use super::elementwise::storage;
+use super::fast::{dptr, output, Rows4, FAST};
+use crate::error::Result;
+use crate::graph::{Data, Spec};
+
+const FLASH_SM90: Family = Family { file: "flash_sm90.cu", text: include_str!("kernels/flash_sm90.cu") };
+
+/// Query rows a block, in both kernels (FA_WARPS * FA_WROWS in fast.cu, FH_BR in flash_sm90.cu).
+const ROWS: usize = 128;
+/// Warps of the mma.sync kernel (FA_WARPS) and threads of the wgmma one (FH_WG warpgroups).
+const FA_WARPS: u32 = 4;
+const FH_THREADS: u32 = 256;
+/// Keys a tile of the wgmma kernel (FH_BC).
+const FH_BC: usize = 128;
+
+/// Attention's sizes: batch, query and key/value heads, query and key lengths, head size.
+#[derive(Clone, Copy)]
+pub(crate) struct Dims {
+    pub b: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub ql: usize,
+    pub kl: usize,
+    pub d: usize,
+}
+
+/// Whether the wgmma kernel may run (`OXMX_FLASH_SM90=0` keeps the mma.sync one, for comparing).
+fn sm90_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("OXMX_FLASH_SM90").map_or(true, |v| v != "0"))
+}
+
+/// softmax(scale · Q Kᵀ (+ causal mask)) V for q [B, Hq, Lq, D] dense and k, v [B, Hkv, Lk, D]
+/// read in place; `None` where the kernels do not apply (the caller falls back).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(
+    g: &Gpu,
+    dt: u32,
+    q: &Data,
+    k: &Data,
+    v: &Data,
+    sinks: u64,
+    n: Dims,
+    causal: bool,
+    has_sinks: bool,
+    scale: f32,
+    spec: &Spec,
+) -> Result<Option<Data>> {
+    // K and V rows are copied 16 bytes at a time, so they must start on 8-element boundaries.
+    let rows16 = |d: &Data| d.offset % 8 == 0 && d.strides[..3].iter().all(|s| s % 8 == 0);
+    if !(rows16(k) && rows16(v)) || n.kl >= i32::MAX as usize || n.ql.div_ceil(ROWS) > 65535 {
+        return Ok(None);
+    }
+    let ty = storage(q.dtype).unwrap_or("float");
+    let d = n.d;
+    let params = || {
+        format!(
+            "{ty}* out, const {ty}* q, const {ty}* k, const {ty}* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, \
+             int ql, long long kl, float scale_log2"
+        )
+    };
+    let call =
+        |kernel: &str| format!("{kernel}<{dt}, {d}, {causal}, {has_sinks}>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2)");
+    let (out, optr) = output(g, &spec.0, q.dtype)?;
+    let args = Args::new()
+        .arg(optr)
+        .arg(dptr(g, q)?)
+        .arg(k.buffer.device_block(g.ordinal)?.ptr())
+        .arg(v.buffer.device_block(g.ordinal)?.ptr())
+        .arg(sinks)
+        .arg(Rows4::of(k))
+        .arg(Rows4::of(v))
+        .arg(n.hq as i32)
+        .arg(n.hkv as i32)
+        .arg(n.ql as i32)
+        .arg(n.kl as i64)
+        .arg(scale * std::f32::consts::LOG2_E);
+    let grid = ((n.b * n.hq) as u32, n.ql.div_ceil(ROWS) as u32);
+    let tag = format!("{dt}_{d}_{}_{}", causal as u8, has_sinks as u8);
+    if g.sm90a && sm90_enabled() {
+        let name = format!("flash_sm90_{tag}");
+        let f = template_function_for(g, FLASH_SM90, &name, "sm_90a", Some((FH_THREADS, 1)), params, || call("flash_sm90"))?;
+        // Queries, then two K tiles and two V tiles (double buffered), unpadded.
+        let shared = (ROWS + 4 * FH_BC) * d * 2;
+        args.launch_shared(g, &f, grid, FH_THREADS, shared as u32)?;
+    } else {
+        let name = format!("flash_attention_{tag}");
+        let f = template_function_bounded(g, FAST, &name, Some((32 * FA_WARPS, 2)), params, || call("flash_attention"))?;
+        // Queries, one key tile and one value tile, rows padded by 8 (FA_PAD in fast.cu).
+        let shared = (ROWS + 2 * 64) * (d + 8) * 2;
+        args.launch_shared(g, &f, grid, 32 * FA_WARPS, shared as u32)?;
+    }
+    Ok(Some(out))
+}
