@@ -15,11 +15,13 @@ const FLASH_SM90: Family = Family { file: "flash_sm90.cu", text: include_str!("k
 
 /// Query rows a block, in both kernels (FA_WARPS * FA_WROWS in fast.cu, FH_BR in flash_sm90.cu).
 const ROWS: usize = 128;
-/// Warps of the mma.sync kernel (FA_WARPS) and threads of the wgmma one (FH_WG warpgroups).
+/// Warps of the mma.sync kernel (FA_WARPS) and threads of the wgmma one (two consumer
+/// warpgroups and a producer warpgroup).
 const FA_WARPS: u32 = 4;
-const FH_THREADS: u32 = 256;
-/// Keys a tile of the wgmma kernel (FH_BC).
+const FH_THREADS: u32 = 384;
+/// Keys a tile of the wgmma kernel (FH_BC) and its stages of K and V tiles (FH_STAGES).
 const FH_BC: usize = 128;
+const FH_STAGES: usize = 3;
 
 /// Attention's sizes: batch, query and key/value heads, query and key lengths, head size.
 #[derive(Clone, Copy)]
@@ -88,8 +90,8 @@ pub(crate) fn attention(
     if g.sm90a && sm90_enabled() {
         let name = format!("flash_sm90_{tag}");
         let f = template_function_for(g, FLASH_SM90, &name, "sm_90a", Some((FH_THREADS, 1)), params, || call("flash_sm90"))?;
-        // Queries, then two K tiles and two V tiles (double buffered), unpadded.
-        let shared = (ROWS + 4 * FH_BC) * d * 2;
+        // Queries, then a K and a V tile a stage, unpadded; two mbarriers a stage.
+        let shared = (ROWS + 2 * FH_STAGES * FH_BC) * d * 2 + 16 * FH_STAGES;
         args.launch_shared(g, &f, grid, FH_THREADS, shared as u32)?;
     } else {
         let name = format!("flash_attention_{tag}");

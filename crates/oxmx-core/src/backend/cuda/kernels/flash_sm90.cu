@@ -14,7 +14,6 @@
 // N = the head dimension is contiguous): 1024 bytes between groups of 8 keys (K) and rows * 128
 // bytes between atoms (N).
 
-#define FH_WG 2    // warpgroups a block, 64 query rows each
 #define FH_BR 128  // query rows a block
 #define FH_BC 128  // keys a tile
 
@@ -76,23 +75,43 @@ template <int N> __device__ __forceinline__ void fh_pin(unsigned int (*a)[4]) {
 }
 
 // ROWS rows of D elements (`src` is the first, rows `rstride` apart; rows from `rows` on are
-// zeros) into the swizzled layout at shared address `dst`, asynchronously. Chunk
-// i * 256 + threadIdx.x is this thread's i-th: eight consecutive threads copy one 128-byte line
-// (conflict-free stores, whole sectors read), and the thread's chunk, row and swizzle are
-// constants, so a copy costs an add and a compare.
-template <int D, int ROWS>
-__device__ __forceinline__ void fh_load(unsigned int dst, const unsigned short* src, long long rstride, int rows) {
-    const int PER_ATOM = ROWS / 32;  // copies per atom
-    int cl = threadIdx.x & 7, r0 = (threadIdx.x >> 3) & 31;
+// zeros) into the swizzled layout at shared address `dst`, asynchronously, by NT threads (`tid`
+// counts them). Chunk i * NT + tid is the thread's i-th: eight consecutive threads copy one
+// 128-byte line (conflict-free stores, whole sectors read), and the thread's chunk, row and
+// swizzle are constants, so a copy costs an add and a compare.
+template <int D, int ROWS, int NT>
+__device__ __forceinline__ void fh_load(unsigned int dst, const unsigned short* src, long long rstride, int rows, int tid) {
+    const int PASS = NT / 8, PER_ATOM = ROWS / PASS;  // rows a pass; passes an atom
+    static_assert(PASS % 8 == 0, "a pass must cover whole groups of 8 rows (the swizzle is per row % 8)");
+    int cl = tid & 7, r0 = tid >> 3;
     unsigned int sd = dst + r0 * 128 + ((cl ^ (r0 & 7)) << 4);
     const unsigned short* gs = src + r0 * rstride + cl * 8;
-#pragma unroll
-    for (int i = 0; i < ROWS * D / 8 / (FH_WG * 128); ++i) {
-        int atom = i / PER_ATOM, rr = 32 * (i % PER_ATOM);
+#pragma unroll 4
+    for (int i = 0; i < ROWS * D / 8 / NT; ++i) {
+        int atom = i / PER_ATOM, rr = PASS * (i % PER_ATOM);
         bool ok = r0 + rr < rows;
         cp_async16(sd + atom * ROWS * 128 + rr * 128, ok ? gs + rr * rstride + atom * 64 : src, ok);
     }
 }
+
+// mbarriers (shared-memory arrival counters with phases) between the producer and the
+// consumer warpgroups.
+__device__ __forceinline__ void fh_mb_init(unsigned int bar, int count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fh_mb_arrive(unsigned int bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Waits until the phase of `bar` with this parity has completed.
+__device__ __forceinline__ void fh_mb_wait(unsigned int bar, int parity) {
+    unsigned int done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // S = Q K^T for a warpgroup's 64 rows (Q from `qdesc`) and the 128 keys of the tile at `kt`.
 template <int DT, int D>
@@ -112,10 +131,9 @@ __device__ __forceinline__ void fh_pv(float* o, const unsigned int (*pa)[4], uns
 
 // The online softmax of one tile's scores for this thread's two rows (`row`, `row` + 8): masks
 // keys past kl or past the causal horizon, updates the running max m (of s * sc) and sum l,
-// gives the factor `corr` that rescales the output so far, and the probabilities as A
-// fragments (keys 16 kk .. 16 kk + 15 are score tiles 2 kk and 2 kk + 1).
-template <int DT, bool CAUSAL>
-__device__ __forceinline__ void fh_softmax(float* s, unsigned int (*pa)[4], float* m, float* l, float* corr, int j0, int kl, int row,
+// gives the factor `corr` that rescales the output so far, and leaves the probabilities in s.
+template <bool CAUSAL>
+__device__ __forceinline__ void fh_softmax(float* s, float* m, float* l, float* corr, int j0, int kl, int row,
                                            int shift, float sc, float masked) {
     const float NEG = -__int_as_float(0x7f800000);
     int tig = threadIdx.x & 3;
@@ -164,6 +182,10 @@ __device__ __forceinline__ void fh_softmax(float* s, unsigned int (*pa)[4], floa
         l[rr] = l[rr] * corr[rr] + sum;
         m[rr] = mn;
     }
+}
+
+// The probabilities in s as A fragments (keys 16 kk .. 16 kk + 15 are score tiles 2 kk and 2 kk + 1).
+template <int DT> __device__ __forceinline__ void fh_pack(const float* s, unsigned int (*pa)[4]) {
 #pragma unroll
     for (int kk = 0; kk < FH_BC / 16; ++kk) {
         pa[kk][0] = pack2<DT>(s[8 * kk], s[8 * kk + 1]);
@@ -173,15 +195,19 @@ __device__ __forceinline__ void fh_softmax(float* s, unsigned int (*pa)[4], floa
     }
 }
 
-// FlashAttention-2's loop on wgmma with FlashAttention-3's overlap inside a warpgroup: one block
-// per (batch x head, 128 query rows), two warpgroups of 64 rows. Q stays in shared memory; K and
-// V tiles of 128 keys are double buffered (160 KB at D = 128, one block per SM under
-// __launch_bounds__(256, 1)). At tile j a warpgroup issues its scores S = Q K(j)^T (D / 16 wgmma
-// from shared memory) and then O += P(j-1) V(j-1) (8 wgmma, A = the previous probabilities in
-// registers), takes the online softmax of S (exp2 of score * scale * log2(e) - max) while the
-// second product runs, then rescales O. The copies of K(j+1) and V(j) overlap both. Causal
-// blocks run heaviest first; a warpgroup skips tiles wholly above its rows' horizon. Arguments
-// and layouts as flash_attention in fast.cu.
+// FlashAttention-3's structure on wgmma: one block per (batch x head, 128 query rows) of two
+// consumer warpgroups (64 rows each) and one producer warpgroup, which copies K and V tiles of
+// 128 keys into a ring of FH_STAGES stages (cp.async; a stage is released by both consumers
+// through an mbarrier and announced full through another), so the warpgroups never wait on a
+// block-wide barrier and drift apart: one's softmax runs while the other's products do (the
+// 35th session's version with a __syncthreads a tile kept them in step: 0.323 ms on an H100).
+// Q stays in shared memory (224 KB in all at D = 128; 384 threads, the producer warpgroup's
+// other three warps idle). At tile j a warpgroup issues S = Q K(j)^T
+// (D / 16 wgmma from shared memory) and O += P(j-1) V(j-1) (8 wgmma, A = the previous
+// probabilities in registers), takes the online softmax of S (exp2 of score * scale * log2(e) -
+// max) while the second product runs, then rescales O. Causal blocks run heaviest first.
+// Arguments and layouts as flash_attention in fast.cu.
+#define FH_STAGES 3
 template <int DT, int D, bool CAUSAL, bool SINKS>
 __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
                            const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, int ql,
@@ -192,8 +218,10 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     const unsigned int TILE = FH_BC * D * 2;  // bytes of a K or V tile
     const float INF = __int_as_float(0x7f800000), NEG = -INF;
     unsigned int qs = smem_addr(fh_smem);
-    if (qs & 1023) __trap();               // swizzle atoms must be 1024-byte aligned
-    unsigned int kv = qs + FH_BR * D * 2;  // K tiles 0 and 1, then V tiles 0 and 1
+    if (qs & 1023) __trap();                          // swizzle atoms must be 1024-byte aligned
+    unsigned int kv = qs + FH_BR * D * 2;             // stage s: K at kv + 2 s TILE, V after it
+    unsigned int full = kv + 2 * FH_STAGES * TILE;    // mbarriers: full[s] at full + 8 s,
+    unsigned int empty = full + 8 * FH_STAGES;        // empty[s] at empty + 8 s
     int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     int gid = lane >> 2, tig = lane & 3;
     long long bh = blockIdx.x;
@@ -204,13 +232,50 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     int q0 = (CAUSAL ? gridDim.y - 1 - blockIdx.y : blockIdx.y) * FH_BR;
     const unsigned short* kb = (const unsigned short*)(k + ks.off + bi * ks.b + hk * ks.h);
     const unsigned short* vb = (const unsigned short*)(v + vs.off + bi * vs.b + hk * vs.h);
-    int wrow = q0 + wg * 64;  // this warpgroup's first query row
-    int shift = kl - ql;      // key j is visible to query row i when j <= i + shift (causal)
+    int shift = kl - ql;  // key j is visible to query row i when j <= i + shift (causal)
     int kend = kl;
     if (CAUSAL) kend = min(kend, q0 + FH_BR + shift);
-    fh_load<D, FH_BR>(qs, (const unsigned short*)(q + (bh * ql + q0) * D), D, ql - q0);
-    if (kend > 0) fh_load<D, FH_BC>(kv, kb, ks.l, kl);
+    // At least one tile (wholly masked when no key is visible), so both roles run the same count.
+    int tiles = max(1, (kend + FH_BC - 1) / FH_BC);
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < FH_STAGES; ++st) {
+            fh_mb_init(full + 8 * st, 128);
+            fh_mb_init(empty + 8 * st, 256);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x >= 256) {
+        // The producer warpgroup gives registers to the consumers and copies: tile j into stage
+        // j % FH_STAGES once both consumers have released the tile that stage held; a tile is
+        // announced once its copies have landed (each thread waits for its own, fences them for
+        // the tensor cores, and arrives). All four warps copy: one warp issuing a tile's 4,096
+        // copies (~8 instructions each) could not keep up with the products (0.69 ms).
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        int pt = threadIdx.x - 256;
+        for (int j = 0, st = 0; j < tiles; ++j) {
+            if (j >= FH_STAGES) fh_mb_wait(empty + 8 * st, (j / FH_STAGES - 1) & 1);
+            fh_load<D, FH_BC, 128>(kv + 2 * st * TILE, kb + (long long)j * FH_BC * ks.l, ks.l, kl - j * FH_BC, pt);
+            fh_load<D, FH_BC, 128>(kv + (2 * st + 1) * TILE, vb + (long long)j * FH_BC * vs.l, vs.l, kl - j * FH_BC, pt);
+            cp_async_commit();
+            // Announced as soon as it lands (announcing tile j - 1 only after issuing tile j, which
+            // waits for a release, put that wait in the consumers' path: 0.42 ms).
+            cp_async_wait<0>();
+            fh_proxy_fence();
+            fh_mb_arrive(full + 8 * st);
+            st = st + 1 == FH_STAGES ? 0 : st + 1;
+        }
+        return;
+    }
+    // The consumers: 232 registers each (12 warps at 168 would spill). They copy Q themselves
+    // (named barrier 1: their 256 threads only).
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    fh_load<D, FH_BR, 256>(qs, (const unsigned short*)(q + (bh * ql + q0) * D), D, ql - q0, threadIdx.x);
     cp_async_commit();
+    cp_async_wait<0>();
+    fh_proxy_fence();
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    int row = q0 + wg * 64 + warp * 16 + gid;  // this thread's rows: row and row + 8
     // Scores stay unscaled: p = exp2(s * sc - m) with m the row's largest s * sc, so the max runs
     // on s (its smallest when the scale is negative) and masked scores are the value whose
     // scaled form is -inf.
@@ -220,47 +285,36 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
     unsigned int qdesc = qs + wg * 64 * 128;
-    // Every warpgroup runs the same sequence of products, with no branch around them (ptxas
-    // serializes wgmma issued on divergent paths): the first tile's scores come before the loop,
-    // the last tile's P V after it, and a tile wholly above a warpgroup's horizon (the diagonal
-    // tile of the first warpgroup) is computed and masked like any other.
+    // No branch around the products (ptxas serializes wgmma issued on divergent paths): the
+    // first tile's scores come before the loop, the last tile's P V after it, and a tile wholly
+    // above a warpgroup's horizon (the diagonal tile of the first) is computed and masked.
     float s[FH_BC / 2];
     unsigned int pa[FH_BC / 16][4];  // P of the previous tile, waiting for its product with V
     float corr[2];
-    cp_async_wait_all();
-    fh_proxy_fence();
-    __syncthreads();
-    if (FH_BC < kend) fh_load<D, FH_BC>(kv + TILE, kb + (long long)FH_BC * ks.l, ks.l, kl - FH_BC);
-    fh_load<D, FH_BC>(kv + 2 * TILE, vb, vs.l, kl);
-    cp_async_commit();
+    fh_mb_wait(full, 0);
     fh_fence();
     fh_scores<DT, D>(s, qdesc, kv);
     fh_commit();
     fh_wait<0>();
     fh_pin<FH_BC / 2>(s);
-    fh_softmax<DT, CAUSAL>(s, pa, m, l, corr, 0, kl, wrow + warp * 16 + gid, shift, sc, masked);
-    int t = 0;
-    for (int j0 = FH_BC; j0 < kend; j0 += FH_BC) {
-        t ^= 1;
-        // K(j) and V(j-1) have landed; every warpgroup is done with S(j-1) and P(j-2) V(j-2).
-        cp_async_wait_all();
-        fh_proxy_fence();
-        __syncthreads();
-        if (j0 + FH_BC < kend) fh_load<D, FH_BC>(kv + (t ^ 1) * TILE, kb + (long long)(j0 + FH_BC) * ks.l, ks.l, kl - j0 - FH_BC);
-        fh_load<D, FH_BC>(kv + (2 + t) * TILE, vb + (long long)j0 * vs.l, vs.l, kl - j0);
-        cp_async_commit();
+    fh_softmax<CAUSAL>(s, m, l, corr, 0, kl, row, shift, sc, masked);
+    fh_pack<DT>(s, pa);
+    int prev = 0;  // the stage of the previous tile
+    for (int j = 1, st = 1 % FH_STAGES; j < tiles; ++j) {
+        fh_mb_wait(full + 8 * st, (j / FH_STAGES) & 1);
         fh_fence();
-        fh_scores<DT, D>(s, qdesc, kv + t * TILE);
+        fh_scores<DT, D>(s, qdesc, kv + 2 * st * TILE);
         fh_commit();
-        fh_pv<DT, D>(o, pa, kv + (2 + (t ^ 1)) * TILE);
+        fh_pv<DT, D>(o, pa, kv + (2 * prev + 1) * TILE);
         fh_commit();
         fh_wait<1>();
         fh_pin<FH_BC / 2>(s);
-        unsigned int pn[FH_BC / 16][4];
-        fh_softmax<DT, CAUSAL>(s, pn, m, l, corr, j0, kl, wrow + warp * 16 + gid, shift, sc, masked);
+        fh_softmax<CAUSAL>(s, m, l, corr, j * FH_BC, kl, row, shift, sc, masked);
         fh_wait<0>();
         fh_pin<D / 2>(o);
         fh_pin<FH_BC / 16>(pa);
+        fh_mb_arrive(empty + 8 * prev);
+        fh_pack<DT>(s, pa);  // the previous P's product is done: its registers are free
 #pragma unroll
         for (int nt = 0; nt < D / 8; ++nt) {
             o[4 * nt] *= corr[0];
@@ -268,17 +322,11 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
             o[4 * nt + 2] *= corr[1];
             o[4 * nt + 3] *= corr[1];
         }
-#pragma unroll
-        for (int kk = 0; kk < FH_BC / 16; ++kk)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) pa[kk][i] = pn[kk][i];
+        prev = st;
+        st = st + 1 == FH_STAGES ? 0 : st + 1;
     }
-    // The last tile's P V: its V has landed once every thread's copies have.
-    cp_async_wait_all();
-    fh_proxy_fence();
-    __syncthreads();
     fh_fence();
-    fh_pv<DT, D>(o, pa, kv + (2 + t) * TILE);
+    fh_pv<DT, D>(o, pa, kv + (2 * prev + 1) * TILE);
     fh_commit();
     fh_wait<0>();
     fh_pin<D / 2>(o);
@@ -302,7 +350,7 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
         }
         inv[rr] = 1.0f / lr;
     }
-    int r0 = wrow + warp * 16 + gid, r1 = r0 + 8;
+    int r0 = row, r1 = row + 8;
 #pragma unroll
     for (int nt = 0; nt < D / 8; ++nt) {
         int col = nt * 8 + tig * 2;
