@@ -24,7 +24,7 @@ for model in llama3-8b-bf16 llama3-8b-4bit; do
 done
 # PREFILL_AB=VAR: a 2,048-token bf16 prefill with VAR=0 and VAR=1 (e.g. OXMX_FLASH_SM90).
 if [ -n "${PREFILL_AB-}" ]; then
-  for v in 0 1 0 1; do
+  for v in 0 1; do
     printf "prefill 2048, %s=%s: " "$PREFILL_AB" "$v"
     env "$PREFILL_AB=$v" timeout 200 target/gpu/oxmx bench --random-weights --model scripts/configs/llama3-8b-bf16 -p 2048 -g 8 -n 2 2>&1 | grep -E "Averages"
   done
