@@ -84,42 +84,60 @@ fn lane_sum<F: RowFloat>(mut acc: [F; LANES], rest: F) -> F {
     rest + acc[0]
 }
 
-/// sum(exp(x - m)), also writing the exponentials to `out` when given. The exponentials go
-/// through a stack block first: a plain map loop vectorises (fastmath's exp across 16 lanes),
-/// where exp inside the lane-accumulator loop ran one element at a time.
+/// sum(exp(x - m)), also writing the exponentials to `out` when given. The exponentials are
+/// computed by a plain map loop (which vectorises: fastmath's exp across 16 lanes, where exp
+/// inside the lane-accumulator loop ran one element at a time) into `out`, or into a stack block
+/// without it, and summed from there.
 #[inline(always)]
-fn sum_exp<F: RowFloat>(x: &[F], m: F, mut out: Option<&mut [F]>) -> F {
+fn sum_exp<F: RowFloat>(x: &[F], m: F, out: Option<&mut [F]>) -> F {
     const BLOCK: usize = 256;
     let mut acc = [F::zero(); LANES];
-    let mut buf = [F::zero(); BLOCK];
     let mut rest = F::zero();
-    for (b, xs) in x.chunks(BLOCK).enumerate() {
-        let e = &mut buf[..xs.len()];
-        for (o, &v) in e.iter_mut().zip(xs) {
-            *o = (v - m).exp_();
-        }
-        if let Some(o) = out.as_deref_mut() {
-            o[b * BLOCK..b * BLOCK + xs.len()].copy_from_slice(e);
-        }
-        let mut chunks = e.chunks_exact(LANES);
-        for c in &mut chunks {
-            for l in 0..LANES {
-                acc[l] = acc[l] + c[l];
+    match out {
+        Some(o) => {
+            let o = &mut o[..x.len()];
+            for (d, &v) in o.iter_mut().zip(x) {
+                *d = (v - m).exp_();
             }
+            add_lanes(&mut acc, &mut rest, o);
         }
-        for &v in chunks.remainder() {
-            rest = rest + v;
+        None => {
+            let mut buf = [F::zero(); BLOCK];
+            for xs in x.chunks(BLOCK) {
+                let e = &mut buf[..xs.len()];
+                for (d, &v) in e.iter_mut().zip(xs) {
+                    *d = (v - m).exp_();
+                }
+                add_lanes(&mut acc, &mut rest, e);
+            }
         }
     }
     lane_sum(acc, rest)
+}
+
+/// Adds `e` into the lane sums (a function, not a closure: a closure may be compiled out of
+/// line without the caller's SIMD features).
+#[inline(always)]
+fn add_lanes<F: RowFloat>(acc: &mut [F; LANES], rest: &mut F, e: &[F]) {
+    let mut chunks = e.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l] + c[l];
+        }
+    }
+    for &v in chunks.remainder() {
+        *rest = *rest + v;
+    }
 }
 
 #[inline(always)]
 fn softmax_row<F: RowFloat>(x: &[F], out: &mut [F]) {
     let m = row_max(x);
     let s = sum_exp(x, m, Some(out));
+    // One division and a multiply per element (as MLX's normaliser), not a division each.
+    let inv = F::one() / s;
     for o in out.iter_mut() {
-        *o = *o / s;
+        *o = *o * inv;
     }
 }
 
