@@ -6,10 +6,7 @@
 #
 #   VAR=OXMX_PDL ON=1 OFF=0 sh scripts/gpu_ab.sh
 set -u
-OUT=${OUT:-gpu-report}
-mkdir -p "$OUT" target/gpu
-[ -x target/gpu/oxmx ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+. scripts/gpu_setup.sh
 : "${VAR:?name the switch: VAR=OXMX_...}"
 ON=${ON:-1}
 OFF=${OFF:-0}

@@ -9,10 +9,7 @@
 #
 #   MODEL=scripts/configs/llama3-8b-4bit sh scripts/gpu_decode_profile.sh   (NCU_ONLY=1: step 2 alone)
 set -u
-OUT=${OUT:-gpu-report}
-mkdir -p "$OUT" target/gpu
-[ -x target/gpu/oxmx ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+. scripts/gpu_setup.sh
 M=${MODEL:-scripts/configs/llama3-8b-4bit}
 B="target/gpu/oxmx bench --random-weights --model $M"
 if [ -z "${NCU_ONLY:-}" ]; then

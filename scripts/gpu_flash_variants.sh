@@ -10,10 +10,7 @@
 #
 #   PEER_VARIANT=v3 NCU_STALLS=v3 NCU_VARIANTS="base" sh scripts/gpu_flash_variants.sh
 set -u
-OUT=${OUT:-gpu-report}
-mkdir -p "$OUT" target/gpu
-[ -x target/gpu/oxmx-bench ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+. scripts/gpu_setup.sh
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
 setting() {  # the environment of variant $1
   case $1 in

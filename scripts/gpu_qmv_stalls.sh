@@ -6,10 +6,7 @@
 #
 #   SHAPE=14336x4096 sh scripts/gpu_qmv_stalls.sh
 set -u
-OUT=${OUT:-gpu-report}
-mkdir -p "$OUT" target/gpu
-[ -x target/gpu/oxmx-bench ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+. scripts/gpu_setup.sh
 SH=${SHAPE:-14336x4096}
 for r in gpu_matvec_$SH gpu_qmv_$SH; do
   echo "== $r"

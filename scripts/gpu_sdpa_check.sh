@@ -5,10 +5,7 @@
 # decoding alternating the two (ROUNDS rounds). Binaries from target/gpuc/bins.tar.xz; logs
 # under $OUT.
 set -u
-OUT=${OUT:-gpu-report}
-mkdir -p "$OUT" target/gpu
-[ -x target/gpu/oxmx ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+. scripts/gpu_setup.sh
 for keys in 1 0; do
   echo "== OXMX_SDPA_KEYS=$keys"
   OXMX_SDPA_KEYS=$keys timeout 120 target/gpu/cuda_llm --test-threads 1 attention 2>&1 | grep -E "test result|panicked|assert" | head -8

@@ -6,10 +6,7 @@
 #
 #   sh scripts/gpu_table_and_decode.sh
 set -u
-OUT=${OUT:-gpu-report}
-mkdir -p "$OUT" target/gpu
-[ -x target/gpu/oxmx-bench ] || tar -C target/gpu -xJf target/gpuc/bins.tar.xz
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+. scripts/gpu_setup.sh
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
 for t in ${SUITES-cuda_llm}; do
   timeout 200 target/gpu/$t --test-threads 1 > "$OUT/$t.txt" 2>&1

@@ -188,7 +188,6 @@ fn rope(g: &Gpu, dt: u32, inputs: &[Data], dims: usize, traditional: bool, base:
     Ok(Some(out))
 }
 
-/// Mirrors `struct Rows4` in fast.cu: element offset and batch/head/row strides.
 /// A 4-D operand's element offset and batch, head and row strides (Rows4 in common.cuh).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
