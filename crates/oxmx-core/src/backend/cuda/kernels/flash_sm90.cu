@@ -13,6 +13,12 @@
 // 16-element step, with 1024 bytes between groups of 8 rows. V is read transposed (MN-major:
 // N = the head dimension is contiguous): 1024 bytes between groups of 8 keys (K) and rows * 128
 // bytes between atoms (N).
+//
+// That layout is exactly what the Tensor Memory Accelerator writes for a box of {64 elements,
+// rows} with 128-byte swizzling into a 1024-byte-aligned destination: box row r lands at r * 128
+// and its 16-byte chunk c at chunk c ^ (r % 8) (the swizzle XORs address bits 4-6 with bits 7-9,
+// which are r % 8 from an aligned base), so one TMA copy fills one atom and the descriptors read
+// TMA tiles and cp.async tiles alike.
 
 #define FH_BR 128  // query rows a block
 #define FH_BC 128  // keys a tile
@@ -111,6 +117,27 @@ __device__ __forceinline__ void fh_mb_wait(unsigned int bar, int parity) {
                      : "r"(bar), "r"(parity)
                      : "memory");
 }
+// Sets the transaction count of `bar`'s current phase to `bytes` more and arrives (the phase
+// completes when the arrivals are in and that many bytes of TMA copies have landed).
+__device__ __forceinline__ void fh_mb_expect(unsigned int bar, unsigned int bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// A CUtensorMap (the driver's opaque 128-byte TMA descriptor; NVRTC has no cuda.h), taken by the
+// kernel as a __grid_constant__ parameter so the copies can name it in parameter space. Hopper
+// needs it 64-byte aligned; CUDA 13's cuda.h declares 128, and so does this.
+struct __align__(128) TmaMap {
+    unsigned long long v[16];
+};
+// The box of `map` at coordinates (c0, c1, c2, c3) (innermost first, in elements) into shared
+// memory at `dst`, landing as transaction bytes on mbarrier `bar`. Box elements outside the
+// tensor are written as zeros and count as transaction bytes like the others.
+__device__ __forceinline__ void fh_tma4(unsigned int dst, const TmaMap* map, int c0, int c1, int c2, int c3, unsigned int bar) {
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], [%2];\n"
+                 ::"r"(dst), "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+                 : "memory");
+}
+
 // Named barrier `id` over the 256 consumer threads: wait for the other warpgroup's arrival, or arrive.
 __device__ __forceinline__ void fh_bar_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void fh_bar_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
@@ -200,21 +227,28 @@ template <int DT> __device__ __forceinline__ void fh_pack(const float* s, unsign
 
 // FlashAttention-3's structure on wgmma: one block per (batch x head, 128 query rows) of two
 // consumer warpgroups (64 rows each) and one producer warpgroup, which copies K and V tiles of
-// 128 keys into a ring of FH_STAGES stages (cp.async; mbarriers announce a stage full and
-// release it empty), so no block-wide barrier holds the consumers in step, and they take turns
-// to issue their products: one's softmax runs while the other's products do. Q stays in shared
+// 128 keys into a ring of FH_STAGES stages (mbarriers announce a stage full and release it
+// empty), so no block-wide barrier holds the consumers in step, and they take turns to issue
+// their products: one's softmax runs while the other's products do. The producer copies with
+// TMA (flash_sm90_tma: one thread issues a tile's D / 64 box copies each of K and V, and K and V
+// have their own full barriers, so the scores of tile j wait for K(j) only) or with cp.async
+// (flash_sm90: all its 128 threads, one barrier for K and V; the host's fallback where TMA
+// cannot describe K or V, and `OXMX_FLASH_TMA=0`). Q stays in shared
 // memory (224 KB in all at D = 128; 384 threads). At tile j a warpgroup issues S = Q K(j)^T
 // (D / 16 wgmma from shared memory) and O += P(j-1) V(j-1) (8 wgmma, A = the previous
 // probabilities in registers), takes the online softmax of S (exp2 of score * scale * log2(e) -
 // max) while the second product runs, then rescales O. Causal blocks run heaviest first.
 // H100, causal 1 x 32 x 4096 x 128 bf16 (35th session): 0.327 ms; 0.323 for the same loop with
 // all 256 threads copying and a __syncthreads a tile (commit 62d3a9c), 0.343 without the turns.
-// Arguments and layouts as flash_attention in fast.cu.
+// Arguments and layouts as flash_attention in fast.cu; with TMA, `km` and `vm` describe K and V
+// as 4-D tensors (D, kl, hkv, b), innermost first, with boxes of {64, FH_BC, 1, 1} and 128-byte
+// swizzling (flash.rs), and rows from kl on come as zeros as cp.async's do.
 #define FH_STAGES 3
-template <int DT, int D, bool CAUSAL, bool SINKS>
-__device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
-                           const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, int ql,
-                           long long kl64, float scale_log2) {
+template <int DT, int D, bool CAUSAL, bool SINKS, bool TMA>
+__device__ __forceinline__ void fh_attention(typename Elem<DT>::T* out, const typename Elem<DT>::T* q,
+                                             const typename Elem<DT>::T* k, const typename Elem<DT>::T* v, const float* sinks,
+                                             Rows4 ks, Rows4 vs, int hq, int hkv, int ql, long long kl64, float scale_log2,
+                                             const TmaMap* km, const TmaMap* vm) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     typedef typename Elem<DT>::T T;
     extern __shared__ __align__(1024) unsigned char fh_smem[];
@@ -223,8 +257,9 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     unsigned int qs = smem_addr(fh_smem);
     if (qs & 1023) __trap();                          // swizzle atoms must be 1024-byte aligned
     unsigned int kv = qs + FH_BR * D * 2;             // stage s: K at kv + 2 s TILE, V after it
-    unsigned int full = kv + 2 * FH_STAGES * TILE;    // mbarriers: full[s] at full + 8 s,
-    unsigned int empty = full + 8 * FH_STAGES;        // empty[s] at empty + 8 s
+    unsigned int full = kv + 2 * FH_STAGES * TILE;    // mbarriers: full[s] (K; with cp.async K and V) at full + 8 s,
+    unsigned int vfull = full + 8 * FH_STAGES;        // vfull[s] (V with TMA) at vfull + 8 s,
+    unsigned int empty = vfull + 8 * FH_STAGES;       // empty[s] at empty + 8 s
     int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     int gid = lane >> 2, tig = lane & 3;
     long long bh = blockIdx.x;
@@ -240,9 +275,17 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     if (CAUSAL) kend = min(kend, q0 + FH_BR + shift);
     // At least one tile (wholly masked when no key is visible), so both roles run the same count.
     int tiles = max(1, (kend + FH_BC - 1) / FH_BC);
+    // The TMA thread fetches the two descriptors while the barriers are set up.
+    if (TMA && threadIdx.x == 256) {
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(km) : "memory");
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(vm) : "memory");
+    }
     if (threadIdx.x == 0) {
         for (int st = 0; st < FH_STAGES; ++st) {
-            fh_mb_init(full + 8 * st, 128);  // one arrival a producer thread
+            // TMA: the issuing thread's one arrival (with the bytes to expect); cp.async: one
+            // arrival a producer thread.
+            fh_mb_init(full + 8 * st, TMA ? 1 : 128);
+            if (TMA) fh_mb_init(vfull + 8 * st, 1);
             fh_mb_init(empty + 8 * st, 8);  // one arrival a consumer warp
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -250,11 +293,32 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     __syncthreads();
     if (threadIdx.x >= 256) {
         // The producer warpgroup gives registers to the consumers and copies: tile j into stage
-        // j % FH_STAGES once both consumers have released the tile that stage held; a tile is
-        // announced once its copies have landed (an asynchronous arrival of each thread; the
-        // consumers fence the copies for the tensor cores). All four warps copy: one warp
-        // issuing a tile's 4,096 copies (~8 instructions each) fell behind the products (0.69 ms).
+        // j % FH_STAGES once both consumers have released the tile that stage held.
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (TMA) {
+            // One thread issues the copies (a few instructions a 16 KB box); the rest of the
+            // warpgroup leaves. A phase of full[s] (vfull[s]) completes when the thread's
+            // arrival and a whole tile's bytes are in: TMA counts the zeros it writes past kl.
+            // Nothing waits for the copies here: the consumers wait for every tile issued.
+            if (threadIdx.x == 256) {
+                for (int j = 0, st = 0; j < tiles; ++j) {
+                    if (j >= FH_STAGES) fh_mb_wait(empty + 8 * st, (j / FH_STAGES - 1) & 1);
+                    unsigned int kt = kv + 2 * st * TILE, vt = kt + TILE;
+                    fh_mb_expect(full + 8 * st, TILE);
+#pragma unroll
+                    for (int a = 0; a < D / 64; ++a) fh_tma4(kt + a * FH_BC * 128, km, a * 64, j * FH_BC, hk, (int)bi, full + 8 * st);
+                    fh_mb_expect(vfull + 8 * st, TILE);
+#pragma unroll
+                    for (int a = 0; a < D / 64; ++a) fh_tma4(vt + a * FH_BC * 128, vm, a * 64, j * FH_BC, hk, (int)bi, vfull + 8 * st);
+                    st = st + 1 == FH_STAGES ? 0 : st + 1;
+                }
+            }
+            return;
+        }
+        // cp.async: all four warps copy (one warp issuing a tile's 4,096 copies, ~8 instructions
+        // each, fell behind the products: 0.69 ms); a tile is announced once its copies have
+        // landed (an asynchronous arrival of each thread; the consumers fence the copies for the
+        // tensor cores).
         int pt = threadIdx.x - 256;
         for (int j = 0, st = 0; j < tiles; ++j) {
             if (j >= FH_STAGES) fh_mb_wait(empty + 8 * st, (j / FH_STAGES - 1) & 1);
@@ -297,7 +361,10 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     // tensor cores run one's while the other takes its softmax (FlashAttention-3's ping-pong).
     if (wg == 1) fh_bar_arrive(2);
     fh_mb_wait(full, 0);
-    fh_proxy_fence();  // the producer's copies, seen by this thread, before the tensor cores read them
+    // cp.async writes shared memory through the generic proxy: the copies this thread has seen
+    // are fenced before the tensor cores (the async proxy) read them. TMA writes through the
+    // async proxy, and the completed phase makes its writes visible: no fence.
+    if (!TMA) fh_proxy_fence();
     fh_bar_sync(2 + wg);
     fh_fence();
     fh_scores<DT, D>(s, qdesc, kv);
@@ -310,7 +377,10 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
     int prev = 0;  // the stage of the previous tile
     for (int j = 1, st = 1 % FH_STAGES; j < tiles; ++j) {
         fh_mb_wait(full + 8 * st, (j / FH_STAGES) & 1);
-        fh_proxy_fence();
+        if (TMA)
+            fh_mb_wait(vfull + 8 * prev, ((j - 1) / FH_STAGES) & 1);  // V(j - 1), for this turn's P V
+        else
+            fh_proxy_fence();
         fh_bar_sync(2 + wg);
         fh_fence();
         fh_scores<DT, D>(s, qdesc, kv + 2 * st * TILE);
@@ -336,6 +406,7 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
         prev = st;
         st = st + 1 == FH_STAGES ? 0 : st + 1;
     }
+    if (TMA) fh_mb_wait(vfull + 8 * prev, ((tiles - 1) / FH_STAGES) & 1);
     fh_bar_sync(2 + wg);
     fh_fence();
     fh_pv<DT, D>(o, pa, kv + (2 * prev + 1) * TILE);
@@ -373,4 +444,21 @@ __device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T
 #else
     __trap();  // the host launches this kernel only on sm_90a
 #endif
+}
+
+// K and V tiles by cp.async.
+template <int DT, int D, bool CAUSAL, bool SINKS>
+__device__ void flash_sm90(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+                           const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, int ql,
+                           long long kl, float scale_log2) {
+    fh_attention<DT, D, CAUSAL, SINKS, false>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2, nullptr, nullptr);
+}
+
+// K and V tiles by TMA: `km` and `vm` are the kernel's __grid_constant__ parameters (the copies
+// read the descriptors where the launch put them).
+template <int DT, int D, bool CAUSAL, bool SINKS>
+__device__ void flash_sm90_tma(typename Elem<DT>::T* out, const typename Elem<DT>::T* q, const typename Elem<DT>::T* k,
+                               const typename Elem<DT>::T* v, const float* sinks, Rows4 ks, Rows4 vs, int hq, int hkv, int ql,
+                               long long kl, float scale_log2, const TmaMap& km, const TmaMap& vm) {
+    fh_attention<DT, D, CAUSAL, SINKS, true>(out, q, k, v, sinks, ks, vs, hq, hkv, ql, kl, scale_log2, &km, &vm);
 }
