@@ -238,8 +238,9 @@ template <int DT> __device__ __forceinline__ void fh_pack(const float* s, unsign
 // (D / 16 wgmma from shared memory) and O += P(j-1) V(j-1) (8 wgmma, A = the previous
 // probabilities in registers), takes the online softmax of S (exp2 of score * scale * log2(e) -
 // max) while the second product runs, then rescales O. Causal blocks run heaviest first.
-// H100, causal 1 x 32 x 4096 x 128 bf16 (35th session): 0.327 ms; 0.323 for the same loop with
-// all 256 threads copying and a __syncthreads a tile (commit 62d3a9c), 0.343 without the turns.
+// H100, causal 1 x 32 x 4096 x 128 bf16: with TMA 0.255-0.262 ms (36th session; PyTorch's SDPA
+// 0.272-0.277 in the same call), with cp.async 0.326-0.331 (35th: 0.323 for the same loop with
+// all 256 threads copying and a __syncthreads a tile, commit 62d3a9c; 0.343 without the turns).
 // Arguments and layouts as flash_attention in fast.cu; with TMA, `km` and `vm` describe K and V
 // as 4-D tensors (D, kl, hkv, b), innermost first, with boxes of {64, FH_BC, 1, 1} and 128-byte
 // swizzling (flash.rs), and rows from kl on come as zeros as cp.async's do.
