@@ -232,7 +232,8 @@ fn few_row_decode_across_tasks_and_tiles() {
 #[test]
 fn bfloat16_decode_against_float_scales() {
     // A bfloat16 x against 4-bit weights takes the bfloat16 dot-product kernel (on CPUs with
-    // AVX-512 BF16; 8-bit weights keep qmv512) whatever the dtype of the scales; the edges test above pairs it with bfloat16 scales only. Against
+    // AVX-512 BF16; 8-bit weights keep qmv512) with f32 scales, and with f16 scales too where the
+    // 16-bit integer kernel does not apply (qmv_vnni.rs: rows of whole 64-byte blocks); the edges test above pairs it with bfloat16 scales only. Against
     // the dense product in f32, and each row alone gives the bits it gets in the batch.
     for (bits, gs, k) in
         [(4usize, 32usize, 576usize), (4, 64, 1024), (4, 64, 320), (4, 128, 384), (8, 32, 544), (8, 32, 96), (8, 64, 1024), (8, 128, 640)]
@@ -302,8 +303,9 @@ fn decode_with_outliers_in_x() {
 
 #[test]
 fn half_precision_decode_error_budget() {
-    // Half-precision x and scales (a half-precision result): on AVX2 hosts the 16-bit integer
-    // kernel rounds x per group (qmv_i16.rs). Its error beyond the result's own rounding must
+    // Half-precision x and scales (a half-precision result): the 16-bit integer kernels round x
+    // per group (qmv_i16.rs on AVX2 hosts; qmv_vnni.rs on AVX-512 VNNI hosts, for rows of whole
+    // 64-byte blocks: k = 4096 and 1024 here). Its error beyond the result's own rounding must
     // stay under 5e-5 of each output's Σ|x·w| with outliers in x (every 37th value 30x larger;
     // a NumPy model of the kernel puts the worst case near 4e-5 and the mean near 5e-6; without
     // the per-group correction the worst case is ~2x that). Reference: the product of the same

@@ -9,6 +9,8 @@ mod qmv512;
 mod qmv_bf16;
 #[cfg(target_arch = "x86_64")]
 mod qmv_i16;
+#[cfg(target_arch = "x86_64")]
+mod qmv_vnni;
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};

@@ -16,6 +16,8 @@ use super::qmv512::{avx512_row, lane_groups16, permute_x16};
 use super::qmv_bf16;
 #[cfg(target_arch = "x86_64")]
 use super::qmv_i16;
+#[cfg(target_arch = "x86_64")]
+use super::qmv_vnni;
 use super::{as_bytes, float_dispatch, QF};
 #[cfg(target_arch = "x86_64")]
 use crate::backend::cpu::simd::Load8;
@@ -232,8 +234,13 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
 fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
+    // Half-precision x and result: 16-bit integer kernels (qmv_vnni.rs on AVX-512 VNNI hosts,
+    // qmv_i16.rs on AVX2 ones); bf16 x elsewhere on AVX-512 BF16 (qmv_bf16.rs).
+    let half_out = matches!(xdt, Dtype::Float16 | Dtype::Bfloat16) && matches!(w.sc, Scales::F16(..) | Scales::Bf16(..));
     #[cfg(target_arch = "x86_64")]
-    let dot_bf16 = xdt == Dtype::Bfloat16 && qmv_bf16::usable(w);
+    let vnni = half_out && qmv_vnni::usable(w);
+    #[cfg(target_arch = "x86_64")]
+    let dot_bf16 = !vnni && xdt == Dtype::Bfloat16 && qmv_bf16::usable(w);
     #[cfg(not(target_arch = "x86_64"))]
     let dot_bf16 = false;
     let ngp = xsum_stride(ng);
@@ -248,11 +255,18 @@ fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let xsum = group_sums(x, m, k, w.gs, ngp);
     let fast =
         w.mode == QuantMode::Affine && matches!(w.bits, 2 | 4 | 8) && (k * w.bits) % 256 == 0 && crate::backend::cpu::simd::avx2_fma();
-    let wide = fast && use_avx512() && !dot_bf16;
-    // Half-precision x and result on AVX2 hosts: the 16-bit integer kernel (qmv_i16.rs).
-    let half_out = matches!(xdt, Dtype::Float16 | Dtype::Bfloat16) && matches!(w.sc, Scales::F16(..) | Scales::Bf16(..));
     #[cfg(target_arch = "x86_64")]
-    let xi = (fast && !wide && !dot_bf16 && half_out && use_i16()).then(|| unsafe { qmv_i16::prepare(x, m, k, w.gs, w.bits) }); // SAFETY: `fast` checked AVX2 and FMA
+    let wide = fast && use_avx512() && !dot_bf16 && !vnni;
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    #[cfg(target_arch = "x86_64")]
+    let xi = if vnni {
+        // SAFETY: `usable` checked AVX-512 (so AVX2 and FMA); k is a multiple of 512 / bits.
+        Some(unsafe { qmv_i16::prepare(x, m, k, w.gs, w.bits, qmv_vnni::WORDS) })
+    } else {
+        // SAFETY: `fast` checked AVX2 and FMA.
+        (fast && !wide && !dot_bf16 && half_out && use_i16()).then(|| unsafe { qmv_i16::prepare(x, m, k, w.gs, w.bits, 16) })
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let xi: Option<()> = None;
     let (xbuf, xoff) = match (fast && !dot_bf16 && xi.is_none(), wide) {
@@ -264,7 +278,7 @@ fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let xp = &xbuf[xoff..];
     let idx = lane_groups(w.gs * w.bits / 32);
     #[cfg(target_arch = "x86_64")]
-    let idx16 = if wide || dot_bf16 { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
+    let idx16 = if wide || dot_bf16 || vnni { lane_groups16(w.gs * w.bits / 32) } else { [[0; 16]; 32] };
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
@@ -280,6 +294,17 @@ fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
         // The dequantized row (generic path), reused across rows.
         let mut buf = vec![0f32; if fast { 0 } else { k }];
+        // With one row of x, the VNNI kernel takes weight rows in pairs (two streams of bytes).
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(xi)) = (vnni, &xi) {
+            let pair = if m == 1 { 2 } else { m };
+            for (j, o) in out.chunks_mut(pair).enumerate() {
+                // SAFETY: `usable` checked the CPU and the matrix; `xi` is `[m, k]` of this
+                // matrix in the kernel's order; `o` holds m outputs, or 2 with m = 1.
+                unsafe { qmv_vnni::rows(xi, &xsum, m, w, t * rows_per_task + j * pair / m, &idx16, o) };
+            }
+            return;
+        }
         for (j, o) in out.chunks_mut(m).enumerate() {
             let row = t * rows_per_task + j;
             #[cfg(target_arch = "x86_64")]

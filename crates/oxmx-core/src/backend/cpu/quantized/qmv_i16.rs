@@ -23,24 +23,30 @@ use std::arch::x86_64::*;
 /// `x` rounded per group to 16-bit integers in the kernel's order, each group's step `d` and
 /// what the rounding lost, `Σ(x - d·xq)`.
 pub(super) struct XI16 {
+    /// The rounded values from `off` (64-byte aligned: a load split across two cache lines
+    /// costs twice).
     xq: Vec<i16>,
+    off: usize,
     /// `[m, xsum_stride(groups)]`, zero-padded (as are `lost`'s rows).
-    dx: Vec<f32>,
-    lost: Vec<f32>,
+    pub(super) dx: Vec<f32>,
+    pub(super) lost: Vec<f32>,
 }
 
 const ROUND: f32 = 12582912.0;
 
-/// Rounds the `m` rows of `x` (`[m, k]`) per group of `gs`, for `bits`-bit codes.
+/// Rounds the `m` rows of `x` (`[m, k]`) per group of `gs`, for `bits`-bit codes, in the order
+/// of a kernel whose loads hold `words` 16-bit words (16 here, 32 for `qmv_vnni`).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA (the loops are compiled for them: the rounding is one instruction).
+/// The CPU has AVX2 and FMA (the loops are compiled for them: the rounding is one instruction);
+/// `k` is a multiple of `words · 16 / bits`.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn prepare(x: &[f32], m: usize, k: usize, gs: usize, bits: usize) -> XI16 {
+pub(super) unsafe fn prepare(x: &[f32], m: usize, k: usize, gs: usize, bits: usize, words: usize) -> XI16 {
     let f = 16 / bits;
-    let e = 16 * f; // elements per block of 8 packed words
+    let e = words * f; // elements per block of `words / 2` packed words
     let ngp = xsum_stride(k / gs);
-    let mut xq = vec![0i16; m * k];
+    let mut xq = vec![0i16; m * k + 32];
+    let off = xq.as_ptr().align_offset(64).min(32);
     let mut dx = vec![0f32; m * ngp];
     let mut lost = vec![0f32; m * ngp];
     let mut lin = vec![0i16; k];
@@ -61,16 +67,23 @@ pub(super) unsafe fn prepare(x: &[f32], m: usize, k: usize, gs: usize, bits: usi
             dx[r * ngp + g] = d;
             lost[r * ngp + g] = l;
         }
-        // Within each block, field `fi` of word `t` (element `t·f + fi`) goes to `fi·16 + t`.
-        for (src, dst) in lin.chunks_exact(e).zip(xq[r * k..(r + 1) * k].chunks_exact_mut(e)) {
-            for t in 0..16 {
+        // Within each block, field `fi` of word `t` (element `t·f + fi`) goes to `fi·words + t`.
+        for (src, dst) in lin.chunks_exact(e).zip(xq[off + r * k..off + (r + 1) * k].chunks_exact_mut(e)) {
+            for t in 0..words {
                 for fi in 0..f {
-                    dst[fi * 16 + t] = src[t * f + fi];
+                    dst[fi * words + t] = src[t * f + fi];
                 }
             }
         }
     }
-    XI16 { xq, dx, lost }
+    XI16 { xq, off, dx, lost }
+}
+
+impl XI16 {
+    /// Row `r` of the rounded `x` (`k` values).
+    pub(super) fn row(&self, r: usize, k: usize) -> *const i16 {
+        self.xq[self.off + r * k..].as_ptr()
+    }
 }
 
 /// `W[row] · x[r]` for every row `r < out.len() ≤ 8` (`prepare` of the same rows; `xsum` their
@@ -172,7 +185,7 @@ unsafe fn row_b<const B: i32, const F: usize, const M: usize, T: Load8>(
             let q = fields::<B>(_mm256_loadu_si256(words.add(blk)));
             let perm = _mm256_loadu_si256(idx[j].as_ptr() as *const __m256i);
             for r in 0..m {
-                let xr = xi.xq.as_ptr().add(r * k + blk * 16 * F) as *const __m256i;
+                let xr = xi.row(r, k).add(blk * 16 * F) as *const __m256i;
                 // Two chains so the multiply-add latency is hidden.
                 let mut a0 = _mm256_madd_epi16(q[0], _mm256_loadu_si256(xr));
                 let mut a1 = _mm256_madd_epi16(q[1], _mm256_loadu_si256(xr.add(1)));
