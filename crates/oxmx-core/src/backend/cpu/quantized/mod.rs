@@ -1,6 +1,27 @@
 //! CPU kernels of the quantized family (see primitives/quantized.rs for the layout):
 //! `pack` quantizes/dequantizes bit-exactly as MLX, `qmm` multiplies by packed matrices.
 
+/// Calls `$rows!(bits, scales, biases)` with the affine matrix `$w`'s bit width (2, 4 or 8, a
+/// literal for const generics) and its scales and biases in their dtype: the dispatch every
+/// few-row mat-vec kernel starts with.
+macro_rules! by_bits_and_scales {
+    ($w:expr, $rows:ident) => {
+        match (&$w.sc, $w.bits) {
+            (Scales::F32(s, b), 2) => $rows!(2, s, b),
+            (Scales::F32(s, b), 4) => $rows!(4, s, b),
+            (Scales::F32(s, b), _) => $rows!(8, s, b),
+            (Scales::F16(s, b), 2) => $rows!(2, s, b),
+            (Scales::F16(s, b), 4) => $rows!(4, s, b),
+            (Scales::F16(s, b), _) => $rows!(8, s, b),
+            (Scales::Bf16(s, b), 2) => $rows!(2, s, b),
+            (Scales::Bf16(s, b), 4) => $rows!(4, s, b),
+            (Scales::Bf16(s, b), _) => $rows!(8, s, b),
+            // The callers run affine matrices only, whose scales are floats.
+            _ => unreachable!("affine scales are f32, f16 or bf16"),
+        }
+    };
+}
+
 pub mod pack;
 pub mod qmm;
 #[cfg(target_arch = "x86_64")]

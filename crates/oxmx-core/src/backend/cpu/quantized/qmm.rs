@@ -282,7 +282,12 @@ fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     // Output computed transposed ([n, m]) so tasks own contiguous chunks.
     // About 32 KB of packed weights per task: small matrices stay on few threads (waking a
     // thread costs more than the work), large ones split finely enough to balance.
-    let rows_per_task = (32768 / w.row_bytes().max(1)).clamp(1, 256);
+    // The VNNI kernel's pairs of streams want longer runs of rows: ~128 KB a task.
+    #[cfg(target_arch = "x86_64")]
+    let task_bytes = if vnni && m == 1 { 131072 } else { 32768 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let task_bytes = 32768;
+    let rows_per_task = (task_bytes / w.row_bytes().max(1)).clamp(1, 256);
     // With one row of x, `[n, m]` is `y` itself; otherwise a scratch transposed at the end.
     let mut scratch = Vec::new();
     let yt: &mut [f32] = if m == 1 {
@@ -294,14 +299,26 @@ fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
         // The dequantized row (generic path), reused across rows.
         let mut buf = vec![0f32; if fast { 0 } else { k }];
-        // With one row of x, the VNNI kernel takes weight rows in pairs (two streams of bytes).
         #[cfg(target_arch = "x86_64")]
         if let (true, Some(xi)) = (vnni, &xi) {
-            let pair = if m == 1 { 2 } else { m };
-            for (j, o) in out.chunks_mut(pair).enumerate() {
-                // SAFETY: `usable` checked the CPU and the matrix; `xi` is `[m, k]` of this
-                // matrix in the kernel's order; `o` holds m outputs, or 2 with m = 1.
-                unsafe { qmv_vnni::rows(xi, &xsum, m, w, t * rows_per_task + j * pair / m, &idx16, o) };
+            let row0 = t * rows_per_task;
+            // SAFETY (all three calls): `usable` checked the CPU and the matrix; `xi` is `[m, k]`
+            // of this matrix in the kernel's order; each `out` slice holds what the call writes.
+            if m > 1 {
+                for (j, o) in out.chunks_mut(m).enumerate() {
+                    unsafe { qmv_vnni::rows(xi, &xsum, m, w, row0 + j, None, &idx16, o) };
+                }
+                return;
+            }
+            // One row of x: weight rows in pairs half the task apart (two streams of bytes,
+            // each running on through consecutive rows).
+            let half = out.len() / 2;
+            for i in 0..half {
+                unsafe { qmv_vnni::rows(xi, &xsum, 1, w, row0 + i, Some(half), &idx16, &mut out[i..]) };
+            }
+            if out.len() % 2 == 1 {
+                let last = out.len() - 1;
+                unsafe { qmv_vnni::rows(xi, &xsum, 1, w, row0 + last, None, &idx16, &mut out[last..]) };
             }
             return;
         }
@@ -425,32 +442,17 @@ fn permute_x(x: &[f32], m: usize, k: usize, bits: usize) -> Vec<f32> {
 unsafe fn avx2_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, idx: &LaneGroups, out: &mut [f32]) {
     // Monomorphised per (bits, rows, scale type) so the loops and accumulators live in registers.
     macro_rules! rows {
-        ($b:literal, $per:literal, $s:expr, $bi:expr) => {
+        ($b:literal, $s:expr, $bi:expr) => {
             match m {
-                1 => avx2_row_b::<$b, $per, 1, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                2 => avx2_row_b::<$b, $per, 2, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                3 | 4 => avx2_row_b::<$b, $per, 4, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                8 => avx2_row_b::<$b, $per, 8, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                _ => avx2_row_b::<$b, $per, 7, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                1 => avx2_row_b::<$b, { 32 / $b }, 1, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                2 => avx2_row_b::<$b, { 32 / $b }, 2, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                3 | 4 => avx2_row_b::<$b, { 32 / $b }, 4, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                8 => avx2_row_b::<$b, { 32 / $b }, 8, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                _ => avx2_row_b::<$b, { 32 / $b }, 7, _>(xp, xsum, w, row, $s, $bi, idx, out),
             }
         };
     }
-    macro_rules! bits {
-        ($s:expr, $bi:expr) => {
-            match w.bits {
-                2 => rows!(2, 16, $s, $bi),
-                4 => rows!(4, 8, $s, $bi),
-                _ => rows!(8, 4, $s, $bi),
-            }
-        };
-    }
-    match w.sc {
-        Scales::F32(s, b) => bits!(s, b),
-        Scales::F16(s, b) => bits!(s, b),
-        Scales::Bf16(s, b) => bits!(s, b),
-        // `fast` is only set for affine modes, whose scales are floats.
-        _ => unreachable!("affine scales are f32, f16 or bf16"),
-    }
+    by_bits_and_scales!(w, rows)
 }
 
 /// For each block `j` of a chunk of eight groups, the group (0..8) of each of its eight lanes:

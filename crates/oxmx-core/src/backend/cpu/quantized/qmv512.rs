@@ -63,30 +63,16 @@ pub(super) fn permute_x16(x: &[f32], m: usize, k: usize, bits: usize) -> (Vec<f3
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
 pub(super) unsafe fn avx512_row(xp: &[f32], xsum: &[f32], m: usize, w: &Packed, row: usize, idx: &LaneGroups16, out: &mut [f32]) {
     macro_rules! rows {
-        ($b:literal, $per:literal, $s:expr, $bi:expr) => {
+        ($b:literal, $s:expr, $bi:expr) => {
             match m {
-                1 => row_b::<$b, $per, 1, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                2 => row_b::<$b, $per, 2, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                3 | 4 => row_b::<$b, $per, 4, _>(xp, xsum, w, row, $s, $bi, idx, out),
-                _ => row_b::<$b, $per, 8, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                1 => row_b::<$b, { 32 / $b }, 1, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                2 => row_b::<$b, { 32 / $b }, 2, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                3 | 4 => row_b::<$b, { 32 / $b }, 4, _>(xp, xsum, w, row, $s, $bi, idx, out),
+                _ => row_b::<$b, { 32 / $b }, 8, _>(xp, xsum, w, row, $s, $bi, idx, out),
             }
         };
     }
-    macro_rules! bits {
-        ($s:expr, $bi:expr) => {
-            match w.bits {
-                2 => rows!(2, 16, $s, $bi),
-                4 => rows!(4, 8, $s, $bi),
-                _ => rows!(8, 4, $s, $bi),
-            }
-        };
-    }
-    match w.sc {
-        Scales::F32(s, b) => bits!(s, b),
-        Scales::F16(s, b) => bits!(s, b),
-        Scales::Bf16(s, b) => bits!(s, b),
-        _ => unreachable!("affine scales are f32, f16 or bf16"),
-    }
+    by_bits_and_scales!(w, rows)
 }
 
 /// How far ahead of its reads the kernel prefetches packed words (see `simd::prefetch_l2`).

@@ -95,31 +95,17 @@ impl XI16 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn row(xi: &XI16, xsum: &[f32], w: &Packed, row: usize, idx: &LaneGroups, out: &mut [f32]) {
     macro_rules! rows {
-        ($b:literal, $f:literal, $s:expr, $bi:expr) => {
+        ($b:literal, $s:expr, $bi:expr) => {
             match out.len() {
-                1 => row_b::<$b, $f, 1, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                2 => row_b::<$b, $f, 2, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                3 | 4 => row_b::<$b, $f, 4, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                8 => row_b::<$b, $f, 8, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                _ => row_b::<$b, $f, 7, _>(xi, xsum, w, row, $s, $bi, idx, out),
+                1 => row_b::<$b, { 16 / $b }, 1, _>(xi, xsum, w, row, $s, $bi, idx, out),
+                2 => row_b::<$b, { 16 / $b }, 2, _>(xi, xsum, w, row, $s, $bi, idx, out),
+                3 | 4 => row_b::<$b, { 16 / $b }, 4, _>(xi, xsum, w, row, $s, $bi, idx, out),
+                8 => row_b::<$b, { 16 / $b }, 8, _>(xi, xsum, w, row, $s, $bi, idx, out),
+                _ => row_b::<$b, { 16 / $b }, 7, _>(xi, xsum, w, row, $s, $bi, idx, out),
             }
         };
     }
-    macro_rules! bits {
-        ($s:expr, $bi:expr) => {
-            match w.bits {
-                2 => rows!(2, 8, $s, $bi),
-                4 => rows!(4, 4, $s, $bi),
-                _ => rows!(8, 2, $s, $bi),
-            }
-        };
-    }
-    match w.sc {
-        Scales::F32(s, b) => bits!(s, b),
-        Scales::F16(s, b) => bits!(s, b),
-        Scales::Bf16(s, b) => bits!(s, b),
-        _ => unreachable!("affine scales are f32, f16 or bf16"),
-    }
+    by_bits_and_scales!(w, rows)
 }
 
 /// The fields of the 16-bit words of `v` (`B` bits each), as 16-bit integers: the first

@@ -38,49 +38,46 @@ pub(super) fn usable(w: &Packed) -> bool {
             && crate::backend::cpu::simd::avx2_fma()
             && std::env::var("OXMX_QMV_VNNI").map_or(true, |v| v != "0")
     });
-    cpu && w.is_affine() && matches!(w.bits, 2 | 4 | 8) && (w.k * w.bits) % 512 == 0
+    cpu && w.is_affine() && matches!(w.bits, 2 | 4 | 8) && (w.k * w.bits).is_multiple_of(512)
 }
 
 /// How far ahead of its reads the kernel prefetches packed bytes into L2 (as `qmv_bf16`).
 const AHEAD: usize = 8192;
 
-/// Outputs `W[row + j] · x[r]` into `out[j·m + r]` for the `nw = out.len() / m` weight rows from
-/// `row` (1, or 2 with one row of x) and every row `r < m ≤ 8` of `x` (`xi` from
-/// `qmv_i16::prepare(.., WORDS)` of those rows, `xsum` their group sums with `xsum_stride`).
-/// Two weight rows at once read two streams of packed bytes, which DRAM serves faster than one
-/// (a 4096 x 14336 4-bit matrix, two cores: 1.27 against 1.38 ms in a stand-alone loop).
+/// Outputs `W[row] · x[r]` into `out[r]` for every row `r < m ≤ 8` of `x` (`xi` from
+/// `qmv_i16::prepare(.., WORDS)` of those rows, `xsum` their group sums with `xsum_stride`), and
+/// with `apart = Some(a)` (one row of x only) also `W[row + a] · x[0]` into `out[a]`: two weight
+/// rows at once read two streams of packed bytes, which DRAM serves faster than one (a 4096 x
+/// 14336 4-bit matrix, two cores, a stand-alone loop: 1.27 against 1.38 ms), and rows `a` apart
+/// keep each stream running on into its next row, which the prefetches have already asked for.
 ///
 /// # Safety
 /// `usable(w)` holds; `xi` and `xsum` were built for `m` rows of this `w`'s `k` and group size;
-/// `out.len()` is `m` or, with `m = 1`, 2.
+/// `out` holds `m` outputs, or `a + 1` with `apart = Some(a)` and `m = 1`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn rows(xi: &XI16, xsum: &[f32], m: usize, w: &Packed, row: usize, idx: &LaneGroups16, out: &mut [f32]) {
+pub(super) unsafe fn rows(
+    xi: &XI16,
+    xsum: &[f32],
+    m: usize,
+    w: &Packed,
+    row: usize,
+    apart: Option<usize>,
+    idx: &LaneGroups16,
+    out: &mut [f32],
+) {
     macro_rules! rows {
-        ($b:literal, $f:literal, $s:expr, $bi:expr) => {
-            match (m, out.len() / m) {
-                (1, 2) => row_b::<$b, $f, 1, 2, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                (1, _) => row_b::<$b, $f, 1, 1, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                (2, _) => row_b::<$b, $f, 2, 1, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                (3 | 4, _) => row_b::<$b, $f, 4, 1, _>(xi, xsum, w, row, $s, $bi, idx, out),
-                _ => row_b::<$b, $f, 8, 1, _>(xi, xsum, w, row, $s, $bi, idx, out),
+        ($b:literal, $s:expr, $bi:expr) => {
+            match (m, apart) {
+                (1, Some(a)) => row_b::<$b, { 16 / $b }, 1, 2, _>(xi, xsum, w, [row, row + a], $s, $bi, idx, out),
+                (1, None) => row_b::<$b, { 16 / $b }, 1, 1, _>(xi, xsum, w, [row], $s, $bi, idx, out),
+                (2, _) => row_b::<$b, { 16 / $b }, 2, 1, _>(xi, xsum, w, [row], $s, $bi, idx, out),
+                (3 | 4, _) => row_b::<$b, { 16 / $b }, 4, 1, _>(xi, xsum, w, [row], $s, $bi, idx, out),
+                _ => row_b::<$b, { 16 / $b }, 8, 1, _>(xi, xsum, w, [row], $s, $bi, idx, out),
             }
         };
     }
-    macro_rules! bits {
-        ($s:expr, $bi:expr) => {
-            match w.bits {
-                2 => rows!(2, 8, $s, $bi),
-                4 => rows!(4, 4, $s, $bi),
-                _ => rows!(8, 2, $s, $bi),
-            }
-        };
-    }
-    match w.sc {
-        Scales::F32(s, b) => bits!(s, b),
-        Scales::F16(s, b) => bits!(s, b),
-        Scales::Bf16(s, b) => bits!(s, b),
-        _ => unreachable!("affine scales are f32, f16 or bf16"),
-    }
+    by_bits_and_scales!(w, rows)
 }
 
 /// The `B`-bit fields of the 16-bit words of `v` as 16-bit integers: the first `16 / B` entries
@@ -121,7 +118,7 @@ unsafe fn row_b<const B: u32, const F: usize, const M: usize, const NW: usize, T
     xi: &XI16,
     xsum: &[f32],
     w: &Packed,
-    row: usize,
+    wrows: [usize; NW],
     s: &[T],
     b: &[T],
     idx: &LaneGroups16,
@@ -131,9 +128,9 @@ unsafe fn row_b<const B: u32, const F: usize, const M: usize, const NW: usize, T
     let k = w.k;
     let ng = w.groups();
     let ngp = xsum_stride(ng);
-    let bytes: [*const u8; NW] = std::array::from_fn(|j| w.bytes.as_ptr().add((row + j) * w.row_bytes()));
-    let sr: [&[T]; NW] = std::array::from_fn(|j| &s[(row + j) * ng..(row + j + 1) * ng]);
-    let br: [&[T]; NW] = std::array::from_fn(|j| &b[(row + j) * ng..(row + j + 1) * ng]);
+    let bytes: [*const u8; NW] = std::array::from_fn(|j| w.bytes.as_ptr().add(wrows[j] * w.row_bytes()));
+    let sr: [&[T]; NW] = std::array::from_fn(|j| &s[wrows[j] * ng..(wrows[j] + 1) * ng]);
+    let br: [&[T]; NW] = std::array::from_fn(|j| &b[wrows[j] * ng..(wrows[j] + 1) * ng]);
     let wpg = w.gs * B as usize / 32; // packed words a group, a power of two
     let xr: [*const i16; M] = std::array::from_fn(|r| xi.row(r.min(m - 1), k));
     let mut tot = [[_mm512_setzero_ps(); M]; NW];
@@ -205,7 +202,8 @@ unsafe fn row_b<const B: u32, const F: usize, const M: usize, const NW: usize, T
     }
     for j in 0..NW {
         for r in 0..m {
-            out[j * m + r] = _mm512_reduce_add_ps(tot[j][r]);
+            // The second weight row's output sits as far along `out` as its row is from the first.
+            out[(wrows[j] - wrows[0]) * m + r] = _mm512_reduce_add_ps(tot[j][r]);
         }
     }
 }
