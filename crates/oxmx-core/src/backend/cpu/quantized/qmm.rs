@@ -234,7 +234,7 @@ fn qmm_n(x: &[f32], m: usize, w: &Packed, kdim: usize, y: &mut [f32]) {
 fn qmv_t(x: &[f32], xdt: Dtype, m: usize, w: &Packed, n: usize, y: &mut [f32]) {
     let k = w.k;
     let ng = w.groups();
-    // Half-precision x and result: 16-bit integer kernels (qmv_vnni.rs on AVX-512 VNNI hosts,
+    // Half-precision x and scales: 16-bit integer kernels (qmv_vnni.rs on AVX-512 VNNI hosts,
     // qmv_i16.rs on AVX2 ones); bf16 x elsewhere on AVX-512 BF16 (qmv_bf16.rs).
     let half_out = matches!(xdt, Dtype::Float16 | Dtype::Bfloat16) && matches!(w.sc, Scales::F16(..) | Scales::Bf16(..));
     #[cfg(target_arch = "x86_64")]

@@ -12,7 +12,8 @@
 //! Numerics are `qmv_i16`'s: each group of `x` gets its own step, the rounding error's share
 //! `s·c·Σδx` is added back per group, the bias term uses `x`'s exact float sums; integer sums are
 //! exact, so the order of the products does not matter and a row of `x` gets the same bits in
-//! any batch. Only for half-precision `x` and scales (a half-precision result).
+//! any batch. Only for half-precision `x` and scales (as `qmv_i16`; mixed bf16/f16 gives an f32
+//! result, held to the same 5e-5 of `Σ|x·w|`).
 //!
 //! Layout: a load is a block of 16 packed words (32 16-bit words). Field `f` of 16-bit word `t`
 //! is code `t·F + f` (`F = 16 / bits`); `prepare(.., 32)` puts the values for field `f` at
