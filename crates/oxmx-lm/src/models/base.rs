@@ -432,12 +432,18 @@ impl<L: Layer> DecoderLM<L> {
 
     /// `tokens: [B, L]` integers -> logits `[B, L, vocab]`.
     pub fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        self.logits(tokens, cache, false)
+    }
+
+    /// `forward`, or with `last_only` the logits of the last position (`[B, 1, vocab]`).
+    pub fn logits(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>, last_only: bool) -> Array {
         if let Err(e) = check_forward(&self.config.model_type, tokens, &cache, self.model.layers.len()) {
             return Array::error(e);
         }
         // Through the layer, so a quantized embedding dequantizes just the rows it looks up.
         let h = oxmx_nn::UnaryModule::forward(&self.model.embed_tokens, tokens);
         let h = run_layers(&self.model.layers, h, cache, crate::lora::checkpoint::layer_forward);
+        let h = if last_only { last_position(&h) } else { h };
         let h = rms_norm(&self.model.norm, &h);
         match &self.lm_head {
             Some(head) => linear(head, &h),
@@ -447,6 +453,18 @@ impl<L: Layer> DecoderLM<L> {
 }
 
 // ---- the model-level loop every decoder shares ----
+
+/// `x: [B, L, ...]` -> its last position `[B, 1, ...]` (`x` itself when L is 1).
+pub fn last_position(x: &Array) -> Array {
+    let shape = x.shape();
+    if shape.len() < 2 || shape[1] <= 1 {
+        return x.clone();
+    }
+    let mut start = vec![0isize; shape.len()];
+    start[1] = shape[1] as isize - 1;
+    let stop: Vec<isize> = shape.iter().map(|&d| d as isize).collect();
+    oxmx_core::ops::slice_range(x, &start, &stop)
+}
 
 /// Tokens must be `[B, L]` and the cache, when given, must have one entry per layer.
 pub fn check_forward(model_type: &str, tokens: &Array, cache: &Option<&mut [Box<dyn KvCache>]>, layers: usize) -> Result<()> {

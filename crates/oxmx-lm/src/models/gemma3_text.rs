@@ -201,6 +201,11 @@ impl Gemma3TextLM {
     }
 
     pub fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        self.logits(tokens, cache, false)
+    }
+
+    /// `forward`, or with `last_only` the logits of the last position (`[B, 1, vocab]`).
+    pub fn logits(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>, last_only: bool) -> Array {
         if let Err(e) = check_forward(&self.config.model_type, tokens, &cache, self.model.layers.len()) {
             return Array::error(e);
         }
@@ -212,6 +217,7 @@ impl Gemma3TextLM {
         let scale = Array::scalar((self.config.hidden_size as f32).sqrt()).astype(table_dtype).astype(h.dtype());
         let h = &h * &scale;
         let h = run_layers(&self.model.layers, h, cache, |layer, h, c| layer.forward(h, c));
+        let h = if last_only { super::base::last_position(&h) } else { h };
         let h = gemma_norm(&self.model.norm, &h);
         let logits = match &self.lm_head {
             Some(head) => linear(head, &h),
@@ -259,6 +265,9 @@ impl LanguageModel for Gemma3TextLM {
     fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
         Gemma3TextLM::forward(self, tokens, cache)
     }
+    fn forward_last(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        self.logits(tokens, cache, true)
+    }
     fn num_layers(&self) -> usize {
         self.model.layers.len()
     }
@@ -276,6 +285,9 @@ impl LanguageModel for Gemma3TextLM {
 impl LanguageModel for Gemma3LM {
     fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
         self.language_model.forward(tokens, cache)
+    }
+    fn forward_last(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        self.language_model.logits(tokens, cache, true)
     }
     fn num_layers(&self) -> usize {
         self.language_model.model.layers.len()

@@ -21,6 +21,11 @@ use oxmx_nn::Module;
 /// A causal language model: `forward(tokens [B, L] int32, cache) -> logits [B, L, vocab]`.
 pub trait LanguageModel: Module + Send + Sync {
     fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array;
+    /// As `forward`, with logits for the last position only (`[B, 1, vocab]`): a prompt's
+    /// final chunk runs the head on one row instead of L (the generator's first step).
+    fn forward_last(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        base::last_position(&self.forward(tokens, cache))
+    }
     fn num_layers(&self) -> usize;
     fn config(&self) -> &ModelConfig;
     /// Checkpoint keys -> this model's keys (drops rotary buffers, a tied `lm_head`, ...).
@@ -82,6 +87,9 @@ pub(crate) fn sanitize_common(weights: Vec<(String, Array)>, tied: bool) -> Vec<
 impl<L: base::Layer> LanguageModel for base::DecoderLM<L> {
     fn forward(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
         base::DecoderLM::forward(self, tokens, cache)
+    }
+    fn forward_last(&self, tokens: &Array, cache: Option<&mut [Box<dyn KvCache>]>) -> Array {
+        base::DecoderLM::logits(self, tokens, cache, true)
     }
     fn num_layers(&self) -> usize {
         self.model.layers.len()
