@@ -476,9 +476,6 @@ unsafe fn attend_rows<T: KFloat>(
     match T::DTYPE {
         Dtype::Float32 if wide => sdpa512::attend(rows, k as *const f32, ks, v as *const f32, vs, n, d, dv),
         Dtype::Float16 if wide => sdpa512::attend(rows, k as *const f16, ks, v as *const f16, vs, n, d, dv),
-        Dtype::Bfloat16 if wide && super::sdpa512_bf16::usable(d, dv) => {
-            super::sdpa512_bf16::attend(rows, k as *const bf16, ks, v as *const bf16, vs, n, d, dv)
-        }
         Dtype::Bfloat16 if wide => sdpa512::attend(rows, k as *const bf16, ks, v as *const bf16, vs, n, d, dv),
         Dtype::Float32 => sdpa_avx2::attend(rows, k as *const f32, ks, v as *const f32, vs, n, d, dv),
         Dtype::Float16 => sdpa_avx2::attend(rows, k as *const f16, ks, v as *const f16, vs, n, d, dv),

@@ -29,7 +29,6 @@ pub mod reduce;
 pub mod rowwise;
 #[cfg(target_arch = "x86_64")]
 mod sdpa512;
-mod sdpa512_bf16;
 #[cfg(target_arch = "x86_64")]
 mod sdpa_avx2;
 #[cfg(target_arch = "x86_64")]

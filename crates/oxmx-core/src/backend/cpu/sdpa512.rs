@@ -92,7 +92,7 @@ unsafe fn scores<T: Load16, const NR: usize>(q: &[f32], k: *const T, ks: usize, 
 /// The lane sums of four vectors at once (10 vector ops, against ~30 for four separate
 /// reductions, which were a fifth of the kernel's work at half precision).
 #[inline(always)]
-pub(super) unsafe fn sum4([a0, a1, a2, a3]: [__m512; 4]) -> __m128 {
+unsafe fn sum4([a0, a1, a2, a3]: [__m512; 4]) -> __m128 {
     // Per 128-bit lane: interleave pairs and add, twice, leaving [Σa0, Σa1, Σa2, Σa3] partial
     // sums in each lane; then add the four lanes.
     let t01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));

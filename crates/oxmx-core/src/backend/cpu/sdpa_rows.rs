@@ -7,8 +7,11 @@ use super::fastmath;
 /// the scores are turned into weights and applied.
 pub(super) const TILE: usize = 32;
 
-/// How many rows ahead keys and values are prefetched (into L2).
-pub(super) const AHEAD: usize = 64;
+/// How many rows ahead keys and values are prefetched (into L2). On a 2-core Sapphire-Rapids-
+/// class guest 16 beat 64 and 32 in every round of four (decode attention over 32k keys, two
+/// threads: f16 6.8-7.7 ms against 7.6-9.6 at 64, bf16 7.5-8.3 against 8.7-10.5); on Zen 2 the
+/// distance made no difference (BENCHMARKS.md, twenty-ninth session).
+pub(super) const AHEAD: usize = 16;
 
 /// Query rows processed together (their value accumulators fill half the vector registers).
 pub(super) const MAX_ROWS: usize = 4;
