@@ -256,11 +256,9 @@ impl GenerateStep<'_> {
     }
 
     fn prefill(&mut self) -> Result<(Array, Array)> {
-        let prompt = std::mem::take(&mut self.prompt);
-        let last = prefill_but_last_chunk(self.model, self.cache, &prompt, &self.opts);
-        let ids: Result<Vec<i32>> = last.map(|c| c.iter().map(|&t| t as i32).collect());
-        self.prompt = prompt;
-        Ok(self.step(&Array::vec(&ids?)))
+        let last = prefill_but_last_chunk(self.model, self.cache, &self.prompt, &self.opts)?;
+        let ids: Vec<i32> = last.iter().map(|&t| t as i32).collect();
+        Ok(self.step(&Array::vec(&ids)))
     }
 
     fn advance(&mut self) -> Result<Option<GenerationStep>> {

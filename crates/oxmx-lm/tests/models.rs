@@ -21,12 +21,7 @@ fn check_model(name: &str) {
     let got = m.model.forward(&tokens, None);
     let d = max_abs_diff(&got, &want);
     assert!(d < TOL, "{name}: logits differ by {d}");
-    // The last position alone (the generator's first step runs the head on one row).
-    let l = want.shape()[1];
-    let last = m.model.forward_last(&tokens, None);
-    assert_eq!(last.shape(), &[want.shape()[0], 1, want.shape()[2]], "{name}: forward_last shape");
-    let dl = max_abs_diff(&last, &cols(&want, l - 1, l));
-    assert!(dl < TOL, "{name}: last-position logits differ by {dl}");
+    check_forward_last(name, m.model.as_ref(), &tokens, &want);
     // KV cache, two chunks (5 + 4), then per-token decode of the standard and rotating caches.
     let caches: Vec<(&str, PromptCache)> =
         vec![("standard", make_prompt_cache(m.model.as_ref(), None)), ("rotating", make_prompt_cache(m.model.as_ref(), Some(64)))];

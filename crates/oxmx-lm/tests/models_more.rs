@@ -44,12 +44,7 @@ fn check_model(name: &str, caches: Caches) -> f32 {
     let got = m.model.forward(&tokens, None);
     let mut worst = max_abs_diff(&got, &want);
     assert!(worst < TOL, "{name}: logits differ by {worst}");
-    // The last position alone (the generator's first step runs the head on one row).
-    let l = want.shape()[1];
-    let last = m.model.forward_last(&tokens, None);
-    assert_eq!(last.shape(), &[want.shape()[0], 1, want.shape()[2]], "{name}: forward_last shape");
-    let dl = max_abs_diff(&last, &cols(&want, l - 1, l));
-    assert!(dl < TOL, "{name}: last-position logits differ by {dl}");
+    check_forward_last(name, m.model.as_ref(), &tokens, &want);
     if caches == Caches::WholeBatchOnly {
         eprintln!("{name}: max |logit - transformers| = {worst:.2e} (no cache)");
         return worst;

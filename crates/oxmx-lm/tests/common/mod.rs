@@ -45,3 +45,13 @@ pub fn qwen_coder_gguf() -> Option<PathBuf> {
     let p = oxmx_lm::models_dir::models_dir().join(QWEN_CODER_FILE);
     p.is_file().then_some(p)
 }
+
+/// `forward_last` (the generator's first step runs the head on one row) equals the last
+/// position of the reference logits `want: [B, L, vocab]`.
+pub fn check_forward_last(name: &str, model: &dyn oxmx_lm::models::LanguageModel, tokens: &Array, want: &Array) {
+    let l = want.shape()[1];
+    let last = model.forward_last(tokens, None);
+    assert_eq!(last.shape(), &[want.shape()[0], 1, want.shape()[2]], "{name}: forward_last shape");
+    let dl = max_abs_diff(&last, &cols(want, l - 1, l));
+    assert!(dl < TOL, "{name}: last-position logits differ by {dl}");
+}
