@@ -36,7 +36,7 @@ pub(super) fn online_softmax<const NR: usize>(s: &mut [[f32; TILE]; NR], nk: usi
     let mut corr = [1f32; NR];
     for r in 0..NR {
         let sr = &mut s[r][..nk];
-        let mt = sr.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        let mt = lane_max(sr);
         let m_new = if mt > m[r] { mt } else { m[r] };
         if m_new == f32::NEG_INFINITY {
             sr.iter_mut().for_each(|x| *x = 0.0);
@@ -51,6 +51,20 @@ pub(super) fn online_softmax<const NR: usize>(s: &mut [[f32; TILE]; NR], nk: usi
         m[r] = m_new;
     }
     corr
+}
+
+/// The largest of `x` (NaNs skipped) in 16 independent lanes: an ordered fold does not
+/// vectorise, and on AVX-512 it was a tenth of the kernel's time.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut c = x.chunks_exact(16);
+    for ch in &mut c {
+        for l in 0..16 {
+            acc[l] = if ch[l] > acc[l] { ch[l] } else { acc[l] };
+        }
+    }
+    acc.iter().chain(c.remainder()).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
 /// The sum of `x` in 16 independent lanes (a vector loop, unlike a sequential float sum).
