@@ -139,7 +139,7 @@ unsafe fn online_softmax_tile<const NR: usize>(s: &mut [[f32; TILE]; NR], m: &mu
 /// `fastmath::exp` on 16 lanes, operation for operation (the same bits, NaN and the clamps
 /// included).
 #[inline(always)]
-pub(super) unsafe fn exp16(x: __m512) -> __m512 {
+unsafe fn exp16(x: __m512) -> __m512 {
     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
     let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
     let xc = _mm512_mask_mov_ps(xc, nan, _mm512_setzero_ps());
