@@ -281,6 +281,12 @@ fn main() {
     if want("var") {
         report("var_4096x4096", time(5, || ops::var(&m, -1isize, false, 0)), mat_bytes, 0.0);
     }
+    if want("sub_rows") {
+        // Layer norm's centring step on its own: a [4096, 1] column broadcast along rows.
+        let mu = ops::mean(&m, -1isize, true);
+        mu.eval().unwrap();
+        report("sub_rows_4096x4096", time(10, || &m - &mu), 2.0 * mat_bytes, 0.0);
+    }
     for &(name, n, hw, c, o, k, stride, pad) in CONV2D {
         if want(name) {
             let x = input(&[n, hw, hw, c], 4);
