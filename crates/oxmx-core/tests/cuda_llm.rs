@@ -162,9 +162,9 @@ fn quantized_matmul_matches_the_cpu() {
             }
         }
     }
-    // Long rows: the mat-vec kernel splits each row over several warps of a block (groups of
+    // Long rows: the mat-vec kernels split each row over several warps of a block (groups of
     // 32 to 128, rows that do not split evenly, row counts that leave a block's last rows
-    // empty).
+    // empty); many rows: one row of x streams several rows through each warp.
     for dt in HALF_FLOATS {
         for (bits, k, gs, n) in [
             (4, 4096, 64, 40),
@@ -174,6 +174,11 @@ fn quantized_matmul_matches_the_cpu() {
             (4, 4160, 64, 40),
             (8, 4096, 64, 40),
             (2, 8192, 64, 40),
+            // One row of x streams many rows per warp (qmv1's ring of loads wraps), odd n.
+            (4, 1024, 64, 20_001),
+            (4, 4096, 128, 3_001),
+            (8, 3072, 32, 4_099),
+            (2, 2048, 64, 3_001),
         ] {
             let wf = rand(&[n, k], -1.0, 1.0, dt, k as u64);
             let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(gs), Some(bits), "affine"));

@@ -6,7 +6,7 @@
 //! read once either way and tensor cores do the arithmetic). The float modes (mxfp4, mxfp8,
 //! nvfp4), batched weights and `gather_qmm` still run on the CPU.
 
-use super::compiler::{env_pair, template_function, Args, Family};
+use super::compiler::{env_pair, template_function, template_function_bounded, Args, Family};
 use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
@@ -81,6 +81,11 @@ fn matmul(g: &Gpu, p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spe
     if m == 0 || n == 0 || k == 0 {
         return Ok(None); // empty products: the CPU's definition
     }
+    if transpose && m == 1 && qmv1_on() {
+        if let Some(out) = qmv1(g, p, &x, wq, scales, biases, n, k, spec)? {
+            return Ok(Some(out));
+        }
+    }
     if transpose && m <= QMV_ROWS {
         if let Some(out) = qmv(g, p, &x, wq, scales, biases, m, n, k, spec)? {
             return Ok(Some(out));
@@ -116,11 +121,7 @@ fn qmv(
     if gs % vpc != 0 || k % gs != 0 {
         return Ok(None);
     }
-    let (Some(w), Some(s), Some(b)) = (contiguous(g, wq)?, contiguous(g, scales)?, contiguous(g, biases)?) else { return Ok(None) };
-    let (xp, wp) = (dptr(g, x)?, dptr(g, &w)?);
-    if xp % 16 != 0 || wp % 16 != 0 {
-        return Ok(None);
-    }
+    let Some((_w, s, b, xp, wp)) = mat_vec_operands(g, x, wq, scales, biases)? else { return Ok(None) };
     let dt = x.dtype;
     let code = dt_code(dt).unwrap_or(0);
     // Output columns per warp group (R: more share each x load) and 16-byte chunks of each in flight
@@ -146,6 +147,93 @@ fn qmv(
         32 * WARPS as u32,
     )?;
     Ok(Some(out))
+}
+
+/// Codes of a row that one warp of `qmv1` holds x for (32 lanes of 32 codes).
+const QMV1_SLICE: usize = 1024;
+
+/// One row of x against the quantized weight by `qmv1` (x held in registers, kernels/
+/// quantized.cu): k split into slices of 1024 codes, one warp per slice, blocks streaming
+/// contiguous ranges of rows. `None` when the shape does not fit it (the caller tries `qmv`).
+#[allow(clippy::too_many_arguments)]
+fn qmv1(
+    g: &Gpu,
+    p: &QuantParams,
+    x: &Data,
+    wq: &Data,
+    scales: &Data,
+    biases: &Data,
+    n: usize,
+    k: usize,
+    spec: &Spec,
+) -> Result<Option<Data>> {
+    let (bits, gs) = (p.bits, p.group_size);
+    // A lane's 32 codes are one aligned load inside one group; a block holds every slice of k.
+    let slices = k.div_ceil(QMV1_SLICE);
+    if ![2, 4, 8].contains(&bits) || gs % 32 != 0 || k % gs != 0 || slices > 32 {
+        return Ok(None);
+    }
+    let Some((_w, s, b, xp, wp)) = mat_vec_operands(g, x, wq, scales, biases)? else { return Ok(None) };
+    let dt = x.dtype;
+    let code = dt_code(dt).unwrap_or(0);
+    // Warps per slice (G): small k still gives a block of ~8 warps. Blocks per SM from the
+    // target of resident warps (`__launch_bounds__` holds the registers to it).
+    let per_slice = (8 / slices).max(1);
+    let warps = slices * per_slice;
+    let (u, eighths) = qmv1_shape();
+    // 8-bit codes (twice the registers a row) and float32 x (codes converted with a subtraction):
+    // half the rows in flight, so nothing spills at the default occupancy.
+    let u = if bits == 8 || code == 0 { u.div_ceil(2) } else { u };
+    let per_sm = (8 * eighths / warps).max(1);
+    let threads = 32 * warps;
+    // Rows per block: the whole grid resident at once, each warp with at least one row, the
+    // warp sums within 48 KB of shared memory.
+    let slots = g.sm_count as usize * per_sm;
+    let rows = n.div_ceil(slots).max(per_slice).min(12 * 1024 / slices);
+    let blocks = n.div_ceil(rows);
+    let ty = storage(dt).unwrap_or("float");
+    let f = template_function_bounded(
+        g,
+        QUANTIZED,
+        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}"),
+        Some((threads as u32, per_sm as u32)),
+        || {
+            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block")
+        },
+        || format!("qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}>(out, x, w, scales, biases, n, k, rows_per_block)"),
+    )?;
+    let (out, optr) = output(g, &spec.0, dt)?;
+    Args::new().arg(optr).arg(xp).arg(wp).arg(dptr(g, &s)?).arg(dptr(g, &b)?).arg(n as i64).arg(k as i64).arg(rows as i32).launch_shared(
+        g,
+        &f,
+        (blocks as u32, 1),
+        threads as u32,
+        (rows * slices * 4) as u32,
+    )?;
+    Ok(Some(out))
+}
+
+/// `qmv1` for one row of x; `OXMX_QMV1=0` runs `qmv` instead (comparisons on a device).
+fn qmv1_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("OXMX_QMV1").map(|v| v != "0").unwrap_or(true))
+}
+
+/// (U, E) of `qmv1`: rows in flight per warp, and E * 8 the resident warps per SM its registers
+/// are held to. `OXMX_QMV1_SHAPE=U,E` overrides it (tuning on a device).
+fn qmv1_shape() -> (usize, usize) {
+    static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(|| env_pair("OXMX_QMV1_SHAPE")).unwrap_or((4, 3))
+}
+
+/// The mat-vec kernels' operands: the packed weight, scales and biases dense on the device, and
+/// the device addresses of x and the weight, or `None` when they are not 16-byte aligned. The
+/// caller keeps the weight (`_w`) alive until its kernel is launched.
+#[allow(clippy::type_complexity)]
+fn mat_vec_operands(g: &Gpu, x: &Data, wq: &Data, scales: &Data, biases: &Data) -> Result<Option<(Data, Data, Data, u64, u64)>> {
+    let (Some(w), Some(s), Some(b)) = (contiguous(g, wq)?, contiguous(g, scales)?, contiguous(g, biases)?) else { return Ok(None) };
+    let (xp, wp) = (dptr(g, x)?, dptr(g, &w)?);
+    Ok((xp % 16 == 0 && wp % 16 == 0).then_some((w, s, b, xp, wp)))
 }
 
 /// (R, U) of the mat-vec kernel. `OXMX_QMV_SHAPE=R,U` overrides it (kernel tuning on a device).

@@ -135,6 +135,133 @@ __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, co
     group_reduce_store<E, M, R, W>(acc, out, n, 1.0f);
 }
 
+// One row of x (decoding) against affine-quantized weights, with x held in registers.
+// In `qmv` every lane re-reads the x values of each 16-byte chunk it multiplies: lanes 64 bytes
+// apart (bf16 x), so each of those loads touches 16 cache lines of L1 for 512 bytes of use,
+// and x's share of L1 traffic is four times the weights' (twice with R = 2). Here the block's
+// S warps split k into slices of 1024 codes: lane (s, l) owns codes [32 (32 s + l), +32) of
+// every row, loads their 32 x values once (as float32, with their sum), and then streams the
+// block's rows: per row one 8/16/32-byte load of codes and one scale and bias, U rows in flight
+// in a ring of registers. Each row's warp sum goes to shared memory; the slices are added in a
+// fixed order at the end (the same bits every run). G warps share each slice, taking every
+// G-th row of the block's range. A lane's 32 codes lie in one group (GS a multiple of 32).
+template <int BITS> struct LaneCodes {
+    unsigned int v[BITS];  // 32 codes of BITS bits
+};
+template <int BITS> __device__ __forceinline__ LaneCodes<BITS> lane_codes_load(const unsigned int* p) {
+    LaneCodes<BITS> c;
+    if (BITS == 2) {
+        uint2 a = *(const uint2*)p;
+        c.v[0] = a.x;
+        c.v[1] = a.y;
+    } else {
+        for (int i = 0; i < BITS / 4; ++i) {
+            uint4 a = ((const uint4*)p)[i];
+            c.v[4 * i] = a.x;
+            c.v[4 * i + 1] = a.y;
+            c.v[4 * i + 2] = a.z;
+            c.v[4 * i + 3] = a.w;
+        }
+    }
+    return c;
+}
+
+// The next row of a lane's ring slot: its codes, scale and bias (zeros unless ok), then the
+// row pointers moved on by one step.
+template <int DT, int BITS>
+__device__ __forceinline__ void qmv1_next(LaneCodes<BITS>& wq, float& sv, float& bv, bool ok, const unsigned int*& wn,
+                                          const typename Elem<DT>::T*& sn, const typename Elem<DT>::T*& bn, long long wstep,
+                                          long long sstep) {
+    for (int b = 0; b < BITS; ++b) wq.v[b] = 0u;
+    sv = 0.0f;
+    bv = 0.0f;
+    if (ok) {
+        wq = lane_codes_load<BITS>(wn);
+        sv = Elem<DT>::load(*sn);
+        bv = Elem<DT>::load(*bn);
+    }
+    wn += wstep;
+    sn += sstep;
+    bn += sstep;
+}
+
+template <int DT, int BITS, int GS, int S, int G, int U>
+__device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
+                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k,
+                     int rows_per_block) {
+    typedef Elem<DT> E;
+    extern __shared__ float qmv1_red[];  // [rows_per_block][S] warp sums
+    const int VPW = 32 / BITS;
+    const bool OFFSET128 = BITS == 4 && DT != 0;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int sl = warp % S, g = warp / S;
+    long long ci = (long long)sl * 32 + lane;  // this lane's run of 32 codes
+    bool active = ci * 32 < k;
+    long long wpr = k / VPW, groups = k / GS, gi = ci * 32 / GS;
+    float xr[32];
+    for (int j = 0; j < 4; ++j) {
+        if (active)
+            load8<DT>(x + ci * 32 + 8 * j, xr + 8 * j);
+        else
+            for (int i = 0; i < 8; ++i) xr[8 * j + i] = 0.0f;
+    }
+    float xs = 0.0f;
+    for (int j = 0; j < 32; ++j) xs += xr[j];
+    long long r0 = (long long)blockIdx.x * rows_per_block;
+    int nr = (int)min((long long)rows_per_block, n - r0);
+    const unsigned int* wl = w + r0 * wpr + ci * BITS;
+    const typename E::T* sp = scales + r0 * groups + gi;
+    const typename E::T* bp = biases + r0 * groups + gi;
+    // Rows g, g + G, ...: pointers step G rows at a time. Every lane runs every row (rows past
+    // the block's end hold zeros), so the warp sums stay convergent; only the store is guarded.
+    const long long wstep = (long long)G * wpr, sstep = (long long)G * groups;
+    const unsigned int* wn = wl + g * wpr;
+    const typename E::T* sn = sp + g * groups;
+    const typename E::T* bn = bp + g * groups;
+    LaneCodes<BITS> wq[U];
+    float sv[U], bv[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) qmv1_next<DT, BITS>(wq[u], sv[u], bv[u], active && g + u * G < nr, wn, sn, bn, wstep, sstep);
+    // The same trip count for every warp (from the block's row count alone), so the compiler
+    // sees the warp sums as convergent.
+    int rounds = (nr + U * G - 1) / (U * G);
+    for (int it = 0; it < rounds; ++it) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            int i = (it * U + u) * G + g;
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int wi = 0; wi < BITS; ++wi) {
+                float q[VPW];
+                if (OFFSET128) {
+                    float e[4], o[4];
+                    bytes_f128(wq[u].v[wi] & 0x0F0F0F0Fu, e);
+                    bytes_f128((wq[u].v[wi] >> 4) & 0x0F0F0F0Fu, o);
+                    for (int t = 0; t < 4; ++t) {
+                        q[2 * t] = e[t];
+                        q[2 * t + 1] = o[t];
+                    }
+                } else {
+                    word_codes<BITS>(wq[u].v[wi], q);
+                }
+                for (int v = 0; v < VPW; ++v) d[wi & 3] = fmaf(q[v], xr[wi * VPW + v], d[wi & 3]);
+            }
+            float dot = (d[0] + d[1]) + (d[2] + d[3]);
+            float c = OFFSET128 ? fmaf(-128.0f, sv[u], bv[u]) : bv[u];
+            float v = warp_sum(fmaf(sv[u], dot, c * xs));
+            if (lane == 0 && i < nr) qmv1_red[i * S + sl] = v;
+            // Refill this slot with the row U steps on (zeros past the end).
+            qmv1_next<DT, BITS>(wq[u], sv[u], bv[u], active && i + U * G < nr, wn, sn, bn, wstep, sstep);
+        }
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < nr; t += blockDim.x) {
+        float a = 0.0f;
+        for (int j = 0; j < S; ++j) a += qmv1_red[t * S + j];
+        out[r0 + t] = E::store(a);
+    }
+}
+
 // The float matrix of affine codes of any width (2..8 bits; a code may straddle two bytes),
 // rounded as MLX does: round(round(q * s) + b) in the scales' dtype.
 template <int DT>
