@@ -61,7 +61,8 @@ __device__ __forceinline__ void bytes_f128(unsigned int w, float* o) {
 // 14336x4096, 1.24-1.27x at 4096x4096 and 4096x14336). The measurements point at each warp's
 // serial latency per step (load wait, dependent product chains) at the ~16 warps per SM that
 // registers or shared memory allow: with one warp per 16-row tile qmv4s needed ~1.5 us per
-// 2 KB stage.
+// 2 KB stage. Later found: all of them re-read x per chunk, and those loads were the limit
+// (see qmv1, which serves one row of x and keeps x in registers).
 template <int DT, int BITS, int GS, int M, int R, int U, int W, int MEMONLY = 0>
 __device__ void qmv(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                     const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k) {
