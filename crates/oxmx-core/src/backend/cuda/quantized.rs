@@ -1,7 +1,8 @@
 //! Affine-quantized matmul and dequantization on the GPU (kernels/quantized.cu).
 //!
 //! `quantized_matmul` with a transposed 2-d weight and at most `QMV_ROWS` rows of x (decoding)
-//! runs the fused mat-vec kernel, which reads each packed weight once; larger products
+//! runs a fused mat-vec kernel, which reads each packed weight once (`qmv1` for one row of x,
+//! holding x in registers; `qmv` for up to eight rows and the shapes `qmv1` does not take); larger products
 //! dequantize the weight into the activations' dtype and multiply with cuBLAS (the weight is
 //! read once either way and tensor cores do the arithmetic). The float modes (mxfp4, mxfp8,
 //! nvfp4), batched weights and `gather_qmm` still run on the CPU.
