@@ -386,6 +386,47 @@ fn reads_while_the_next_step_runs_see_their_own_step() {
     });
 }
 
+/// A decoding step run again and again: the same kernels each time (so a batched step replays
+/// the graph built for the first one), with arguments that change from step to step: a rotary
+/// position passed by value, a cache row written at the step's position, a grid that grows with
+/// the cache, scalars. Each step must see its own arguments, not the ones the graph was built
+/// or last updated with.
+#[test]
+fn repeated_steps_take_each_steps_arguments() {
+    let Some(_turn) = gpu() else { return };
+    let x = rand(&[1, 2, 1, 64], -1.0, 1.0, Dtype::Float32, 91);
+    let base = rand(&[1, 2, 40, 64], -1.0, 1.0, Dtype::Float32, 92);
+    let step = |cache: &Array, k: usize| {
+        let mut y = oxmx_core::fast::rope(&x, 64, false, Some(10000.0), 1.0, k as i64, None);
+        for _ in 0..6 {
+            y = add(&multiply(&y, &Array::scalar(0.5f32)), &Array::scalar(k as f32));
+        }
+        let start = [SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(Some(k as isize), Some(k as isize + 1), 1)];
+        let cache = slice_update(cache, &y, &start);
+        // What attention reads: the rows written so far (a growing view).
+        let seen = slice(&cache, &[SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(None, Some(k as isize + 1), 1)]);
+        (cache, sum(&exp(&seen), 2, false))
+    };
+    let run = |device: Device| {
+        with_device(device, || {
+            let mut cache = base.clone();
+            let mut outs = Vec::new();
+            for k in 0..24 {
+                let (c, s) = step(&cache, k);
+                s.eval().unwrap();
+                outs.push(s);
+                cache = c;
+            }
+            outs.push(cache);
+            outs
+        })
+    };
+    let (g, c) = (run(GPU), run(Device::Cpu));
+    for (k, (a, b)) in g.iter().zip(&c).enumerate() {
+        assert_close(&format!("step {k}"), a, b, 1e-5);
+    }
+}
+
 #[test]
 fn scatter_matches_the_cpu() {
     let Some(_turn) = gpu() else { return };

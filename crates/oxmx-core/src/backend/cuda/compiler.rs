@@ -214,7 +214,7 @@ pub(crate) fn launch_grid(
 ) -> Result<()> {
     // The graph cache keys on the kernel sequence only: grids change from step to step (the
     // attention kernel's splits grow with the cache) and cuGraphExecUpdate takes new ones.
-    super::graph::launch(g, &[f.cu_function() as u64], || {
+    super::graph::launch_kernel(g, f.cu_function(), blocks, threads, shared, params, |params| {
         // SAFETY: the callers pass parameter lists that match their kernels' signatures, with
         // device pointers to blocks that stay alive while the stream uses them (the driver
         // copies the values at the call, captured or not).

@@ -36,6 +36,7 @@
 
 use super::compiler::fnv_step;
 use super::device::{cuda_err, Gpu};
+use super::replay::Replays;
 use crate::error::{Error, Result};
 use cudarc::driver::sys;
 use std::collections::HashMap;
@@ -86,6 +87,15 @@ pub(crate) struct Capture {
     /// With `OXMX_GPU_PROFILE`: timing events around each graph launch (start, end), read by
     /// `gpu_time` to tell how long the GPU spent running the graphs against the wall time.
     timings: Vec<(Event, Event)>,
+    /// Kernel launches recorded instead of captured, and their executables (replay.rs).
+    replays: Replays,
+}
+
+impl Capture {
+    /// Whether work is batched but not yet on the stream (captured or recorded).
+    fn pending(&self) -> bool {
+        self.active || !self.replays.pending.is_empty()
+    }
 }
 
 /// Direct launches between two marks (a read waits at most this many launches past its data).
@@ -184,6 +194,10 @@ fn check(r: sys::CUresult, what: &str) -> Result<()> {
 /// launch (function, grid, sizes) for the executable-graph cache.
 pub(crate) fn launch(g: &Gpu, key: &[u64], op: impl FnOnce() -> Result<()>) -> Result<()> {
     let mut st = lock(g);
+    if !st.replays.pending.is_empty() {
+        // Recorded kernels go first: this launch cannot be recorded.
+        flush_locked(g, &mut st, "~graph flush: not a plain kernel")?;
+    }
     if st.batching > 0 && !st.active && enabled() {
         // Relaxed: allocations (cuMemAlloc) and module loads stay legal while capturing.
         // SAFETY: the device's stream, not capturing (checked under the lock).
@@ -203,10 +217,33 @@ pub(crate) fn launch(g: &Gpu, key: &[u64], op: impl FnOnce() -> Result<()>) -> R
     }
     super::timed("~launch (driver)", op)?;
     st.seq += 1;
-    if !st.active && st.seq - st.marks.back().map_or(0, |m| m.0) >= MARK_EVERY {
+    if !st.pending() && st.seq - st.marks.back().map_or(0, |m| m.0) >= MARK_EVERY {
         mark_locked(g, &mut st)?;
     }
     Ok(())
+}
+
+/// Launches kernel `f` (through `op`, which launches it directly or into a capture), or, in a
+/// batching task with replay on, records it for the graph the batch is launched as (replay.rs).
+/// `params` as for `cuLaunchKernel`.
+pub(crate) fn launch_kernel(
+    g: &Gpu,
+    f: sys::CUfunction,
+    grid: (u32, u32),
+    block: u32,
+    shared: u32,
+    params: &mut [*mut std::ffi::c_void],
+    op: impl FnOnce(&mut [*mut std::ffi::c_void]) -> Result<()>,
+) -> Result<()> {
+    {
+        let mut st = lock(g);
+        if st.batching > 0 && !st.active && enabled() && super::replay::enabled() {
+            super::timed("~replay record", || st.replays.record(f, grid, block, shared, params))?;
+            st.seq += 1;
+            return Ok(());
+        }
+    }
+    launch(g, &[f as u64], || op(params))
 }
 
 /// The launch count so far: kernels launched up to now have numbers at most this.
@@ -216,7 +253,7 @@ pub(crate) fn launch_seq(g: &Gpu) -> u64 {
 
 /// Records a mark covering every launch so far (not while capturing: the stream is the graph's).
 fn mark_locked(g: &Gpu, st: &mut Capture) -> Result<()> {
-    debug_assert!(!st.active);
+    debug_assert!(!st.pending());
     let ev = if st.marks.len() >= MAX_MARKS { st.marks.pop_front().expect("non-empty").1 } else { Event::new()? };
     // The driver snapshots an event at each wait, so re-recording an old one cannot disturb a
     // wait already queued on it.
@@ -260,7 +297,7 @@ pub(crate) fn enqueue_read(g: &Gpu, written: u64, op: impl FnOnce(sys::CUstream)
             check(unsafe { sys::cuStreamWaitEvent(g.read_stream.cu_stream(), ev.0, 0) }, "ordering a read after its data")?;
             return super::timed("~copy/sync (driver)", || op(g.read_stream.cu_stream()));
         }
-        if !st.active {
+        if !st.pending() {
             mark_locked(g, &mut st)?;
             continue;
         }
@@ -272,7 +309,7 @@ pub(crate) fn enqueue_read(g: &Gpu, written: u64, op: impl FnOnce(sys::CUstream)
         let seen = st.launches;
         let deadline = std::time::Instant::now() + READ_WAIT;
         st = super::timed("~graph read: wait for launch", move || {
-            while st.active && st.launches == seen {
+            while st.pending() && st.launches == seen {
                 let now = std::time::Instant::now();
                 if now >= deadline {
                     break;
@@ -284,7 +321,7 @@ pub(crate) fn enqueue_read(g: &Gpu, written: u64, op: impl FnOnce(sys::CUstream)
             }
             st
         });
-        if st.active && st.launches == seen {
+        if st.pending() && st.launches == seen {
             flush_locked(g, &mut st, "~graph flush: read (timed out)")?;
         }
     }
@@ -293,7 +330,7 @@ pub(crate) fn enqueue_read(g: &Gpu, written: u64, op: impl FnOnce(sys::CUstream)
 /// Launches the captured work at an op boundary once it holds `flush_nodes()` kernels.
 pub(crate) fn flush_if_long(g: &Gpu) -> Result<()> {
     let mut st = lock(g);
-    if st.active && st.nodes >= flush_nodes() {
+    if (st.active && st.nodes >= flush_nodes()) || st.replays.pending.len() >= flush_nodes() {
         flush_locked(g, &mut st, "~graph flush: long")?;
     }
     Ok(())
@@ -301,18 +338,23 @@ pub(crate) fn flush_if_long(g: &Gpu) -> Result<()> {
 
 /// `why` names the profile row that counts flushes for this reason.
 fn flush_locked(g: &Gpu, st: &mut Capture, why: &str) -> Result<()> {
-    if !st.active {
+    if !st.pending() {
         return match &st.failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         };
     }
-    st.active = false;
     super::timed(why, || ());
-    let r = super::timed("~graph end+update+launch", || end_and_launch(g, st));
+    let r = if st.active {
+        st.active = false;
+        super::timed("~graph end+update+launch", || end_and_launch(g, st))
+    } else {
+        super::timed("~graph replay+launch", || replay_and_launch(g, st))
+    };
     if let Err(e) = &r {
         DISABLED.store(true, Ordering::Relaxed);
         st.execs.clear();
+        st.replays.clear();
         st.failed = Some(Error::runtime(format!("{e} (CUDA graphs are now off for this process)")));
     }
     r?;
@@ -353,25 +395,38 @@ fn end_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
             st.execs.insert(key, Exec(exec));
         }
         let exec = st.execs.get(&key).expect("exec was just cached").0;
-        let timing = if super::profiling() { Some((Event::timing()?, Event::timing()?)) } else { None };
-        if let Some((start, _)) = &timing {
-            start.record(g.cu_stream())?;
-        }
-        // SAFETY: an instantiated graph on this device's stream.
-        check(super::timed("~graph launch", || unsafe { sys::cuGraphLaunch(exec, g.cu_stream()) }), "launching a CUDA graph")?;
-        if let Some((start, end)) = timing {
-            end.record(g.cu_stream())?;
-            st.timings.push((start, end));
-        }
-        st.launches += 1;
-        g.capture_launched.notify_all();
-        Ok(())
+        timed_launch(g, st, |_| {
+            // SAFETY: an instantiated graph on this device's stream.
+            check(super::timed("~graph launch", || unsafe { sys::cuGraphLaunch(exec, g.cu_stream()) }), "launching a CUDA graph")
+        })
     })();
     // SAFETY: the executable graph no longer needs the captured one.
     unsafe {
         let _ = sys::cuGraphDestroy(graph);
     }
     result
+}
+
+/// Launches the recorded kernels as one graph (replay.rs).
+fn replay_and_launch(g: &Gpu, st: &mut Capture) -> Result<()> {
+    timed_launch(g, st, |st| st.replays.flush(g.cu_stream(), g.pdl))
+}
+
+/// Runs `launch` (a graph launch on the stream) between timing events when profiling, and tells
+/// readers waiting for a launch.
+fn timed_launch(g: &Gpu, st: &mut Capture, launch: impl FnOnce(&mut Capture) -> Result<()>) -> Result<()> {
+    let timing = if super::profiling() { Some((Event::timing()?, Event::timing()?)) } else { None };
+    if let Some((start, _)) = &timing {
+        start.record(g.cu_stream())?;
+    }
+    launch(st)?;
+    if let Some((start, end)) = timing {
+        end.record(g.cu_stream())?;
+        st.timings.push((start, end));
+    }
+    st.launches += 1;
+    g.capture_launched.notify_all();
+    Ok(())
 }
 
 /// With `OXMX_GPU_PROFILE`: the graphs launched since the last call, the GPU time they ran

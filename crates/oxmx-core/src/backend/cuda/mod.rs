@@ -21,6 +21,7 @@ mod matvec;
 mod memory;
 mod quantized;
 mod reduce;
+mod replay;
 
 pub use device::device_count;
 pub(crate) use distributed::{bind_device, nccl_host};
