@@ -193,6 +193,59 @@ fn quantized_matmul_matches_the_cpu() {
     assert_no_fallback(&["QuantizedMatmul", "Dequantize"]);
 }
 
+/// The pre-norm product: one row of x normalised inside the one-row mat-vec kernel (several
+/// widths, dtypes and bit widths, k across several warps' slices), and the shapes that run the
+/// norm kernel and then the product (several rows, 3 bits), against the CPU's composition.
+#[test]
+fn rms_norm_quantized_matmul_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in HALF_FLOATS {
+        for (bits, k, gs, n, rows) in [
+            (4, 4096, 64, 300, 1),
+            (4, 14336, 64, 40, 1),
+            (8, 1024, 32, 77, 1),
+            (2, 2048, 128, 64, 1),
+            (4, 4096, 64, 50, 3),
+            (3, 512, 64, 40, 1),
+        ] {
+            let wf = rand(&[n, k], -1.0, 1.0, dt, (k + n) as u64);
+            let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(gs), Some(bits), "affine"));
+            let b = b.expect("affine biases");
+            let x = rand(&[rows, 1, k], -3.0, 3.0, dt, 5 + rows as u64);
+            let nw = rand(&[k], 0.5, 1.5, dt, 6);
+            let (g, c) = both(|| rms_norm_quantized_matmul(&x, &nw, 1e-5, &wq, &s, &b, Some(gs), Some(bits)));
+            assert_close_scaled(&format!("normed qmm {dt:?} bits={bits} k={k} n={n} rows={rows}"), &g, &c, tol(dt).max(2e-5));
+        }
+    }
+    assert_no_fallback(&["RMSNormQuantizedMatmul"]);
+}
+
+/// The SwiGLU product: one row's activation inside the one-row mat-vec kernel (k across 4 and
+/// 14 warps' slices, several dtypes and bit widths), and the activation kernel then the product
+/// (several rows, strided gate/up views of one array, 3 bits), against the CPU.
+#[test]
+fn swiglu_quantized_matmul_matches_the_cpu() {
+    let Some(_turn) = gpu() else { return };
+    for dt in HALF_FLOATS {
+        for (bits, k, gs, n, rows) in
+            [(4, 14336, 64, 300, 1), (4, 4096, 64, 40, 1), (8, 1024, 32, 77, 1), (4, 2048, 64, 50, 3), (3, 512, 64, 40, 1)]
+        {
+            let wf = rand(&[n, k], -1.0, 1.0, dt, (k + n) as u64);
+            let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(gs), Some(bits), "affine"));
+            let b = b.expect("affine biases");
+            // gate and up as the fused gate/up product leaves them: two halves of one row.
+            let gu = rand(&[rows, 1, 2 * k], -4.0, 4.0, dt, 8 + rows as u64);
+            let (gate, up) = (
+                slice(&gu, &[SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(None, Some(k as isize), 1)]),
+                slice(&gu, &[SliceSpec::FULL, SliceSpec::FULL, SliceSpec::new(Some(k as isize), None, 1)]),
+            );
+            let (g, c) = both(|| swiglu_quantized_matmul(&gate, &up, &wq, &s, &b, Some(gs), Some(bits)));
+            assert_close_scaled(&format!("swiglu qmm {dt:?} bits={bits} k={k} n={n} rows={rows}"), &g, &c, tol(dt).max(2e-5));
+        }
+    }
+    assert_no_fallback(&["SwiGLUQuantizedMatmul"]);
+}
+
 #[test]
 fn gather_slice_update_concatenate_and_pad_match_the_cpu() {
     let Some(_turn) = gpu() else { return };

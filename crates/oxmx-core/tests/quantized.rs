@@ -3,6 +3,7 @@
 //! `mx.dequantize`, products within float tolerance of `mx.quantized_matmul` / `mx.gather_qmm`;
 //! validation errors; gradient, jvp and vmap of `quantized_matmul`.
 
+use oxmx_core::fast;
 use oxmx_core::ops::*;
 use oxmx_core::prelude::*;
 use oxmx_core::transforms::{grad_argnums, jvp, vmap};
@@ -482,6 +483,100 @@ fn gradient_of_quantized_matmul() {
         let e = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("not differentiable"), "got {e:?}");
     }
+}
+
+/// The fused pre-norm product gives the two nodes' results bit for bit on the CPU (its kernels
+/// run back to back), differentiates in x and the norm weight as the composition does, and
+/// names bad inputs.
+#[test]
+fn rms_norm_quantized_matmul_is_the_composition() {
+    for (dt, rows, k, n, bits, gs) in [
+        (Dtype::Float32, 1, 256, 48, 4, 64),
+        (Dtype::Bfloat16, 1, 512, 40, 4, 64),
+        (Dtype::Float16, 3, 256, 24, 8, 32),
+        (Dtype::Bfloat16, 2, 128, 16, 3, 32),
+    ] {
+        let w = rn(&[n, k]).astype(dt);
+        let (wq, s, b) = quantize(&w, Some(gs), Some(bits), "affine");
+        let b = b.unwrap();
+        let x = rn(&[rows, 1, k]).astype(dt);
+        let nw = (rn(&[k]) * Scalar::Float(0.2) + Scalar::Float(1.0)).astype(dt);
+        let got = rms_norm_quantized_matmul(&x, &nw, 1e-5, &wq, &s, &b, Some(gs), Some(bits));
+        let want = quantized_matmul(&fast::rms_norm(&x, Some(&nw), 1e-5), &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine");
+        same_bits(&format!("{dt:?} rows={rows} k={k} bits={bits}"), &got, &want);
+    }
+    // Gradients in x and the norm weight against the composition's.
+    let (k, n) = (64, 16);
+    let (wq, s, b) = quantize(&rn(&[n, k]), Some(32), Some(4), "affine");
+    let b = b.unwrap();
+    let (x, nw, c) = (rn(&[2, k]), rn(&[k]) + Scalar::Float(1.5), rn(&[2, n]));
+    let fused = {
+        let (wq, s, b, c) = (wq.clone(), s.clone(), b.clone(), c.clone());
+        move |v: Vec<Array>| sum(&(rms_norm_quantized_matmul(&v[0], &v[1], 1e-5, &wq, &s, &b, Some(32), Some(4)) * &c), None, false)
+    };
+    let plain = {
+        let (wq, s, b, c) = (wq.clone(), s.clone(), b.clone(), c.clone());
+        move |v: Vec<Array>| {
+            sum(
+                &(quantized_matmul(&fast::rms_norm(&v[0], Some(&v[1]), 1e-5), &wq, &s, Some(&b), true, Some(32), Some(4), "affine") * &c),
+                None,
+                false,
+            )
+        }
+    };
+    let gf = grad_argnums(fused, &[0, 1])(vec![x.clone(), nw.clone()]);
+    let gp = grad_argnums(plain, &[0, 1])(vec![x.clone(), nw.clone()]);
+    close("grad x", &gf[0], &gp[0], 1e-6);
+    close("grad norm weight", &gf[1], &gp[1], 1e-6);
+    // Bad inputs name the problem.
+    let e = err(&rms_norm_quantized_matmul(&x, &rn(&[k + 1]), 1e-5, &wq, &s, &b, Some(32), Some(4)));
+    assert!(e.contains("norm weight") && e.contains(&format!("[{}]", k + 1)), "{e}");
+    let e = err(&rms_norm_quantized_matmul(&rn(&[2, k + 32]), &rn(&[k + 32]), 1e-5, &wq, &s, &b, Some(32), Some(4)));
+    assert!(e.contains("Last dimension of x"), "{e}");
+}
+
+/// The fused SwiGLU product against its composition (the activation in float32, rounded once,
+/// then the product), its gradient in gate and up, and a mismatched up.
+#[test]
+fn swiglu_quantized_matmul_is_the_composition() {
+    for (dt, rows, k, n, bits, gs) in
+        [(Dtype::Float32, 1, 256, 48, 4, 64), (Dtype::Bfloat16, 1, 512, 40, 4, 64), (Dtype::Float16, 3, 256, 24, 8, 32)]
+    {
+        let (wq, s, b) = quantize(&rn(&[n, k]).astype(dt), Some(gs), Some(bits), "affine");
+        let b = b.unwrap();
+        let (g, u) = ((rn(&[rows, 1, k]) * Scalar::Float(3.0)).astype(dt), rn(&[rows, 1, k]).astype(dt));
+        let got = swiglu_quantized_matmul(&g, &u, &wq, &s, &b, Some(gs), Some(bits));
+        let g32 = g.astype(Dtype::Float32);
+        let h = (&(&g32 * &sigmoid(&g32)) * &u.astype(Dtype::Float32)).astype(dt);
+        let want = quantized_matmul(&h, &wq, &s, Some(&b), true, Some(gs), Some(bits), "affine");
+        close(
+            &format!("swiglu qmm {dt:?} rows={rows}"),
+            &got,
+            &want,
+            if dt == Dtype::Float32 { 1e-6 } else { tol(if dt == Dtype::Bfloat16 { "bfloat16" } else { "float16" }) },
+        );
+    }
+    let (k, n) = (64, 16);
+    let (wq, s, b) = quantize(&rn(&[n, k]), Some(32), Some(4), "affine");
+    let b = b.unwrap();
+    let (g, u, c) = (rn(&[2, k]), rn(&[2, k]), rn(&[2, n]));
+    let fused = {
+        let (wq, s, b, c) = (wq.clone(), s.clone(), b.clone(), c.clone());
+        move |v: Vec<Array>| sum(&(swiglu_quantized_matmul(&v[0], &v[1], &wq, &s, &b, Some(32), Some(4)) * &c), None, false)
+    };
+    let plain = {
+        let (wq, s, b, c) = (wq.clone(), s.clone(), b.clone(), c.clone());
+        move |v: Vec<Array>| {
+            let h = &(&v[0] * &sigmoid(&v[0])) * &v[1];
+            sum(&(quantized_matmul(&h, &wq, &s, Some(&b), true, Some(32), Some(4), "affine") * &c), None, false)
+        }
+    };
+    let gf = grad_argnums(fused, &[0, 1])(vec![g.clone(), u.clone()]);
+    let gp = grad_argnums(plain, &[0, 1])(vec![g.clone(), u.clone()]);
+    close("grad gate", &gf[0], &gp[0], 1e-6);
+    close("grad up", &gf[1], &gp[1], 1e-6);
+    let e = err(&swiglu_quantized_matmul(&g, &rn(&[3, k]), &wq, &s, &b, Some(32), Some(4)));
+    assert!(e.contains("gate and up"), "{e}");
 }
 
 fn transpose_(a: &Array) -> Array {

@@ -132,6 +132,74 @@ pub fn dequantize(
     })
 }
 
+/// `quantized_matmul(fast::rms_norm(x, norm_weight, eps), w, scales, biases, transpose=true)`
+/// (affine, 2-d `w`) as one node: a pre-norm layer's normalisation and its first product. On a
+/// GPU one row of `x` (decoding) is normalised inside the mat-vec kernel, which holds the row in
+/// registers anyway: one kernel less per norm. Elsewhere the two kernels run back to back, with
+/// the two nodes' results.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_quantized_matmul(
+    x: &Array,
+    norm_weight: &Array,
+    eps: f32,
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: Option<usize>,
+    bits: Option<usize>,
+) -> Array {
+    Array::build(|| {
+        let name = "rms_norm_quantized_matmul";
+        let p = params(name, "affine", group_size, bits)?;
+        let sdt = scales_dtype(name, &p, scales, Some(biases))?.unwrap_or(scales.dtype());
+        let dt = promote_types(x.dtype(), sdt);
+        float_ok(name, "x", dt)?;
+        if x.ndim() == 0 || w.ndim() != 2 {
+            return Err(Error::invalid(format!(
+                "[{name}] x must have at least one axis and the quantized matrix two, got shapes {:?} and {:?}",
+                x.shape(),
+                w.shape()
+            )));
+        }
+        let ins = vec![x.astype(dt), norm_weight.astype(dt), w.clone(), scales.astype(dt), biases.astype(dt)];
+        Ok(Array::from_op(Primitive::Quantized(QuantizedOp::NormMatmul { p, eps }), ins))
+    })
+}
+
+/// `quantized_matmul(silu(gate) * up, w, scales, biases, transpose=true)` (affine, 2-d `w`) as
+/// one node, the activation computed in float32 and rounded once to the dtype (as a compiled
+/// SwiGLU): an MLP's activation and its down projection. On a GPU one row (decoding) gets its
+/// activation inside the mat-vec kernel, one kernel less per MLP.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn swiglu_quantized_matmul(
+    gate: &Array,
+    up: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: Option<usize>,
+    bits: Option<usize>,
+) -> Array {
+    Array::build(|| {
+        let name = "swiglu_quantized_matmul";
+        let p = params(name, "affine", group_size, bits)?;
+        let sdt = scales_dtype(name, &p, scales, Some(biases))?.unwrap_or(scales.dtype());
+        let dt = promote_types(promote_types(gate.dtype(), up.dtype()), sdt);
+        float_ok(name, "gate", dt)?;
+        if gate.ndim() == 0 || w.ndim() != 2 {
+            return Err(Error::invalid(format!(
+                "[{name}] gate must have at least one axis and the quantized matrix two, got shapes {:?} and {:?}",
+                gate.shape(),
+                w.shape()
+            )));
+        }
+        let ins = vec![gate.astype(dt), up.astype(dt), w.clone(), scales.astype(dt), biases.astype(dt)];
+        Ok(Array::from_op(Primitive::Quantized(QuantizedOp::SwigluMatmul { p }), ins))
+    })
+}
+
 /// Matrix product with a quantized matrix: `x @ dequantize(w).T` (`transpose`, MLX's default,
 /// `w` is `[N, K]` unpacked) or `x @ dequantize(w)`. Affine promotes `x` with the scales'
 /// dtype; the float modes keep `x`'s dtype. Batched `w` (`[.., N, K']`) broadcasts its batch

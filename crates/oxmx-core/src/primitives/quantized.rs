@@ -113,6 +113,16 @@ pub enum QuantizedOp {
     /// `[x, wq, scales, biases?, lhs_indices, rhs_indices]` with uint32 indices of one shape:
     /// `out[i] = x[lhs[i]] @ deq(w[rhs[i]])(.T)`; `x` is `[Bx, M, K]`, `wq` `[Bw, ..]`.
     GatherMatmul { p: QuantParams, transpose: bool },
+    /// `[x, norm_weight, wq, scales, biases]` (affine) -> `rms_norm(x, norm_weight, eps) @
+    /// deq(w).T`: a pre-norm layer's normalisation and its first product as one node (a
+    /// decoding step's GPU kernel normalises the row it already holds in registers; elsewhere
+    /// the two kernels run back to back).
+    NormMatmul { p: QuantParams, eps: f32 },
+    /// `[gate, up, wq, scales, biases]` (affine) -> `(silu(gate) * up) @ deq(w).T`, the
+    /// activation computed in float32 and rounded once (as `compile`'s fused SwiGLU): an MLP's
+    /// activation and its down projection as one node (a decoding step's GPU kernel computes
+    /// the activation of the row it loads anyway).
+    SwigluMatmul { p: QuantParams },
 }
 
 impl QuantizedOp {
@@ -122,13 +132,16 @@ impl QuantizedOp {
             QuantizedOp::Dequantize { .. } => "Dequantize".into(),
             QuantizedOp::Matmul { .. } => "QuantizedMatmul".into(),
             QuantizedOp::GatherMatmul { .. } => "GatherQMM".into(),
+            QuantizedOp::NormMatmul { .. } => "RMSNormQuantizedMatmul".into(),
+            QuantizedOp::SwigluMatmul { .. } => "SwiGLUQuantizedMatmul".into(),
         }
     }
 
     pub fn params(&self) -> QuantParams {
         match self {
             QuantizedOp::Quantize(p) | QuantizedOp::Dequantize { p, .. } => *p,
-            QuantizedOp::Matmul { p, .. } | QuantizedOp::GatherMatmul { p, .. } => *p,
+            QuantizedOp::Matmul { p, .. } | QuantizedOp::GatherMatmul { p, .. } | QuantizedOp::NormMatmul { p, .. } => *p,
+            QuantizedOp::SwigluMatmul { p } => *p,
         }
     }
 
@@ -191,6 +204,38 @@ impl QuantizedOp {
                 let mut out = xs.clone();
                 *out.last_mut().unwrap() = outer;
                 Ok(vec![(out, *xd)])
+            }
+            QuantizedOp::NormMatmul { p, .. } => {
+                let name = "rms_norm_quantized_matmul";
+                super::expect_inputs(name, inputs, 5)?;
+                if !p.mode.has_biases() {
+                    return Err(Error::invalid(format!("[{name}] only the affine mode (scales and biases) is fused, got {:?}", p.mode)));
+                }
+                let (xs, xd) = &inputs[0];
+                let d = xs.last().copied().unwrap_or(0);
+                if inputs[1].0.as_slice() != [d] || inputs[1].1 != *xd {
+                    return Err(Error::invalid(format!(
+                        "[{name}] the norm weight must be {xd} of shape [{d}], got {} {:?}",
+                        inputs[1].1, inputs[1].0
+                    )));
+                }
+                let mm = QuantizedOp::Matmul { p: *p, transpose: true };
+                mm.output_specs(&[inputs[0].clone(), inputs[2].clone(), inputs[3].clone(), inputs[4].clone()])
+            }
+            QuantizedOp::SwigluMatmul { p } => {
+                let name = "swiglu_quantized_matmul";
+                super::expect_inputs(name, inputs, 5)?;
+                if !p.mode.has_biases() {
+                    return Err(Error::invalid(format!("[{name}] only the affine mode (scales and biases) is fused, got {:?}", p.mode)));
+                }
+                if inputs[0] != inputs[1] {
+                    return Err(Error::invalid(format!(
+                        "[{name}] gate and up must have one shape and dtype, got {} {:?} and {} {:?}",
+                        inputs[0].1, inputs[0].0, inputs[1].1, inputs[1].0
+                    )));
+                }
+                let mm = QuantizedOp::Matmul { p: *p, transpose: true };
+                mm.output_specs(&[inputs[0].clone(), inputs[2].clone(), inputs[3].clone(), inputs[4].clone()])
             }
             QuantizedOp::GatherMatmul { p, transpose } => {
                 super::expect_inputs("gather_qmm", inputs, 5 + nb)?;

@@ -30,6 +30,83 @@ pub fn rms_norm(n: &RMSNorm, x: &Array) -> Array {
     fast::rms_norm(x, Some(&n.weight), n.eps as f32)
 }
 
+/// `linear(l, rms_norm(n, x))`: one node for up to 8 rows of `x` when `l` is an affine-quantized
+/// 2-d layer without an adapter or shard (`ops::rms_norm_quantized_matmul`: on a GPU the mat-vec of a decoding step
+/// normalises its row itself, one kernel less per norm). On by default on the CPU (same results,
+/// one dispatch less), opt-in on a GPU for now (`fused_on`).
+pub fn normed_linear(n: &RMSNorm, l: &Linear, x: &Array) -> Array {
+    match (&l.quant, &l.scales, &l.biases) {
+        (Some(q), Some(s), Some(b))
+            if q.mode == "affine"
+                && l.weight.ndim() == 2
+                && l.lora.is_none()
+                && l.m.is_none()
+                && l.shard.is_none()
+                && few_rows(x)
+                && fuse_norm() =>
+        {
+            let y = ops::rms_norm_quantized_matmul(x, &n.weight, n.eps as f32, &l.weight, s, b, Some(q.group_size), Some(q.bits));
+            match &l.bias {
+                Some(bias) => &y + bias,
+                None => y,
+            }
+        }
+        _ => linear(l, &rms_norm(n, x)),
+    }
+}
+
+/// Decoding's row counts, where the fused products pay (a prompt's or a training batch's
+/// products are large enough that one more kernel costs nothing, and a fused node's gradient
+/// would recompute the product).
+fn few_rows(x: &Array) -> bool {
+    x.size() <= 8 * x.shape().last().copied().unwrap_or(1).max(1)
+}
+
+/// Whether a fused product is used: `OXMX_FUSE_NORM` / `OXMX_FUSE_SWIGLU` set to 1 or 0, else
+/// `cpu_default` on the CPU and off on a GPU. The GPU kernels (`qmv1`'s prologues) pass their
+/// tests only on the CPU so far: no device was lent to the session that wrote them, so a GPU
+/// run takes them only when asked (`scripts/gpu_decode_host.sh` measures both ways).
+fn fused_on(var: &str, cpu_default: bool) -> bool {
+    match std::env::var(var).ok().as_deref() {
+        Some("0") => false,
+        Some("1") => true,
+        _ => cpu_default && !oxmx_core::default_device().is_gpu(),
+    }
+}
+
+fn fuse_norm() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| fused_on("OXMX_FUSE_NORM", true))
+}
+
+/// `linear(l, swiglu(gate, up))`: on a GPU one node for up to 8 rows when `l` is an
+/// affine-quantized 2-d layer without an adapter or shard (`ops::swiglu_quantized_matmul`: a decoding step's mat-vec
+/// computes the activation of its row itself, one kernel less per MLP). On the CPU the compiled
+/// activation stays (one pass either way). Opt-in for now: `OXMX_FUSE_SWIGLU=1` (`fused_on`).
+pub fn swiglu_linear(l: &Linear, gate: &Array, up: &Array) -> Array {
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on = *ON.get_or_init(|| fused_on("OXMX_FUSE_SWIGLU", false));
+    match (&l.quant, &l.scales, &l.biases) {
+        (Some(q), Some(s), Some(b))
+            if on
+                && q.mode == "affine"
+                && l.weight.ndim() == 2
+                && l.lora.is_none()
+                && l.m.is_none()
+                && l.shard.is_none()
+                && few_rows(gate)
+                && oxmx_core::default_device().is_gpu() =>
+        {
+            let y = ops::swiglu_quantized_matmul(gate, up, &l.weight, s, b, Some(q.group_size), Some(q.bits));
+            match &l.bias {
+                Some(bias) => &y + bias,
+                None => y,
+            }
+        }
+        _ => linear(l, &swiglu(gate, up)),
+    }
+}
+
 /// `x: [B, H, L, D]` rotated for positions `offset..offset + L` (half-split layout).
 pub fn apply_rope(r: &Rope, x: &Array, offset: usize) -> Array {
     r.apply(x, offset)
@@ -219,23 +296,35 @@ impl Attention {
 
     /// `x: [B, L, hidden]`.
     pub fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+        self.forward_after(None, x, cache)
+    }
+
+    /// `forward(rms_norm(norm, x))`, the norm fused into the q/k/v product when it can be.
+    pub fn forward_normed(&self, norm: &RMSNorm, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
+        self.forward_after(Some(norm), x, cache)
+    }
+
+    fn forward_after(&self, norm: Option<&RMSNorm>, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
         let s = &self.spec;
         let parts = [&self.q_proj, &self.k_proj, &self.v_proj];
         if self.q_norm.is_none() && self.k_norm.is_none() {
             // Fused q/k/v (decoding): q and k stay one array for one RoPE launch.
-            if let Some(mut y) = self.fused.as_ref().and_then(|f| f.forward_merged(&parts, x, 2)) {
+            if let Some(mut y) = self.fused.as_ref().and_then(|f| f.forward_merged(&parts, norm, x, 2)) {
                 let v = split_heads(&y.pop().expect("two parts"), s.n_kv_heads, s.head_dim);
                 let qk = split_heads(&y.pop().expect("two parts"), s.n_heads + s.n_kv_heads, s.head_dim);
                 return linear(&self.o_proj, &attend_joint(s, &qk, &v, cache));
             }
         }
-        let (q, k, v) = match self.fused.as_ref().and_then(|f| f.forward(&parts, x)) {
+        let (q, k, v) = match self.fused.as_ref().and_then(|f| f.forward_merged(&parts, norm, x, 1)) {
             Some(mut y) => {
                 let v = y.pop().expect("three parts");
                 let k = y.pop().expect("three parts");
                 (y.pop().expect("three parts"), k, v)
             }
-            None => (linear(&self.q_proj, x), linear(&self.k_proj, x), linear(&self.v_proj, x)),
+            None => {
+                let x = norm.map_or_else(|| x.clone(), |n| rms_norm(n, x));
+                (linear(&self.q_proj, &x), linear(&self.k_proj, &x), linear(&self.v_proj, &x))
+            }
         };
         let mut q = split_heads(&q, s.n_heads, s.head_dim);
         let mut k = split_heads(&k, s.n_kv_heads, s.head_dim);
@@ -311,14 +400,26 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Array) -> Array {
-        let (g, u) = match self.fused.as_ref().and_then(|f| f.forward(&[&self.gate_proj, &self.up_proj], x)) {
+        self.forward_after(None, x)
+    }
+
+    /// `forward(rms_norm(norm, x))`, the norm fused into the gate/up product when it can be.
+    pub fn forward_normed(&self, norm: &RMSNorm, x: &Array) -> Array {
+        self.forward_after(Some(norm), x)
+    }
+
+    fn forward_after(&self, norm: Option<&RMSNorm>, x: &Array) -> Array {
+        let (g, u) = match self.fused.as_ref().and_then(|f| f.forward_merged(&[&self.gate_proj, &self.up_proj], norm, x, 1)) {
             Some(mut y) => {
                 let u = y.pop().expect("two parts");
                 (y.pop().expect("two parts"), u)
             }
-            None => (linear(&self.gate_proj, x), linear(&self.up_proj, x)),
+            None => {
+                let x = norm.map_or_else(|| x.clone(), |n| rms_norm(n, x));
+                (linear(&self.gate_proj, &x), linear(&self.up_proj, &x))
+            }
         };
-        linear(&self.down_proj, &swiglu(&g, &u))
+        swiglu_linear(&self.down_proj, &g, &u)
     }
 
     /// gate/up as one product from now on (see `fused.rs`).
@@ -374,8 +475,8 @@ pub trait Layer: Module + Clone + std::fmt::Debug + Send + Sync + 'static {
 
 impl Layer for DecoderLayer {
     fn forward(&self, x: &Array, cache: Option<&mut Box<dyn KvCache>>) -> Array {
-        let h = x + &self.self_attn.forward(&rms_norm(&self.input_layernorm, x), cache);
-        &h + &self.mlp.forward(&rms_norm(&self.post_attention_layernorm, &h))
+        let h = x + &self.self_attn.forward_normed(&self.input_layernorm, x, cache);
+        &h + &self.mlp.forward_normed(&self.post_attention_layernorm, &h)
     }
     fn fuse_projections(&mut self) -> Result<()> {
         self.self_attn.fuse_projections()?;
@@ -444,10 +545,9 @@ impl<L: Layer> DecoderLM<L> {
         let h = oxmx_nn::UnaryModule::forward(&self.model.embed_tokens, tokens);
         let h = run_layers(&self.model.layers, h, cache, crate::lora::checkpoint::layer_forward);
         let h = if last_only { last_position(&h) } else { h };
-        let h = rms_norm(&self.model.norm, &h);
         match &self.lm_head {
-            Some(head) => linear(head, &h),
-            None => self.model.embed_tokens.as_linear(&h),
+            Some(head) => normed_linear(&self.model.norm, head, &h),
+            None => self.model.embed_tokens.as_linear(&rms_norm(&self.model.norm, &h)),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! Each output row of a product is the same dot product either way, so results are identical.
 
 use oxmx_core::{ops, Array, Result};
-use oxmx_nn::{Linear, ModuleState, UnaryModule};
+use oxmx_nn::{Linear, ModuleState, RMSNorm, UnaryModule};
 
 /// One product for several `Linear`s of the same input.
 #[derive(Clone, Debug)]
@@ -124,12 +124,13 @@ impl Fused {
     /// The parts' outputs for `x` (views of one product), or `None` when `x` has more than
     /// `MAX_ROWS` rows or a part changed since it was fused (then the caller runs the parts).
     pub fn forward(&self, parts: &[&Linear], x: &Array) -> Option<Vec<Array>> {
-        self.forward_merged(parts, x, 1)
+        self.forward_merged(parts, None, x, 1)
     }
 
-    /// As `forward`, with the first `merged` parts' outputs as one view (q and k of an
+    /// As `forward` for `rms_norm(norm, x)` when `norm` is given (fused into the product, see
+    /// `base::normed_linear`), with the first `merged` parts' outputs as one view (q and k of an
     /// attention layer, rotated by one RoPE launch).
-    pub fn forward_merged(&self, parts: &[&Linear], x: &Array, merged: usize) -> Option<Vec<Array>> {
+    pub fn forward_merged(&self, parts: &[&Linear], norm: Option<&RMSNorm>, x: &Array, merged: usize) -> Option<Vec<Array>> {
         // Only for few rows (decoding): a prompt's products are large enough that dispatch costs
         // nothing, and its fused output plus the copies its strided parts need for the next ops
         // would only add memory.
@@ -143,7 +144,10 @@ impl Fused {
         if !unchanged {
             return None;
         }
-        let y = self.linear.forward(x);
+        let y = match norm {
+            Some(n) => super::base::normed_linear(n, &self.linear, x),
+            None => self.linear.forward(x),
+        };
         let mut bounds = Vec::with_capacity(self.widths.len() - 1);
         let mut at = 0isize;
         for (i, w) in self.widths[..self.widths.len() - 1].iter().enumerate() {

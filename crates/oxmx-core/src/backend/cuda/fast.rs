@@ -59,7 +59,7 @@ pub(crate) fn eval(g: &Gpu, op: &FastOp, inputs: &[Data], specs: &[Spec]) -> Res
     Ok(out.map(|d| vec![d]))
 }
 
-fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, has_b: bool) -> Result<Option<Data>> {
+pub(crate) fn norm(g: &Gpu, dt: u32, inputs: &[Data], eps: f32, layer: bool, has_w: bool, has_b: bool) -> Result<Option<Data>> {
     let Some(x) = contiguous(g, &inputs[0])? else { return Ok(None) };
     let d = *x.shape.last().unwrap_or(&1);
     let rows = if d == 0 { 0 } else { x.size() / d };

@@ -27,6 +27,8 @@ pub(crate) fn eval(g: &Gpu, op: &QuantizedOp, inputs: &[Data], specs: &[Spec]) -
     let out = match op {
         QuantizedOp::Dequantize { p, .. } if p.mode == QuantMode::Affine => dequantize(g, p, &inputs[0], &inputs[1], &inputs[2])?,
         QuantizedOp::Matmul { p, transpose } if p.mode == QuantMode::Affine => matmul(g, p, *transpose, inputs, &specs[0])?,
+        QuantizedOp::NormMatmul { p, eps } if p.mode == QuantMode::Affine => norm_matmul(g, p, *eps, inputs, &specs[0])?,
+        QuantizedOp::SwigluMatmul { p } if p.mode == QuantMode::Affine => swiglu_matmul(g, p, inputs, &specs[0])?,
         _ => None,
     };
     Ok(out.map(|d| vec![d]))
@@ -83,7 +85,7 @@ fn matmul(g: &Gpu, p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spe
         return Ok(None); // empty products: the CPU's definition
     }
     if transpose && m == 1 && qmv1_on() {
-        if let Some(out) = qmv1(g, p, &x, wq, scales, biases, n, k, spec)? {
+        if let Some(out) = qmv1(g, p, &x, wq, scales, biases, n, k, Prologue::None, spec)? {
             return Ok(Some(out));
         }
     }
@@ -98,6 +100,75 @@ fn matmul(g: &Gpu, p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spe
     let wv = if transpose { w.view(vec![k, n], vec![1, k as isize], 0) } else { w };
     let Some(out) = gemm(g, &xm, &wv, &[m, n], dt, 1.0)? else { return Ok(None) };
     Ok(Some(out.view(spec.0.clone(), row_major_strides(&spec.0), 0)))
+}
+
+/// `rms_norm(x, nw, eps) @ deq(w).T`: one row of x by `qmv1` normalising in its prologue;
+/// otherwise the norm kernel, then the product as `matmul` runs it.
+fn norm_matmul(g: &Gpu, p: &QuantParams, eps: f32, inputs: &[Data], spec: &Spec) -> Result<Option<Data>> {
+    let (x, nw) = (&inputs[0], &inputs[1]);
+    let dt = x.dtype;
+    let Some(code) = dt_code(dt) else { return Ok(None) };
+    if inputs[3].dtype != dt || spec.1 != dt || inputs[2].ndim() != 2 {
+        return Ok(None);
+    }
+    let k = *x.shape.last().unwrap_or(&0);
+    let m = if k == 0 { 0 } else { x.size() / k };
+    let n = *spec.0.last().unwrap_or(&0);
+    if m == 1 && n > 0 && qmv1_on() {
+        if let (Some(xc), Some(nwc)) = (contiguous(g, x)?, contiguous(g, nw)?) {
+            if dptr(g, &nwc)? % 16 == 0 {
+                if let Some(out) = qmv1(g, p, &xc, &inputs[2], &inputs[3], &inputs[4], n, k, Prologue::Norm(&nwc, eps), spec)? {
+                    return Ok(Some(out));
+                }
+            }
+        }
+    }
+    let Some(normed) = super::fast::norm(g, code, &inputs[..2], eps, false, true, false)? else { return Ok(None) };
+    matmul(g, p, true, &[normed, inputs[2].clone(), inputs[3].clone(), inputs[4].clone()], spec)
+}
+
+/// `(silu(gate) * up) @ deq(w).T`: one row by `qmv1` computing the activation as it loads the
+/// row; otherwise the activation by its own kernel, then the product as `matmul` runs it.
+fn swiglu_matmul(g: &Gpu, p: &QuantParams, inputs: &[Data], spec: &Spec) -> Result<Option<Data>> {
+    let dt = inputs[0].dtype;
+    let Some(code) = dt_code(dt) else { return Ok(None) };
+    if inputs[1].dtype != dt || inputs[3].dtype != dt || spec.1 != dt || inputs[2].ndim() != 2 {
+        return Ok(None);
+    }
+    let (Some(gc), Some(uc)) = (contiguous(g, &inputs[0])?, contiguous(g, &inputs[1])?) else { return Ok(None) };
+    let k = *gc.shape.last().unwrap_or(&0);
+    let m = if k == 0 { 0 } else { gc.size() / k };
+    let n = *spec.0.last().unwrap_or(&0);
+    if m == 1 && n > 0 && qmv1_on() && dptr(g, &uc)? % 16 == 0 {
+        if let Some(out) = qmv1(g, p, &gc, &inputs[2], &inputs[3], &inputs[4], n, k, Prologue::Swiglu(&uc), spec)? {
+            return Ok(Some(out));
+        }
+    }
+    let ty = storage(dt).unwrap_or("float");
+    let f = template_function(
+        g,
+        QUANTIZED,
+        &format!("swiglu_flat_{code}"),
+        || format!("{ty}* out, const {ty}* g, const {ty}* u, long long n"),
+        || format!("swiglu_flat<{code}>(out, g, u, n)"),
+    )?;
+    let (h, hptr) = output(g, &gc.shape, dt)?;
+    let size = h.size();
+    if size > 0 {
+        let blocks = size.div_ceil(256).clamp(1, g.sm_count as usize * 32) as u32;
+        Args::new().arg(hptr).arg(dptr(g, &gc)?).arg(dptr(g, &uc)?).arg(size as i64).launch(g, &f, (blocks, 1), 256)?;
+    }
+    matmul(g, p, true, &[h, inputs[2].clone(), inputs[3].clone(), inputs[4].clone()], spec)
+}
+
+/// What `qmv1` does to the row of x before the product (the `PRO` of kernels/quantized.cu).
+#[derive(Clone, Copy)]
+enum Prologue<'a> {
+    None,
+    /// RMS normalisation with this weight and epsilon.
+    Norm(&'a Data, f32),
+    /// x is the gate; silu(x) times this up projection.
+    Swiglu(&'a Data),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -166,6 +237,7 @@ fn qmv1(
     biases: &Data,
     n: usize,
     k: usize,
+    pro: Prologue,
     spec: &Spec,
 ) -> Result<Option<Data>> {
     let (bits, gs) = (p.bits, p.group_size);
@@ -193,24 +265,43 @@ fn qmv1(
     let rows = n.div_ceil(slots).max(per_slice).min(12 * 1024 / slices);
     let blocks = n.div_ceil(rows);
     let ty = storage(dt).unwrap_or("float");
+    let pro_code = match pro {
+        Prologue::None => 0,
+        Prologue::Norm(..) => 1,
+        Prologue::Swiglu(_) => 2,
+    };
     let f = template_function_bounded(
         g,
         QUANTIZED,
-        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}"),
+        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}_{pro_code}"),
         Some((threads as u32, per_sm as u32)),
         || {
-            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block")
+            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block, const {ty}* aux, float eps")
         },
-        || format!("qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}>(out, x, w, scales, biases, n, k, rows_per_block)"),
+        || {
+            format!(
+                "qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps)"
+            )
+        },
     )?;
     let (out, optr) = output(g, &spec.0, dt)?;
-    Args::new().arg(optr).arg(xp).arg(wp).arg(dptr(g, &s)?).arg(dptr(g, &b)?).arg(n as i64).arg(k as i64).arg(rows as i32).launch_shared(
-        g,
-        &f,
-        (blocks as u32, 1),
-        threads as u32,
-        (rows * slices * 4) as u32,
-    )?;
+    let (auxp, eps) = match pro {
+        Prologue::None => (0, 0.0),
+        Prologue::Norm(nw, eps) => (dptr(g, nw)?, eps),
+        Prologue::Swiglu(up) => (dptr(g, up)?, 0.0),
+    };
+    Args::new()
+        .arg(optr)
+        .arg(xp)
+        .arg(wp)
+        .arg(dptr(g, &s)?)
+        .arg(dptr(g, &b)?)
+        .arg(n as i64)
+        .arg(k as i64)
+        .arg(rows as i32)
+        .arg(auxp)
+        .arg(eps)
+        .launch_shared(g, &f, (blocks as u32, 1), threads as u32, (rows * slices * 4) as u32)?;
     Ok(Some(out))
 }
 

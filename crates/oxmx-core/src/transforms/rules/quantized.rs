@@ -43,7 +43,32 @@ pub(super) fn vjp(op: &QuantizedOp, inputs: &[Array], cots: &[Option<Array>], ar
                 dx.check()?;
                 Ok(dx)
             }
-            QuantizedOp::Matmul { .. } | QuantizedOp::GatherMatmul { .. } => Err(no("the packed weights, scales or biases")),
+            QuantizedOp::NormMatmul { p, eps } if i < 2 => {
+                // Through the two-node composition, in x and the norm weight.
+                let (p, eps, rest) = (*p, *eps, inputs[2..].to_vec());
+                let f = move |xs: Vec<Array>| {
+                    let n = crate::ops::fast::rms_norm(&xs[0], Some(&xs[1]), eps);
+                    let ins = [vec![n], rest.clone()].concat();
+                    Array::from_op(Primitive::Quantized(QuantizedOp::Matmul { p, transpose: true }), ins)
+                };
+                let (_, grads) = crate::transforms::vjp(f, &inputs[..2].to_vec(), &g()?)?;
+                Ok(grads[i].clone())
+            }
+            QuantizedOp::SwigluMatmul { p } if i < 2 => {
+                // Through the composition, in gate and up.
+                let (p, rest) = (*p, inputs[2..].to_vec());
+                let f = move |xs: Vec<Array>| {
+                    let h = crate::ops::multiply(&crate::ops::multiply(&xs[0], &crate::ops::sigmoid(&xs[0])), &xs[1]);
+                    let ins = [vec![h], rest.clone()].concat();
+                    Array::from_op(Primitive::Quantized(QuantizedOp::Matmul { p, transpose: true }), ins)
+                };
+                let (_, grads) = crate::transforms::vjp(f, &inputs[..2].to_vec(), &g()?)?;
+                Ok(grads[i].clone())
+            }
+            QuantizedOp::Matmul { .. }
+            | QuantizedOp::GatherMatmul { .. }
+            | QuantizedOp::NormMatmul { .. }
+            | QuantizedOp::SwigluMatmul { .. } => Err(no("the packed weights, scales or biases")),
             QuantizedOp::Quantize(_) | QuantizedOp::Dequantize { .. } => Err(no("its inputs")),
         })
         .collect()

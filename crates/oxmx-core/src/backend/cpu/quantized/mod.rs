@@ -199,7 +199,38 @@ pub fn eval(op: &QuantizedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<Dat
         QuantizedOp::Dequantize { p, .. } => dequantize(p, inputs, &specs[0]),
         QuantizedOp::Matmul { p, transpose } => Ok(vec![qmm::matmul(p, *transpose, inputs, &specs[0])?]),
         QuantizedOp::GatherMatmul { p, transpose } => Ok(vec![qmm::gather(p, *transpose, inputs, &specs[0])?]),
+        QuantizedOp::NormMatmul { p, eps } => {
+            // The two kernels back to back: the same results as the two nodes.
+            let norm = crate::primitives::fast::FastOp::RmsNorm { eps: *eps, has_weight: true };
+            let normed = super::fast::eval(&norm, &inputs[..2], &[])?.remove(0);
+            let ins = [normed, inputs[2].clone(), inputs[3].clone(), inputs[4].clone()];
+            Ok(vec![qmm::matmul(p, true, &ins, &specs[0])?])
+        }
+        QuantizedOp::SwigluMatmul { p } => {
+            let h = match inputs[0].dtype {
+                Dtype::Float32 => swiglu::<f32>(&inputs[0], &inputs[1])?,
+                Dtype::Float16 => swiglu::<f16>(&inputs[0], &inputs[1])?,
+                Dtype::Bfloat16 => swiglu::<bf16>(&inputs[0], &inputs[1])?,
+                dt => return Err(Error::runtime(format!("internal: [{}] no CPU kernel for {dt}", op.name()))),
+            };
+            let ins = [h, inputs[2].clone(), inputs[3].clone(), inputs[4].clone()];
+            Ok(vec![qmm::matmul(p, true, &ins, &specs[0])?])
+        }
     }
+}
+
+/// `silu(g) * u` in float32, rounded once (the compiled SwiGLU's arithmetic).
+fn swiglu<T: super::kfloat::KFloat>(g: &Data, u: &Data) -> Result<Data> {
+    let (gr, ur) = (g.row_major::<T>(), u.row_major::<T>());
+    Data::build::<T>(g.shape.clone(), |out| {
+        let (mut a, mut b) = (vec![0f32; out.len()], vec![0f32; out.len()]);
+        T::load(&gr, &mut a);
+        T::load(&ur, &mut b);
+        for (x, &y) in a.iter_mut().zip(&b) {
+            *x = *x * (1.0 / (1.0 + (-*x).exp())) * y;
+        }
+        T::store(&a, out);
+    })
 }
 
 #[allow(dead_code)]

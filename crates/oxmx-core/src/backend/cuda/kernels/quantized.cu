@@ -186,10 +186,16 @@ __device__ __forceinline__ void qmv1_next(LaneCodes<BITS>& wq, float& sv, float&
     bn += sstep;
 }
 
-template <int DT, int BITS, int GS, int S, int G, int U>
+// PRO, what is done to the row of x first (the op before the product, as one kernel):
+//  1 (rms_norm): x is RMS-normalised with weight `aux`. Every block holds the whole row in
+//    registers, so it sums its squares itself (slices added in a fixed order) and rounds
+//    x * inv * aux to the dtype as the norm kernel (norm_rows8) does.
+//  2 (SwiGLU): x is the gate and `aux` the up projection: silu(x) * aux in float, rounded once,
+//    as a compiled SwiGLU region computes it.
+template <int DT, int BITS, int GS, int S, int G, int U, int PRO>
 __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                      const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k,
-                     int rows_per_block) {
+                     int rows_per_block, const typename Elem<DT>::T* aux, float eps) {
     typedef Elem<DT> E;
     extern __shared__ float qmv1_red[];  // [rows_per_block][S] warp sums
     const int VPW = 32 / BITS;
@@ -205,6 +211,34 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
             load8<DT>(x + ci * 32 + 8 * j, xr + 8 * j);
         else
             for (int i = 0; i < 8; ++i) xr[8 * j + i] = 0.0f;
+    }
+    if (PRO == 2 && active) {
+        for (int j = 0; j < 4; ++j) {
+            float uv[8];
+            load8<DT>(aux + ci * 32 + 8 * j, uv);
+            for (int i = 0; i < 8; ++i) {
+                float gv = xr[8 * j + i];
+                xr[8 * j + i] = E::load(E::store(gv * (1.0f / (1.0f + expf(-gv))) * uv[i]));
+            }
+        }
+    }
+    if (PRO == 1) {
+        __shared__ float qmv1_ss[32];
+        float ss = 0.0f;
+        for (int j = 0; j < 32; ++j) ss = fmaf(xr[j], xr[j], ss);
+        ss = warp_sum(ss);
+        if (g == 0 && lane == 0) qmv1_ss[sl] = ss;
+        __syncthreads();
+        float tot = 0.0f;
+        for (int j = 0; j < S; ++j) tot += qmv1_ss[j];
+        float inv = 1.0f / sqrtf(tot / (float)k + eps);
+        if (active) {
+            for (int j = 0; j < 4; ++j) {
+                float wv[8];
+                load8<DT>(aux + ci * 32 + 8 * j, wv);
+                for (int i = 0; i < 8; ++i) xr[8 * j + i] = E::load(E::store(xr[8 * j + i] * inv * wv[i]));
+            }
+        }
     }
     float xs = 0.0f;
     for (int j = 0; j < 32; ++j) xs += xr[j];
@@ -260,6 +294,17 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
         float a = 0.0f;
         for (int j = 0; j < S; ++j) a += qmv1_red[t * S + j];
         out[r0 + t] = E::store(a);
+    }
+}
+
+// silu(g) * u over n contiguous elements, in float, rounded once (the product's input when
+// the one-row kernel cannot take it).
+template <int DT>
+__device__ void swiglu_flat(typename Elem<DT>::T* out, const typename Elem<DT>::T* g, const typename Elem<DT>::T* u, long long n) {
+    typedef Elem<DT> E;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
+        float gv = E::load(g[e]);
+        out[e] = E::store(gv * (1.0f / (1.0f + expf(-gv))) * E::load(u[e]));
     }
 }
 
