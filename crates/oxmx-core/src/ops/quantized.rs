@@ -150,20 +150,10 @@ pub fn rms_norm_quantized_matmul(
     bits: Option<usize>,
 ) -> Array {
     Array::build(|| {
-        let name = "rms_norm_quantized_matmul";
-        let p = params(name, "affine", group_size, bits)?;
-        let sdt = scales_dtype(name, &p, scales, Some(biases))?.unwrap_or(scales.dtype());
-        let dt = promote_types(x.dtype(), sdt);
-        float_ok(name, "x", dt)?;
-        if x.ndim() == 0 || w.ndim() != 2 {
-            return Err(Error::invalid(format!(
-                "[{name}] x must have at least one axis and the quantized matrix two, got shapes {:?} and {:?}",
-                x.shape(),
-                w.shape()
-            )));
-        }
-        let ins = vec![x.astype(dt), norm_weight.astype(dt), w.clone(), scales.astype(dt), biases.astype(dt)];
-        Ok(Array::from_op(Primitive::Quantized(QuantizedOp::NormMatmul { p, eps }), ins))
+        fused_product("rms_norm_quantized_matmul", [x, norm_weight], w, scales, biases, group_size, bits, |p| QuantizedOp::NormMatmul {
+            p,
+            eps,
+        })
     })
 }
 
@@ -183,21 +173,36 @@ pub fn swiglu_quantized_matmul(
     bits: Option<usize>,
 ) -> Array {
     Array::build(|| {
-        let name = "swiglu_quantized_matmul";
-        let p = params(name, "affine", group_size, bits)?;
-        let sdt = scales_dtype(name, &p, scales, Some(biases))?.unwrap_or(scales.dtype());
-        let dt = promote_types(promote_types(gate.dtype(), up.dtype()), sdt);
-        float_ok(name, "gate", dt)?;
-        if gate.ndim() == 0 || w.ndim() != 2 {
-            return Err(Error::invalid(format!(
-                "[{name}] gate must have at least one axis and the quantized matrix two, got shapes {:?} and {:?}",
-                gate.shape(),
-                w.shape()
-            )));
-        }
-        let ins = vec![gate.astype(dt), up.astype(dt), w.clone(), scales.astype(dt), biases.astype(dt)];
-        Ok(Array::from_op(Primitive::Quantized(QuantizedOp::SwigluMatmul { p }), ins))
+        fused_product("swiglu_quantized_matmul", [gate, up], w, scales, biases, group_size, bits, |p| QuantizedOp::SwigluMatmul { p })
     })
+}
+
+/// The node of a fused `f(x, y) @ deq(w).T` (affine, 2-d `w`): `x`, `y` and the scales promoted
+/// to one float dtype, `x` at least 1-d; the op checks the rest.
+#[allow(clippy::too_many_arguments)]
+fn fused_product(
+    name: &str,
+    [x, y]: [&Array; 2],
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: Option<usize>,
+    bits: Option<usize>,
+    op: impl FnOnce(QuantParams) -> QuantizedOp,
+) -> Result<Array> {
+    let p = params(name, "affine", group_size, bits)?;
+    let sdt = scales_dtype(name, &p, scales, Some(biases))?.unwrap_or(scales.dtype());
+    let dt = promote_types(promote_types(x.dtype(), y.dtype()), sdt);
+    float_ok(name, "x", dt)?;
+    if x.ndim() == 0 || w.ndim() != 2 {
+        return Err(Error::invalid(format!(
+            "[{name}] x must have at least one axis and the quantized matrix two, got shapes {:?} and {:?}",
+            x.shape(),
+            w.shape()
+        )));
+    }
+    let ins = vec![x.astype(dt), y.astype(dt), w.clone(), scales.astype(dt), biases.astype(dt)];
+    Ok(Array::from_op(Primitive::Quantized(op(p)), ins))
 }
 
 /// Matrix product with a quantized matrix: `x @ dequantize(w).T` (`transpose`, MLX's default,
