@@ -193,6 +193,40 @@ fn quantized_matmul_matches_the_cpu() {
     assert_no_fallback(&["QuantizedMatmul", "Dequantize"]);
 }
 
+/// The mat-vec kernels read weights that earlier kernels wrote before they wait for the kernel
+/// just before them (graph.rs `settled`). Weights written by that kernel must not be read
+/// early: here each product's weight, scales and biases come out of element-wise kernels in
+/// the same evaluation (so the last of them runs right before the product), for several steps
+/// in a row, against the CPU with the weights as they were.
+#[test]
+fn mat_vecs_wait_for_weights_written_just_before() {
+    let Some(_turn) = gpu() else { return };
+    let dt = Dtype::Bfloat16;
+    for (step, (n, k)) in [(4096, 4096), (1024, 14336), (6144, 4096), (300, 2048)].into_iter().enumerate() {
+        let wf = rand(&[n, k], -1.0, 1.0, dt, 40 + step as u64);
+        let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(64), Some(4), "affine"));
+        let b = b.expect("affine biases");
+        let x = rand(&[1, k], -1.0, 1.0, dt, 50 + step as u64);
+        let c = with_device(Device::Cpu, || quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(4), "affine"));
+        let cd = with_device(Device::Cpu, || matmul(&x, &transpose(&wf, &[1, 0])));
+        for round in 0..4 {
+            // x * 1 and xor 0 change nothing but are new buffers written by the step's kernels.
+            let g = with_device(GPU, || {
+                let (w2, s2, b2) = (bitwise_xor(&wq, 0u32), multiply(&s, 1.0f32), multiply(&b, 1.0f32));
+                quantized_matmul(&x, &w2, &s2, Some(&b2), true, Some(64), Some(4), "affine")
+            });
+            let gd = with_device(GPU, || matmul(&x, &transpose(&multiply(&wf, 1.0f32), &[1, 0])));
+            g.eval().unwrap();
+            gd.eval().unwrap();
+            c.eval().unwrap();
+            cd.eval().unwrap();
+            assert_close_scaled(&format!("qmv, weights just written, n={n} k={k} round {round}"), &g, &c, tol(dt));
+            assert_close_scaled(&format!("gemv, weight just written, n={n} k={k} round {round}"), &gd, &cd, tol(dt));
+        }
+    }
+    assert_no_fallback(&["QuantizedMatmul", "Matmul"]);
+}
+
 /// The pre-norm product: one row of x normalised inside the one-row mat-vec kernel (several
 /// widths, dtypes and bit widths, k across several warps' slices), and the shapes that run the
 /// norm kernel and then the product (several rows, 3 bits), against the CPU's composition.

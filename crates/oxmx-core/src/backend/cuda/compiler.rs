@@ -99,13 +99,17 @@ fn compile_options(arch: &'static str) -> CompileOptions {
 /// `src` with `oxmx_grid_dependency()` (kernels/common.cuh) as the first statement of kernel
 /// `name`, so that every kernel may be launched with programmatic dependent launch. Each
 /// source defines its kernel as `extern "C" __global__ void name(params) {`, and parameter
-/// lists hold no braces: the body starts at the first `{` after the name.
+/// lists hold no braces: the body starts at the first `{` after the name. A body that starts
+/// with `OXMX_OWN_GRID_DEPENDENCY` waits and releases its dependents itself.
 fn with_grid_dependency(name: &str, mut src: String) -> Result<String> {
     let head = format!("__global__ void {name}(");
     let body = src.find(&head).and_then(|at| src[at..].find('{').map(|b| at + b + 1));
     let Some(body) = body else {
         return Err(Error::runtime(format!("[gpu] kernel source for {name} does not define `__global__ void {name}(...)`")));
     };
+    if src[body..].trim_start().starts_with("OXMX_OWN_GRID_DEPENDENCY") {
+        return Ok(src);
+    }
     src.insert_str(body, " oxmx_grid_dependency();");
     Ok(src)
 }
