@@ -142,13 +142,13 @@ impl Replays {
     /// Launches the recorded kernels on `stream` as one graph. `pdl`: the kernels were meant to
     /// launch with programmatic stream serialization (edges become programmatic).
     pub(crate) fn flush(&mut self, stream: sys::CUstream, pdl: bool) -> Result<()> {
-        let launches = std::mem::take(&mut self.pending);
+        let mut launches = std::mem::take(&mut self.pending);
         if launches.is_empty() {
             return Ok(());
         }
         let key = self.hash ^ (launches.len() as u64).rotate_left(32);
         let reused = match self.execs.get_mut(&key) {
-            Some(r) if same_functions(&r.launches, &launches) => super::timed("~replay set params", || r.update(launches.clone())).is_ok(),
+            Some(r) if same_functions(&r.launches, &launches) => super::timed("~replay set params", || r.update(&mut launches)).is_ok(),
             _ => false,
         };
         if !reused {
@@ -196,9 +196,10 @@ fn param_ptrs(l: &Launch) -> Vec<*mut c_void> {
 }
 
 impl Replay {
-    /// Sets the parameters of the nodes whose launch changed. An error leaves the executable
-    /// unusable (the caller rebuilds it).
-    fn update(&mut self, launches: Vec<Launch>) -> Result<()> {
+    /// Sets the parameters of the nodes whose launch differs from `launches`, then keeps
+    /// `launches` (swapped in, not copied). An error leaves the executable unusable and
+    /// `launches` as it was, for the caller's rebuild.
+    fn update(&mut self, launches: &mut Vec<Launch>) -> Result<()> {
         for (i, l) in launches.iter().enumerate() {
             if self.launches[i] != *l {
                 let mut ptrs = param_ptrs(l);
@@ -208,7 +209,7 @@ impl Replay {
                 check(unsafe { sys::cuGraphExecKernelNodeSetParams_v2(self.exec, self.nodes[i], &p) }, "updating a graph node")?;
             }
         }
-        self.launches = launches;
+        std::mem::swap(&mut self.launches, launches);
         Ok(())
     }
 
