@@ -318,3 +318,20 @@ pub(crate) fn env_pair(name: &str) -> Option<(usize, usize)> {
     let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
     ((1..=8).contains(&a) && (1..=8).contains(&b)).then_some((a, b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::with_grid_dependency;
+
+    /// Every kernel gets the grid-dependency call first, except one whose body starts with the
+    /// marker (it waits itself); a source without the kernel is an error naming it.
+    #[test]
+    fn the_grid_dependency_goes_first_unless_the_kernel_makes_it() {
+        let plain = with_grid_dependency("k", "extern \"C\" __global__ void k(int* o) { o[0] = 1; }".into()).unwrap();
+        assert!(plain.contains("void k(int* o) { oxmx_grid_dependency(); o[0] = 1; }"), "{plain}");
+        let own = "extern \"C\" __global__ void k(int* o) { OXMX_OWN_GRID_DEPENDENCY f(o); }";
+        assert_eq!(with_grid_dependency("k", own.into()).unwrap(), own);
+        let e = with_grid_dependency("missing", own.into()).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}
