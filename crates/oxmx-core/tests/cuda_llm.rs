@@ -193,11 +193,13 @@ fn quantized_matmul_matches_the_cpu() {
     assert_no_fallback(&["QuantizedMatmul", "Dequantize"]);
 }
 
-/// The mat-vec kernels read weights that earlier kernels wrote before they wait for the kernel
-/// just before them (graph.rs `settled`). Weights written by that kernel must not be read
-/// early: here each product's weight, scales and biases come out of element-wise kernels in
-/// the same evaluation (so the last of them runs right before the product), for several steps
-/// in a row, against the CPU with the weights as they were.
+/// Kernels launch with programmatic dependent launch, so a mat-vec's blocks may be resident
+/// while the kernel before it runs; nothing may be read before the grid-dependency wait. Here
+/// each product's weight, scales and biases come out of element-wise kernels in the same
+/// evaluation (the last of them right before the product), several times in a row, against the
+/// CPU with the weights as they were. (The forty-first session read settled weights before the
+/// wait, with the host proving which writers had finished; no decode gain on an H100, removed:
+/// BENCHMARKS.md.)
 #[test]
 fn mat_vecs_wait_for_weights_written_just_before() {
     let Some(_turn) = gpu() else { return };

@@ -99,17 +99,13 @@ fn compile_options(arch: &'static str) -> CompileOptions {
 /// `src` with `oxmx_grid_dependency()` (kernels/common.cuh) as the first statement of kernel
 /// `name`, so that every kernel may be launched with programmatic dependent launch. Each
 /// source defines its kernel as `extern "C" __global__ void name(params) {`, and parameter
-/// lists hold no braces: the body starts at the first `{` after the name. A body that starts
-/// with `OXMX_OWN_GRID_DEPENDENCY` waits and releases its dependents itself.
+/// lists hold no braces: the body starts at the first `{` after the name.
 fn with_grid_dependency(name: &str, mut src: String) -> Result<String> {
     let head = format!("__global__ void {name}(");
     let body = src.find(&head).and_then(|at| src[at..].find('{').map(|b| at + b + 1));
     let Some(body) = body else {
         return Err(Error::runtime(format!("[gpu] kernel source for {name} does not define `__global__ void {name}(...)`")));
     };
-    if src[body..].trim_start().starts_with("OXMX_OWN_GRID_DEPENDENCY") {
-        return Ok(src);
-    }
     src.insert_str(body, " oxmx_grid_dependency();");
     Ok(src)
 }
@@ -317,21 +313,4 @@ pub(crate) fn env_pair(name: &str) -> Option<(usize, usize)> {
     let (a, b) = v.split_once(',')?;
     let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
     ((1..=8).contains(&a) && (1..=8).contains(&b)).then_some((a, b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_grid_dependency;
-
-    /// Every kernel gets the grid-dependency call first, except one whose body starts with the
-    /// marker (it waits itself); a source without the kernel is an error naming it.
-    #[test]
-    fn the_grid_dependency_goes_first_unless_the_kernel_makes_it() {
-        let plain = with_grid_dependency("k", "extern \"C\" __global__ void k(int* o) { o[0] = 1; }".into()).unwrap();
-        assert!(plain.contains("void k(int* o) { oxmx_grid_dependency(); o[0] = 1; }"), "{plain}");
-        let own = "extern \"C\" __global__ void k(int* o) { OXMX_OWN_GRID_DEPENDENCY f(o); }";
-        assert_eq!(with_grid_dependency("k", own.into()).unwrap(), own);
-        let e = with_grid_dependency("missing", own.into()).unwrap_err();
-        assert!(e.to_string().contains("missing"), "{e}");
-    }
 }

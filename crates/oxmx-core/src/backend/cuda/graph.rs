@@ -81,9 +81,6 @@ pub(crate) struct Capture {
     launches: u64,
     /// Kernel launches (captured or direct) so far: blocks are stamped with it (`launch_seq`).
     seq: u64,
-    /// `seq` after the last launch that was not one of our kernels (cuBLAS, NCCL): those may
-    /// release their dependents before they wait, so `settled` trusts nothing right after one.
-    foreign: u64,
     /// Recent marks, oldest first: an event recorded on the stream once every launch up to
     /// `.0` had been queued. Reads wait on the first mark that covers their data.
     marks: std::collections::VecDeque<(u64, Event)>,
@@ -192,15 +189,10 @@ fn check(r: sys::CUresult, what: &str) -> Result<()> {
     }
 }
 
-/// Runs `op` (a library call that puts kernels on `g`'s stream, such as cuBLAS) under the
+/// Runs `op` (which puts kernels on `g`'s stream: one of ours, or a cuBLAS call) under the
 /// capture lock, inside the current capture when a batching task runs. `key` identifies the
 /// launch (function, grid, sizes) for the executable-graph cache.
 pub(crate) fn launch(g: &Gpu, key: &[u64], op: impl FnOnce() -> Result<()>) -> Result<()> {
-    launch_as(g, key, true, op)
-}
-
-/// `launch` of one of our kernels (`foreign` false) or of a library's.
-fn launch_as(g: &Gpu, key: &[u64], foreign: bool, op: impl FnOnce() -> Result<()>) -> Result<()> {
     let mut st = lock(g);
     if !st.replays.pending.is_empty() {
         // Recorded kernels go first: this launch cannot be recorded.
@@ -225,9 +217,6 @@ fn launch_as(g: &Gpu, key: &[u64], foreign: bool, op: impl FnOnce() -> Result<()
     }
     super::timed("~launch (driver)", op)?;
     st.seq += 1;
-    if foreign {
-        st.foreign = st.seq;
-    }
     if !st.pending() && st.seq - st.marks.back().map_or(0, |m| m.0) >= MARK_EVERY {
         mark_locked(g, &mut st)?;
     }
@@ -254,20 +243,7 @@ pub(crate) fn launch_kernel(
             return Ok(());
         }
     }
-    launch_as(g, &[f as u64], false, || op(params))
-}
-
-/// Whether every kernel that wrote `blocks` has finished by the time the next kernel launched
-/// on `g` can start (and so may read them before its grid-dependency wait). Each of our kernels
-/// waits for its predecessor before it releases its own dependents, so an early start overlaps
-/// only the last launch, and every launch before that has finished: the blocks must have been
-/// written before the last launch (stamped below the launch count; 0, never by a kernel, only
-/// by copies, which a launch never overlaps), and the last launch must be one of ours. Outputs
-/// are stamped by `eval` (mod.rs) and small uploads by `upload`; a caller passes no scratch
-/// block of its own op.
-pub(crate) fn settled(g: &Gpu, blocks: &[&super::DeviceBlock]) -> bool {
-    let st = lock(g);
-    st.foreign != st.seq && blocks.iter().all(|b| b.written() < st.seq)
+    launch(g, &[f as u64], || op(params))
 }
 
 /// The launch count so far: kernels launched up to now have numbers at most this.
@@ -302,7 +278,6 @@ pub(crate) fn launch_direct(g: &Gpu, why: &str, op: impl FnOnce() -> Result<()>)
     flush_locked(g, &mut st, why)?;
     super::timed(why, op)?;
     st.seq += 1;
-    st.foreign = st.seq;
     Ok(())
 }
 

@@ -71,43 +71,16 @@ pub(crate) fn gemv(g: &Gpu, a: &Data, la: &Layout, b: &Data, lb: &Layout, shape:
         g,
         MATVEC,
         &format!("gemv_t_{code}_{rows}_{r}_{u}_{w}"),
-        || {
-            format!(
-                "{ty}* out, const {ty}* x, const {ty}* w, long long n, long long k, long long ldx, long long ldw, float alpha, int early"
-            )
-        },
-        || format!("OXMX_OWN_GRID_DEPENDENCY gemv_t<{code}, {rows}, {r}, {u}, {w}>(out, x, w, n, k, ldx, ldw, alpha, early)"),
+        || format!("{ty}* out, const {ty}* x, const {ty}* w, long long n, long long k, long long ldx, long long ldw, float alpha"),
+        || format!("gemv_t<{code}, {rows}, {r}, {u}, {w}>(out, x, w, n, k, ldx, ldw, alpha)"),
     )?;
-    // Blocks of the first wave ask L2 for their rows while the previous kernel runs.
-    let early = lb.ld as usize == k && weights_settled(g, &[b], &[b])?;
     let (out, optr) = output(g, shape, dt)?;
     let blocks = n.div_ceil(r * (WARPS / w)) as u32;
-    Args::new().arg(optr).arg(xp).arg(wp).arg(n as i64).arg(k as i64).arg(la.ld).arg(lb.ld).arg(alpha).arg(early as i32).launch(
+    Args::new().arg(optr).arg(xp).arg(wp).arg(n as i64).arg(k as i64).arg(la.ld).arg(lb.ld).arg(alpha).launch(
         g,
         &f,
         (blocks, 1),
         32 * WARPS as u32,
     )?;
     Ok(Some(out))
-}
-
-/// Whether a mat-vec kernel may read its weight (`used`: the operands as the kernel gets them,
-/// `given`: as the op got them) before its grid-dependency wait, overlapping the kernel before
-/// it: programmatic launch on, each operand the op's own input (a copy made for this op was
-/// written by the launch just before), and every writer of those blocks finished by then
-/// (graph.rs `settled`). `OXMX_EARLY_WEIGHTS=0` turns it off (comparisons on a device).
-pub(crate) fn weights_settled(g: &Gpu, given: &[&Data], used: &[&Data]) -> Result<bool> {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !g.pdl || !*ON.get_or_init(|| std::env::var("OXMX_EARLY_WEIGHTS").map_or(true, |v| v != "0")) {
-        return Ok(false);
-    }
-    let mut blocks = Vec::with_capacity(used.len());
-    for (a, u) in given.iter().zip(used) {
-        let Some(block) = u.buffer.device_block_if_any() else { return Ok(false) };
-        if dptr(g, a)? != dptr(g, u)? {
-            return Ok(false);
-        }
-        blocks.push(block);
-    }
-    Ok(super::graph::settled(g, &blocks))
 }

@@ -32,10 +32,6 @@ impl DeviceBlock {
     pub(crate) fn ptr(&self) -> u64 {
         self.ptr
     }
-    /// The launch count after the last kernel that wrote this block (0: none did).
-    pub(crate) fn written(&self) -> u64 {
-        self.written.load(std::sync::atomic::Ordering::Relaxed)
-    }
     /// Records that kernels up to launch `seq` wrote this block.
     pub(crate) fn mark_written(&self, seq: u64) {
         self.written.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
@@ -220,8 +216,6 @@ pub(crate) fn upload(ordinal: usize, bytes: &[u8]) -> Result<DeviceBlock> {
             } else {
                 write_bytes::<PARAM_UPLOAD>(g, block.ptr, bytes)?;
             }
-            // A kernel wrote it: a read before the next kernel's wait must not (graph.rs `settled`).
-            block.mark_written(super::graph::launch_seq(g));
             return Ok(block);
         }
         // SAFETY: the block holds at least `bytes.len()` bytes; a copy from pageable memory

@@ -12,7 +12,7 @@ use super::device::Gpu;
 use super::elementwise::{contiguous, storage};
 use super::fast::{dptr, dt_code, output};
 use super::matmul::gemm;
-use super::matvec::{k_split, weights_settled, WARPS};
+use super::matvec::{k_split, WARPS};
 use crate::error::Result;
 use crate::graph::{Data, Spec};
 use crate::primitives::{QuantMode, QuantParams, QuantizedOp};
@@ -276,19 +276,14 @@ fn qmv1(
         &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}_{pro_code}"),
         Some((threads as u32, per_sm as u32)),
         || {
-            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block, const {ty}* aux, float eps, int early, int l2_rows")
+            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block, const {ty}* aux, float eps")
         },
         || {
             format!(
-                "OXMX_OWN_GRID_DEPENDENCY qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps, early, l2_rows)"
+                "qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps)"
             )
         },
     )?;
-    let early = weights_settled(g, &[wq, scales, biases], &[&_w, &s, &b])?;
-    // Rows each block asks L2 for while it waits: all of them while the whole weight fits the
-    // budget, else the first ones (more would evict what the kernel reads first).
-    let row_bytes = k * bits / 8 + 2 * (k / gs) * dt.size();
-    let l2_rows = if early { (l2_budget() / (blocks * row_bytes).max(1)).min(rows) } else { 0 };
     let (out, optr) = output(g, &spec.0, dt)?;
     let (auxp, eps) = match pro {
         Prologue::None => (0, 0.0),
@@ -306,17 +301,8 @@ fn qmv1(
         .arg(rows as i32)
         .arg(auxp)
         .arg(eps)
-        .arg(early as i32)
-        .arg(l2_rows as i32)
         .launch_shared(g, &f, (blocks as u32, 1), threads as u32, (rows * slices * 4) as u32)?;
     Ok(Some(out))
-}
-
-/// Bytes of weight the blocks of one `qmv1` ask L2 for before their wait (~the bytes DRAM
-/// delivers while a small kernel runs, well inside L2). `OXMX_QMV1_L2_MB` overrides it.
-fn l2_budget() -> usize {
-    static MB: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MB.get_or_init(|| std::env::var("OXMX_QMV1_L2_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(16)) << 20
 }
 
 /// `qmv1` for one row of x; `OXMX_QMV1=0` runs `qmv` instead (comparisons on a device).

@@ -31,34 +31,10 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
 // the wait, so a kernel that starts early can only overlap a predecessor that has itself passed
 // its wait, and every kernel before that one has finished. Without the attribute both are
 // no-ops.
-__device__ __forceinline__ void oxmx_grid_wait() {
+__device__ __forceinline__ void oxmx_grid_dependency() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void oxmx_grid_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void oxmx_grid_dependency() {
-    oxmx_grid_wait();
-    oxmx_grid_launch_dependents();
-}
-// A kernel whose body starts with this marker makes the two calls above itself (compiler.rs
-// then inserts nothing): it may read, before its wait, memory that only kernels finished by
-// then wrote (the weights of a mat-vec: graph.rs `settled` tells the host when that holds).
-#define OXMX_OWN_GRID_DEPENDENCY
-
-// Asks L2 to fetch the 16-byte-aligned part of [p, p + bytes) from DRAM (compute capability
-// 9.0+; a hint without effect on the results).
-__device__ __forceinline__ void oxmx_prefetch_l2(const void* p, long long bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    unsigned long long a = ((unsigned long long)p + 15ull) & ~15ull, e = ((unsigned long long)p + bytes) & ~15ull;
-    for (; a < e; a += 65536ull) {
-        unsigned int n = (unsigned int)min(e - a, 65536ull);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(n) : "memory");
-    }
 #endif
 }
 

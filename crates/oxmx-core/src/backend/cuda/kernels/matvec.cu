@@ -10,20 +10,11 @@
 // SM full even when n is small (the caller picks W from the row length). A chunk of x is
 // loaded once per step for all R rows. Sums are float32, reduced across the warp, then across
 // the group in shared memory.
-// With `early` (rows contiguous, written by kernels finished by the time this one can start:
-// graph.rs `settled`) each block asks L2 for its rows before waiting for the previous kernel:
-// the blocks of the first wave, resident while that kernel runs, start the weight stream.
 template <int DT, int M, int R, int U, int W>
 __device__ void gemv_t(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const typename Elem<DT>::T* w, long long n,
-                       long long k, long long ldx, long long ldw, float alpha, int early) {
+                       long long k, long long ldx, long long ldw, float alpha) {
     typedef Elem<DT> E;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (early && threadIdx.x == 0) {
-        long long b0 = (long long)blockIdx.x * (BLOCK_WARPS / W) * R;
-        long long rows = min((long long)(BLOCK_WARPS / W) * R, n - b0);
-        oxmx_prefetch_l2(w + b0 * ldw, rows * k * (long long)sizeof(typename E::T));
-    }
-    oxmx_grid_dependency();
     // Warp = (row group, k slice): BLOCK_WARPS / W groups of R rows, each split W ways.
     int kw = warp % W;
     long long n0 = ((long long)blockIdx.x * (BLOCK_WARPS / W) + warp / W) * R;

@@ -192,16 +192,10 @@ __device__ __forceinline__ void qmv1_next(LaneCodes<BITS>& wq, float& sv, float&
 //    x * inv * aux to the dtype as the norm kernel (norm_rows8) does.
 //  2 (SwiGLU): x is the gate and `aux` the up projection: silu(x) * aux in float, rounded once,
 //    as a compiled SwiGLU region computes it.
-// With `early` (the host found the weights written by kernels that have finished by the time
-// this one can start: graph.rs `settled`) the block asks L2 for its first `l2_rows` rows and
-// fills its ring of weight loads before waiting for the previous kernel, so the weight stream
-// starts while that kernel (a norm, the attention) still runs and x's prologue hides behind it.
-// The kernel is compiled with OXMX_OWN_GRID_DEPENDENCY: it waits and releases its dependents
-// itself.
 template <int DT, int BITS, int GS, int S, int G, int U, int PRO>
 __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                      const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k,
-                     int rows_per_block, const typename Elem<DT>::T* aux, float eps, int early, int l2_rows) {
+                     int rows_per_block, const typename Elem<DT>::T* aux, float eps) {
     typedef Elem<DT> E;
     extern __shared__ float qmv1_red[];  // [rows_per_block][S] warp sums
     const int VPW = 32 / BITS;
@@ -211,31 +205,6 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
     long long ci = (long long)sl * 32 + lane;  // this lane's run of 32 codes
     bool active = ci * 32 < k;
     long long wpr = k / VPW, groups = k / GS, gi = ci * 32 / GS;
-    long long r0 = (long long)blockIdx.x * rows_per_block;
-    int nr = (int)min((long long)rows_per_block, n - r0);
-    if (!early) {
-        oxmx_grid_wait();
-    } else if (threadIdx.x == 0 && l2_rows > 0) {
-        long long pr = min((long long)l2_rows, (long long)nr);
-        oxmx_prefetch_l2(w + r0 * wpr, pr * wpr * 4);
-        oxmx_prefetch_l2(scales + r0 * groups, pr * groups * (long long)sizeof(typename E::T));
-        oxmx_prefetch_l2(biases + r0 * groups, pr * groups * (long long)sizeof(typename E::T));
-    }
-    const unsigned int* wl = w + r0 * wpr + ci * BITS;
-    const typename E::T* sp = scales + r0 * groups + gi;
-    const typename E::T* bp = biases + r0 * groups + gi;
-    // Rows g, g + G, ...: pointers step G rows at a time. Every lane runs every row (rows past
-    // the block's end hold zeros), so the warp sums stay convergent; only the store is guarded.
-    const long long wstep = (long long)G * wpr, sstep = (long long)G * groups;
-    const unsigned int* wn = wl + g * wpr;
-    const typename E::T* sn = sp + g * groups;
-    const typename E::T* bn = bp + g * groups;
-    LaneCodes<BITS> wq[U];
-    float sv[U], bv[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) qmv1_next<DT, BITS>(wq[u], sv[u], bv[u], active && g + u * G < nr, wn, sn, bn, wstep, sstep);
-    if (early) oxmx_grid_wait();
-    oxmx_grid_launch_dependents();
     float xr[32];
     for (int j = 0; j < 4; ++j) {
         if (active)
@@ -273,6 +242,21 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
     }
     float xs = 0.0f;
     for (int j = 0; j < 32; ++j) xs += xr[j];
+    long long r0 = (long long)blockIdx.x * rows_per_block;
+    int nr = (int)min((long long)rows_per_block, n - r0);
+    const unsigned int* wl = w + r0 * wpr + ci * BITS;
+    const typename E::T* sp = scales + r0 * groups + gi;
+    const typename E::T* bp = biases + r0 * groups + gi;
+    // Rows g, g + G, ...: pointers step G rows at a time. Every lane runs every row (rows past
+    // the block's end hold zeros), so the warp sums stay convergent; only the store is guarded.
+    const long long wstep = (long long)G * wpr, sstep = (long long)G * groups;
+    const unsigned int* wn = wl + g * wpr;
+    const typename E::T* sn = sp + g * groups;
+    const typename E::T* bn = bp + g * groups;
+    LaneCodes<BITS> wq[U];
+    float sv[U], bv[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) qmv1_next<DT, BITS>(wq[u], sv[u], bv[u], active && g + u * G < nr, wn, sn, bn, wstep, sstep);
     // The same trip count for every warp (from the block's row count alone), so the compiler
     // sees the warp sums as convergent.
     int rounds = (nr + U * G - 1) / (U * G);
