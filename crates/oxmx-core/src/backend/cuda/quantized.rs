@@ -70,6 +70,12 @@ fn dequantize(g: &Gpu, p: &QuantParams, wq: &Data, scales: &Data, biases: &Data)
     Ok(Some(out))
 }
 
+/// `(m, k, n)` of a product of `x` (`[..., k]`, flattened to m rows) into `spec` (`[..., n]`).
+fn product_dims(x: &Data, spec: &Spec) -> (usize, usize, usize) {
+    let k = *x.shape.last().unwrap_or(&0);
+    (if k == 0 { 0 } else { x.size() / k }, k, *spec.0.last().unwrap_or(&0))
+}
+
 fn matmul(g: &Gpu, p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spec) -> Result<Option<Data>> {
     let (x, wq, scales) = (&inputs[0], &inputs[1], &inputs[2]);
     let Some(biases) = inputs.get(3) else { return Ok(None) };
@@ -78,9 +84,7 @@ fn matmul(g: &Gpu, p: &QuantParams, transpose: bool, inputs: &[Data], spec: &Spe
         return Ok(None);
     }
     let Some(x) = contiguous(g, x)? else { return Ok(None) };
-    let k = *x.shape.last().unwrap_or(&0);
-    let m = if k == 0 { 0 } else { x.size() / k };
-    let n = *spec.0.last().unwrap_or(&0);
+    let (m, k, n) = product_dims(&x, spec);
     if m == 0 || n == 0 || k == 0 {
         return Ok(None); // empty products: the CPU's definition
     }
@@ -111,9 +115,7 @@ fn norm_matmul(g: &Gpu, p: &QuantParams, eps: f32, inputs: &[Data], spec: &Spec)
     if inputs[3].dtype != dt || spec.1 != dt || inputs[2].ndim() != 2 {
         return Ok(None);
     }
-    let k = *x.shape.last().unwrap_or(&0);
-    let m = if k == 0 { 0 } else { x.size() / k };
-    let n = *spec.0.last().unwrap_or(&0);
+    let (m, k, n) = product_dims(&x, spec);
     if m == 1 && n > 0 && qmv1_on() {
         if let (Some(xc), Some(nwc)) = (contiguous(g, x)?, contiguous(g, nw)?) {
             if dptr(g, &nwc)? % 16 == 0 {
@@ -136,9 +138,7 @@ fn swiglu_matmul(g: &Gpu, p: &QuantParams, inputs: &[Data], spec: &Spec) -> Resu
         return Ok(None);
     }
     let (Some(gc), Some(uc)) = (contiguous(g, &inputs[0])?, contiguous(g, &inputs[1])?) else { return Ok(None) };
-    let k = *gc.shape.last().unwrap_or(&0);
-    let m = if k == 0 { 0 } else { gc.size() / k };
-    let n = *spec.0.last().unwrap_or(&0);
+    let (m, k, n) = product_dims(&gc, spec);
     if m == 1 && n > 0 && qmv1_on() && dptr(g, &uc)? % 16 == 0 {
         if let Some(out) = qmv1(g, p, &gc, &inputs[2], &inputs[3], &inputs[4], n, k, Prologue::Swiglu(&uc), spec)? {
             return Ok(Some(out));
