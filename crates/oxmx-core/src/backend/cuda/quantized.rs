@@ -115,7 +115,7 @@ fn norm_matmul(g: &Gpu, p: &QuantParams, eps: f32, inputs: &[Data], spec: &Spec)
     if inputs[3].dtype != dt || spec.1 != dt || inputs[2].ndim() != 2 {
         return Ok(None);
     }
-    let (m, k, n) = product_dims(&x, spec);
+    let (m, k, n) = product_dims(x, spec);
     if m == 1 && n > 0 && qmv1_on() {
         if let (Some(xc), Some(nwc)) = (contiguous(g, x)?, contiguous(g, nw)?) {
             if dptr(g, &nwc)? % 16 == 0 {
