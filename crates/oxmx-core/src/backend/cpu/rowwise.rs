@@ -157,8 +157,13 @@ fn logsumexp_row<F: RowFloat>(x: &[F]) -> F {
 /// Two passes in cache: the mean, then the sum of squared deviations (exact for constant rows,
 /// unlike the one-pass E[x^2] - E[x]^2). Both passes walk whole `LANES` chunks (indexed loops
 /// kept a bounds check per element and ran one element at a time: var over 4096² f32 at ~11 GB/s).
+///
+/// `next` is where the following row starts (any address: prefetches never fault). The second
+/// pass reads only L1, so the hardware prefetcher, which follows misses, idles through it; each
+/// of its chunks asks for a line of the next row instead (var over 4096² f32 on Zen 2: 2.6 ms,
+/// a fifth over the 2.1 ms of a plain mean's single read).
 #[inline(always)]
-fn var_row<F: RowFloat>(x: &[F], ddof: usize) -> F {
+fn var_row<F: RowFloat>(x: &[F], ddof: usize, next: *const F) -> F {
     let n = x.len();
     let denom = n as f64 - ddof as f64;
     let (mut acc, mut rest) = ([F::zero(); LANES], F::zero());
@@ -166,7 +171,8 @@ fn var_row<F: RowFloat>(x: &[F], ddof: usize) -> F {
     let mean = lane_sum(acc, rest) / F::from(n).unwrap_or(F::nan());
     let (mut acc, mut rest) = ([F::zero(); LANES], F::zero());
     let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
+    for (k, c) in (&mut chunks).enumerate() {
+        prefetch_l1(next.wrapping_add(k * LANES));
         for l in 0..LANES {
             let d = c[l] - mean;
             acc[l] = acc[l] + d * d;
@@ -189,12 +195,25 @@ enum RowKind {
     Var(usize),
 }
 
+/// A hint to bring the line at `p` into L1 (never faults, whatever the address).
 #[inline(always)]
-fn row<F: RowFloat>(kind: RowKind, r: &[F], o: &mut [F]) {
+fn prefetch_l1<F>(p: *const F) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// `next`: where the following row starts (a prefetch hint).
+#[inline(always)]
+fn row<F: RowFloat>(kind: RowKind, r: &[F], o: &mut [F], next: *const F) {
     match kind {
         RowKind::Softmax => softmax_row(r, o),
         RowKind::LogSumExp => o[0] = logsumexp_row(r),
-        RowKind::Var(ddof) => o[0] = var_row(r, ddof),
+        RowKind::Var(ddof) => o[0] = var_row(r, ddof, next),
     }
 }
 
@@ -206,7 +225,7 @@ fn each<F: RowFloat>(kind: RowKind, r: &[F], o: &mut [F], cols: usize, out_cols:
     let oc = out_cols.max(1);
     for i in 0..o.len() / oc {
         let src = if cols == 0 { &[][..] } else { &r[i * cols..(i + 1) * cols] };
-        row(kind, src, &mut o[i * oc..(i + 1) * oc]);
+        row(kind, src, &mut o[i * oc..(i + 1) * oc], r.as_ptr().wrapping_add((i + 1) * cols));
     }
 }
 
