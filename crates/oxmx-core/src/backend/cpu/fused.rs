@@ -348,6 +348,12 @@ fn plan<C: Compute>(op: &FusedOp, inputs: &[Data], out_dtypes: &[Dtype], shape: 
             Access::Contig
         } else {
             let (cs, mut cst) = collapse(shape, &[&broadcast_strides(d, shape)]);
+            // Broadcast along the last axis (a row statistic): a block inside one row reads one
+            // value, so the register is refilled only when the row changes. It must then keep
+            // its contents from block to block.
+            if cst[0].last() == Some(&0) {
+                keep[i] = true;
+            }
             Access::Strided(cs, cst.remove(0))
         };
         let r = alloc(&mut free);
@@ -451,7 +457,8 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
             let outs = outs;
             let mut scratch = vec![C::default(); plan.nregs * BLOCK];
             let mut stage = if stream { vec![0u8; BLOCK * 8] } else { Vec::new() };
-            let stage_ptr = if stream { stage.as_mut_ptr() } else { std::ptr::null_mut() };
+            let mut filled = vec![NOT_FILLED; plan.loads.len()];
+            let bufs = TaskBufs { stage: if stream { stage.as_mut_ptr() } else { std::ptr::null_mut() }, filled: filled.as_mut_ptr() };
             for (i, r, access) in &plan.loads {
                 if let Access::Scalar = access {
                     let v = load_one::<C>(&inputs[*i]);
@@ -473,7 +480,7 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
             while s < t0 + tlen {
                 let len = BLOCK.min(t0 + tlen - s);
                 // SAFETY: see `run_block`.
-                unsafe { block::<C>(&plan, jit_ref, inputs, outs.0, &dtypes, scratch.as_mut_ptr(), stage_ptr, s, len) };
+                unsafe { block::<C>(&plan, jit_ref, inputs, outs.0, &dtypes, scratch.as_mut_ptr(), bufs, s, len) };
                 s += len;
             }
             if stream {
@@ -510,29 +517,40 @@ unsafe fn block<C: Compute>(
     outs: &[usize],
     dtypes: &[Dtype],
     scratch: *mut C,
-    stage: *mut u8,
+    bufs: TaskBufs,
     start: usize,
     len: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-        unsafe fn wide<C: Compute>(p: &Plan<C>, j: Jit, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+        unsafe fn wide<C: Compute>(p: &Plan<C>, j: Jit, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: TaskBufs, st: usize, n: usize) {
             run_block::<C>(p, j, i, o, d, s, g, st, n)
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn mid<C: Compute>(p: &Plan<C>, j: Jit, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: *mut u8, st: usize, n: usize) {
+        unsafe fn mid<C: Compute>(p: &Plan<C>, j: Jit, i: &[Data], o: &[usize], d: &[Dtype], s: *mut C, g: TaskBufs, st: usize, n: usize) {
             run_block::<C>(p, j, i, o, d, s, g, st, n)
         }
         match level() {
             // SAFETY: `level` checked that the CPU has these features.
-            Level::Avx512 => return wide::<C>(plan, jit, inputs, outs, dtypes, scratch, stage, start, len),
-            Level::Avx2 => return mid::<C>(plan, jit, inputs, outs, dtypes, scratch, stage, start, len),
+            Level::Avx512 => return wide::<C>(plan, jit, inputs, outs, dtypes, scratch, bufs, start, len),
+            Level::Avx2 => return mid::<C>(plan, jit, inputs, outs, dtypes, scratch, bufs, start, len),
             Level::Baseline => {}
         }
     }
-    run_block::<C>(plan, jit, inputs, outs, dtypes, scratch, stage, start, len)
+    run_block::<C>(plan, jit, inputs, outs, dtypes, scratch, bufs, start, len)
 }
+
+/// A task's own buffers besides its scratch registers.
+#[derive(Copy, Clone)]
+struct TaskBufs {
+    /// Null, or the task's `BLOCK * 8`-byte stage for streamed outputs.
+    stage: *mut u8,
+    /// Per load: the source offset a broadcast register was last filled from, or `NOT_FILLED`.
+    filled: *mut isize,
+}
+
+const NOT_FILLED: isize = isize::MIN;
 
 /// Arguments of a JIT call: four words, then the inputs' and outputs' addresses.
 const JIT_MAX_ARGS: usize = 32;
@@ -603,8 +621,8 @@ fn lower<C: Compute>(plan: &Plan<C>, n_in: usize, n_out: usize, stream: bool) ->
 /// `scratch` holds `nregs * BLOCK` elements owned by this task; `outs[k]` points to output `k`'s
 /// buffer of `n` elements of `dtypes[k]` and no other task writes `start..start + len`. The plan
 /// gives every instruction a destination distinct from its operands, so the slices made here
-/// never alias. `stage` is null, or this task's `BLOCK * 8`-byte buffer: outputs then go there
-/// and on with streaming stores.
+/// never alias. `bufs.stage` is null, or this task's `BLOCK * 8`-byte buffer: outputs then go
+/// there and on with streaming stores; `bufs.filled` has one entry per load.
 #[inline(always)]
 unsafe fn run_block<C: Compute>(
     plan: &Plan<C>,
@@ -613,10 +631,11 @@ unsafe fn run_block<C: Compute>(
     outs: &[usize],
     dtypes: &[Dtype],
     scratch: *mut C,
-    stage: *mut u8,
+    bufs: TaskBufs,
     start: usize,
     len: usize,
 ) {
+    let stage = bufs.stage;
     let src = |l: Loc| -> &[C] {
         match l {
             Loc::Reg(r) => std::slice::from_raw_parts(scratch.add(r * BLOCK), len),
@@ -635,12 +654,12 @@ unsafe fn run_block<C: Compute>(
             Loc::In(_) => unreachable!("the plan never writes an input"),
         }
     };
-    for (i, r, access) in &plan.loads {
+    for (l, (i, r, access)) in plan.loads.iter().enumerate() {
         let o = std::slice::from_raw_parts_mut(scratch.add(r * BLOCK), len);
         match access {
             Access::Scalar => {}
             Access::Contig => load_contig(&inputs[*i], start, o),
-            Access::Strided(cs, cst) => load_strided(&inputs[*i], cs, cst, start, o),
+            Access::Strided(cs, cst) => load_strided(&inputs[*i], cs, cst, start, o, &mut *bufs.filled.add(l)),
         }
     }
     if let Some((kernel, consts)) = jit {
@@ -829,7 +848,10 @@ fn load_contig<C: Compute>(d: &Data, start: usize, o: &mut [C]) {
 
 /// Gathers positions `start..start + o.len()` of a view with collapsed `shape`/`strides`.
 #[inline(always)]
-fn load_strided<C: Compute>(d: &Data, shape: &[usize], strides: &[isize], start: usize, o: &mut [C]) {
+/// `filled`: the source offset `o` was last filled from when a whole block read one broadcast
+/// value (then an equal offset needs no refill), else `NOT_FILLED`.
+fn load_strided<C: Compute>(d: &Data, shape: &[usize], strides: &[isize], start: usize, o: &mut [C], filled: &mut isize) {
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn gather<T: Element, C: Copy>(
         raw: &[T],
@@ -838,6 +860,7 @@ fn load_strided<C: Compute>(d: &Data, shape: &[usize], strides: &[isize], start:
         strides: &[isize],
         start: usize,
         o: &mut [C],
+        filled: &mut isize,
         f: impl Fn(T) -> C,
     ) {
         let nd = shape.len();
@@ -853,6 +876,14 @@ fn load_strided<C: Compute>(d: &Data, shape: &[usize], strides: &[isize], start:
                 rem /= shape[ax];
             }
             let run = (inner - pos % inner).min(end - pos);
+            if st == 0 && run == o.len() {
+                if *filled != off {
+                    o.fill(f(raw[off as usize]));
+                    *filled = off;
+                }
+                return;
+            }
+            *filled = NOT_FILLED;
             let dst = &mut o[pos - start..pos - start + run];
             if st == 0 {
                 dst.fill(f(raw[off as usize]));
@@ -866,11 +897,11 @@ fn load_strided<C: Compute>(d: &Data, shape: &[usize], strides: &[isize], start:
     }
     let b = d.offset;
     match d.dtype {
-        Dtype::Float32 => gather(d.raw::<f32>(), b, shape, strides, start, o, C::of_f32),
-        Dtype::Float64 => gather(d.raw::<f64>(), b, shape, strides, start, o, C::of_f64),
-        Dtype::Float16 => gather(d.raw::<f16>(), b, shape, strides, start, o, |x| C::of_f32(x.to_f32())),
-        Dtype::Bfloat16 => gather(d.raw::<bf16>(), b, shape, strides, start, o, |x| C::of_f32(x.to_f32())),
-        Dtype::Bool => gather(d.raw::<bool>(), b, shape, strides, start, o, |x| flag(x)),
+        Dtype::Float32 => gather(d.raw::<f32>(), b, shape, strides, start, o, filled, C::of_f32),
+        Dtype::Float64 => gather(d.raw::<f64>(), b, shape, strides, start, o, filled, C::of_f64),
+        Dtype::Float16 => gather(d.raw::<f16>(), b, shape, strides, start, o, filled, |x| C::of_f32(x.to_f32())),
+        Dtype::Bfloat16 => gather(d.raw::<bf16>(), b, shape, strides, start, o, filled, |x| C::of_f32(x.to_f32())),
+        Dtype::Bool => gather(d.raw::<bool>(), b, shape, strides, start, o, filled, |x| flag(x)),
         _ => o.fill(C::ZERO),
     }
 }
