@@ -27,6 +27,7 @@ pub use array::{async_eval, eval, Array, IntoArray};
 pub use device::{default_device, set_default_device, with_device, Device};
 pub use dtype::{finfo, iinfo, promote_types, Dtype, Element, Scalar};
 pub use error::{Error, ErrorKind, Result};
+pub use graph::{eval_fused_regions, eval_fusion_enabled, set_eval_fusion};
 pub use ops::*;
 pub use ops::{fast, fft, linalg, random};
 pub use stream::{default_stream, new_stream, synchronize, with_stream, Stream};

@@ -122,6 +122,7 @@ pub fn async_eval(outputs: &[&Array]) {
     if order.is_empty() {
         return;
     }
+    super::fuse_eval::fuse(&mut order);
     hoist_sends(&mut order);
     // Group by stream keeping order.
     let mut per_stream: Vec<(Stream, Vec<Arc<Op>>)> = Vec::new();
