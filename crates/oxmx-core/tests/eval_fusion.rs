@@ -19,9 +19,9 @@ fn lock() -> MutexGuard<'static, ()> {
     SWITCH.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Rows × columns of the test arrays: 19,200 elements, above the size fusion starts at.
-const R: usize = 64;
-const C: usize = 300;
+/// Rows × columns of the test arrays: 1,126,400 elements, above the size fusion starts at.
+const R: usize = 1024;
+const C: usize = 1100;
 
 /// Uniform values in [-4, 4) with one in twenty replaced by a special value.
 fn data(seed: u64, shape: &[usize], dt: Dtype) -> Array {
@@ -197,10 +197,10 @@ fn visible_or_unfusable_intermediates_stay_separate_and_right() {
     let (fused, plain, made) = both(|| (&i - 3) * &i);
     assert_bits("int32", &fused, &plain);
     assert_eq!(made, 0, "int32");
-    let small = data(23, &[8, 8], Dtype::Float32);
+    let small = data(23, &[512, 1024], Dtype::Float32);
     let (fused, plain, made) = both(|| (&small - 1.0) * &small);
-    assert_bits("8x8", &fused, &plain);
-    assert_eq!(made, 0, "small arrays keep their ops");
+    assert_bits("512x1024", &fused, &plain);
+    assert_eq!(made, 0, "arrays that fit the caches keep their ops");
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn streams_async_eval_and_derivatives() {
 #[test]
 fn the_intermediate_is_never_allocated() {
     let _g = lock();
-    let (a, b) = (data(40, &[256, 1024], Dtype::Float32), data(41, &[256, 1024], Dtype::Float32));
+    let (a, b) = (data(40, &[1024, 1024], Dtype::Float32), data(41, &[1024, 1024], Dtype::Float32));
     let peak = |on: bool| {
         set_eval_fusion(on);
         memory::reset_peak_memory();
@@ -243,7 +243,7 @@ fn the_intermediate_is_never_allocated() {
         memory::peak_memory() - base
     };
     let (plain, fused) = (peak(false), peak(true));
-    let bytes = 256 * 1024 * 4;
+    let bytes = 1024 * 1024 * 4;
     assert!(plain >= 2 * bytes, "separate kernels hold the intermediate and the result: {plain}");
     assert!(fused < 2 * bytes && fused >= bytes, "fused: the result only ({fused} bytes)");
 }
@@ -251,7 +251,7 @@ fn the_intermediate_is_never_allocated() {
 #[test]
 fn a_failing_fused_kernel_fails_its_result() {
     let _g = lock();
-    let (a, b) = (data(50, &[256, 1024], Dtype::Float32), data(51, &[256, 1024], Dtype::Float32));
+    let (a, b) = (data(50, &[1024, 1024], Dtype::Float32), data(51, &[1024, 1024], Dtype::Float32));
     set_eval_fusion(true);
     let before = eval_fused_regions();
     let y = (&a - &b) * &a;

@@ -28,9 +28,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Outputs smaller than this stay unfused: their cost is per-op dispatch, not memory traffic,
-/// and leaving them alone keeps small hot loops (a decode step's vectors) exactly as they were.
-const MIN_ELEMENTS: usize = 1 << 14;
+/// Outputs smaller than this stay unfused. Fusion saves memory traffic, which only costs once
+/// the arrays outgrow the caches: below this the separate kernels, each a tight vector loop
+/// over data in L2/L3, beat the fused interpreter's block-by-block program (a transformer
+/// training step whose Adam updates and residual adds on 16K-262K elements were fused ran 1-4%
+/// slower on Zen 2; a 16M-element layer-norm tail runs in 0.75x the time fused).
+const MIN_ELEMENTS: usize = 1 << 20;
 
 /// 0: not read yet, 1: on, 2: off.
 static STATE: AtomicU8 = AtomicU8::new(0);
@@ -126,8 +129,8 @@ pub(super) fn fuse(order: &mut Vec<Arc<Op>>) {
         i
     };
     let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
-    for i in 0..order.len() {
-        if parent[i].is_some() {
+    for (i, p) in parent.iter().enumerate() {
+        if p.is_some() {
             members.entry(root_of(i)).or_default().push(i);
         }
     }
