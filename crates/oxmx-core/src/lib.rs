@@ -21,6 +21,7 @@ pub mod primitives;
 pub mod print;
 pub mod shape;
 pub mod stream;
+mod switch;
 pub mod transforms;
 
 pub use array::{async_eval, eval, Array, IntoArray};

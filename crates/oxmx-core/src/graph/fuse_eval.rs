@@ -24,8 +24,9 @@ use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::primitives::{BinaryOp, FusedInstr, FusedOp, Primitive, ShapeOp, UnaryOp};
 use crate::shape::{broadcast_many, size_of};
+use crate::switch::Switch;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Outputs smaller than this stay unfused. Fusion saves memory traffic, which only costs once
@@ -35,20 +36,16 @@ use std::sync::{Arc, OnceLock};
 /// slower on Zen 2; a 16M-element layer-norm tail runs in 0.75x the time fused).
 const MIN_ELEMENTS: usize = 1 << 20;
 
-/// 0: not read yet, 1: on, 2: off.
-static STATE: AtomicU8 = AtomicU8::new(0);
+/// Off when `OXMX_EVAL_FUSION` is `0` or `false`.
+fn disables(v: &str) -> bool {
+    v == "0" || v.eq_ignore_ascii_case("false")
+}
+
+static SWITCH: Switch = Switch::new("OXMX_EVAL_FUSION", disables);
 
 /// Whether `eval` fuses element-wise chains (on unless `OXMX_EVAL_FUSION=0` or turned off).
 pub fn eval_fusion_enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let off = std::env::var("OXMX_EVAL_FUSION").is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
-            let _ = STATE.compare_exchange(0, if off { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
-            STATE.load(Ordering::Relaxed) == 1
-        }
-    }
+    SWITCH.get()
 }
 
 static REGIONS: AtomicUsize = AtomicUsize::new(0);
@@ -61,9 +58,7 @@ pub fn eval_fused_regions() -> usize {
 
 /// Turns eval-time fusion on or off for the whole process; returns the previous setting.
 pub fn set_eval_fusion(on: bool) -> bool {
-    let was = eval_fusion_enabled();
-    STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-    was
+    SWITCH.set(on)
 }
 
 /// Whether `op` may join a region: an exact element-wise op on a CPU stream, all of whose
@@ -100,7 +95,7 @@ fn private_producer(a: &Array, consumer: &Op) -> Option<Arc<Op>> {
 
 /// Fuses the regions among `order` (ops just scheduled, in topological order) in place.
 pub(super) fn fuse(order: &mut Vec<Arc<Op>>) {
-    if !eval_fusion_enabled() || super::trace::is_tracing() || order.len() < 2 {
+    if !eval_fusion_enabled() || super::trace::is_tracing() {
         return;
     }
     let ok: Vec<bool> = order.iter().map(|op| fusable(op)).collect();
@@ -122,16 +117,18 @@ pub(super) fn fuse(order: &mut Vec<Arc<Op>>) {
             }
         }
     }
-    let root_of = |mut i: usize| {
-        while let Some(p) = parent[i] {
-            i = p;
+    // A consumer comes after its producer in `order`, so walking backwards gives every op its
+    // region's root in one pass.
+    let mut root: Vec<usize> = (0..order.len()).collect();
+    for i in (0..order.len()).rev() {
+        if let Some(p) = parent[i] {
+            root[i] = root[p];
         }
-        i
-    };
+    }
     let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, p) in parent.iter().enumerate() {
         if p.is_some() {
-            members.entry(root_of(i)).or_default().push(i);
+            members.entry(root[i]).or_default().push(i);
         }
     }
     if members.is_empty() {

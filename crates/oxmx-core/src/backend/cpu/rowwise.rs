@@ -172,7 +172,7 @@ fn var_row<F: RowFloat>(x: &[F], ddof: usize, next: *const F) -> F {
     let (mut acc, mut rest) = ([F::zero(); LANES], F::zero());
     let mut chunks = x.chunks_exact(LANES);
     for (k, c) in (&mut chunks).enumerate() {
-        prefetch_l1(next.wrapping_add(k * LANES));
+        simd::prefetch_l1(next.wrapping_add(k * LANES));
         for l in 0..LANES {
             let d = c[l] - mean;
             acc[l] = acc[l] + d * d;
@@ -193,18 +193,6 @@ enum RowKind {
     Softmax,
     LogSumExp,
     Var(usize),
-}
-
-/// A hint to bring the line at `p` into L1 (never faults, whatever the address).
-#[inline(always)]
-fn prefetch_l1<F>(p: *const F) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// `next`: where the following row starts (a prefetch hint).

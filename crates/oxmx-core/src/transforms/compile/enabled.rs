@@ -2,28 +2,23 @@
 //! variable `OXMX_DISABLE_COMPILE=1` at start-up) a compiled function just calls the original,
 //! which makes a suspected compile problem easy to rule in or out.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::switch::Switch;
 
-/// 0: not read yet, 1: enabled, 2: disabled.
-static STATE: AtomicU8 = AtomicU8::new(0);
+/// Off when `OXMX_DISABLE_COMPILE` is set to anything but empty, `0` or `false`.
+fn disables(v: &str) -> bool {
+    !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+}
+
+static SWITCH: Switch = Switch::new("OXMX_DISABLE_COMPILE", disables);
 
 /// Whether `compile` traces and fuses (true unless disabled).
 pub fn compile_enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let off = std::env::var("OXMX_DISABLE_COMPILE").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"));
-            // A concurrent `set_compile_enabled` wins over the environment.
-            let _ = STATE.compare_exchange(0, if off { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
-            STATE.load(Ordering::Relaxed) == 1
-        }
-    }
+    SWITCH.get()
 }
 
 /// Turns compilation on or off for the whole process.
 pub fn set_compile_enabled(enabled: bool) {
-    STATE.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+    SWITCH.set(enabled);
 }
 
 /// MLX's `disable_compile`.
