@@ -34,6 +34,46 @@ fn main() {
     let w2 = random::normal(&[128, 128], Dtype::Float32, 0.0, 1.0, None);
     oxmx_core::eval(&[&x, &y, &h, &s, &row, &col, &col512, &qkv, &w, &w2]).unwrap();
     let wb = 128 * 128 * 4;
+    // Attention's batched products at a training step's strides (128 products of 64×64×32):
+    // q, k, v are head views of [32, 64, 128] activations, p the [32, 4, 64, 64] probabilities.
+    let heads = |t: &Array| ops::transpose(&ops::reshape(t, &[32, 64, 4, 32]), &[0, 2, 1, 3]);
+    let (qa, ka) = (heads(&x), heads(&y));
+    let d_o = random::normal(&[32, 4, 64, 32], Dtype::Float32, 0.0, 1.0, None);
+    d_o.eval().unwrap();
+    let af = 2.0 * (128 * 64 * 64 * 32) as f64;
+    let t_att = |name: &str, f: &dyn Fn() -> Array| {
+        let mut v: Vec<f64> = (0..40)
+            .map(|_| {
+                let st = Instant::now();
+                f().eval().unwrap();
+                st.elapsed().as_secs_f64()
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("{name:48} {:8.1} us  {:6.1} GFLOP/s (best {:8.1} us)", v[20] * 1e6, af / v[20] / 1e9, v[0] * 1e6);
+    };
+    t_att("attn q @ kT [32,4,64,32]x[32,4,32,64]", &|| ops::matmul(&qa, &ops::swapaxes(&ka, -1, -2)));
+    t_att("attn p @ v [32,4,64,64]x[32,4,64,32]", &|| ops::matmul(&s, &ka));
+    t_att("attn pT @ dO", &|| ops::matmul(&ops::swapaxes(&s, -1, -2), &d_o));
+    t_att("attn dO @ vT", &|| ops::matmul(&d_o, &ops::swapaxes(&ka, -1, -2)));
+    t_att("attn kT @ dS [32,4,32,64]x[32,4,64,64]", &|| ops::matmul(&ops::swapaxes(&ka, -1, -2), &s));
+    if std::env::args().any(|a| a == "--softmax") {
+        // For perf: attention's softmax alone, many times.
+        for _ in 0..3000 {
+            ops::softmax(&s, -1, false).eval().unwrap();
+        }
+        return;
+    }
+    if std::env::args().any(|a| a == "--attn-only") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--attn") {
+        // For perf: only the attention products, many times.
+        for _ in 0..2000 {
+            ops::matmul(&qa, &ops::swapaxes(&ka, -1, -2)).eval().unwrap();
+        }
+        return;
+    }
     // A training step's products: weight gradients gᵀ·x (A a transposed view, k = tokens).
     for (m, k, n) in [(128, 2048, 128), (128, 2048, 512), (512, 2048, 128), (2048, 128, 128), (2048, 128, 512), (2048, 512, 128)] {
         let g = random::normal(&[k, m], Dtype::Float32, 0.0, 1.0, None);

@@ -190,12 +190,17 @@ fn transposed_windowed_and_strided_operands() {
 fn batched_and_broadcast_products() {
     use Layout::*;
     // (batch of a, batch of b, m, k, n, layouts)
-    let cases: [(&[usize], &[usize], usize, usize, usize, Layout, Layout); 5] = [
+    // The last three: attention-sized products (the unpacked small-product path on AVX2: B read
+    // in place when dense in whole 16-column panels, packed otherwise; rows past a 6-row edge).
+    let cases: [(&[usize], &[usize], usize, usize, usize, Layout, Layout); 8] = [
         (&[2, 1], &[3], 5, 7, 6, Dense, Dense),
         (&[3], &[], 70, 90, 50, Dense, Transposed),
         (&[4], &[4], 33, 260, 40, Window, Strided),
         (&[], &[3], 130, 150, 140, Transposed, Dense),
         (&[2], &[2], 150, 300, 170, Dense, Dense),
+        (&[3, 2], &[3, 2], 64, 32, 64, Window, Transposed),
+        (&[4], &[4], 64, 64, 32, Dense, Window),
+        (&[2], &[2], 64, 64, 32, WindowT, Strided),
     ];
     for (ci, &(ba, bb, m, k, n, la, lb)) in cases.iter().enumerate() {
         for dt in FLOATS {

@@ -36,6 +36,12 @@ use std::sync::{Arc, OnceLock};
 /// slower on Zen 2; a 16M-element layer-norm tail runs in 0.75x the time fused).
 const MIN_ELEMENTS: usize = 1 << 20;
 
+/// `MIN_ELEMENTS`, or `OXMX_EVAL_FUSION_MIN` (experiments).
+fn min_elements() -> usize {
+    static M: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *M.get_or_init(|| std::env::var("OXMX_EVAL_FUSION_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(MIN_ELEMENTS))
+}
+
 /// Off when `OXMX_EVAL_FUSION` is `0` or `false`.
 fn disables(v: &str) -> bool {
     v == "0" || v.eq_ignore_ascii_case("false")
@@ -73,7 +79,7 @@ fn fusable(op: &Op) -> bool {
         Primitive::Binary(b) => matches!(b, B::Add | B::Subtract | B::Multiply | B::Divide | B::Maximum | B::Minimum),
         _ => false,
     };
-    if !exact || op.stream.device.is_gpu() || op.specs.len() != 1 || size_of(&op.specs[0].0) < MIN_ELEMENTS {
+    if !exact || op.stream.device.is_gpu() || op.specs.len() != 1 || size_of(&op.specs[0].0) < min_elements() {
         return false;
     }
     let dt = op.specs[0].1;

@@ -36,6 +36,8 @@ mod sdpa_rows;
 mod sgemm;
 #[cfg(target_arch = "x86_64")]
 mod sgemm512;
+#[cfg(target_arch = "x86_64")]
+mod sgemm_small;
 pub mod shape;
 pub mod simd;
 pub mod sort;

@@ -33,10 +33,12 @@ pub(super) trait Tile {
     /// # Safety
     /// The CPU has the tile's instruction set; the panels hold `kc` steps; C is writable.
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool);
+    /// Whether small f32 products skip packing A on this tile (`sgemm_small`).
+    const UNPACKED_SMALL: bool = false;
 }
 
 /// AVX2: 6 rows × 16 columns = 12 ymm accumulators, plus 2 for B and 1 for A.
-struct Avx2Tile;
+pub(super) struct Avx2Tile;
 
 impl Tile for Avx2Tile {
     const MR: usize = 6;
@@ -50,6 +52,8 @@ impl Tile for Avx2Tile {
     unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
         kernel(kc, a, b, c, ldc, first)
     }
+    /// Measured on Zen 2 only: the AVX-512 tile keeps packing everything.
+    const UNPACKED_SMALL: bool = true;
 }
 
 /// The widest tile this CPU runs: AVX-512's where the SIMD level allows it (`OXMX_SIMD=avx2`
@@ -72,7 +76,7 @@ unsafe impl<T> Sync for View<T> {}
 
 impl<T> View<T> {
     #[inline(always)]
-    unsafe fn at(self, i: usize, j: usize) -> *const T {
+    pub(super) unsafe fn at(self, i: usize, j: usize) -> *const T {
         self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
     }
 }
@@ -238,9 +242,19 @@ thread_local! {
     static PACKS: RefCell<(Scratch, Scratch)> = const { RefCell::new((Scratch::new(), Scratch::new())) };
 }
 
+/// `f` with at least `len` floats of this thread's B-packing scratch (64-byte aligned).
+pub(super) fn with_b_scratch<R>(len: usize, f: impl FnOnce(*mut f32) -> R) -> R {
+    PACKS.with(|p| f(p.borrow_mut().1.get(len)))
+}
+
 /// One thread's product: the BLIS loop nest jc (NC) → pc (KC, pack B) → ic (MC, pack A) → macro.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn serial<T: Widen, M: Tile>(m: usize, n: usize, k: usize, a: View<T>, b: View<T>, c: *mut f32, ldc: usize) {
+    if M::UNPACKED_SMALL && T::KIND == Kind::F32 && super::sgemm_small::takes(m, n, k) {
+        let f32_view = |v: View<T>| View { ptr: v.ptr as *const f32, rs: v.rs, cs: v.cs };
+        super::sgemm_small::small(m, n, k, f32_view(a), f32_view(b), c, ldc);
+        return;
+    }
     let (kc_max, mc_max, nc_max) = (block(k, M::KC, 1), block(m, M::MC, M::MR), block(n, M::NC, M::NR));
     PACKS.with(|p| {
         let (sa, sb) = &mut *p.borrow_mut();
@@ -426,7 +440,7 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 
 /// Packs kc×nc of B into NR-wide panels: panel j holds B[p, j*NR + c] at `p*NR + c`, zero-padded.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_b<T: Widen, M: Tile>(kc: usize, nc: usize, b: View<T>, out: *mut f32) {
+pub(super) unsafe fn pack_b<T: Widen, M: Tile>(kc: usize, nc: usize, b: View<T>, out: *mut f32) {
     const { assert!(M::NR % 8 == 0) };
     let nr = M::NR;
     for j0 in (0..nc).step_by(nr) {
