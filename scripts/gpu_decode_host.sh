@@ -1,7 +1,7 @@
 #!/bin/sh
 # On a GPU machine, one call: where a Llama-3-8B-shaped decoding step's time goes. For each
 # model (MODELS, default "4bit bf16"): tok/s for every setting in VARIANTS (space-separated
-# VAR=value[,VAR=value] words, "-" for none; alternated ROUNDS times), then one trial under
+# VAR=value[+VAR=value] words, "-" for none; alternated ROUNDS times), then one trial under
 # OXMX_GPU_PROFILE=1 (the GPU's busy time against the span, the stream worker's host time per
 # primitive), kept in $OUT/profile_MODEL.txt. Binaries from target/gpuc/bins.tar.xz.
 #
@@ -19,7 +19,7 @@ for m in ${MODELS:-4bit bf16}; do
   while [ "$r" -lt "${ROUNDS:-1}" ]; do
     for v in ${VARIANTS:--}; do
       printf "%s decode [%s]: " "$m" "$v"
-      if [ "$v" = - ]; then bench "$m" -n 2 2>&1 | grep Averages; else (for kv in $(echo "$v" | tr ',' ' '); do export "$kv"; done; bench "$m" -n 2 2>&1 | grep Averages); fi
+      if [ "$v" = - ]; then bench "$m" -n 2 2>&1 | grep Averages; else (for kv in $(echo "$v" | tr '+' ' '); do export "$kv"; done; bench "$m" -n 2 2>&1 | grep Averages); fi
     done
     r=$((r + 1))
   done
