@@ -21,6 +21,20 @@ fn time(name: &str, bytes: usize, f: &dyn Fn() -> Array) {
     println!("{name:48} {med:8.1} us  {:6.1} GB/s", bytes as f64 / med / 1e3);
 }
 
+/// A product evaluated `runs` times alone: the median with its GFLOP/s, and the best run.
+fn time_flops(name: &str, flops: f64, runs: usize, f: &dyn Fn() -> Array) {
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let st = Instant::now();
+            f().eval().unwrap();
+            st.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = v[runs / 2];
+    println!("{name:48} {:8.1} us  {:6.1} GFLOP/s (best {:8.1} us)", med * 1e6, flops / med / 1e9, v[0] * 1e6);
+}
+
 fn main() {
     let x = random::normal(&[32, 64, 128], Dtype::Float32, 0.0, 1.0, None);
     let y = random::normal(&[32, 64, 128], Dtype::Float32, 0.0, 1.0, None);
@@ -41,17 +55,7 @@ fn main() {
     let d_o = random::normal(&[32, 4, 64, 32], Dtype::Float32, 0.0, 1.0, None);
     d_o.eval().unwrap();
     let af = 2.0 * (128 * 64 * 64 * 32) as f64;
-    let t_att = |name: &str, f: &dyn Fn() -> Array| {
-        let mut v: Vec<f64> = (0..40)
-            .map(|_| {
-                let st = Instant::now();
-                f().eval().unwrap();
-                st.elapsed().as_secs_f64()
-            })
-            .collect();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("{name:48} {:8.1} us  {:6.1} GFLOP/s (best {:8.1} us)", v[20] * 1e6, af / v[20] / 1e9, v[0] * 1e6);
-    };
+    let t_att = |name: &str, f: &dyn Fn() -> Array| time_flops(name, af, 40, f);
     t_att("attn q @ kT [32,4,64,32]x[32,4,32,64]", &|| ops::matmul(&qa, &ops::swapaxes(&ka, -1, -2)));
     t_att("attn p @ v [32,4,64,64]x[32,4,64,32]", &|| ops::matmul(&s, &ka));
     t_att("attn pT @ dO", &|| ops::matmul(&ops::swapaxes(&s, -1, -2), &d_o));
@@ -82,17 +86,7 @@ fn main() {
         let wt = random::normal(&[n, k], Dtype::Float32, 0.0, 1.0, None);
         oxmx_core::eval(&[&g, &xx, &a, &wt]).unwrap();
         let gf = 2.0 * (m * n * k) as f64;
-        let t = |name: &str, f: &dyn Fn() -> Array| {
-            let mut v: Vec<f64> = (0..30)
-                .map(|_| {
-                    let st = Instant::now();
-                    f().eval().unwrap();
-                    st.elapsed().as_secs_f64()
-                })
-                .collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            println!("{name:48} {:8.1} us  {:6.1} GFLOP/s", v[15] * 1e6, gf / v[15] / 1e9);
-        };
+        let t = |name: &str, f: &dyn Fn() -> Array| time_flops(name, gf, 30, f);
         t(&format!("gT @ x {m}x{k}x{n}"), &|| ops::matmul(&ops::swapaxes(&g, 0, 1), &xx));
         t(&format!("a @ x {m}x{k}x{n}"), &|| ops::matmul(&a, &xx));
         t(&format!("a @ wT {m}x{k}x{n}"), &|| ops::matmul(&a, &ops::swapaxes(&wt, 0, 1)));
