@@ -62,6 +62,16 @@ conv_cases = [
     ("conv_general", [1, 3, 4, 5, 2], [2, 2, 2, 2, 2],
      dict(stride=[1, 2, 1], padding=[[1, 0, 1], [0, 1, 1]], kernel_dilation=[1, 1, 2], input_dilation=[2, 1, 1], groups=1, flip=True),
      "float32", False),
+    # Eight or more input channels, one group, no dilation: the direct (implicit GEMM) path on
+    # AVX2 hosts (conv_direct.rs): padding on some axes only, strides, cropping, 1-d and 3-d,
+    # output channels that are not whole 16-column panels, a non-contiguous input, bf16.
+    ("conv1d", [2, 13, 8], [10, 3, 8], dict(stride=1, padding=1, dilation=1, groups=1), "float32", False),
+    ("conv2d", [2, 9, 10, 12], [20, 3, 3, 12], dict(stride=[2, 1], padding=[1, 2], dilation=[1, 1], groups=1), "float32", True),
+    ("conv2d", [1, 8, 8, 16], [17, 3, 3, 16], dict(stride=[1, 1], padding=[1, 1], dilation=[1, 1], groups=1), "bfloat16", False),
+    ("conv2d", [3, 7, 6, 9], [7, 2, 3, 9], dict(stride=[1, 1], padding=[0, 0], dilation=[1, 1], groups=1), "float32", False),
+    ("conv3d", [1, 4, 5, 6, 8], [5, 2, 3, 3, 8], dict(stride=[1, 2, 1], padding=[1, 0, 1], dilation=[1, 1, 1], groups=1), "float32", False),
+    ("conv_general", [1, 8, 8, 8], [3, 3, 3, 8],
+     dict(stride=[1, 1], padding=[[-1, 0], [0, -1]], kernel_dilation=[1, 1], input_dilation=[1, 1], groups=1, flip=True), "float32", False),
     ("conv_transpose1d", [2, 6, 3], [4, 3, 3], dict(stride=2, padding=1, dilation=1, output_padding=1, groups=1), "float32", False),
     ("conv_transpose1d", [1, 5, 4], [6, 4, 2], dict(stride=3, padding=0, dilation=2, output_padding=0, groups=2), "float32", False),
     ("conv_transpose2d", [2, 4, 5, 3], [4, 3, 3, 3],

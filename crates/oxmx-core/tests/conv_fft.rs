@@ -164,6 +164,10 @@ fn conv2d_larger_shapes_match_naive() {
         // Kernel wider than the padded input row: taps fall off both ends of one run.
         ([2, 3, 4, 2], [5, 5, 7, 2], 1, 3, 1),
         ([1, 6, 5, 4], [6, 7, 7, 4], 3, 2, 1),
+        // The benchmark's 56×56×64 layer and a strided one with 40 output channels (two whole
+        // 16-column panels and a part): many tasks of the direct path on AVX2 hosts.
+        ([1, 56, 56, 64], [64, 3, 3, 64], 1, 1, 1),
+        ([2, 14, 13, 128], [40, 3, 3, 128], 2, 1, 1),
     ] {
         let (xv, wv) = (lcg(xs.iter().product(), 3), lcg(ws.iter().product(), 5));
         let (want, os) = naive_conv2d(&xv, xs, &wv, ws, stride, pad, groups);

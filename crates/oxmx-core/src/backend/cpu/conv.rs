@@ -6,7 +6,8 @@
 //! output. A 1x1, stride-1, unpadded conv skips the gather: the input already is the matrix.
 //! Spatial ranks 1 and 2 are run as rank 3 with leading singleton axes, so there is one kernel.
 //! f16/bf16 go through f32 (accumulating in f32), f64 runs natively. On AVX2 hosts without
-//! AVX-512 the f32 tile products run on `sgemm`, like matmul.
+//! AVX-512 the f32 tile products run on `sgemm`, like matmul, and single-group undilated f32
+//! convs skip the patch matrix altogether (`conv_direct.rs`).
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -17,18 +18,18 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 /// Geometry normalised to three spatial axes.
-struct Geo {
-    n: usize,
-    ins: [usize; 3],
-    c_in: usize,
-    outs: [usize; 3],
-    c_out: usize,
-    ks: [usize; 3],
-    stride: [usize; 3],
-    lo: [isize; 3],
-    kdil: [usize; 3],
-    idil: [usize; 3],
-    groups: usize,
+pub(super) struct Geo {
+    pub(super) n: usize,
+    pub(super) ins: [usize; 3],
+    pub(super) c_in: usize,
+    pub(super) outs: [usize; 3],
+    pub(super) c_out: usize,
+    pub(super) ks: [usize; 3],
+    pub(super) stride: [usize; 3],
+    pub(super) lo: [isize; 3],
+    pub(super) kdil: [usize; 3],
+    pub(super) idil: [usize; 3],
+    pub(super) groups: usize,
 }
 
 impl Geo {
@@ -61,14 +62,14 @@ impl Geo {
     fn og(&self) -> usize {
         self.c_out / self.groups
     }
-    fn kvol(&self) -> usize {
+    pub(super) fn kvol(&self) -> usize {
         self.ks.iter().product()
     }
-    fn out_positions(&self) -> usize {
+    pub(super) fn out_positions(&self) -> usize {
         self.outs.iter().product()
     }
     /// The input already is the patch matrix: 1x1 kernel, unit strides, no padding or dilation.
-    fn is_pointwise(&self) -> bool {
+    pub(super) fn is_pointwise(&self) -> bool {
         self.kvol() == 1 && self.stride == [1; 3] && self.lo == [0; 3] && self.idil == [1; 3] && self.outs == self.ins
     }
     /// Input index along axis `d` read by output index `o` and kernel tap `k`, if inside the
@@ -264,6 +265,15 @@ fn run_typed<T: Element>(x: &Data, w: &Data, p: &ConvParams, out_shape: Vec<usiz
     let g = Geo::new(&x.shape, &w.shape, &out_shape, p);
     let xs = x.row_major::<T>();
     let ws = weight_block::<T>(w, p.flip);
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == Dtype::Float32 && super::conv_direct::takes(&g) {
+        // SAFETY: T is f32 (same size and layout); `takes` held; the output is [rows, c_out].
+        let f = |v: &[T]| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) };
+        let (xf, wf) = (f(&xs), f(&ws));
+        return Data::build::<T>(out_shape, |out| unsafe {
+            super::conv_direct::conv(xf, wf, &g, std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len()))
+        });
+    }
     Data::build::<T>(out_shape, |out| conv_gemm(&xs, &ws, &g, out))
 }
 

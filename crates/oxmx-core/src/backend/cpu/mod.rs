@@ -5,6 +5,8 @@ pub mod amx;
 pub mod binary;
 pub mod cast;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_direct;
 pub mod creation;
 pub mod distributed;
 pub mod elementwise;

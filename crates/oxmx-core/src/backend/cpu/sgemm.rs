@@ -58,7 +58,7 @@ impl Tile for Avx2Tile {
 
 /// The widest tile this CPU runs: AVX-512's where the SIMD level allows it (`OXMX_SIMD=avx2`
 /// caps it).
-fn wide() -> bool {
+pub(super) fn wide() -> bool {
     super::simd::level() == super::simd::Level::Avx512 && super::sgemm512::available()
 }
 
