@@ -89,15 +89,7 @@ fn function_for(g: &Gpu, name: &str, arch: &'static str, body: impl FnOnce() -> 
 
 /// The whole source of kernel `name`: COMMON, then `body` with the grid dependency inserted.
 fn kernel_source(name: &str, body: String) -> Result<String> {
-    let early = if pdl_early() { "#define OXMX_PDL_EARLY 1\n" } else { "" };
-    Ok(format!("{early}{}\n{}", COMMON.source(), with_grid_dependency(name, body)?))
-}
-
-/// Experiment (issue 6): `OXMX_PDL_EARLY=1` lets each kernel's dependents be scheduled before
-/// it waits for its own predecessor (kernels/common.cuh, `oxmx_grid_dependency`).
-fn pdl_early() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("OXMX_PDL_EARLY").is_ok_and(|v| v == "1"))
+    Ok(format!("{}\n{}", COMMON.source(), with_grid_dependency(name, body)?))
 }
 
 fn compile_options(arch: &'static str) -> CompileOptions {
@@ -107,18 +99,14 @@ fn compile_options(arch: &'static str) -> CompileOptions {
 /// `src` with `oxmx_grid_dependency()` (kernels/common.cuh) as the first statement of kernel
 /// `name`, so that every kernel may be launched with programmatic dependent launch. Each
 /// source defines its kernel as `extern "C" __global__ void name(params) {`, and parameter
-/// lists hold no braces: the body starts at the first `{` after the name. A kernel whose body
-/// already calls it (work that is safe before the wait, such as `qmv1`'s L2 prefetch) is left
-/// as it is.
+/// lists hold no braces: the body starts at the first `{` after the name.
 fn with_grid_dependency(name: &str, mut src: String) -> Result<String> {
     let head = format!("__global__ void {name}(");
     let body = src.find(&head).and_then(|at| src[at..].find('{').map(|b| at + b + 1));
     let Some(body) = body else {
         return Err(Error::runtime(format!("[gpu] kernel source for {name} does not define `__global__ void {name}(...)`")));
     };
-    if !src[body..].contains("oxmx_grid_dependency()") {
-        src.insert_str(body, " oxmx_grid_dependency();");
-    }
+    src.insert_str(body, " oxmx_grid_dependency();");
     Ok(src)
 }
 

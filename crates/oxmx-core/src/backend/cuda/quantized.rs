@@ -264,11 +264,6 @@ fn qmv1(
     let slots = g.sm_count as usize * per_sm;
     let rows = n.div_ceil(slots).max(per_slice).min(12 * 1024 / slices);
     let blocks = n.div_ceil(rows);
-    // Rows each block asks into L2 before its grid dependency (`qmv1_prefetch`): an even share
-    // of the prefetch budget, at most the block's range (0: none).
-    let row_bytes = k * bits / 8 + 2 * (k / gs) * dt.size();
-    let pf_rows = (qmv1_prefetch_bytes() / (blocks * row_bytes).max(1)).min(rows);
-    let pf = if pf_rows > 0 { "_pf" } else { "" };
     let ty = storage(dt).unwrap_or("float");
     let pro_code = match pro {
         Prologue::None => 0,
@@ -278,19 +273,14 @@ fn qmv1(
     let f = template_function_bounded(
         g,
         QUANTIZED,
-        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}_{pro_code}{pf}"),
+        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}_{pro_code}"),
         Some((threads as u32, per_sm as u32)),
         || {
-            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block, const {ty}* aux, float eps, int pf_rows")
+            format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block, const {ty}* aux, float eps")
         },
         || {
-            let prefetch = if pf_rows > 0 {
-                format!("qmv1_prefetch<{code}, {bits}, {gs}>(w, scales, biases, n, k, rows_per_block, pf_rows); oxmx_grid_dependency(); ")
-            } else {
-                String::new()
-            };
             format!(
-                "{prefetch}qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps)"
+                "qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps)"
             )
         },
     )?;
@@ -311,7 +301,6 @@ fn qmv1(
         .arg(rows as i32)
         .arg(auxp)
         .arg(eps)
-        .arg(pf_rows as i32)
         .launch_shared(g, &f, (blocks as u32, 1), threads as u32, (rows * slices * 4) as u32)?;
     Ok(Some(out))
 }
@@ -327,17 +316,6 @@ fn qmv1_on() -> bool {
 fn qmv1_shape() -> (usize, usize) {
     static SHAPE: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     SHAPE.get_or_init(|| env_pair("OXMX_QMV1_SHAPE")).unwrap_or((4, 3))
-}
-
-/// Bytes of weight rows `qmv1` asks into L2 before its grid dependency, across the grid:
-/// `OXMX_QMV_PREFETCH_MB` (0 turns it off). Kept well inside L2 (50 MB on an H100/H200), so
-/// the lines are still there when the block's loads reach them.
-fn qmv1_prefetch_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| {
-        let mb = std::env::var("OXMX_QMV_PREFETCH_MB").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(16.0);
-        (mb.max(0.0) * 1048576.0) as usize
-    })
 }
 
 /// The mat-vec kernels' operands: the packed weight, scales and biases dense on the device, and

@@ -31,29 +31,11 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
 // the wait, so a kernel that starts early can only overlap a predecessor that has itself passed
 // its wait, and every kernel before that one has finished. Without the attribute both are
 // no-ops.
-// With OXMX_PDL_EARLY defined (compiler.rs, `OXMX_PDL_EARLY=1`, an experiment) the order is
-// swapped: the next kernel's blocks may be scheduled as soon as all of this kernel's blocks are
-// resident, so a chain of kernels fills the GPU with waiting blocks (each grid still launches
-// only once its predecessor is wholly resident, so none can starve it).
 __device__ __forceinline__ void oxmx_grid_dependency() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#ifdef OXMX_PDL_EARLY
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#else
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-#endif
-}
-
-// An L2 prefetch of `bytes` bytes from `p` by the block's threads, one request per 128-byte
-// line. Safe before `oxmx_grid_dependency`: L2 is the GPU's point of coherence, so a line a
-// running kernel writes later is updated there, and nothing is read into registers or L1.
-__device__ __forceinline__ void prefetch_l2(const void* p, long long bytes) {
-    const char* c = (const char*)p;
-    for (long long off = (long long)threadIdx.x * 128; off < bytes; off += (long long)blockDim.x * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
 }
 
 #define OXMX_MAX_DIMS 8

@@ -297,23 +297,6 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
     }
 }
 
-// Before the grid dependency of `qmv1`: the first `pf_rows` rows of this block's range (codes,
-// scales, biases) asked into L2, so the weight stream starts while the kernel before it on the
-// stream (a norm, attention) is still running and DRAM would otherwise idle. The weights of a
-// decoding step are not written by the kernels around it; if they were, the prefetch would
-// still be correct (see prefetch_l2).
-template <int DT, int BITS, int GS>
-__device__ void qmv1_prefetch(const unsigned int* w, const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases,
-                              long long n, long long k, int rows_per_block, int pf_rows) {
-    long long r0 = (long long)blockIdx.x * rows_per_block;
-    long long nr = min((long long)pf_rows, n - r0);
-    if (nr <= 0) return;
-    long long wpr = k / (32 / BITS), groups = k / GS;
-    prefetch_l2(w + r0 * wpr, nr * wpr * 4);
-    prefetch_l2(scales + r0 * groups, nr * groups * (long long)sizeof(typename Elem<DT>::T));
-    prefetch_l2(biases + r0 * groups, nr * groups * (long long)sizeof(typename Elem<DT>::T));
-}
-
 // silu(g) * u over n contiguous elements, in float, rounded once (the product's input when
 // the one-row kernel cannot take it).
 template <int DT>
