@@ -36,6 +36,15 @@ fn time_flops(name: &str, flops: f64, runs: usize, f: &dyn Fn() -> Array) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--conv") {
+        // issue 2's first conv2d row (NHWC 1×56×56×64, 3×3, 64 out, padding 1), many times.
+        let x = random::normal(&[1, 56, 56, 64], Dtype::Float32, 0.0, 1.0, None);
+        let w = random::normal(&[64, 3, 3, 64], Dtype::Float32, 0.0, 1.0, None);
+        oxmx_core::eval(&[&x, &w]).unwrap();
+        let flops = 2.0 * (56 * 56 * 64 * 64 * 9) as f64;
+        time_flops("conv2d 1x56x56x64 3x3 -> 64", flops, 400, &|| ops::conv2d(&x, &w, [1, 1], [1, 1], [1, 1], 1));
+        return;
+    }
     let x = random::normal(&[32, 64, 128], Dtype::Float32, 0.0, 1.0, None);
     let y = random::normal(&[32, 64, 128], Dtype::Float32, 0.0, 1.0, None);
     let h = random::normal(&[32, 64, 512], Dtype::Float32, 0.0, 1.0, None);
