@@ -193,6 +193,29 @@ fn quantized_matmul_matches_the_cpu() {
     assert_no_fallback(&["QuantizedMatmul", "Dequantize"]);
 }
 
+/// One row of half-precision x against 4-bit codes runs on dp4a with x as int8 pairs (each lane's
+/// 32 values scaled by their largest): x spanning six decades within a lane, a lane of zeros,
+/// and a NaN (every result NaN, as on the CPU).
+#[test]
+fn qmv1_int8_x_keeps_wide_ranges_and_nans() {
+    let Some(_turn) = gpu() else { return };
+    let (n, k) = (300, 4096);
+    for dt in [Dtype::Float16, Dtype::Bfloat16] {
+        let wf = rand(&[n, k], -1.0, 1.0, dt, 61);
+        let (wq, s, b) = with_device(Device::Cpu, || quantize(&wf, Some(64), Some(4), "affine"));
+        let b = b.expect("affine biases");
+        let mag = power(10.0f32, &rand(&[1, k], -3.0, 3.0, Dtype::Float32, 62));
+        let idx = arange(0.0, k as f64, 1.0, Some(Dtype::Float32));
+        let x = where_(less(&idx, 32.0f32), 0.0f32, multiply(&rand(&[1, k], -1.0, 1.0, Dtype::Float32, 63), &mag)).astype(dt);
+        let (g, c) = both(|| quantized_matmul(&x, &wq, &s, Some(&b), true, Some(64), Some(4), "affine"));
+        assert_close_scaled(&format!("qmv1 wide-range x {dt:?}"), &g, &c, tol(dt));
+        let nan = where_(equal(&idx, 1000.0f32), f32::NAN, &x).astype(dt);
+        let (g, c) = both(|| quantized_matmul(&nan, &wq, &s, Some(&b), true, Some(64), Some(4), "affine"));
+        assert_close(&format!("qmv1 NaN x {dt:?}"), &g, &c, 0.0);
+    }
+    assert_no_fallback(&["QuantizedMatmul"]);
+}
+
 /// Kernels launch with programmatic dependent launch, so a mat-vec's blocks may be resident
 /// while the kernel before it runs; nothing may be read before the grid-dependency wait. Here
 /// each product's weight, scales and biases come out of element-wise kernels in the same

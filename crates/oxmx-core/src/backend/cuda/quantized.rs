@@ -270,17 +270,19 @@ fn qmv1(
         Prologue::Norm(..) => 1,
         Prologue::Swiglu(_) => 2,
     };
+    // 4-bit codes against half-precision x: the dp4a products of x as int8 pairs (`lane_x8`).
+    let x8 = usize::from(bits == 4 && code != 0 && qmv1_x8());
     let f = template_function_bounded(
         g,
         QUANTIZED,
-        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}_{pro_code}"),
+        &format!("qmv1_{code}_{bits}_{gs}_{slices}_{per_slice}_{u}_{per_sm}_{pro_code}_{x8}"),
         Some((threads as u32, per_sm as u32)),
         || {
             format!("{ty}* out, const {ty}* x, const unsigned int* w, const {ty}* scales, const {ty}* biases, long long n, long long k, int rows_per_block, const {ty}* aux, float eps")
         },
         || {
             format!(
-                "qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps)"
+                "qmv1<{code}, {bits}, {gs}, {slices}, {per_slice}, {u}, {pro_code}, {x8}>(out, x, w, scales, biases, n, k, rows_per_block, aux, eps)"
             )
         },
     )?;
@@ -309,6 +311,13 @@ fn qmv1(
 fn qmv1_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("OXMX_QMV1").map(|v| v != "0").unwrap_or(true))
+}
+
+/// Whether `qmv1` multiplies 4-bit codes by half-precision x as int8 pairs with dp4a
+/// (kernels/quantized.cu, `lane_x8`); `OXMX_QMV1_X8=0` keeps the float products.
+fn qmv1_x8() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("OXMX_QMV1_X8").map(|v| v != "0").unwrap_or(true))
 }
 
 /// (U, E) of `qmv1`: rows in flight per warp, and E * 8 the resident warps per SM its registers

@@ -192,7 +192,55 @@ __device__ __forceinline__ void qmv1_next(LaneCodes<BITS>& wq, float& sv, float&
 //    x * inv * aux to the dtype as the norm kernel (norm_rows8) does.
 //  2 (SwiGLU): x is the gate and `aux` the up projection: silu(x) * aux in float, rounded once,
 //    as a compiled SwiGLU region computes it.
-template <int DT, int BITS, int GS, int S, int G, int U, int PRO>
+// Why: the float products spend a byte permute and an FMA per code (~100 instructions a lane
+// per 512 bytes of codes), which kept `qmv1` at ~2.3-2.4 TB/s on the H100's large products
+// whatever its rows in flight; two dp4a per 4 codes (high and low parts of x) take ~45. H100,
+// 14336x4096: 14.4 -> 11.2 us; a Llama-3-8B-shaped 4-bit decode 366.6 -> 386.5-388.7 tok/s
+// (BENCHMARKS.md, forty-fifth session).
+// x of one `qmv1` lane (32 values, float) as int8 for `dp4a`: x ~ d * (h + l / 256), with
+// d = max|x| / 127 over the lane's 32 values, h = round(x / d) and l = round(256 * (x / d - h)):
+// an error of at most max|x| / 65024 a value, below half-precision x's own rounding for the
+// larger values of the run. Packed to match a 4-bit word's even and odd nibbles spread into
+// bytes: word i's even codes (8i, 8i + 2, 8i + 4, 8i + 6) pair with eh[i] / el[i], odd ones with
+// oh[i] / ol[i]. A NaN or infinite x gives d = NaN, so the row's result is NaN as in float.
+struct LaneX8 {
+    int eh[4], oh[4], el[4], ol[4];
+    float d;
+};
+__device__ __forceinline__ int pack_s8(int a, int b, int c, int e) {
+    return (a & 0xff) | ((b & 0xff) << 8) | ((c & 0xff) << 16) | ((e & 0xff) << 24);
+}
+__device__ __forceinline__ LaneX8 lane_x8(const float* xr) {
+    LaneX8 q;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(xr[j]));
+    bool finite = amax <= 3.0e38f;
+    q.d = finite ? amax * (1.0f / 127.0f) : __int_as_float(0x7fc00000);
+    float inv = (finite && amax > 0.0f) ? 127.0f / amax : 0.0f;
+    int h[32], l[32];
+    for (int j = 0; j < 32; ++j) {
+        float t = xr[j] * inv;
+        float r = rintf(t);
+        h[j] = (int)r;
+        l[j] = max(-127, min(127, __float2int_rn((t - r) * 256.0f)));
+    }
+    for (int i = 0; i < 4; ++i) {
+        const int* a = h + 8 * i;
+        const int* b = l + 8 * i;
+        q.eh[i] = pack_s8(a[0], a[2], a[4], a[6]);
+        q.oh[i] = pack_s8(a[1], a[3], a[5], a[7]);
+        q.el[i] = pack_s8(b[0], b[2], b[4], b[6]);
+        q.ol[i] = pack_s8(b[1], b[3], b[5], b[7]);
+    }
+    return q;
+}
+__device__ __forceinline__ int dp4a_us(unsigned int a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+template <int DT, int BITS, int GS, int S, int G, int U, int PRO, int X8 = 0>
 __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                      const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k,
                      int rows_per_block, const typename Elem<DT>::T* aux, float eps) {
@@ -242,6 +290,11 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
     }
     float xs = 0.0f;
     for (int j = 0; j < 32; ++j) xs += xr[j];
+    // X8: 4-bit codes against x as int8 pairs (lane_x8), four products a dp4a instead of a
+    // byte permute and an FMA per code.
+    const bool INT8 = X8 && BITS == 4;
+    LaneX8 x8;
+    if (INT8) x8 = lane_x8(xr);
     long long r0 = (long long)blockIdx.x * rows_per_block;
     int nr = (int)min((long long)rows_per_block, n - r0);
     const unsigned int* wl = w + r0 * wpr + ci * BITS;
@@ -264,26 +317,41 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             int i = (it * U + u) * G + g;
-            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            float v;
+            if (INT8) {
+                int hs = 0, ls = 0;
 #pragma unroll
-            for (int wi = 0; wi < BITS; ++wi) {
-                float q[VPW];
-                if (OFFSET128) {
-                    float e[4], o[4];
-                    bytes_f128(wq[u].v[wi] & 0x0F0F0F0Fu, e);
-                    bytes_f128((wq[u].v[wi] >> 4) & 0x0F0F0F0Fu, o);
-                    for (int t = 0; t < 4; ++t) {
-                        q[2 * t] = e[t];
-                        q[2 * t + 1] = o[t];
-                    }
-                } else {
-                    word_codes<BITS>(wq[u].v[wi], q);
+                for (int wi = 0; wi < 4; ++wi) {
+                    unsigned int e = wq[u].v[wi] & 0x0F0F0F0Fu, o = (wq[u].v[wi] >> 4) & 0x0F0F0F0Fu;
+                    hs = dp4a_us(e, x8.eh[wi], hs);
+                    hs = dp4a_us(o, x8.oh[wi], hs);
+                    ls = dp4a_us(e, x8.el[wi], ls);
+                    ls = dp4a_us(o, x8.ol[wi], ls);
                 }
-                for (int v = 0; v < VPW; ++v) d[wi & 3] = fmaf(q[v], xr[wi * VPW + v], d[wi & 3]);
+                float dot = x8.d * fmaf((float)ls, 1.0f / 256.0f, (float)hs);
+                v = warp_sum(fmaf(sv[u], dot, bv[u] * xs));
+            } else {
+                float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int wi = 0; wi < BITS; ++wi) {
+                    float q[VPW];
+                    if (OFFSET128) {
+                        float e[4], o[4];
+                        bytes_f128(wq[u].v[wi] & 0x0F0F0F0Fu, e);
+                        bytes_f128((wq[u].v[wi] >> 4) & 0x0F0F0F0Fu, o);
+                        for (int t = 0; t < 4; ++t) {
+                            q[2 * t] = e[t];
+                            q[2 * t + 1] = o[t];
+                        }
+                    } else {
+                        word_codes<BITS>(wq[u].v[wi], q);
+                    }
+                    for (int j = 0; j < VPW; ++j) d[wi & 3] = fmaf(q[j], xr[wi * VPW + j], d[wi & 3]);
+                }
+                float dot = (d[0] + d[1]) + (d[2] + d[3]);
+                float c = OFFSET128 ? fmaf(-128.0f, sv[u], bv[u]) : bv[u];
+                v = warp_sum(fmaf(sv[u], dot, c * xs));
             }
-            float dot = (d[0] + d[1]) + (d[2] + d[3]);
-            float c = OFFSET128 ? fmaf(-128.0f, sv[u], bv[u]) : bv[u];
-            float v = warp_sum(fmaf(sv[u], dot, c * xs));
             if (lane == 0 && i < nr) qmv1_red[i * S + sl] = v;
             // Refill this slot with the row U steps on (zeros past the end).
             qmv1_next<DT, BITS>(wq[u], sv[u], bv[u], active && i + U * G < nr, wn, sn, bn, wstep, sstep);
