@@ -89,8 +89,9 @@ impl Geo {
     }
 }
 
+/// A read-only pointer shared by a conv's rayon tasks (each reads, none writes through it).
 #[derive(Clone, Copy)]
-struct Ptr<T>(*const T);
+pub(super) struct Ptr<T>(pub(super) *const T);
 unsafe impl<T> Send for Ptr<T> {}
 unsafe impl<T> Sync for Ptr<T> {}
 

@@ -9,7 +9,7 @@
 //! again for its product and packs the weight again for every tile (28 tiles of a 56×56 image).
 //! Padding is one zero-bordered copy of the input, made only when the conv pads.
 
-use super::conv::Geo;
+use super::conv::{Geo, Ptr};
 use super::sgemm::{pack_b, Avx2Tile, Tile, View};
 use core::arch::x86_64::*;
 use rayon::prelude::*;
@@ -80,11 +80,6 @@ impl Aligned {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Ptr(*const f32);
-unsafe impl Send for Ptr {}
-unsafe impl Sync for Ptr {}
-
 /// `out[r, co] = sum_p patch(r)[p] * w[co, p]` for every output row r (batch entry and output
 /// position) of `g`; `w` is the contiguous `(C_out, kvol, c_in)` weight.
 ///
@@ -107,7 +102,7 @@ pub(super) unsafe fn conv(x: &[f32], w: &[f32], g: &Geo, out: &mut [f32]) {
     let mut packed = Aligned::zeroed(np * kc);
     let pb = packed.ptr();
     pack_b::<f32, Avx2Tile>(kc, c_out, View { ptr: w.as_ptr(), rs: 1, cs: kc as isize }, pb);
-    let (xp, bp) = (Ptr(xs.as_ptr()), Ptr(pb));
+    let (xp, bp) = (Ptr(xs.as_ptr()), Ptr(pb as *const f32));
     let [_, oh, ow] = g.outs;
     let [s0, s1, s2] = g.stride;
     // Where output row r's patch starts in the source.

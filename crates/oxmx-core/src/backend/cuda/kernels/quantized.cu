@@ -186,23 +186,17 @@ __device__ __forceinline__ void qmv1_next(LaneCodes<BITS>& wq, float& sv, float&
     bn += sstep;
 }
 
-// PRO, what is done to the row of x first (the op before the product, as one kernel):
-//  1 (rms_norm): x is RMS-normalised with weight `aux`. Every block holds the whole row in
-//    registers, so it sums its squares itself (slices added in a fixed order) and rounds
-//    x * inv * aux to the dtype as the norm kernel (norm_rows8) does.
-//  2 (SwiGLU): x is the gate and `aux` the up projection: silu(x) * aux in float, rounded once,
-//    as a compiled SwiGLU region computes it.
-// Why: the float products spend a byte permute and an FMA per code (~100 instructions a lane
-// per 512 bytes of codes), which kept `qmv1` at ~2.3-2.4 TB/s on the H100's large products
-// whatever its rows in flight; two dp4a per 4 codes (high and low parts of x) take ~45. H100,
-// 14336x4096: 14.4 -> 11.2 us; a Llama-3-8B-shaped 4-bit decode 366.6 -> 386.5-388.7 tok/s
-// (BENCHMARKS.md, forty-fifth session).
 // x of one `qmv1` lane (32 values, float) as int8 for `dp4a`: x ~ d * (h + l / 256), with
 // d = max|x| / 127 over the lane's 32 values, h = round(x / d) and l = round(256 * (x / d - h)):
 // an error of at most max|x| / 65024 a value, below half-precision x's own rounding for the
 // larger values of the run. Packed to match a 4-bit word's even and odd nibbles spread into
 // bytes: word i's even codes (8i, 8i + 2, 8i + 4, 8i + 6) pair with eh[i] / el[i], odd ones with
 // oh[i] / ol[i]. A NaN or infinite x gives d = NaN, so the row's result is NaN as in float.
+// Why: the float products spend a byte permute and an FMA per code (~100 instructions a lane
+// per 512 bytes of codes), which kept `qmv1` at ~2.3-2.4 TB/s on the H100's large products
+// whatever its rows in flight; two dp4a per 4 codes (high and low parts of x) take ~45. H100,
+// 14336x4096: 14.4 -> 11.2 us; a Llama-3-8B-shaped 4-bit decode 366.6 -> 386.5-388.7 tok/s
+// (BENCHMARKS.md, forty-fifth session).
 struct LaneX8 {
     int eh[4], oh[4], el[4], ol[4];
     float d;
@@ -240,6 +234,13 @@ __device__ __forceinline__ int dp4a_us(unsigned int a, int b, int c) {
     return d;
 }
 
+// PRO, what is done to the row of x first (the op before the product, as one kernel):
+//  1 (rms_norm): x is RMS-normalised with weight `aux`. Every block holds the whole row in
+//    registers, so it sums its squares itself (slices added in a fixed order) and rounds
+//    x * inv * aux to the dtype as the norm kernel (norm_rows8) does.
+//  2 (SwiGLU): x is the gate and `aux` the up projection: silu(x) * aux in float, rounded once,
+//    as a compiled SwiGLU region computes it.
+// X8 (4-bit codes only): the products on dp4a against x as int8 pairs (lane_x8).
 template <int DT, int BITS, int GS, int S, int G, int U, int PRO, int X8 = 0>
 __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, const unsigned int* w,
                      const typename Elem<DT>::T* scales, const typename Elem<DT>::T* biases, long long n, long long k,
@@ -317,7 +318,7 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             int i = (it * U + u) * G + g;
-            float v;
+            float dot, c;
             if (INT8) {
                 int hs = 0, ls = 0;
 #pragma unroll
@@ -328,8 +329,8 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
                     ls = dp4a_us(e, x8.el[wi], ls);
                     ls = dp4a_us(o, x8.ol[wi], ls);
                 }
-                float dot = x8.d * fmaf((float)ls, 1.0f / 256.0f, (float)hs);
-                v = warp_sum(fmaf(sv[u], dot, bv[u] * xs));
+                dot = x8.d * fmaf((float)ls, 1.0f / 256.0f, (float)hs);
+                c = bv[u];
             } else {
                 float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
@@ -348,10 +349,10 @@ __device__ void qmv1(typename Elem<DT>::T* out, const typename Elem<DT>::T* x, c
                     }
                     for (int j = 0; j < VPW; ++j) d[wi & 3] = fmaf(q[j], xr[wi * VPW + j], d[wi & 3]);
                 }
-                float dot = (d[0] + d[1]) + (d[2] + d[3]);
-                float c = OFFSET128 ? fmaf(-128.0f, sv[u], bv[u]) : bv[u];
-                v = warp_sum(fmaf(sv[u], dot, c * xs));
+                dot = (d[0] + d[1]) + (d[2] + d[3]);
+                c = OFFSET128 ? fmaf(-128.0f, sv[u], bv[u]) : bv[u];
             }
+            float v = warp_sum(fmaf(sv[u], dot, c * xs));
             if (lane == 0 && i < nr) qmv1_red[i * S + sl] = v;
             // Refill this slot with the row U steps on (zeros past the end).
             qmv1_next<DT, BITS>(wq[u], sv[u], bv[u], active && i + U * G < nr, wn, sn, bn, wstep, sstep);
