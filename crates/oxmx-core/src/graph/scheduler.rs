@@ -325,7 +325,7 @@ fn run_in_pool(ops: Vec<Arc<Op>>) {
         for _ in 0..helpers {
             s.spawn(move |s| help_pool(s, done, runner));
         }
-        ops.into_iter().for_each(|op| run_op(&op));
+        ops.into_iter().for_each(run_op);
         done.store(true, Ordering::Release);
     });
 }
@@ -359,13 +359,13 @@ fn pool_spin() -> bool {
 fn run_in_order(ops: Vec<Arc<Op>>) {
     let Some(stream) = ops.first().map(|op| op.stream) else { return };
     if !backend::begin_batch(stream, ops.len()) {
-        ops.into_iter().for_each(|op| run_op(&op));
+        ops.into_iter().for_each(run_op);
         return;
     }
     let mut outputs: Vec<std::sync::Weak<Node>> = Vec::new();
     for op in ops {
         outputs.extend(op.outputs.get().into_iter().flatten().cloned());
-        run_op(&op);
+        run_op(op);
         backend::after_op(stream);
     }
     if let Err(e) = backend::end_batch(stream) {
@@ -376,17 +376,23 @@ fn run_in_order(ops: Vec<Arc<Op>>) {
     }
 }
 
-fn run_op(op: &Arc<Op>) {
-    let outputs: Vec<Option<Arc<Node>>> = op.outputs.get().map(|v| v.iter().map(|w| w.upgrade()).collect()).unwrap_or_default();
+/// Runs one op and publishes its outputs. The worker gives up everything it holds (the op, and
+/// through it the inputs; its handles on the outputs) before or while the results become
+/// visible, never after: when `eval` returns, no buffer the evaluation no longer needs is still
+/// waiting to be freed by a worker thread, so `active_memory()` read right after `eval` is what
+/// the caller's arrays hold. (Workers used to drop the op after waking the waiter; the late frees
+/// landed inside the caller's next measurement, and a buffer a caller dropped could linger.)
+fn run_op(op: Arc<Op>) {
+    let outputs: Vec<std::sync::Weak<Node>> = op.outputs.get().cloned().unwrap_or_default();
     // Nobody holds any output any more: skip it, unless it talks to other ranks (they wait for
     // this rank's part whether or not anyone here reads the result).
-    if outputs.iter().all(|o| o.is_none()) && !matches!(op.prim, crate::primitives::Primitive::Distributed(_)) {
+    if outputs.iter().all(|w| w.strong_count() == 0) && !matches!(op.prim, crate::primitives::Primitive::Distributed(_)) {
         return;
     }
     let result = (|| -> Result<Vec<Data>> {
         let mut inputs = op.inputs.iter().map(input_data).collect::<Result<Vec<_>>>()?;
-        if op.prim.donates_input() && outputs.iter().all(|o| o.as_ref().is_none_or(|n| n.tape().is_none())) {
-            donate_first_input(op, &mut inputs);
+        if op.prim.donates_input() && outputs.iter().all(|w| w.upgrade().is_none_or(|n| n.tape().is_none())) {
+            donate_first_input(&op, &mut inputs);
         }
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend::eval(&op.prim, op.stream, &mut inputs, &op.specs)));
         match run {
@@ -398,22 +404,29 @@ fn run_op(op: &Arc<Op>) {
             }
         }
     })();
-    match result {
-        Ok(datas) => {
-            for (node, data) in outputs.iter().zip(datas) {
-                if let Some(n) = node {
-                    *n.lock() = State::Ready(data);
-                }
-            }
-        }
-        Err(e) => {
-            for n in outputs.iter().flatten() {
-                *n.lock() = State::Failed(e.clone());
-            }
-        }
+    // The outputs' `Scheduled` states now hold the op's last references: replacing the last of
+    // them (under its node's lock) frees the inputs nobody else holds before the result shows.
+    drop(op);
+    let mut results: Vec<Option<Result<Data>>> = match result {
+        Ok(datas) => datas.into_iter().map(|d| Some(Ok(d))).collect(),
+        Err(e) => vec![Some(Err(e)); outputs.len()],
+    };
+    let mut waited = false;
+    for (w, r) in outputs.iter().zip(results.iter_mut()) {
+        let Some(node) = w.upgrade() else { continue };
+        *node.lock() = match r.take().expect("one result per output") {
+            Ok(d) => State::Ready(d),
+            Err(e) => State::Failed(e),
+        };
+        // Pairs with the fence in `wait_until`: either we see its flag, or it sees the state.
+        fence(Ordering::SeqCst);
+        waited |= node.waited.load(Ordering::SeqCst);
+        // Dropped here, before anyone is woken: a waiter that already returned and let go of
+        // this output leaves its buffer to be freed now, not inside its next measurement.
+        drop(node);
     }
-    fence(Ordering::SeqCst);
-    if outputs.iter().flatten().any(|n| n.waited.load(Ordering::SeqCst)) {
+    drop(results);
+    if waited {
         notify_all();
     }
 }
