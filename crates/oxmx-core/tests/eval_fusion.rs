@@ -3,7 +3,8 @@
 //! operands, ±0, ±inf, NaN and subnormals mixed in); chains are fused only where nobody else
 //! can see an intermediate (a user's handle, a second consumer, half precision, small arrays,
 //! another stream all keep ops separate, and their values stay right); the intermediate is
-//! never allocated (peak memory); errors of the fused kernel reach the result.
+//! never allocated (peak memory); errors of the fused kernel reach the result; and, fused or
+//! not, an evaluation's dead intermediates are freed before `eval` returns.
 
 mod common;
 use common::gradcheck::Rng;
@@ -275,4 +276,26 @@ fn a_failing_fused_kernel_fails_its_result() {
         }
     }
     panic!("the result fit under a limit 1 KB above the active memory in three tries");
+}
+
+#[test]
+fn eval_returns_with_its_dead_intermediates_freed() {
+    let _g = lock();
+    // Unfused, `a - b` is an intermediate only the multiplication holds (as its second operand,
+    // so its buffer is not donated to the product). When `eval` returns, the stream worker has
+    // already let go of it (and of its own handle on the result), so the active memory is the
+    // inputs plus the result, and dropping the result frees it at once, on this thread. Many
+    // rounds: a worker freeing late shows in some of them.
+    set_eval_fusion(false);
+    let (a, b) = (data(60, &[512, 1024], Dtype::Float32), data(61, &[512, 1024], Dtype::Float32));
+    let bytes = 512 * 1024 * 4;
+    let base = memory::active_memory();
+    for round in 0..200 {
+        let y = &a * &(&a - &b);
+        y.eval().unwrap();
+        assert_eq!(memory::active_memory(), base + bytes, "round {round}: after eval, only the result is added");
+        drop(y);
+        assert_eq!(memory::active_memory(), base, "round {round}: dropping the result frees it");
+    }
+    set_eval_fusion(true);
 }
