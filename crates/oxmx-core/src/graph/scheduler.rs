@@ -407,17 +407,15 @@ fn run_op(op: Arc<Op>) {
     // The outputs' `Scheduled` states now hold the op's last references: replacing the last of
     // them (under its node's lock) frees the inputs nobody else holds before the result shows.
     drop(op);
-    let mut results: Vec<Option<Result<Data>>> = match result {
-        Ok(datas) => datas.into_iter().map(|d| Some(Ok(d))).collect(),
-        Err(e) => vec![Some(Err(e)); outputs.len()],
+    let states: Vec<State> = match result {
+        Ok(datas) => datas.into_iter().map(State::Ready).collect(),
+        Err(e) => outputs.iter().map(|_| State::Failed(e.clone())).collect(),
     };
     let mut waited = false;
-    for (w, r) in outputs.iter().zip(results.iter_mut()) {
+    // A result whose node is gone is dropped here too, before anyone is woken.
+    for (w, state) in outputs.iter().zip(states) {
         let Some(node) = w.upgrade() else { continue };
-        *node.lock() = match r.take().expect("one result per output") {
-            Ok(d) => State::Ready(d),
-            Err(e) => State::Failed(e),
-        };
+        *node.lock() = state;
         // Pairs with the fence in `wait_until`: either we see its flag, or it sees the state.
         fence(Ordering::SeqCst);
         waited |= node.waited.load(Ordering::SeqCst);
@@ -425,7 +423,6 @@ fn run_op(op: Arc<Op>) {
         // this output leaves its buffer to be freed now, not inside its next measurement.
         drop(node);
     }
-    drop(results);
     if waited {
         notify_all();
     }
