@@ -204,7 +204,8 @@ fn large_arrays_take_the_parallel_paths() {
 /// Outputs of 8 MB and more are written with streaming stores (whole vectors from an L1 stage,
 /// plain stores for the unaligned head and the tail): f32 outputs straight from a register,
 /// f16 and bool outputs converted first; the element count is odd so every tail is hit. The
-/// plain (uncompiled) element-wise kernels stream large outputs too: checked against float64.
+/// plain (uncompiled) element-wise kernels stream large outputs too (binary ones on any AVX2
+/// host, heavier unary ones on AVX-512 hosts): checked against float64.
 #[test]
 fn large_outputs_are_streamed() {
     let _g = shared();
@@ -219,6 +220,17 @@ fn large_outputs_are_streamed() {
     let e = exp(&x);
     let e64 = exp(&x.astype(Dtype::Float64)).astype(Dtype::Float32);
     assert_close("streamed exp", &e, &e64, 1e-6);
+    // Binary kernels: two arrays, a scalar operand, and an operand starting one element into
+    // its buffer (the output's head and tail then fall differently against the vectors).
+    let y = r(7, &[2101, 1001], -4.0, 4.0).astype(Dtype::Float32);
+    let (x64, y64) = (x.astype(Dtype::Float64), y.astype(Dtype::Float64));
+    assert_close("streamed add", &(&x + &y), &(&x64 + &y64).astype(Dtype::Float32), 0.0);
+    assert_close("streamed multiply by a scalar", &(&x * 3.0), &(&x64 * 3.0).astype(Dtype::Float32), 0.0);
+    let n = 2101 * 1001 - 1isize;
+    let flat = |a: &Array, lo: isize| slice(&reshape(a, &[-1]), &[SliceSpec::new(Some(lo), Some(lo + n), 1)]);
+    let (xs, ys) = (flat(&x, 1), flat(&y, 0));
+    let want = (&xs.astype(Dtype::Float64) - &ys.astype(Dtype::Float64)).astype(Dtype::Float32);
+    assert_close("streamed subtract, offset operand", &(&xs - &ys), &want, 0.0);
 }
 
 #[test]

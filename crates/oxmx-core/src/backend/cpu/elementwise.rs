@@ -2,7 +2,7 @@
 //! paths over slices (which the compiler vectorises), a scalar-broadcast path, and a general
 //! strided path; all split across the thread pool for large arrays.
 
-use super::simd::{fill_streaming, map_slice, zip_slice, STREAM_BYTES};
+use super::simd::{fill_streaming, map_slice, zip_slice, Work, STREAM_BYTES};
 use crate::dtype::Element;
 use crate::error::Result;
 use crate::graph::data::{step_index, unravel};
@@ -124,7 +124,7 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
             } else if n * std::mem::size_of::<B>() >= STREAM_BYTES {
                 out.par_chunks_mut(CHUNK)
                     .zip(src.par_chunks(CHUNK))
-                    .for_each(|(o, s)| fill_streaming(o, |st, blk| map_slice(&s[st..st + blk.len()], blk, &&f)));
+                    .for_each(|(o, s)| fill_streaming(o, Work::Heavy, |st, blk| map_slice(&s[st..st + blk.len()], blk, &&f)));
             } else {
                 out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| map_slice(s, o, &&f));
             }
@@ -179,7 +179,10 @@ pub fn map_binary<A: Element, B: Element, C: Element>(a: &Data, b: &Data, f: imp
             if n < PAR_THRESHOLD {
                 body(0, out);
             } else if n * std::mem::size_of::<C>() >= STREAM_BYTES {
-                out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| fill_streaming(o, |st, blk| body(c * CHUNK + st, blk)));
+                // Binary kernels are mostly one instruction an element (a few, like `power`, are not).
+                out.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .for_each(|(c, o)| fill_streaming(o, Work::Light, |st, blk| body(c * CHUNK + st, blk)));
             } else {
                 out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| body(c * CHUNK, o));
             }

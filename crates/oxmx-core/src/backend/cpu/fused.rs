@@ -15,7 +15,7 @@ use super::binary::{logaddexp, max_nan, min_nan, py_rem_f};
 use super::elementwise::{collapse, PAR_THRESHOLD};
 use super::fastmath;
 use super::jit;
-use super::simd::{level, stream_copy, stream_fence, streaming, Level, STREAM_BYTES};
+use super::simd::{level, stream_copy, stream_fence, streaming, Level, Work, STREAM_BYTES};
 use super::unary::{float_op, FloatMath};
 use crate::dtype::{Dtype, Element};
 use crate::error::Result;
@@ -438,7 +438,7 @@ fn run<C: Compute>(op: &FusedOp, inputs: &[Data], specs: &[Spec]) -> Result<Vec<
         let outs = Outs(&ptrs);
         // Outputs far larger than the caches are written with streaming stores (as `memcpy`
         // does), which saves reading every destination line before it is overwritten.
-        let stream = streaming() && dtypes.iter().map(|d| n * d.size()).sum::<usize>() >= STREAM_BYTES;
+        let stream = streaming(Work::Heavy) && dtypes.iter().map(|d| n * d.size()).sum::<usize>() >= STREAM_BYTES;
         // The JIT writes outputs in place (streaming them itself); the interpreter streams
         // through its stage buffer, so it plans outputs into registers when streaming.
         let jitted = (C::DTYPE == Dtype::Float32 && jit::enabled())
