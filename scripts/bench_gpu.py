@@ -9,6 +9,7 @@ device's copy bandwidth (a large device-to-device copy, bytes read + written).
     python3 scripts/bench_gpu.py path/to/oxmx-bench [filter]
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,10 @@ ROWS = ["add_16M_f32", "mul_scalar_16M_f32", "exp_16M_f32", "tanh_16M_f32", "sum
         "gpu_gemm_512x4096x14336_bf16", "gpu_sdpa_causal_1x32x4096x128_bf16"]
 MATVECS = [(6144, 4096), (4096, 4096), (14336, 4096), (4096, 14336)]
 ROWS += [f"gpu_matvec_{n}x{k}_bf16" for n, k in MATVECS] + [f"gpu_qmv_{n}x{k}_q4g64_bf16" for n, k in MATVECS]
+# The mat-vecs as a decoding step runs them (crates/oxmx-bench/src/gpu.rs): 256 products back to
+# back over distinct weights of 160 MB in all, timed by the GPU's clock.
+ROWS += [f"gpuseq_matvec_{n}x{k}_bf16" for n, k in MATVECS] + [f"gpuseq_qmv_{n}x{k}_q4g64_bf16" for n, k in MATVECS]
+SEQ_BYTES, SEQ_PRODUCTS = 160 << 20, 256
 
 
 def cuda_ms(fn, iters):
@@ -36,6 +41,27 @@ def cuda_ms(fn, iters):
         times.append(s.elapsed_time(e))
     times.sort()
     return times[len(times) // 2]
+
+
+def seq_row(w, x1):
+    """SEQ_PRODUCTS products x1 @ w_i.T over distinct copies of w (SEQ_BYTES in all) captured in
+    one CUDA graph (PyTorch's launches would otherwise be the host's time, not the GPU's); a
+    call replays it, and the row is divided by SEQ_PRODUCTS in torch_rows."""
+    ws = [w * (1 + i / 64) for i in range(max(4, -(-SEQ_BYTES // (w.numel() * 2))))]
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(3):
+            x1 @ ws[i % len(ws)].T  # warm cuBLAS's handle and workspace outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):
+        outs = [x1 @ ws[j % len(ws)].T for j in range(SEQ_PRODUCTS)]
+    seq_row.keep.append((ws, outs))
+    return graph.replay
+
+
+seq_row.keep = []
 
 
 def torch_rows():
@@ -73,9 +99,11 @@ def torch_rows():
         w = (torch.rand(vn, vk, device=dev, generator=g) * 2 - 1).to(bf)
         x1 = (torch.rand(1, vk, device=dev, generator=g) * 2 - 1).to(bf)
         rows[f"gpu_matvec_{vn}x{vk}_bf16"] = lambda w=w, x1=x1: x1 @ w.T
+        rows[f"gpuseq_matvec_{vn}x{vk}_bf16"] = seq_row(w, x1)
     big = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
     copy_ms = cuda_ms(lambda: big.clone(), 20)
-    return {k: cuda_ms(f, 20) for k, f in rows.items()}, 2 * (1 << 28) / copy_ms / 1e6
+    times = {k: cuda_ms(f, 20) / (SEQ_PRODUCTS if k.startswith("gpuseq") else 1) for k, f in rows.items()}
+    return times, 2 * (1 << 28) / copy_ms / 1e6
 
 
 def main():
@@ -85,13 +113,18 @@ def main():
     peers, copy_gbps = torch_rows()
     ours = {}
     # oxmx-bench runs a row when the filter is a substring of the row's key, so one process per
-    # leading word (add, matmul, gpu, ...) covers its rows.
+    # leading word (add_, matmul_, gpu_, gpuseq_, ...) covers its rows.
     groups = sorted({row.split("_")[0] for row in ROWS if not want or want in row})
     for group in groups:
-        out = subprocess.run([binary, group], capture_output=True, text=True, check=True).stdout
+        # The sequence rows read the GPU's clock, which OXMX_GPU_PROFILE turns on.
+        env = dict(os.environ, OXMX_GPU_PROFILE="1") if group == "gpuseq" else None
+        # A filter that starts with the group's word narrows the process to it (gpu_qmv).
+        narrow = want if want.startswith(group + "_") else group + "_"
+        out = subprocess.run([binary, narrow], capture_output=True, text=True, check=True, env=env).stdout
         for line in out.splitlines():
             r = json.loads(line)
-            if r.get("impl") == "oxmx" and r["bench"] in ROWS and (not want or want in r["bench"]):
+            if (r.get("impl") == "oxmx" and r["bench"] in ROWS and r["bench"].split("_")[0] == group
+                    and (not want or want in r["bench"])):
                 ours[r["bench"]] = r
     print(f"device: {torch.cuda.get_device_name()}, copy bandwidth {copy_gbps:.0f} GB/s (torch clone of 256 MB)")
     print("| workload | oxmx ms | oxmx GB/s or TFLOP/s | torch ms | torch / oxmx |")

@@ -14,7 +14,7 @@ for t in ${SUITES-cuda_llm}; do
   grep -E "FAILED|panicked" "$OUT/$t.txt" | head -6
 done
 python3 scripts/bench_gpu.py target/gpu/oxmx-bench > "$OUT/bench_gpu.txt" 2>&1
-tail -32 "$OUT/bench_gpu.txt"
+tail -40 "$OUT/bench_gpu.txt"
 for model in llama3-8b-bf16 llama3-8b-4bit; do
   printf "%s: " "$model"
   timeout 200 target/gpu/oxmx bench --random-weights --model scripts/configs/$model -p 512 -g 128 -n 2 2>&1 | grep -E "Averages"

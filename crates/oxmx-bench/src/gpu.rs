@@ -4,6 +4,16 @@
 //! decoding attention over KV caches of 640 to 32k positions, and the decode mat-vecs at the
 //! Llama-3-8B shapes, dense bf16 and 4-bit g64 (floor: the weight or cache bytes at copy
 //! bandwidth).
+//!
+//! The `gpu_matvec_*`/`gpu_qmv_*` rows repeat one product on one weight: a matrix of 29-33 MB
+//! is then partly served from the 50 MB L2 (rates above copy bandwidth), and a 9-14 MB one
+//! takes the host's dispatch time per evaluation (~9 µs) rather than the kernel's. The
+//! `gpuseq_*` rows time the products the way a decoding step runs them: 256 products in one
+//! evaluation (one CUDA graph per 256 kernels), cycling through enough distinct weights
+//! (`SEQ_BYTES`) that each product reads its weight from DRAM. With `OXMX_GPU_PROFILE=1`
+//! (scripts/bench_gpu.py sets it for these rows) the time is the GPU's own clock over the
+//! graphs; without it, the host's wall clock, which also counts the recording of the first
+//! graph.
 
 use crate::{input, report, time};
 use oxmx_core::ops;
@@ -20,6 +30,12 @@ const GEMMS: &[(&str, usize, usize, usize)] = &[
 
 /// (n, k) of the decode mat-vecs: q/k/v fused, o, gate/up, down.
 const MATVECS: &[(usize, usize)] = &[(6144, 4096), (4096, 4096), (14336, 4096), (4096, 14336)];
+
+/// Distinct weight bytes a `gpuseq_` row cycles through: over three times the 50 MB L2 of an
+/// H100/H200, so a weight is evicted before its next turn.
+const SEQ_BYTES: usize = 160 << 20;
+/// Products a `gpuseq_` evaluation queues.
+const SEQ_PRODUCTS: usize = 256;
 
 pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
     if !oxmx_core::default_device().is_gpu() {
@@ -69,6 +85,7 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
         );
     }
     for &(n, k) in MATVECS {
+        seq_rows(want, n, k);
         let dense = format!("gpu_matvec_{n}x{k}_bf16");
         let q4 = format!("gpu_qmv_{n}x{k}_q4g64_bf16");
         if !want(&dense) && !want(&q4) {
@@ -92,6 +109,68 @@ pub(crate) fn run(want: &dyn Fn(&str) -> bool) {
                 bytes,
                 2.0 * (n * k) as f64,
             );
+        }
+    }
+}
+
+/// The `gpuseq_` rows of one mat-vec shape (module doc): dense bf16 and 4-bit g64.
+fn seq_rows(want: &dyn Fn(&str) -> bool, n: usize, k: usize) {
+    let dense = format!("gpuseq_matvec_{n}x{k}_bf16");
+    let q4 = format!("gpuseq_qmv_{n}x{k}_q4g64_bf16");
+    if !want(&dense) && !want(&q4) {
+        return;
+    }
+    let w = input(&[n, k], 6).astype(Dtype::Bfloat16);
+    let x = input(&[1, k], 7).astype(Dtype::Bfloat16);
+    // Distinct weights made on the device (scaled copies), not generated on the host.
+    let copies = |bytes: usize| (SEQ_BYTES.div_ceil(bytes)).max(4);
+    if want(&dense) {
+        let ws: Vec<Array> = (0..copies(w.nbytes())).map(|i| ops::transpose(&(&w * (1.0 + i as f32 / 64.0)), &[1, 0])).collect();
+        oxmx_core::eval(&ws.iter().collect::<Vec<_>>()).unwrap();
+        let t = time_seq(|j| ops::matmul(&x, &ws[j % ws.len()]));
+        report(&dense, t, w.nbytes() as f64, 2.0 * (n * k) as f64);
+    }
+    if want(&q4) {
+        let (wq, s, b) = ops::quantize(&w, Some(64), Some(4), "affine");
+        let bytes = wq.nbytes() + s.nbytes() + b.as_ref().unwrap().nbytes();
+        let qs: Vec<(Array, Array, Array)> = (0..copies(bytes))
+            .map(|i| {
+                let (wq, s, b) = ops::quantize(&(&w * (1.0 + i as f32 / 64.0)), Some(64), Some(4), "affine");
+                (wq, s, b.unwrap())
+            })
+            .collect();
+        oxmx_core::eval(&qs.iter().flat_map(|(a, b, c)| [a, b, c]).collect::<Vec<_>>()).unwrap();
+        let t = time_seq(|j| {
+            let (wq, s, b) = &qs[j % qs.len()];
+            ops::quantized_matmul(&x, wq, s, Some(b), true, Some(64), Some(4), "affine")
+        });
+        report(&q4, t, bytes as f64, 2.0 * (n * k) as f64);
+    }
+}
+
+/// Seconds per product of `SEQ_PRODUCTS` products evaluated together, the second of two passes
+/// (the first compiles, allocates and instantiates the graphs): by the GPU's clock over the
+/// graphs when `OXMX_GPU_PROFILE` is on, else by the host's wall clock.
+fn time_seq(product: impl Fn(usize) -> Array) -> f64 {
+    let pass = || {
+        let ys: Vec<Array> = (0..SEQ_PRODUCTS).map(&product).collect();
+        let start = std::time::Instant::now();
+        oxmx_core::eval(&ys.iter().collect::<Vec<_>>()).expect("benchmark workload failed");
+        oxmx_core::synchronize(oxmx_core::default_stream());
+        start.elapsed().as_secs_f64()
+    };
+    pass();
+    oxmx_core::backend::cuda::profile_reset();
+    let wall = pass();
+    let gpu = oxmx_core::backend::cuda::profile()
+        .into_iter()
+        .find(|(name, _)| name.starts_with("~gpu") && name.contains("graphs running"))
+        .map(|(_, (_, busy))| busy);
+    match gpu {
+        Some(busy) if busy > 0.0 => busy / SEQ_PRODUCTS as f64,
+        _ => {
+            eprintln!("[gpuseq] no GPU-clock rows (OXMX_GPU_PROFILE unset or no graphs): host wall time");
+            wall / SEQ_PRODUCTS as f64
         }
     }
 }
