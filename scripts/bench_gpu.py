@@ -113,13 +113,16 @@ def main():
     peers, copy_gbps = torch_rows()
     ours = {}
     # oxmx-bench runs a row when the filter is a substring of the row's key, so one process per
-    # leading word (add_, matmul_, gpu_, gpuseq_, ...) covers its rows.
+    # leading word (add, matmul, ...) covers its rows; the GPU rows' keys are their full names,
+    # so `gpu_` and `gpuseq_` keep the two kinds of mat-vec row in separate processes.
     groups = sorted({row.split("_")[0] for row in ROWS if not want or want in row})
     for group in groups:
         # The sequence rows read the GPU's clock, which OXMX_GPU_PROFILE turns on.
         env = dict(os.environ, OXMX_GPU_PROFILE="1") if group == "gpuseq" else None
-        # A filter that starts with the group's word narrows the process to it (gpu_qmv).
-        narrow = want if want.startswith(group + "_") else group + "_"
+        # A filter naming GPU rows (gpu_qmv) narrows the process to them.
+        gpu = group.startswith("gpu")
+        word = group + "_" if gpu else group
+        narrow = want if gpu and want.startswith(word) else word
         out = subprocess.run([binary, narrow], capture_output=True, text=True, check=True, env=env).stdout
         for line in out.splitlines():
             r = json.loads(line)
