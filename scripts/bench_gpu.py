@@ -57,11 +57,8 @@ def seq_row(w, x1):
     torch.cuda.current_stream().wait_stream(side)
     with torch.cuda.graph(graph):
         outs = [x1 @ ws[j % len(ws)].T for j in range(SEQ_PRODUCTS)]
-    seq_row.keep.append((ws, outs))
-    return graph.replay
-
-
-seq_row.keep = []
+    # The replay writes into the captured buffers, so the closure keeps them (and the weights).
+    return lambda keep=(ws, outs): graph.replay()
 
 
 def torch_rows():
