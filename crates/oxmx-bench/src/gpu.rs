@@ -123,22 +123,23 @@ fn seq_rows(want: &dyn Fn(&str) -> bool, n: usize, k: usize) {
     let w = input(&[n, k], 6).astype(Dtype::Bfloat16);
     let x = input(&[1, k], 7).astype(Dtype::Bfloat16);
     // Distinct weights made on the device (scaled copies), not generated on the host.
+    let scaled = |i: usize| &w * (1.0 + i as f32 / 64.0);
     let copies = |bytes: usize| (SEQ_BYTES.div_ceil(bytes)).max(4);
     if want(&dense) {
-        let ws: Vec<Array> = (0..copies(w.nbytes())).map(|i| ops::transpose(&(&w * (1.0 + i as f32 / 64.0)), &[1, 0])).collect();
+        let ws: Vec<Array> = (0..copies(w.nbytes())).map(|i| ops::transpose(&scaled(i), &[1, 0])).collect();
         oxmx_core::eval(&ws.iter().collect::<Vec<_>>()).unwrap();
         let t = time_seq(|j| ops::matmul(&x, &ws[j % ws.len()]));
         report(&dense, t, w.nbytes() as f64, 2.0 * (n * k) as f64);
     }
     if want(&q4) {
-        let (wq, s, b) = ops::quantize(&w, Some(64), Some(4), "affine");
-        let bytes = wq.nbytes() + s.nbytes() + b.as_ref().unwrap().nbytes();
-        let qs: Vec<(Array, Array, Array)> = (0..copies(bytes))
-            .map(|i| {
-                let (wq, s, b) = ops::quantize(&(&w * (1.0 + i as f32 / 64.0)), Some(64), Some(4), "affine");
-                (wq, s, b.unwrap())
-            })
-            .collect();
+        let quantized = |i: usize| {
+            let (wq, s, b) = ops::quantize(&scaled(i), Some(64), Some(4), "affine");
+            (wq, s, b.unwrap())
+        };
+        // The first copy gives the bytes a product reads, and with them the number of copies.
+        let mut qs = vec![quantized(0)];
+        let bytes = qs[0].0.nbytes() + qs[0].1.nbytes() + qs[0].2.nbytes();
+        qs.extend((1..copies(bytes)).map(quantized));
         oxmx_core::eval(&qs.iter().flat_map(|(a, b, c)| [a, b, c]).collect::<Vec<_>>()).unwrap();
         let t = time_seq(|j| {
             let (wq, s, b) = &qs[j % qs.len()];
