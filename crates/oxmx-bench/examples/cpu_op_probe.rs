@@ -36,6 +36,20 @@ fn time_flops(name: &str, flops: f64, runs: usize, f: &dyn Fn() -> Array) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--unary") {
+        // Element-wise unary kernels at a size that fits the last-level cache (compute-bound
+        // rate) and at issue 2's 16M (memory-bound rate), beside abs (a copy in all but name).
+        for n in [1usize << 18, 1 << 20, 1 << 24] {
+            let x = random::normal(&[n], Dtype::Float32, 0.0, 1.0, None);
+            x.eval().unwrap();
+            let b = 8 * n;
+            time(&format!("abs {n}"), b, &|| ops::abs(&x));
+            time(&format!("exp {n}"), b, &|| ops::exp(&x));
+            time(&format!("tanh {n}"), b, &|| ops::tanh(&x));
+            time(&format!("sigmoid {n}"), b, &|| ops::sigmoid(&x));
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--conv") {
         // issue 2's first conv2d row (NHWC 1×56×56×64, 3×3, 64 out, padding 1), many times.
         let x = random::normal(&[1, 56, 56, 64], Dtype::Float32, 0.0, 1.0, None);

@@ -113,6 +113,14 @@ unsafe impl<T> Sync for OutPtr<T> {}
 
 /// `out[i] = f(a[i])` over a row-major output of `a`'s shape.
 pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) -> Result<Data> {
+    map_unary_slices(a, Work::Heavy, |s: &[A], o: &mut [B]| map_slice(s, o, &&f))
+}
+
+/// `map_unary` for a kernel that takes whole runs (`f(src, dst)`, equal lengths, contiguous):
+/// one that decides per vector of elements, such as `fastmath::exp_slice`'s in-range fast path.
+/// A strided operand is gathered a short run at a time. `work` says whether large outputs are
+/// worth streaming (`simd::streaming`).
+pub fn map_unary_slices<A: Element, B: Element>(a: &Data, work: Work, f: impl Fn(&[A], &mut [B]) + Sync) -> Result<Data> {
     let n = a.size();
     let shape = a.shape.clone();
     Data::build::<B>(shape, |out| {
@@ -120,13 +128,13 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
         if a.is_row_contiguous() {
             let src = &raw[a.offset as usize..a.offset as usize + n];
             if n < PAR_THRESHOLD {
-                map_slice(src, out, &&f);
+                f(src, out);
             } else if n * std::mem::size_of::<B>() >= STREAM_BYTES {
                 out.par_chunks_mut(CHUNK)
                     .zip(src.par_chunks(CHUNK))
-                    .for_each(|(o, s)| fill_streaming(o, Work::Heavy, |st, blk| map_slice(&s[st..st + blk.len()], blk, &&f)));
+                    .for_each(|(o, s)| fill_streaming(o, work, |st, blk| f(&s[st..st + blk.len()], blk)));
             } else {
-                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| map_slice(s, o, &&f));
+                out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| f(s, o));
             }
             return;
         }
@@ -138,12 +146,17 @@ pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) ->
                 let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start + o), run) };
                 if st == 1 {
                     // A unit-stride run (a row of a sliced or permuted view) vectorises.
-                    return map_slice(&raw[off as usize..off as usize + run], dst, &&f);
+                    return f(&raw[off as usize..off as usize + run], dst);
                 }
+                // Gathered 64 at a time into a contiguous run.
+                let mut buf = [A::default(); 64];
                 let mut p = off;
-                for d in dst.iter_mut() {
-                    *d = f(raw[p as usize]);
-                    p += st;
+                for d in dst.chunks_mut(64) {
+                    for b in buf[..d.len()].iter_mut() {
+                        *b = raw[p as usize];
+                        p += st;
+                    }
+                    f(&buf[..d.len()], d);
                 }
             });
         });

@@ -150,6 +150,34 @@ pub fn map_slice<A: Copy, B>(src: &[A], dst: &mut [B], f: &(impl Fn(A) -> B + Co
     vectorized(|| body(src, dst, f))
 }
 
+/// Defines `fn name(src: &[A], dst: &mut [B])` whose body is compiled three times (AVX-512,
+/// AVX2+FMA, baseline) and picked by `level()`. For kernels too large for `vectorized`'s closure
+/// to be inlined (a closure that is not inlined loses the target features, and every `mul_add`
+/// in it becomes a libm call); closures written in the body keep them.
+macro_rules! slice_kernel {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($src:ident: $a:ty, $dst:ident: $b:ty) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($src: $a, $dst: $b) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::backend::cpu::simd::{level, Level};
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+                unsafe fn wide($src: $a, $dst: $b) $body
+                #[target_feature(enable = "avx2,fma,f16c")]
+                unsafe fn mid($src: $a, $dst: $b) $body
+                match level() {
+                    // SAFETY: `level` checked that the CPU has these features.
+                    Level::Avx512 => return unsafe { wide($src, $dst) },
+                    Level::Avx2 => return unsafe { mid($src, $dst) },
+                    Level::Baseline => {}
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use slice_kernel;
+
 /// `dst[i] = f(a[i], b[i])`.
 #[inline]
 pub fn zip_slice<A: Copy, B: Copy, C>(a: &[A], b: &[B], dst: &mut [C], f: &(impl Fn(A, B) -> C + Copy)) {
