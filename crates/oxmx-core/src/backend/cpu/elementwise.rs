@@ -113,14 +113,13 @@ unsafe impl<T> Sync for OutPtr<T> {}
 
 /// `out[i] = f(a[i])` over a row-major output of `a`'s shape.
 pub fn map_unary<A: Element, B: Element>(a: &Data, f: impl Fn(A) -> B + Sync) -> Result<Data> {
-    map_unary_slices(a, Work::Heavy, |s: &[A], o: &mut [B]| map_slice(s, o, &&f))
+    map_unary_slices(a, |s: &[A], o: &mut [B]| map_slice(s, o, &&f))
 }
 
 /// `map_unary` for a kernel that takes whole runs (`f(src, dst)`, equal lengths, contiguous):
 /// one that decides per vector of elements, such as `fastmath::exp_slice`'s in-range fast path.
-/// A strided operand is gathered a short run at a time. `work` says whether large outputs are
-/// worth streaming (`simd::streaming`).
-pub fn map_unary_slices<A: Element, B: Element>(a: &Data, work: Work, f: impl Fn(&[A], &mut [B]) + Sync) -> Result<Data> {
+/// A strided operand is gathered a short run at a time. Large outputs stream as `Work::Heavy`.
+pub fn map_unary_slices<A: Element, B: Element>(a: &Data, f: impl Fn(&[A], &mut [B]) + Sync) -> Result<Data> {
     let n = a.size();
     let shape = a.shape.clone();
     Data::build::<B>(shape, |out| {
@@ -132,7 +131,7 @@ pub fn map_unary_slices<A: Element, B: Element>(a: &Data, work: Work, f: impl Fn
             } else if n * std::mem::size_of::<B>() >= STREAM_BYTES {
                 out.par_chunks_mut(CHUNK)
                     .zip(src.par_chunks(CHUNK))
-                    .for_each(|(o, s)| fill_streaming(o, work, |st, blk| f(&s[st..st + blk.len()], blk)));
+                    .for_each(|(o, s)| fill_streaming(o, Work::Heavy, |st, blk| f(&s[st..st + blk.len()], blk)));
             } else {
                 out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| f(s, o));
             }

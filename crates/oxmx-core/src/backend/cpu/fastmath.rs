@@ -78,8 +78,8 @@ pub fn exp(x: f32) -> f32 {
 /// Where exp(x) is a normal float (n = round(x / ln 2) within [-124, 127]): there 2^n can go
 /// straight into the exponent bits, one integer add, instead of `exp`'s clamps, two-step scaling
 /// and NaN select, which exist for the subnormal, overflow and NaN ends.
-pub(crate) const EXP_NORMAL_LO: f32 = -86.0;
-pub(crate) const EXP_NORMAL_HI: f32 = 88.0;
+const EXP_NORMAL_LO: f32 = -86.0;
+const EXP_NORMAL_HI: f32 = 88.0;
 
 /// `exp` for x in [EXP_NORMAL_LO, EXP_NORMAL_HI], with the same bits: p·2^n is exact whichever
 /// way the power of two is applied while the result is normal.
@@ -97,7 +97,8 @@ const BLOCK: usize = 16;
 
 /// `dst[i] = slow(src[i])`, except that a block whose every element passes `fast_ok` takes
 /// `fast` (which must give the same bits there). The test is a compare and a mask per vector;
-/// on Zen 2 it halved the instructions of exp. For `simd::vectorized` bodies (inline).
+/// for exp it drops ~11 of ~28 vector instructions (a Zen 2 core: 11.1 -> 8.7 cycles per 8
+/// elements). Inline into a `slice_kernel!` body.
 #[inline(always)]
 fn by_blocks(src: &[f32], dst: &mut [f32], fast_ok: impl Fn(f32) -> bool, fast: impl Fn(f32) -> f32, slow: impl Fn(f32) -> f32) {
     let mut s = src.chunks_exact(BLOCK);

@@ -2,7 +2,6 @@
 
 use super::elementwise::{map_unary, map_unary_slices};
 use super::fastmath;
-use super::simd::Work;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::graph::{Data, Spec};
@@ -280,11 +279,6 @@ fn float_map(a: &Data, f: impl Fn(f32) -> f32 + Sync, g: impl Fn(f64) -> f64 + S
     }
 }
 
-/// An f32 kernel over whole runs (`fastmath::*_slice`).
-fn f32_slices(a: &Data, f: impl Fn(&[f32], &mut [f32]) + Copy + Sync) -> Result<Data> {
-    map_unary_slices(a, Work::Heavy, f)
-}
-
 /// Float kernels: f16/bf16/f32 through f32, f64 natively. Each op is its own monomorphic loop
 /// (matching on `op` per element would stop vectorisation).
 fn float_kernel(op: UnaryOp, a: &Data) -> Result<Data> {
@@ -300,8 +294,8 @@ fn float_kernel(op: UnaryOp, a: &Data) -> Result<Data> {
     macro_rules! each {
         ($($u:ident),*) => {
             match op {
-                Exp if a.dtype == Dtype::Float32 => f32_slices(a, fastmath::exp_slice),
-                Sigmoid if a.dtype == Dtype::Float32 => f32_slices(a, fastmath::sigmoid_slice),
+                Exp if a.dtype == Dtype::Float32 => map_unary_slices(a, fastmath::exp_slice),
+                Sigmoid if a.dtype == Dtype::Float32 => map_unary_slices(a, fastmath::sigmoid_slice),
                 Exp => fast!(OP_EXP, Exp),
                 Expm1 => fast!(OP_EXPM1, Expm1),
                 Log => fast!(OP_LOG, Log),
